@@ -1,0 +1,223 @@
+"""The shared base of every fusion estimator.
+
+A public estimator is ``(task mixin, fusion family)``: the family builds the
+``torch.nn.Module`` (``_build_module``) and says which missing modalities it can use
+(``_check_blocks``); the task mixin (survival or classification) encodes ``y``, provides the
+loss and turns network outputs into predictions. :class:`BaseFusion` owns the public ``fit``
+and its validation (the template method), and trains through :class:`FusionNet`, a skorch
+``NeuralNet`` that iterates over tensors already on the device, by index.
+"""
+
+from math import ceil
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping
+
+from ._compat import Interval, StrOptions, _fit_context
+from ._data import ModalityDataset, check_X, infer_layout, require_present, to_blocks
+
+
+def resolve_device(device):
+    """``"auto"`` means CUDA when available, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class BatchIterator:
+    """Mini-batches of a :class:`~skfusion._data.ModalityDataset`, gathered by index.
+
+    With ``strata`` (a function of the targets returning a boolean tensor, e.g. the event
+    indicator), positives are dealt round-robin over the batches, so every batch has at least
+    one; the number of batches is reduced if there are fewer positives than batches.
+    Without targets (prediction), rows keep their order.
+    """
+
+    def __init__(self, dataset, batch_size, shuffle=False, seed=0, strata=None):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.strata = strata
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _groups(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        targets = self.dataset.target_values()
+        if self.strata is None or targets is None:
+            return order.split(self.batch_size)
+        positive = self.strata(targets)[order]
+        pos, neg = order[positive], order[~positive]
+        n_batches = max(1, min(ceil(n / self.batch_size), len(pos)))
+        return [torch.cat([pos[b::n_batches], neg[b::n_batches]]) for b in range(n_batches)]
+
+    def __iter__(self):
+        for positions in self._groups():
+            yield self.dataset.batch(positions.to(self.dataset.device))
+
+    def __len__(self):
+        return len(self._groups())
+
+
+class ValidationSplit:
+    """Hold out ``fraction`` of the rows, stratified by ``strata`` when given (skorch train_split)."""
+
+    def __init__(self, fraction, seed, strata=None):
+        self.fraction = fraction
+        self.seed = seed
+        self.strata = strata
+
+    def __call__(self, dataset, y=None, **fit_params):
+        rng = np.random.RandomState(self.seed)
+        n = len(dataset)
+        labels = np.zeros(n, dtype=int) if self.strata is None else np.asarray(self.strata)
+        valid = []
+        for label in np.unique(labels):
+            rows = rng.permutation(np.flatnonzero(labels == label))
+            valid.append(rows[: int(round(self.fraction * len(rows)))])
+        valid = np.sort(np.concatenate(valid))
+        if len(valid) == 0 or len(valid) == n:
+            raise ValueError(
+                f"validation_fraction={self.fraction} leaves an empty training or validation set for {n} samples."
+            )
+        train = np.setdiff1d(np.arange(n), valid)
+        return dataset.subset(train), dataset.subset(valid)
+
+
+class TaskLoss(torch.nn.Module):
+    """skorch criterion delegating to the estimator's task loss."""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, y_pred, y_true):
+        return self.loss(y_pred, y_true)
+
+
+class FusionNet(NeuralNet):
+    """The skorch network behind every skfusion estimator.
+
+    Data arrive as a :class:`~skfusion._data.ModalityDataset` whose tensors already sit on
+    the device; :class:`BatchIterator` gathers batches by index, so there is no per-row
+    collation and no host-to-device copy per batch.
+    """
+
+    def predict_outputs(self, dataset):
+        """Network outputs for every row of ``dataset``, in order, as a float64 array."""
+        return self.forward(dataset).double().numpy()
+
+
+class BaseFusion(BaseEstimator):
+    """Template for the fusion estimators: validation, training and prediction plumbing.
+
+    Subclasses mix in a task (:class:`~skfusion._survival.SurvivalMixin` or
+    :class:`~skfusion._classifier.ClassifierHeadMixin`) and implement
+    ``_build_module(n_outputs)``; they may override ``_check_blocks(blocks)`` (default: every
+    modality must be present in every row) and ``_infer_layout(X)`` (default: the modalities
+    named by the ``modalities`` parameter).
+    """
+
+    _parameter_constraints = {
+        "modalities": [list, tuple, None],
+        "modality_dims": [list, tuple, dict, None],
+        "hidden_dims": [list, tuple, None],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "callbacks": [list, None],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    _missing_hint = "use a model that handles missing modalities (LateFusion*, missing='learn') or impute."
+
+    def _infer_layout(self, X):
+        return infer_layout(X, self.modalities, self.modality_dims)
+
+    def _check_blocks(self, blocks):
+        require_present(blocks, list(blocks), self._missing_hint)
+
+    def _callbacks(self):
+        callbacks = list(self.callbacks or [])
+        if self.early_stopping:
+            callbacks.append(
+                ("early_stopping", EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, load_best=True))
+            )
+        return callbacks
+
+    def _blocks(self, X, reset):
+        X = check_X(self, X, reset=reset)
+        if reset:
+            self.layout_ = self._infer_layout(X)
+        blocks = to_blocks(X, self.layout_)
+        self._check_blocks(blocks)
+        return blocks, len(X)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the fusion model.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+            Modalities as ``name__i`` column blocks (or token columns); an array is split
+            by ``modality_dims``.
+        y : array-like
+            Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
+            Classification: labels, or a label-indicator matrix for multi-label targets.
+
+        Returns
+        -------
+        self : object
+        """
+        blocks, n_samples = self._blocks(X, reset=True)
+        targets = self._encode_target(y, n_samples)
+        device = resolve_device(self.device)
+        dataset = ModalityDataset(blocks, targets, device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        split = None
+        if self.early_stopping:
+            split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
+        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            self.net_ = FusionNet(
+                module=self._build_module(self._n_outputs()),
+                criterion=TaskLoss(self._loss_function()),
+                optimizer=torch.optim.Adam,
+                optimizer__weight_decay=self.weight_decay,
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                iterator_train=BatchIterator,
+                iterator_train__shuffle=True,
+                iterator_train__seed=seed,
+                iterator_train__strata=self._batch_strata,
+                iterator_valid=BatchIterator,
+                iterator_valid__strata=self._batch_strata,
+                train_split=split,
+                callbacks=self._callbacks(),
+                device=device,
+                verbose=self.verbose,
+            )
+            self.net_.fit(dataset, None)
+        self._finish_fit(self.net_.predict_outputs(dataset), targets)
+        return self
+
+    def _predict_outputs(self, X):
+        check_is_fitted(self)
+        blocks, _ = self._blocks(X, reset=False)
+        return self.net_.predict_outputs(ModalityDataset(blocks, device=self.net_.device))

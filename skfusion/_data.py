@@ -1,0 +1,306 @@
+"""The data contract: one table in, per-modality tensors and presence masks out.
+
+``X`` is a pandas DataFrame whose modalities are column groups:
+
+- a *vector* modality is a numeric block ``"{name}__{feature}"`` (``img__0 ... img__1023``);
+- a *sequence* modality is one object column ``"{name}"`` holding, per row, a ``(T_i, d)``
+  array (per-slice CT embeddings, per-timestep EHR states, a clinical time series).
+
+A row whose block is entirely NaN (or whose cell is ``None``, or has ``T_i = 0``) is *missing*
+that modality. NaN inside a partly observed block, and inf anywhere, are errors.
+
+A plain 2-D array (or a DataFrame without any ``name__`` group) is split into vector
+modalities by ``modality_dims``: ``None`` halves the columns into modalities ``"m0"`` and
+``"m1"`` (one modality ``"m0"`` for a single column), a sequence of ints gives consecutive
+widths named ``"m0", "m1", ...``, and a dict ``{name: width}`` names them. The model then
+behaves exactly as with the DataFrame whose columns are ``"m0__0", ..., "m1__0", ...``.
+"""
+
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.validation import validate_data
+
+SEPARATOR = "__"
+_MAX_ROWS_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """One modality as seen in ``fit``: its name, kind, source columns and width.
+
+    ``columns`` are column labels for a DataFrame, or integer positions for an array.
+    """
+
+    name: str
+    kind: str  # "vector" or "sequence"
+    columns: tuple
+    dim: int
+
+
+def _rows(mask):
+    """Format the first few row positions where ``mask`` is true."""
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(r) for r in rows[:_MAX_ROWS_SHOWN])
+    more = f", ... ({len(rows)} rows)" if len(rows) > _MAX_ROWS_SHOWN else ""
+    return f"[{shown}{more}]"
+
+
+def _split_dims(n_features, modality_dims):
+    """Resolve ``modality_dims`` into ``[(name, start, stop), ...]`` for an array."""
+    if modality_dims is None:
+        widths = [n_features] if n_features < 2 else [n_features - n_features // 2, n_features // 2]
+        named = [(f"m{k}", w) for k, w in enumerate(widths)]
+    elif isinstance(modality_dims, dict):
+        named = list(modality_dims.items())
+    else:
+        named = [(f"m{k}", w) for k, w in enumerate(modality_dims)]
+    for name, width in named:
+        if not isinstance(width, Integral) or width < 1:
+            raise ValueError(f"modality_dims: width of modality {name!r} must be a positive integer; got {width!r}.")
+    total = sum(w for _, w in named)
+    if total != n_features:
+        raise ValueError(f"modality_dims sum to {total} but X has {n_features} features.")
+    bounds, start = [], 0
+    for name, width in named:
+        bounds.append((str(name), start, start + int(width)))
+        start += int(width)
+    return bounds
+
+
+def _is_raw_column(series):
+    return series.dtype == object or isinstance(series.dtype, pd.StringDtype)
+
+
+def _first_present(series):
+    for cell in series:
+        if cell is not None and not (isinstance(cell, float) and np.isnan(cell)):
+            return cell
+    return None
+
+
+def _sequence_dim(name, series):
+    cell = _first_present(series)
+    if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 2:
+        return int(cell.shape[1])
+    kind = type(cell).__name__ if cell is not None else "only missing cells"
+    raise ValueError(
+        f"column {name!r} holds raw inputs ({kind}), not a numeric block or (T, d) token arrays: "
+        "encode it first (e.g. with CTVolumeEmbedder, ImageEmbedder or CLMBREmbedder)."
+    )
+
+
+def is_grouped_frame(X):
+    """Whether ``X`` is a DataFrame with ``name__`` groups or raw columns (else: split like an array)."""
+    return isinstance(X, pd.DataFrame) and any(SEPARATOR in str(c) or _is_raw_column(X[c]) for c in X.columns)
+
+
+def infer_layout(X, modalities=None, modality_dims=None):
+    """Find the modalities of ``X`` (DataFrame or 2-D array) as a tuple of :class:`ModalitySpec`.
+
+    Parameters
+    ----------
+    X : pandas.DataFrame or ndarray of shape (n_samples, n_features)
+    modalities : sequence of str, default=None
+        Keep only these modalities, in this order. ``None`` keeps every modality in order of
+        first appearance.
+    modality_dims : None, sequence of int or dict, default=None
+        How to split an array (or a frame without ``name__`` groups) into modalities.
+
+    Returns
+    -------
+    layout : tuple of ModalitySpec
+    """
+    if is_grouped_frame(X):
+        groups = {}
+        for col in X.columns:
+            label = str(col)
+            if SEPARATOR in label:
+                groups.setdefault(label.split(SEPARATOR, 1)[0], []).append(col)
+            elif _is_raw_column(X[col]):
+                groups.setdefault(label, []).append(col)
+            else:
+                raise ValueError(
+                    f"column {label!r} is not part of a modality block: name it '<modality>__{label}' "
+                    "(e.g. 'clin__age'), or pass a frame without any '<modality>__' groups to have it "
+                    "split like an array (see modality_dims)."
+                )
+        layout = []
+        for name, cols in groups.items():
+            if len(cols) == 1 and str(cols[0]) == name:
+                layout.append(ModalitySpec(name, "sequence", (cols[0],), _sequence_dim(name, X[cols[0]])))
+            elif any(str(c) == name for c in cols):
+                raise ValueError(f"modality {name!r} has both a raw column {name!r} and '{name}__*' columns.")
+            else:
+                raw = [str(c) for c in cols if _is_raw_column(X[c])]
+                if raw:
+                    raise ValueError(f"column {raw[0]!r} of modality {name!r} is not numeric.")
+                layout.append(ModalitySpec(name, "vector", tuple(cols), len(cols)))
+    else:
+        n_features = X.shape[1]
+        layout = [
+            ModalitySpec(name, "vector", tuple(range(start, stop)), stop - start)
+            for name, start, stop in _split_dims(n_features, modality_dims)
+        ]
+    if modalities is None:
+        return tuple(layout)
+    by_name = {spec.name: spec for spec in layout}
+    unknown = [m for m in modalities if m not in by_name]
+    if unknown:
+        raise ValueError(f"unknown modality name(s) {unknown}; X has modalities {list(by_name)}.")
+    return tuple(by_name[m] for m in modalities)
+
+
+def check_X(estimator, X, reset):
+    """Validate ``X`` like scikit-learn does and return it as a DataFrame or float array.
+
+    Grouped DataFrames keep their columns (raw object columns included) and get scikit-learn's
+    feature-name checks; anything else (arrays, frames without groups) goes through
+    ``check_array`` and comes back as a float32 array.
+    """
+    if is_grouped_frame(X):
+        validate_data(estimator, X, reset=reset, skip_check_array=True)
+        if X.shape[0] == 0:
+            raise ValueError("Found array with 0 sample(s) (shape=(0, %d)) while a minimum of 1 is required." % X.shape[1])
+        if X.shape[1] == 0:
+            raise ValueError("Found array with 0 feature(s) while a minimum of 1 is required.")
+        return X
+    return validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
+
+
+def _vector_block(X, spec):
+    if isinstance(X, pd.DataFrame):
+        values = X[list(spec.columns)].to_numpy()
+        labels = [str(c) for c in spec.columns]
+    else:
+        values = X[:, spec.columns[0] : spec.columns[-1] + 1]
+        labels = [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
+    try:
+        block = np.array(values, dtype=np.float32, order="C", copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
+    nan = np.isnan(block)
+    missing = nan.all(axis=1)
+    partial = nan.any(axis=1) & ~missing
+    if partial.any():
+        row = int(np.flatnonzero(partial)[0])
+        col = labels[int(np.flatnonzero(nan[row])[0])]
+        raise ValueError(
+            f"modality {spec.name!r} has NaN in rows {_rows(partial)} that are not wholly missing "
+            f"(first: row {row}, column {col!r}); a missing modality must be NaN in every column of its block."
+        )
+    if np.isinf(block).any():
+        row = int(np.flatnonzero(np.isinf(block).any(axis=1))[0])
+        raise ValueError(f"modality {spec.name!r} contains inf (first in row {row}).")
+    block[missing] = 0.0
+    return {"x": torch.from_numpy(block), "present": torch.from_numpy(~missing)}
+
+
+def _sequence_block(X, spec):
+    cells = X[spec.columns[0]].tolist()
+    lengths = np.zeros(len(cells), dtype=np.int64)
+    arrays = [None] * len(cells)
+    for i, cell in enumerate(cells):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+            continue
+        arr = np.asarray(cell, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != spec.dim:
+            raise ValueError(
+                f"column {spec.name!r}, row {i}: expected a (T, {spec.dim}) array; got shape {arr.shape}."
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"column {spec.name!r}, row {i}: token array contains NaN or inf.")
+        arrays[i], lengths[i] = arr, arr.shape[0]
+    x = np.zeros((len(cells), max(int(lengths.max()), 1), spec.dim), dtype=np.float32)
+    for i, arr in enumerate(arrays):
+        if arr is not None:
+            x[i, : len(arr)] = arr
+    lengths_t = torch.from_numpy(lengths)
+    mask = torch.arange(x.shape[1])[None, :] < lengths_t[:, None]
+    return {"x": torch.from_numpy(x), "present": lengths_t > 0, "mask": mask}
+
+
+def to_blocks(X, layout):
+    """Turn validated ``X`` into ``{name: {"x", "present"[, "mask"]}}`` CPU tensors.
+
+    Vector blocks are ``x`` of shape (n, d); sequence blocks are zero-padded ``x`` of shape
+    (n, T_max, d) with a boolean ``mask`` (n, T_max) that is true on real tokens. ``present``
+    (n,) is false where the row lacks the modality; its ``x`` is then all zeros.
+    """
+    missing_cols = []
+    if isinstance(X, pd.DataFrame):
+        missing_cols = [c for spec in layout for c in spec.columns if c not in X.columns]
+    if missing_cols:
+        raise ValueError(f"X lacks column(s) {missing_cols[:_MAX_ROWS_SHOWN]} seen during fit.")
+    blocks = {}
+    for spec in layout:
+        if spec.kind == "vector":
+            blocks[spec.name] = _vector_block(X, spec)
+        else:
+            blocks[spec.name] = _sequence_block(X, spec)
+    return blocks
+
+
+def require_present(blocks, names, hint):
+    """Raise a ValueError naming the modality and rows where any of ``names`` is missing."""
+    for name in names:
+        absent = ~blocks[name]["present"].numpy()
+        if absent.any():
+            raise ValueError(f"modality {name!r} is missing (all NaN / None) in rows {_rows(absent)}; {hint}")
+
+
+def require_any_present(blocks):
+    """Raise a ValueError naming the rows that have no modality at all."""
+    none = ~np.any([block["present"].numpy() for block in blocks.values()], axis=0)
+    if none.any():
+        raise ValueError(f"rows {_rows(none)} have no modality at all (every block is missing).")
+
+
+class ModalityDataset(torch.utils.data.Dataset):
+    """Modality blocks and targets held as tensors on one device, batched by index.
+
+    Batches are gathered with tensor indexing (no per-row collation). ``indices`` selects a
+    subset without copying the blocks (used for the validation split).
+    """
+
+    def __init__(self, blocks, targets=None, device="cpu", indices=None):
+        self.blocks = {
+            name: {key: value.to(device) for key, value in block.items()} for name, block in blocks.items()
+        }
+        self.targets = None if targets is None else targets.to(device)
+        self.device = torch.device(device)
+        n = len(next(iter(blocks.values()))["present"])
+        self.indices = torch.arange(n, device=self.device) if indices is None else indices.to(self.device)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.batch(torch.as_tensor([i], device=self.device))
+
+    def subset(self, positions):
+        """A view on rows ``positions`` (relative to this dataset) sharing the same tensors."""
+        view = object.__new__(ModalityDataset)
+        view.__dict__.update(self.__dict__)
+        view.indices = self.indices[torch.as_tensor(positions, device=self.device)]
+        return view
+
+    def target_values(self):
+        """Targets of the rows of this dataset, on the CPU."""
+        return None if self.targets is None else self.targets[self.indices].cpu()
+
+    def batch(self, positions):
+        """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest."""
+        rows = self.indices[positions]
+        out = {}
+        for name, block in self.blocks.items():
+            gathered = {key: value[rows] for key, value in block.items()}
+            if "mask" in gathered:
+                width = max(int(gathered["mask"].sum(dim=1).max()), 1)
+                gathered["x"] = gathered["x"][:, :width]
+                gathered["mask"] = gathered["mask"][:, :width]
+            out[name] = gathered
+        return out, (None if self.targets is None else self.targets[rows])

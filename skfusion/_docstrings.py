@@ -1,0 +1,75 @@
+"""Parameter and attribute descriptions shared by the estimators' docstrings.
+
+Docstrings reference them as ``{name}`` fields, filled by :func:`fill_doc`, so a shared
+parameter is described once.
+"""
+
+DOCS = {
+    "modalities": """modalities : list of str, default=None
+        Modalities to use, in this order. ``None`` uses every modality of ``X``: the
+        ``name__*`` column blocks and the token columns, in order of first appearance.""",
+    "modality_dims": """modality_dims : None, list of int or dict of str to int, default=None
+        How to split a plain array (or a DataFrame without ``name__`` groups) into
+        modalities: ``None`` halves the columns into ``"m0"`` and ``"m1"``, a list gives
+        consecutive widths named ``"m0", "m1", ...``, a dict names them.""",
+    "survival_task": """loss : {"cox", "weibull", "discrete"}, default="cox"
+        Survival likelihood: Cox partial likelihood with Efron ties (torchsurv) and a
+        Breslow baseline, a Weibull model (torchsurv), or discrete-time logistic hazards.
+    n_durations : int, default=20
+        Number of time bins (at event-time quantiles) for ``loss="discrete"``.""",
+    "training": """hidden_dims : list of int, default=None
+        Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
+        input width (one layer of ``d // 2`` units within [16, 512]), as in paper 000.
+    dropout : float, default=0.1
+        Dropout after each hidden layer.
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=1e-4
+        L2 penalty on the trainable parameters (Adam's weight decay: the
+        :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of paper 000's loss, up to a factor 2).
+    batch_size : int, default=256
+        Mini-batch size. Survival batches are stratified so each has events.
+    max_epochs : int, default=100
+        Number of passes over the training data.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows (stratified by event or class) and stop
+        when the validation loss has not improved for ``n_iter_no_change`` epochs,
+        restoring the best weights.
+    validation_fraction : float, default=0.1
+        Share of rows held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
+        tuples or callback objects.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, batch order and dropout; the same value gives the same
+        predictions on the same device.
+    verbose : int, default=0
+        Print the training log each epoch when positive.""",
+    "attributes": """layout_ : tuple of ModalitySpec
+        The modalities seen in ``fit`` (name, kind, columns, width).
+    net_ : skorch.NeuralNet
+        The trained network; ``net_.history`` holds the training log.
+    n_features_in_ : int
+        Number of columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names seen in ``fit`` (DataFrame input only).""",
+    "survival_attributes": """unique_times_ : ndarray
+        Unique times of the training data: the grid of ``predict_survival_function(X,
+        return_array=True)``.
+    survival_model_ : object
+        The fitted survival head (Breslow baseline for ``loss="cox"``).""",
+    "classifier_attributes": """classes_ : ndarray
+        Class labels (``arange(n_labels)`` for multi-label targets).
+    multilabel_ : bool
+        Whether ``y`` was a multi-label indicator matrix.""",
+}
+
+
+def fill_doc(obj):
+    """Fill the ``{name}`` fields of ``obj.__doc__`` from :data:`DOCS`."""
+    obj.__doc__ = obj.__doc__.format(**DOCS)
+    return obj

@@ -1,0 +1,364 @@
+"""Concatenation fusion and the unimodal baselines (paper 000, Fig. 1a and Table 1)."""
+
+from .._base import BaseFusion
+from .._classifier import ClassifierHeadMixin
+from .._compat import StrOptions
+from .._data import infer_layout, require_present
+from .._docstrings import fill_doc
+from .._survival import SurvivalMixin
+from ..modules._blocks import default_hidden_dims
+from ..modules.concat import ConcatFusion
+
+
+class _Concat(BaseFusion):
+    _parameter_constraints = {**BaseFusion._parameter_constraints, "missing": [StrOptions({"raise", "learn"})]}
+
+    def _check_blocks(self, blocks):
+        if self.missing == "raise":
+            require_present(blocks, list(blocks), "pass missing='learn' to substitute a learnable vector.")
+
+    def _build_module(self, n_outputs):
+        dims = {spec.name: spec.dim for spec in self.layout_}
+        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(sum(dims.values()))
+        return ConcatFusion(dims, hidden, n_outputs, self.dropout, learn_missing=self.missing == "learn")
+
+
+class _Unimodal(BaseFusion):
+    _parameter_constraints = {
+        **{k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"},
+        "modality": [str, None],
+    }
+
+    def _infer_layout(self, X):
+        # Without a name, the first modality of X is the one modelled.
+        names = None if self.modality is None else [self.modality]
+        return infer_layout(X, names, self.modality_dims)[:1]
+
+    def _build_module(self, n_outputs):
+        spec = self.layout_[0]
+        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(spec.dim)
+        return ConcatFusion({spec.name: spec.dim}, hidden, n_outputs, self.dropout)
+
+
+@fill_doc
+class UnimodalSurvival(SurvivalMixin, _Unimodal):
+    """MLP survival (time-to-event) model on one modality: the image-only and EHR-only baselines of paper 000.
+
+    Parameters
+    ----------
+    modality : str, default=None
+        The modality to model; ``None`` takes the first modality of ``X``.
+    {survival_task}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {survival_attributes}
+    {attributes}
+
+    See Also
+    --------
+    ConcatSurvival : all modalities concatenated.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+
+    Examples
+    --------
+    >>> from skfusion import UnimodalSurvival
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
+    >>> model = UnimodalSurvival(modality='img', max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
+    True
+    >>> model.score(X, y) > 0.6
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modality=None,
+        loss="cox",
+        n_durations=20,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modality = modality
+        self.loss = loss
+        self.n_durations = n_durations
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@fill_doc
+class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
+    """MLP classification model on one modality: the image-only and EHR-only baselines of paper 000.
+
+    Parameters
+    ----------
+    modality : str, default=None
+        The modality to model; ``None`` takes the first modality of ``X``.
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {classifier_attributes}
+    {attributes}
+
+    See Also
+    --------
+    ConcatClassifier : all modalities concatenated.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+
+    Examples
+    --------
+    >>> from skfusion import UnimodalClassifier
+    >>> from skfusion.datasets import make_multimodal_classification
+    >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
+    >>> model = UnimodalClassifier(modality='img', max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_proba(X.iloc[:2]).shape
+    (2, 2)
+    >>> model.score(X, y) > 0.7
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modality=None,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modality = modality
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@fill_doc
+class ConcatSurvival(SurvivalMixin, _Concat):
+    """Concatenation fusion for survival (time-to-event): the modality embeddings side by side, then an MLP.
+
+    The cross-modal reference of paper 000 (Fig. 1a). Every row must have every modality
+    unless ``missing='learn'``.
+
+    Parameters
+    ----------
+    {modalities}
+    missing : {{"raise", "learn"}}, default="raise"
+        What to do with a row that lacks a modality: raise a ValueError naming the modality
+        and rows, or substitute a learnable vector (MedFuse's "learnable missing-image
+        vector"; the MedMod early/joint fusion setting).
+    {survival_task}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {survival_attributes}
+    {attributes}
+
+    See Also
+    --------
+    UnimodalSurvival : one modality.
+    LateFusionSurvival : one head per modality, averaged.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    .. [2] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
+           and chest X-ray images (2022), appendix A.5 (learnable missing-image vector).
+
+    Examples
+    --------
+    >>> from skfusion import ConcatSurvival
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
+    >>> model = ConcatSurvival(max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
+    True
+    >>> model.score(X, y) > 0.6
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        missing="raise",
+        loss="cox",
+        n_durations=20,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.missing = missing
+        self.loss = loss
+        self.n_durations = n_durations
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@fill_doc
+class ConcatClassifier(ClassifierHeadMixin, _Concat):
+    """Concatenation fusion for classification: the modality embeddings side by side, then an MLP.
+
+    The cross-modal reference of paper 000 (Fig. 1a). Every row must have every modality
+    unless ``missing='learn'``.
+
+    Parameters
+    ----------
+    {modalities}
+    missing : {{"raise", "learn"}}, default="raise"
+        What to do with a row that lacks a modality: raise a ValueError naming the modality
+        and rows, or substitute a learnable vector (MedFuse's "learnable missing-image
+        vector"; the MedMod early/joint fusion setting).
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {classifier_attributes}
+    {attributes}
+
+    See Also
+    --------
+    UnimodalClassifier : one modality.
+    LateFusionClassifier : one head per modality, averaged.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    .. [2] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
+           and chest X-ray images (2022), appendix A.5 (learnable missing-image vector).
+
+    Examples
+    --------
+    >>> from skfusion import ConcatClassifier
+    >>> from skfusion.datasets import make_multimodal_classification
+    >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
+    >>> model = ConcatClassifier(max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_proba(X.iloc[:2]).shape
+    (2, 2)
+    >>> model.score(X, y) > 0.7
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        missing="raise",
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.missing = missing
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
