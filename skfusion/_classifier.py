@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import column_or_1d
 from torch.nn import functional as F
 
 
@@ -28,11 +29,10 @@ class ClassifierHeadMixin(ClassifierMixin):
         if self.multilabel_:
             self.classes_ = np.arange(y.shape[1])
             return torch.from_numpy(y.astype(np.float32))
-        if y.ndim > 1:
-            raise ValueError(f"y of shape {y.shape} is not supported: use a 1-D label vector or a multi-label indicator matrix.")
+        y = column_or_1d(y, warn=True)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two classes.")
+            raise ValueError(f"y has only one class ({self.classes_[0]!r}): a classifier needs at least two classes.")
         return torch.from_numpy(codes.astype(np.int64))
 
     def _n_outputs(self):

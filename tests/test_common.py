@@ -1,0 +1,123 @@
+"""Contract tests run over every public estimator.
+
+Classifiers go through scikit-learn's own ``parametrize_with_checks``; survival estimators
+through the scikit-survival contract (clone, pickle, model selection, sksurv's scorers,
+survival functions).
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sksurv.metrics import as_concordance_index_ipcw_scorer, as_integrated_brier_score_scorer
+
+from skfusion import (
+    ConcatClassifier,
+    ConcatSurvival,
+    LateFusionClassifier,
+    LateFusionSurvival,
+    UnimodalClassifier,
+    UnimodalSurvival,
+)
+from skfusion.datasets import make_multimodal_survival
+
+FAST = {"max_epochs": 20, "lr": 0.01, "random_state": 0}
+FAST_CLF = {"max_epochs": 40, "lr": 0.01, "random_state": 0}
+
+CLASSIFIERS = [
+    ConcatClassifier(**FAST_CLF),
+    ConcatClassifier(missing="learn", **FAST_CLF),
+    LateFusionClassifier(**FAST_CLF),
+    UnimodalClassifier(**FAST_CLF),
+]
+SURVIVAL = [
+    ConcatSurvival(**FAST),
+    ConcatSurvival(loss="weibull", **FAST),
+    ConcatSurvival(loss="discrete", n_durations=8, **FAST),
+    LateFusionSurvival(**FAST),
+    UnimodalSurvival(modality="img", **FAST),
+]
+
+
+def _expected_failures(estimator):
+    if isinstance(estimator, UnimodalClassifier):
+        reason = (
+            "models only its one modality (the first half of the columns of an array), so it "
+            "cannot reach the 0.83 training accuracy on data whose signal spans every column"
+        )
+        return {"check_classifiers_train": reason}
+    return {}
+
+
+@parametrize_with_checks(CLASSIFIERS, expected_failed_checks=_expected_failures)
+def test_sklearn_compatible_classifier(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def survival_data():
+    return make_multimodal_survival(n_samples=240, n_features=(12, 8), random_state=0)
+
+
+def _ids(estimators):
+    return [repr(e) for e in estimators]
+
+
+@pytest.mark.parametrize("estimator", SURVIVAL, ids=_ids(SURVIVAL))
+def test_survival_contract(estimator, survival_data):
+    X, y = survival_data
+    model = clone(estimator).fit(X, y)
+    risk = model.predict(X)
+    assert risk.shape == (len(X),) and np.isfinite(risk).all()
+    assert model.score(X, y) > 0.6
+
+    surv = model.predict_survival_function(X.iloc[:7], return_array=True)
+    assert surv.shape == (7, len(model.unique_times_))
+    assert np.all((surv >= 0) & (surv <= 1))
+    assert np.all(np.diff(surv, axis=1) <= 1e-12)
+    funcs = model.predict_survival_function(X.iloc[:7])
+    np.testing.assert_allclose(np.vstack([f(model.unique_times_) for f in funcs]), surv)
+    chf = model.predict_cumulative_hazard_function(X.iloc[:7], return_array=True)
+    np.testing.assert_allclose(np.exp(-chf), surv, rtol=1e-10)
+    funcs = model.predict_cumulative_hazard_function(X.iloc[:7])
+    np.testing.assert_allclose(np.vstack([f(model.unique_times_) for f in funcs]), chf)
+
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), risk)
+
+
+@pytest.mark.parametrize("estimator", SURVIVAL[:1] + SURVIVAL[3:4], ids=_ids(SURVIVAL[:1] + SURVIVAL[3:4]))
+def test_survival_model_selection(estimator, survival_data):
+    X, y = survival_data
+    cv = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(clone(estimator), X, y, cv=cv)
+    assert scores.shape == (3,) and np.all(scores > 0.55)
+
+    pipe = Pipeline([("scale", StandardScaler().set_output(transform="pandas")), ("fuse", clone(estimator))])
+    search = GridSearchCV(pipe, {"fuse__dropout": [0.0, 0.2]}, cv=cv).fit(X, y)
+    assert search.best_estimator_.score(X, y) > 0.6
+
+    times = np.percentile(y["time"], [10, 25, 40])
+    ipcw = as_concordance_index_ipcw_scorer(clone(estimator), tau=times[-1])
+    assert cross_val_score(ipcw, X, y, cv=cv).mean() > 0.55
+    # sksurv's Brier score needs every test time below the largest training time.
+    longest = np.argmax(y["time"])
+    folds = [(np.union1d(tr, [longest]), np.setdiff1d(te, [longest])) for tr, te in cv.split(X)]
+    brier = as_integrated_brier_score_scorer(clone(estimator), times=times)
+    ibs = -cross_val_score(brier, X, y, cv=folds)
+    assert np.all((ibs > 0) & (ibs < 0.25))
+
+
+@pytest.mark.parametrize("estimator", SURVIVAL + CLASSIFIERS, ids=_ids(SURVIVAL + CLASSIFIERS))
+def test_random_state_reproducible(estimator, survival_data):
+    X, y = survival_data
+    if not hasattr(estimator, "predict_survival_function"):
+        y = y["event"].astype(int)
+    first = clone(estimator).fit(X, y).predict(X)
+    second = clone(estimator).fit(X, y).predict(X)
+    np.testing.assert_array_equal(first, second)
