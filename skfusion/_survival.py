@@ -47,19 +47,20 @@ def check_survival_target(y, n_samples):
         For a non-structured array, non-boolean events, NaN/inf or negative times, a length
         different from ``n_samples``, or when every sample is censored.
     """
-    try:
-        event, time = check_y_survival(y)
-    except (TypeError, ValueError) as exc:
+    names = getattr(getattr(y, "dtype", None), "names", None)
+    if names is None or len(names) != 2:
         raise ValueError(
-            f"y must be a structured array of (event: bool, time: float), as made by "
-            f"sksurv.util.Surv.from_arrays: {exc}"
-        ) from None
-    if len(time) != n_samples:
-        raise ValueError(f"X has {n_samples} samples but y has {len(time)}.")
-    if not np.isfinite(time).all():
-        raise ValueError(f"y has non-finite times in rows {np.flatnonzero(~np.isfinite(time))[:8].tolist()}.")
-    if (time < 0).any():
-        raise ValueError(f"y has negative times in rows {np.flatnonzero(time < 0)[:8].tolist()}.")
+            "y must be a structured array of (event: bool, time: float), as made by "
+            f"sksurv.util.Surv.from_arrays; got {type(y).__name__} with dtype {getattr(y, 'dtype', None)}."
+        )
+    if len(y) != n_samples:
+        raise ValueError(f"X has {n_samples} samples but y has {len(y)}.")
+    raw_time = np.asarray(y[names[1]], dtype=float)
+    if not np.isfinite(raw_time).all():
+        raise ValueError(f"y has non-finite times in rows {np.flatnonzero(~np.isfinite(raw_time))[:8].tolist()}.")
+    if (raw_time < 0).any():
+        raise ValueError(f"y has negative times in rows {np.flatnonzero(raw_time < 0)[:8].tolist()}.")
+    event, time = check_y_survival(y, allow_time_zero=True)
     return event, time.astype(np.float64)
 
 

@@ -1,0 +1,156 @@
+"""The data contract: modality blocks, token columns, missing modalities and bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sksurv.util import Surv
+
+from skfusion import (
+    ConcatClassifier,
+    ConcatSurvival,
+    LateFusionClassifier,
+    LateFusionSurvival,
+    UnimodalSurvival,
+)
+from skfusion._data import infer_layout, to_blocks
+from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
+
+FAST = {"max_epochs": 5, "random_state": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_multimodal_survival(n_samples=120, n_features=(6, 4), random_state=0)
+
+
+def test_layout_from_prefixes_and_tokens():
+    X = pd.DataFrame({"img__0": [1.0, 2.0], "img__1": [0.0, 1.0], "ehr__age": [50.0, 60.0]})
+    X["ct"] = [np.ones((3, 5)), np.ones((1, 5))]
+    layout = infer_layout(X)
+    assert [(s.name, s.kind, s.dim) for s in layout] == [("img", "vector", 2), ("ehr", "vector", 1), ("ct", "sequence", 5)]
+    assert [s.name for s in infer_layout(X, modalities=["ct", "img"])] == ["ct", "img"]
+    blocks = to_blocks(X, layout)
+    assert blocks["ct"]["x"].shape == (2, 3, 5)
+    assert blocks["ct"]["mask"].tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_array_split_rules():
+    X = np.zeros((3, 5))
+    assert [(s.name, s.dim) for s in infer_layout(X)] == [("m0", 3), ("m1", 2)]
+    assert [(s.name, s.dim) for s in infer_layout(X, modality_dims=[1, 4])] == [("m0", 1), ("m1", 4)]
+    assert [(s.name, s.dim) for s in infer_layout(X, modality_dims={"a": 2, "b": 3})] == [("a", 2), ("b", 3)]
+    assert [(s.name, s.dim) for s in infer_layout(np.zeros((3, 1)))] == [("m0", 1)]
+    with pytest.raises(ValueError, match="modality_dims sum to 4 but X has 5 features"):
+        infer_layout(X, modality_dims=[2, 2])
+
+
+def test_array_and_frame_give_identical_predictions(data):
+    X, y = data
+    frame = X.rename(columns=lambda c: c.replace("img__", "m0__").replace("ehr__", "m1__"))
+    from_frame = ConcatSurvival(**FAST).fit(frame, y).predict(frame)
+    from_array = ConcatSurvival(modality_dims=[6, 4], **FAST).fit(X.to_numpy(), y).predict(X.to_numpy())
+    np.testing.assert_allclose(from_array, from_frame, rtol=1e-6)
+
+
+def test_missing_modality_raises_by_default_and_names_rows(data):
+    X, y = data
+    X = X.copy()
+    X.loc[[3, 7], [c for c in X.columns if c.startswith("ehr__")]] = np.nan
+    with pytest.raises(ValueError, match=r"modality 'ehr' is missing .* rows \[3, 7\]"):
+        ConcatSurvival(**FAST).fit(X, y)
+    model = ConcatSurvival(missing="learn", **FAST).fit(X, y)
+    assert np.isfinite(model.predict(X)).all()
+    assert np.isfinite(LateFusionSurvival(**FAST).fit(X, y).predict(X)).all()
+    # The unimodal image model does not need the EHR block.
+    assert np.isfinite(UnimodalSurvival(modality="img", **FAST).fit(X, y).predict(X)).all()
+
+
+def test_late_fusion_uses_only_present_modalities(data):
+    X, y = data
+    model = LateFusionSurvival(**FAST).fit(X, y)
+    row = X.iloc[[0]].copy()
+    row.loc[:, [c for c in X.columns if c.startswith("ehr__")]] = np.nan
+    module = model.net_.module_
+    import torch
+
+    img = torch.tensor(row[[c for c in X.columns if c.startswith("img__")]].to_numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        expected = module.heads["img"](img).numpy()[0, 0]
+    assert model.predict(row)[0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_token_column_padding_does_not_leak():
+    rng = np.random.default_rng(0)
+    n = 60
+    X = pd.DataFrame({"img__0": rng.normal(size=n), "img__1": rng.normal(size=n)})
+    X["ct"] = [rng.normal(size=(rng.integers(1, 6), 3)).astype(np.float32) for _ in range(n)]
+    y = (X["img__0"] > 0).astype(int).to_numpy()
+    model = ConcatClassifier(**FAST).fit(X, y)
+    together = model.predict_proba(X)
+    alone = np.vstack([model.predict_proba(X.iloc[[i]]) for i in range(5)])
+    np.testing.assert_allclose(alone, together[:5], rtol=1e-5)
+
+
+def test_multilabel_and_multiclass_targets():
+    X, y = make_multimodal_classification(n_samples=150, n_classes=3, n_features=(6, 4), random_state=0)
+    model = ConcatClassifier(**FAST).fit(X, np.array(["a", "b", "c"])[y])
+    assert list(model.classes_) == ["a", "b", "c"] and set(model.predict(X)) <= {"a", "b", "c"}
+    labels = np.column_stack([y == 0, y == 1, y != 1]).astype(int)
+    model = LateFusionClassifier(**FAST).fit(X, labels)
+    assert model.predict_proba(X).shape == (150, 3) and model.predict(X).shape == (150, 3)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda X: X.assign(**{"img__2": np.where(np.arange(len(X)) == 4, np.nan, X["img__2"])}),
+         r"modality 'img' has NaN in rows \[4\] .*column 'img__2'"),
+        (lambda X: X.assign(**{"ehr__1": np.where(np.arange(len(X)) == 9, np.inf, X["ehr__1"])}),
+         r"modality 'ehr' contains inf \(first in row 9\)"),
+        (lambda X: X.assign(ct=["/scans/a.dcm"] * len(X)), r"column 'ct' holds raw inputs \(str\).*encode it first"),
+        (lambda X: X.assign(age=1.0), r"column 'age' is not part of a modality block"),
+        (lambda X: X.iloc[:0], r"0 sample"),
+    ],
+    ids=["partial-nan", "inf", "raw-column", "ungrouped-column", "empty"],
+)
+def test_bad_X(data, mutate, match):
+    X, y = data
+    with pytest.raises(ValueError, match=match):
+        ConcatSurvival(**FAST).fit(mutate(X), y[: len(mutate(X))])
+
+
+@pytest.mark.parametrize(
+    ("make_y", "match"),
+    [
+        (lambda y: Surv.from_arrays(y["event"], -y["time"]), r"negative times in rows \[0, 1"),
+        (lambda y: Surv.from_arrays(y["event"], np.where(np.arange(len(y)) == 2, np.nan, y["time"])), r"non-finite times in rows \[2\]"),
+        (lambda y: np.rec.fromarrays([y["event"].astype(int), y["time"]], names="event,time"), r"boolean"),
+        (lambda y: Surv.from_arrays(np.zeros(len(y), dtype=bool), y["time"]), r"all samples are censored"),
+        (lambda y: y[:-3], r"X has 120 samples but y has 117"),
+        (lambda y: y["time"], r"structured array"),
+    ],
+    ids=["negative-time", "nan-time", "int-event", "all-censored", "length", "not-structured"],
+)
+def test_bad_survival_y(data, make_y, match):
+    X, y = data
+    with pytest.raises(ValueError, match=match):
+        ConcatSurvival(**FAST).fit(X, make_y(y))
+
+
+def test_unknown_modality_name(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"unknown modality name\(s\) \['ct'\]; X has modalities \['img', 'ehr'\]"):
+        ConcatSurvival(modalities=["img", "ct"], **FAST).fit(X, y)
+    with pytest.raises(ValueError, match=r"unknown modality name\(s\) \['ct'\]"):
+        UnimodalSurvival(modality="ct", **FAST).fit(X, y)
+
+
+def test_predict_checks_columns_seen_in_fit(data):
+    X, y = data
+    model = ConcatSurvival(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="img__0"):
+        model.predict(X.drop(columns=["img__0"]))
+    with pytest.raises(ValueError, match="feature names should match"):
+        model.predict(X[list(reversed(X.columns))])
+    with pytest.raises(ValueError, match="10 features"):
+        ConcatSurvival(**FAST).fit(X.to_numpy(), y).predict(X.to_numpy()[:, :9])

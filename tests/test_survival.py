@@ -1,0 +1,127 @@
+"""Reference tests of the survival head against scikit-survival, torchsurv and the formulas."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.util import Surv
+from torchsurv.loss.weibull import survival_function_weibull
+
+from skfusion import ConcatSurvival
+from skfusion._survival import CoxModel, DiscreteTimeModel, WeibullModel, discrete_time_nll
+
+
+@pytest.fixture(scope="module")
+def linear_data():
+    rng = np.random.default_rng(0)
+    n = 300
+    X = rng.normal(size=(n, 4))
+    beta = np.array([0.8, -0.5, 0.3, 0.0])
+    time = rng.exponential(scale=np.exp(-X @ beta))
+    censor = rng.exponential(scale=1.5, size=n)
+    y = Surv.from_arrays(time <= censor, np.minimum(time, censor))
+    frame = pd.DataFrame(X, columns=[f"a__{i}" for i in range(2)] + [f"b__{i}" for i in range(2)])
+    return frame, y
+
+
+def test_linear_cox_matches_sksurv_coefficients(linear_data):
+    X, y = linear_data
+    model = ConcatSurvival(
+        hidden_dims=[], dropout=0.0, weight_decay=0.0, lr=0.05, batch_size=len(X), max_epochs=600, random_state=0
+    ).fit(X, y)
+    ours = model.net_.module_.head[0].weight.detach().numpy().ravel()
+    reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y).coef_
+    np.testing.assert_allclose(ours, reference, atol=2e-3)
+
+
+def test_breslow_matches_sksurv_for_same_linear_predictor(linear_data):
+    X, y = linear_data
+    reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y)
+    lp = reference.predict(X.to_numpy())
+    cox = CoxModel()
+    cox.finalize(lp[:, None], np.column_stack([y["time"], y["event"]]))
+    times = reference.unique_times_
+    ours = np.exp(-cox.cumulative_hazard(lp[:, None], times))
+    theirs = reference.predict_survival_function(X.to_numpy(), return_array=True)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    # Between, before and after the observed times: the step function's values.
+    grid = np.concatenate([[0.0, times[0] / 2], (times[:-1] + times[1:]) / 2, [times[-1] * 2]])
+    funcs = reference.predict_cumulative_hazard_function(X.to_numpy()[:3])
+    expected = np.vstack([np.where(grid < times[0], 0.0, f(np.clip(grid, times[0], times[-1]))) for f in funcs])
+    np.testing.assert_allclose(cox.cumulative_hazard(lp[:3, None], grid), expected, rtol=1e-10)
+
+
+def test_weibull_survival_matches_torchsurv():
+    rng = np.random.default_rng(1)
+    out = rng.normal(scale=0.3, size=(5, 2))
+    model = WeibullModel()
+    time = rng.exponential(size=50) * 10
+    model.prepare(time, np.ones(50, dtype=bool))
+    times = np.linspace(0.5, 20, 7)
+    ours = np.exp(-model.cumulative_hazard(out, times))
+    theirs = survival_function_weibull(torch.tensor(out), torch.tensor(times / model.time_scale_)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    # Risk is minus the expected log time, E[log T] = log(lambda) - gamma / rho.
+    samples = np.exp(out[0, 0]) * rng.weibull(np.exp(out[0, 1]), size=400_000)
+    assert abs(model.risk(out)[0] + np.log(samples).mean()) < 5e-3
+
+
+def _discrete_nll_by_hand(logits, bins, events):
+    total = 0.0
+    for z, j, d in zip(logits, bins, events):
+        h = 1.0 / (1.0 + np.exp(-z))
+        loglik = sum(np.log(1.0 - h[k]) for k in range(j))
+        if d:
+            loglik += np.log(h[j])
+        total -= loglik
+    return total / len(logits)
+
+
+def test_discrete_time_nll_matches_formula():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(9, 5))
+    bins = rng.integers(0, 5, size=9)
+    events = rng.random(9) < 0.6
+    ours = discrete_time_nll(
+        torch.tensor(logits), torch.tensor(bins), torch.tensor(events, dtype=torch.float64)
+    ).item()
+    assert ours == pytest.approx(_discrete_nll_by_hand(logits, bins, events), rel=1e-12)
+
+
+def test_discrete_survival_is_product_of_bin_survivals():
+    rng = np.random.default_rng(3)
+    time = rng.exponential(size=200)
+    event = rng.random(200) < 0.7
+    model = DiscreteTimeModel(n_durations=4)
+    target = model.prepare(time, event)
+    assert target[:, 0].max() <= 3
+    # An event at exactly a cut belongs to that cut's bin: (cut[j-1], cut[j]].
+    assert model.bin_index(model.cuts_[:3]).tolist() == [0, 1, 2]
+    logits = rng.normal(size=(2, 4))
+    hazards = 1.0 / (1.0 + np.exp(-logits))
+    times = np.array([0.0, model.cuts_[0], (model.cuts_[1] + model.cuts_[2]) / 2, model.cuts_[-1]])
+    expected = np.column_stack(
+        [np.ones(2), 1 - hazards[:, 0], np.prod(1 - hazards[:, :2], axis=1), np.prod(1 - hazards, axis=1)]
+    )
+    np.testing.assert_allclose(np.exp(-model.cumulative_hazard(logits, times)), expected, rtol=1e-12)
+
+
+def test_cox_batches_always_hold_events():
+    rng = np.random.default_rng(4)
+    n = 200
+    X = pd.DataFrame(rng.normal(size=(n, 4)), columns=[f"a__{i}" for i in range(4)])
+    event = np.zeros(n, dtype=bool)
+    event[:5] = True  # 5 events, 20 nominal batches of 10
+    y = Surv.from_arrays(event, rng.exponential(size=n) + 0.1)
+    seen = []
+
+    from skorch.callbacks import Callback
+
+    class Record(Callback):
+        def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+            if training:
+                seen.append(int(batch[1][:, 1].sum()))
+
+    ConcatSurvival(batch_size=10, max_epochs=3, callbacks=[Record()], random_state=0).fit(X, y)
+    assert len(seen) == 15 and min(seen) >= 1
