@@ -228,7 +228,7 @@ def make_multimodal_classification(
     --------
     >>> from skfusion.datasets import make_multimodal_classification
     >>> X, y = make_multimodal_classification(n_samples=100, n_classes=3, random_state=0)
-    >>> X.shape, sorted(set(y))
+    >>> X.shape, sorted(set(y.tolist()))
     ((100, 96), [0, 1, 2])
     """
     _check_args(n_samples, n_features, signal, modality_names)

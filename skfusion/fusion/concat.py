@@ -74,7 +74,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
     >>> model = UnimodalSurvival(modality='img', max_epochs=30, random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
-    >>> model.score(X, y) > 0.6
+    >>> bool(model.score(X, y) > 0.6)
     True
     """
 
@@ -151,7 +151,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     >>> model = UnimodalClassifier(modality='img', max_epochs=30, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
-    >>> model.score(X, y) > 0.7
+    >>> bool(model.score(X, y) > 0.7)
     True
     """
 
@@ -234,7 +234,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
     >>> model = ConcatSurvival(max_epochs=30, random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
-    >>> model.score(X, y) > 0.6
+    >>> bool(model.score(X, y) > 0.6)
     True
     """
 
@@ -322,7 +322,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
     >>> model = ConcatClassifier(max_epochs=30, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
-    >>> model.score(X, y) > 0.7
+    >>> bool(model.score(X, y) > 0.7)
     True
     """
 

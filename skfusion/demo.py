@@ -1,0 +1,97 @@
+"""End-to-end demo: fit and compare fusion strategies, write a figure.
+
+Run with ``python -m skfusion.demo`` (the README's demo command). It
+
+1. fits the unimodal baselines and the fusion models on synthetic image + EHR embeddings
+   with an internal and a shifted external cohort, and prints their C-index;
+2. compares them with scikit-survival's ridge Cox model by 5-fold cross-validation on the
+   real GSE7390 breast-cancer data (gene expression + clinical variables);
+3. writes Kaplan-Meier curves of the predicted risk groups to ``<out>/risk_groups.png``.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.nonparametric import kaplan_meier_estimator
+
+from . import ConcatSurvival, LateFusionSurvival, UnimodalSurvival
+from .datasets import load_breast_cancer_multimodal, make_multimodal_survival
+
+
+def _synthetic_table(device):
+    X, y, X_ext, y_ext = make_multimodal_survival(
+        n_samples=2000, n_features=(256, 128), n_informative=8, n_external=800, shift=0.5, random_state=0
+    )
+    models = {
+        "image only": UnimodalSurvival(modality="img"),
+        "EHR only": UnimodalSurvival(modality="ehr"),
+        "concatenation": ConcatSurvival(),
+        "late fusion": LateFusionSurvival(),
+    }
+    rows = []
+    for name, model in models.items():
+        model.set_params(max_epochs=40, early_stopping=True, device=device, random_state=0).fit(X, y)
+        rows.append({"model": name, "internal": model.score(X, y), "external": model.score(X_ext, y_ext)})
+    return pd.DataFrame(rows).set_index("model"), models["concatenation"], (X_ext, y_ext)
+
+
+def _breast_cancer_table(device):
+    X, y = load_breast_cancer_multimodal()
+    cv = KFold(5, shuffle=True, random_state=0)
+    common = {"max_epochs": 60, "weight_decay": 1e-2, "dropout": 0.3, "device": device, "random_state": 0}
+    models = {
+        "genes only": UnimodalSurvival(modality="genes", **common),
+        "clinical only": UnimodalSurvival(modality="clin", **common),
+        "concatenation": ConcatSurvival(**common),
+        "late fusion": LateFusionSurvival(**common),
+        "sksurv CoxPH (ridge)": CoxPHSurvivalAnalysis(alpha=10.0),
+    }
+    rows = []
+    for name, model in models.items():
+        scores = cross_val_score(make_pipeline(StandardScaler().set_output(transform="pandas"), model), X, y, cv=cv)
+        rows.append({"model": name, "C-index (5-fold mean)": scores.mean(), "std": scores.std()})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _plot_risk_groups(model, X, y, path):
+    import matplotlib.pyplot as plt
+
+    risk = model.predict(X)
+    groups = np.digitize(risk, np.quantile(risk, [1 / 3, 2 / 3]))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for g, label in enumerate(["low risk", "medium risk", "high risk"]):
+        time, surv = kaplan_meier_estimator(y["event"][groups == g], y["time"][groups == g])
+        ax.step(time, surv, where="post", label=label)
+    ax.set(xlabel="time", ylabel="survival probability", title="External cohort: predicted risk tertiles")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="skfusion end-to-end demo")
+    parser.add_argument("--device", default="auto", help="torch device (default: CUDA when present)")
+    parser.add_argument("--out", default="demo_output", help="folder for the figure")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pd.set_option("display.precision", 3)
+
+    synthetic, concat, (X_ext, y_ext) = _synthetic_table(args.device)
+    print("Synthetic image + EHR embeddings (C-index; external cohort is shifted):")
+    print(synthetic.to_string(), "\n")
+    print("GSE7390 breast cancer, genes + clinical (5-fold cross-validated C-index):")
+    print(_breast_cancer_table(args.device).to_string(), "\n")
+    _plot_risk_groups(concat, X_ext, y_ext, out / "risk_groups.png")
+    print(f"Wrote {out / 'risk_groups.png'}")
+
+
+if __name__ == "__main__":
+    main()
