@@ -142,6 +142,12 @@ class BaseFusion(BaseEstimator):
         "verbose": ["verbose"],
     }
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A task mixin (left of the family in the bases) adds its own parameters.
+        task = getattr(cls, "_task_parameter_constraints", {})
+        cls._parameter_constraints = {**cls._parameter_constraints, **task}
+
     _missing_hint = "use a model that handles missing modalities (LateFusion*, missing='learn') or impute."
 
     def _infer_layout(self, X):
