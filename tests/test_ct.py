@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 
 from skfusion.encoders import _backbone  # noqa: E402
-from skfusion.encoders._descriptors import HU_BAND_EDGES, HU_RANGE  # noqa: E402
+from skfusion.encoders._descriptors import HU_BAND_EDGES, HU_RANGE, ImageDescriptor  # noqa: E402
 from skfusion.encoders._volumes import apply_window, read_ct_volume, select_slices  # noqa: E402
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
 
@@ -86,8 +86,8 @@ def frame(cells, column="ct"):
     return pd.DataFrame({column: pd.Series(cells, dtype=object)})
 
 
-def reference_ct_descriptor(hu, window):
-    """Slow float64 transcription of the CT slice descriptor (the module docstring's list)."""
+def reference_hounsfield_features(hu):
+    """Slow float64 transcription of the 18 Hounsfield features of one slice."""
     v = np.clip(hu.astype(np.float64), *HU_RANGE).ravel()
     edges = (-np.inf, *HU_BAND_EDGES, np.inf)
     bounds = (HU_RANGE[0], *HU_BAND_EDGES, HU_RANGE[1])
@@ -96,37 +96,7 @@ def reference_ct_descriptor(hu, window):
         inside = (v >= edges[b]) & (v < edges[b + 1])
         fractions.append(inside.mean())
         means.append(v[inside].mean() if inside.any() else (bounds[b] + bounds[b + 1]) / 2)
-    hu_part = [*fractions, *(m / 1000 for m in means), v.mean() / 1000, v.std() / 1000]
-    return np.array(hu_part + list(reference_intensity_features(apply_window(hu, *window))))
-
-
-def reference_intensity_features(u32):
-    u = u32.astype(np.float64)
-    flat = u.ravel()
-    n = flat.size
-    counts = np.bincount(np.minimum((flat * 256).astype(int), 255), minlength=256)
-    coarse = counts.reshape(16, 16).sum(1) / n
-    cdf = np.cumsum(counts)
-    percentiles = [(np.argmax(cdf >= q * n) + 0.5) / 256 for q in (0.05, 0.25, 0.5, 0.75, 0.95)]
-    p = np.pad(u, 1, mode="edge")
-    gx = (p[1:-1, 2:] - p[1:-1, :-2]) / 2
-    gy = (p[2:, 1:-1] - p[:-2, 1:-1]) / 2
-    g = np.sqrt(gx**2 + gy**2)
-    h, w = u.shape
-    rows = [(i * h // 4, -(-(i + 1) * h // 4)) for i in range(4)]
-    cols = [(j * w // 4, -(-(j + 1) * w // 4)) for j in range(4)]
-    grid = [img[r0:r1, c0:c1].mean() for img in (u, g) for r0, r1 in rows for c0, c1 in cols]
-    return [
-        *coarse,
-        flat.mean(),
-        flat.std(),
-        *percentiles,
-        g.mean(),
-        g.std(),
-        (g > 0.025).mean(),
-        (g > 0.1).mean(),
-        *grid,
-    ]
+    return np.array([*fractions, *(m / 1000 for m in means), v.mean() / 1000, v.std() / 1000])
 
 
 def phantom(fat_fraction, rng, n_slices=3, size=40):
@@ -170,14 +140,18 @@ def test_dicom_falls_back_on_instance_number(tmp_path):
 def test_single_dicom_file_is_a_one_slice_volume():
     ds = pydicom.dcmread(CT_SMALL)
     volume = read_ct_volume(CT_SMALL, "cell")
-    np.testing.assert_array_equal(volume[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    np.testing.assert_array_equal(
+        volume[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    )
 
 
 @pytest.mark.skipif(ENHANCED_CT is None, reason="pydicom-data's enhanced CT is not installed")
 def test_enhanced_multiframe_ct_uses_functional_groups():
     ds = pydicom.dcmread(ENHANCED_CT)
     # Orientation (-1, 0, 0, 0, 1, 0) has normal (0, 0, -1): frame 1 (z = -149) comes first.
-    positions = [float(g.PlanePositionSequence[0].ImagePositionPatient[2]) for g in ds.PerFrameFunctionalGroupsSequence]
+    positions = [
+        float(g.PlanePositionSequence[0].ImagePositionPatient[2]) for g in ds.PerFrameFunctionalGroupsSequence
+    ]
     assert positions == [-159.0, -149.0]
     volume = read_ct_volume(ENHANCED_CT, "cell")
     np.testing.assert_array_equal(volume, ds.pixel_array[::-1].astype(np.float32) - 1024.0)
@@ -235,12 +209,20 @@ def _tilt_slice(k, ds):
 
 def _skip_a_slice(k, ds):
     if k == 3:
-        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], ds.ImagePositionPatient[2] + 2.5]
+        ds.ImagePositionPatient = [
+            ds.ImagePositionPatient[0],
+            ds.ImagePositionPatient[1],
+            ds.ImagePositionPatient[2] + 2.5,
+        ]
 
 
 def _duplicate_position(k, ds):
     if k == 1:
-        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], ds.ImagePositionPatient[2] - 2.5]
+        ds.ImagePositionPatient = [
+            ds.ImagePositionPatient[0],
+            ds.ImagePositionPatient[1],
+            ds.ImagePositionPatient[2] - 2.5,
+        ]
 
 
 def _no_order(k, ds):
@@ -309,7 +291,9 @@ def test_nifti_bad_inputs_name_the_file(tmp_path):
 )
 def test_bad_array_cells(cell, message):
     with pytest.raises(ValueError, match=f"column 'ct', non-missing cell 1.*{message}"):
-        CTVolumeEmbedder().fit(frame([np.zeros((2, 8, 8)), cell])).transform(frame([np.zeros((2, 8, 8)), cell]))
+        CTVolumeEmbedder().fit(frame([np.zeros((2, 8, 8)), cell])).transform(
+            frame([np.zeros((2, 8, 8)), cell])
+        )
 
 
 def test_missing_cells_give_nan_rows_and_none_tokens():
@@ -323,7 +307,9 @@ def test_missing_cells_give_nan_rows_and_none_tokens():
 # --------------------------------------------------------------------------- windowing, slices
 
 
-@pytest.mark.parametrize("window, bounds", [("pe", (-1350, 150)), ("mace", (-125, 225)), ((-10, 30), (-10, 30))])
+@pytest.mark.parametrize(
+    "window, bounds", [("pe", (-1350, 150)), ("mace", (-125, 225)), ((-10, 30), (-10, 30))]
+)
 def test_window_clips_and_scales(window, bounds):
     low, high = bounds
     hu = np.array([[[low - 50, low, (low + high) / 2, high, high + 50]]], dtype=np.float32)
@@ -367,7 +353,9 @@ def test_slice_selection_rules():
 )
 def test_bad_slice_selection_names_the_cell(slices, message):
     with pytest.raises(ValueError, match=f"non-missing cell 0.*{message}"):
-        CTVolumeEmbedder(slices=slices).fit(frame([np.zeros((8, 4, 4))])).transform(frame([np.zeros((8, 4, 4))]))
+        CTVolumeEmbedder(slices=slices).fit(frame([np.zeros((8, 4, 4))])).transform(
+            frame([np.zeros((8, 4, 4))])
+        )
 
 
 def test_bad_slices_tuple():
@@ -380,7 +368,9 @@ def test_callable_slices_select_what_the_backbone_sees():
     out = CTVolumeEmbedder(
         backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None, slices=lambda v: v.mean((1, 2)) > -500
     ).fit_transform(frame([volume]))
-    full = CTVolumeEmbedder(backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None).fit_transform(frame([volume]))
+    full = CTVolumeEmbedder(backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None).fit_transform(
+        frame([volume])
+    )
     np.testing.assert_array_equal(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]])
 
 
@@ -505,12 +495,18 @@ def test_torchvision_name_is_imported_lazily():
 
 def test_descriptor_matches_its_reference_transcription():
     rng = np.random.default_rng(0)
-    volume = np.concatenate([phantom(0.6, rng, n_slices=2, size=20), rng.normal(200, 900, (1, 20, 20)).astype(np.float32)])
+    volume = np.concatenate(
+        [phantom(0.6, rng, n_slices=2, size=20), rng.normal(200, 900, (1, 20, 20)).astype(np.float32)]
+    )
     volume[2, :3, :3] = 3500  # beyond the clipped HU range
     volume[0, 0, 0] = 400  # exactly on a band edge
     tokens = CTVolumeEmbedder(window="mace", pool=None).fit_transform(frame([volume]))["ct"].iloc[0]
-    expected = np.stack([reference_ct_descriptor(s, (-125.0, 225.0)) for s in volume])
-    np.testing.assert_allclose(tokens, expected, rtol=1e-5, atol=1e-6)
+    expected = np.stack([reference_hounsfield_features(s) for s in volume])
+    np.testing.assert_allclose(tokens[:, :18], expected, rtol=1e-5, atol=1e-6)
+    # The texture block is the image descriptor of the windowed slice (its own reference
+    # test is in test_image.py).
+    windowed = torch.from_numpy(apply_window(volume, -125.0, 225.0)[:, None])
+    np.testing.assert_allclose(tokens[:, 18:], ImageDescriptor()(windowed).numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_descriptor_empty_band_mean_is_the_band_midpoint():
@@ -530,7 +526,9 @@ def test_descriptor_is_deterministic_and_separates_tissue_composition():
     np.testing.assert_array_equal(first.to_numpy(), second.to_numpy())
     fat_band = first["ct__3"].to_numpy()
     assert np.corrcoef(fat_band, fat)[0, 1] > 0.95
-    scores = cross_val_score(Pipeline([("ct", CTVolumeEmbedder()), ("clf", LogisticRegression(max_iter=2000))]), X, y, cv=4)
+    scores = cross_val_score(
+        Pipeline([("ct", CTVolumeEmbedder()), ("clf", LogisticRegression(max_iter=2000))]), X, y, cv=4
+    )
     assert scores.mean() >= 0.9
     # Control: a constant descriptor would not separate them.
     assert first.std().max() > 0
@@ -558,7 +556,9 @@ def test_columns_passthrough_and_feature_names():
 
 def test_clone_and_params_round_trip():
     net = ChannelMeanLinear()
-    enc = CTVolumeEmbedder(window=(-100, 100), slices=0.5, backbone=net, input_size=(8, 8), pool=None, batch_size=3)
+    enc = CTVolumeEmbedder(
+        window=(-100, 100), slices=0.5, backbone=net, input_size=(8, 8), pool=None, batch_size=3
+    )
     params = enc.get_params()
     cloned = clone(enc)
     assert cloned.get_params()["window"] == (-100, 100) and cloned.get_params()["slices"] == 0.5

@@ -41,7 +41,7 @@ def resolve_device(device):
 
 
 def autocast_dtype(device):
-    """Mixed-precision dtype for a neural backbone on ``device``: bfloat16 (else float16) on CUDA, None on CPU."""
+    """Autocast dtype for a neural backbone: bfloat16 (else float16) on CUDA, None (full precision) on CPU."""
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -168,13 +168,17 @@ def to_backbone_input(x, mean, std):
 
 
 def run_model(model, x, amp_dtype):
-    """Forward one batch under inference mode (and autocast when ``amp_dtype``); float32 ``(B, d)`` numpy out."""
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    """Forward one batch under inference mode (autocast if ``amp_dtype``); return ``(B, d)`` float32 numpy."""
+    with (
+        torch.inference_mode(),
+        torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+    ):
         y = model(x)
     if not isinstance(y, torch.Tensor) or y.ndim != 2 or y.shape[0] != x.shape[0]:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(
-            f"the backbone must return a (batch, d) tensor; for an input of shape {tuple(x.shape)} it returned {shape}."
+            "the backbone must return a (batch, d) tensor; for an input of shape "
+            f"{tuple(x.shape)} it returned {shape}."
         )
     return y.float().cpu().numpy()
 
@@ -225,7 +229,19 @@ class _BatchPacker:
 
 
 def extract_tokens(
-    cells, load, prepare, model, *, batch_size, device, amp_dtype, cache, fingerprint, files_of_folder, verbose, desc
+    cells,
+    load,
+    prepare,
+    model,
+    *,
+    batch_size,
+    device,
+    amp_dtype,
+    cache,
+    fingerprint,
+    files_of_folder,
+    verbose,
+    desc,
 ):
     """Encode every cell into a ``(T_i, d)`` float32 array of per-slice embeddings.
 

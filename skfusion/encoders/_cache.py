@@ -19,7 +19,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 _MAGIC = b"SKFUSION-EMB1\n"
 _DIGEST_SIZE = 32
@@ -71,6 +70,8 @@ def content_hash(cell, files_of_folder):
 
 def module_fingerprint(module):
     """Hash of a torch module: its class, its printed structure and every tensor of its state."""
+    import torch  # here, so that this module loads without torch (see the cross-process test)
+
     h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}\n{module!r}".encode())
     for name, tensor in module.state_dict().items():
         tensor = tensor.detach().cpu().contiguous()

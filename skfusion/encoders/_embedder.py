@@ -14,7 +14,14 @@ import numpy as np
 import torch
 
 from .._compat import Interval
-from ._backbone import autocast_dtype, extract_tokens, load_backbone, resolve_device, run_model, to_backbone_input
+from ._backbone import (
+    autocast_dtype,
+    extract_tokens,
+    load_backbone,
+    resolve_device,
+    run_model,
+    to_backbone_input,
+)
 from ._base import BaseColumnEncoder
 from ._cache import EmbeddingCache, fingerprint_of, module_fingerprint
 from ._descriptors import DESCRIPTOR_VERSION
@@ -77,7 +84,9 @@ class SliceEmbedder(BaseColumnEncoder):
         self._check_own_params()
         self._check_normalisation()
         if self.weights is not None and self.backbone is None:
-            raise ValueError("weights is given but backbone is None; name the backbone the weights belong to.")
+            raise ValueError(
+                "weights is given but backbone is None; name the backbone the weights belong to."
+            )
         self.device_ = resolve_device(self.device)
         if self.backbone is None:
             model, amp = self._descriptor(), None

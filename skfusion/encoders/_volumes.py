@@ -45,8 +45,7 @@ def resolve_window(window):
         if np.isfinite(low) and np.isfinite(high) and low < high:
             return low, high
     raise ValueError(
-        f"window={window!r}: expected 'pe', 'mace' or a (low, high) pair of finite HU "
-        "values with low < high."
+        f"window={window!r}: expected 'pe', 'mace' or a (low, high) pair of finite HU values with low < high."
     )
 
 
@@ -143,7 +142,9 @@ def read_ct_volume(cell, where):
 
 def _check_volume_array(array, where):
     if array.ndim != 3 or min(array.shape) == 0:
-        raise ValueError(f"{where}: a volume array must be 3-D (z, y, x) and non-empty; got shape {array.shape}.")
+        raise ValueError(
+            f"{where}: a volume array must be 3-D (z, y, x) and non-empty; got shape {array.shape}."
+        )
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{where}: a volume array must be numeric; got dtype {array.dtype}.")
     volume = array.astype(np.float32, copy=False)
@@ -159,7 +160,9 @@ def series_files(folder):
     hashes exactly these files, so the hash and the reader agree on what the series is.
     """
     files = sorted(
-        p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
     )
     if not files:
         raise ValueError(f"DICOM folder {str(folder)!r} holds no file.")
@@ -306,7 +309,9 @@ def read_nifti(path):
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise ValueError(f"NIfTI file {str(path)!r} is {data.ndim}-D with shape {data.shape}; a CT volume is 3-D.")
+        raise ValueError(
+            f"NIfTI file {str(path)!r} is {data.ndim}-D with shape {data.shape}; a CT volume is 3-D."
+        )
     return _check_volume_array(np.ascontiguousarray(data.transpose(2, 1, 0)), str(path))
 
 
@@ -354,7 +359,9 @@ def _image_from_array(array, where):
     elif array.ndim == 2:
         array = array[None]
     else:
-        raise ValueError(f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape {array.shape}.")
+        raise ValueError(
+            f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape {array.shape}."
+        )
     if min(array.shape[1:]) == 0:
         raise ValueError(f"{where}: the image array is empty.")
     if np.issubdtype(array.dtype, np.integer):

@@ -212,7 +212,9 @@ class CTVolumeEmbedder(SliceEmbedder):
         if isinstance(self.slices, tuple) and not (
             len(self.slices) == 2 and all(v is None or isinstance(v, Integral) for v in self.slices)
         ):
-            raise ValueError(f"slices={self.slices!r}: a tuple must be (start, stop) with int or None entries.")
+            raise ValueError(
+                f"slices={self.slices!r}: a tuple must be (start, stop) with int or None entries."
+            )
 
     def _read_cell(self, cell, where):
         volume = read_ct_volume(cell, where)
