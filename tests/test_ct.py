@@ -2,6 +2,7 @@
 backbones and weights, the training-free descriptor, and scikit-learn behaviour."""
 
 import copy
+import pickle
 import shutil
 
 import numpy as np
@@ -565,6 +566,13 @@ def test_clone_and_params_round_trip():
     assert set(cloned.get_params()) == set(params)
     assert CTVolumeEmbedder(**params).get_params()["batch_size"] == 3
     assert not hasattr(cloned, "backbone_")
+
+
+def test_fitted_embedder_pickles():
+    X = frame([np.random.default_rng(0).normal(0, 300, (3, 6, 6))])
+    enc = CTVolumeEmbedder(backbone=ChannelMeanLinear()).fit(X)
+    again = pickle.loads(pickle.dumps(enc))
+    np.testing.assert_array_equal(again.transform(X).to_numpy(), enc.transform(X).to_numpy())
 
 
 def test_pipeline_and_grid_search():

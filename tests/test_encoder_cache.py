@@ -146,8 +146,18 @@ def test_other_weights_are_another_key(tmp_path):
     b = CTVolumeEmbedder(backbone=CountingNet(CallLog(), seed=1), cache_dir=tmp_path).fit(X)
     c = CTVolumeEmbedder(backbone=CountingNet(CallLog(), seed=0), cache_dir=tmp_path).fit(X)
     assert a.fingerprint_ == c.fingerprint_ != b.fingerprint_
-    assert CTVolumeEmbedder(cache_dir=tmp_path).fit(X).fingerprint_ not in (a.fingerprint_, b.fingerprint_)
+    descriptor = CTVolumeEmbedder(cache_dir=tmp_path).fit(X).fingerprint_
+    assert descriptor not in (a.fingerprint_, b.fingerprint_)
+    # The descriptor ignores the backbone normalisation, so its key does too.
+    assert CTVolumeEmbedder(cache_dir=tmp_path, mean=(0.5,), std=(0.5,)).fit(X).fingerprint_ == descriptor
     assert CTVolumeEmbedder().fit(X).fingerprint_ is None
+
+
+def test_cache_dir_set_after_fit_asks_for_a_refit(tmp_path):
+    X = volumes(n=1)
+    enc = CTVolumeEmbedder().fit(X).set_params(cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="cache_dir was set after fit"):
+        enc.transform(X)
 
 
 def test_file_content_not_path_is_hashed(tmp_path):

@@ -49,11 +49,23 @@ N_INTENSITY_FEATURES = _COARSE_BINS + 2 + len(PERCENTILES) + 2 + len(EDGE_THRESH
 N_HU_FEATURES = 2 * (len(HU_BAND_EDGES) + 1) + 2
 
 
-def _binned_counts(index, n_bins, weights=None):
-    """Per-row counts (or weighted sums) of integer bin indices ``index`` of shape (B, n)."""
-    weights = torch.ones_like(index, dtype=torch.float32) if weights is None else weights
-    out = torch.zeros(index.shape[0], n_bins, dtype=weights.dtype, device=index.device)
-    return out.scatter_add_(1, index, weights)
+def _binned_counts(index, n_bins):
+    """Per-row counts of integer bin indices ``index`` of shape (B, n).
+
+    Adding ones is exact in float32, so the counts do not depend on the (on CUDA,
+    unordered) order of the atomic additions: the descriptor stays deterministic.
+    """
+    out = torch.zeros(index.shape[0], n_bins, device=index.device)
+    return out.scatter_add_(1, index, torch.ones_like(index, dtype=out.dtype))
+
+
+def _mean_std(flat):
+    """Row means and population standard deviations of ``flat`` (B, n), as two (B, 1) columns.
+
+    Two passes: on the CPU this is several times faster than ``Tensor.std``.
+    """
+    mean = flat.mean(1, keepdim=True)
+    return mean, (flat - mean).square().mean(1, keepdim=True).sqrt()
 
 
 def gradient_magnitude(u):
@@ -77,16 +89,14 @@ def intensity_texture_features(u):
     percentiles = (first_bin.float() + 0.5) / _FINE_BINS
     grad = gradient_magnitude(u)
     grad_flat = grad.flatten(1)
-    edges = [(grad_flat > t).float().mean(1, keepdim=True) for t in EDGE_THRESHOLDS]
+    edges = [(grad_flat > t).sum(1, keepdim=True) / n for t in EDGE_THRESHOLDS]
     layout = F.adaptive_avg_pool2d(torch.stack([u, grad], 1), GRID).flatten(1)
     return torch.cat(
         [
             coarse,
-            flat.mean(1, keepdim=True),
-            flat.std(1, correction=0, keepdim=True),
+            *_mean_std(flat),
             percentiles,
-            grad_flat.mean(1, keepdim=True),
-            grad_flat.std(1, correction=0, keepdim=True),
+            *_mean_std(grad_flat),
             *edges,
             layout,
         ],
@@ -102,7 +112,10 @@ def hounsfield_features(hu):
     band = torch.bucketize(flat, edges, right=True)
     n_bands = len(HU_BAND_EDGES) + 1
     counts = _binned_counts(band, n_bands)
-    sums = _binned_counts(band, n_bands, weights=flat)
+    # Summed in float64: CUDA's atomic additions come in any order, and float64 rounding
+    # differences vanish when the means are cast back to float32.
+    sums = torch.zeros(len(flat), n_bands, dtype=torch.float64, device=hu.device)
+    sums = sums.scatter_add_(1, band, flat.double()).float()
     bounds = (HU_RANGE[0], *HU_BAND_EDGES, HU_RANGE[1])
     midpoints = torch.tensor([(a + b) / 2 for a, b in zip(bounds[:-1], bounds[1:])], device=hu.device)
     band_means = torch.where(counts > 0, sums / counts.clamp(min=1), midpoints)
@@ -110,8 +123,7 @@ def hounsfield_features(hu):
         [
             counts / n,
             band_means / 1000,
-            flat.mean(1, keepdim=True) / 1000,
-            flat.std(1, correction=0, keepdim=True) / 1000,
+            *(v / 1000 for v in _mean_std(flat)),
         ],
         1,
     )

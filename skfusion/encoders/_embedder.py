@@ -95,20 +95,21 @@ class SliceEmbedder(BaseColumnEncoder):
         self.backbone_ = model.to(self.device_)
         self.amp_dtype_ = amp
         self.embedding_dim_ = self._probe_dim(cells[0])
-        self.fingerprint_ = None
-        if self.cache_dir is not None:
-            identity = DESCRIPTOR_VERSION if self.backbone is None else module_fingerprint(self.backbone_)
-            self.fingerprint_ = fingerprint_of(
-                {
-                    "encoder": type(self).__name__,
-                    "backbone": identity,
-                    "autocast": str(amp),
-                    "mean": self.mean,
-                    "std": self.std,
-                    **self._output_params(),
-                }
-            )
+        self.fingerprint_ = None if self.cache_dir is None else self._fingerprint()
         return self
+
+    def _fingerprint(self):
+        """Hash of everything that changes a slice embedding (the cache key's second half)."""
+        if self.backbone is None:
+            model = {"descriptor": type(self.backbone_).__name__, "version": DESCRIPTOR_VERSION}
+        else:
+            model = {
+                "backbone": module_fingerprint(self.backbone_),
+                "autocast": str(self.amp_dtype_),
+                "mean": self.mean,
+                "std": self.std,
+            }
+        return fingerprint_of({"encoder": type(self).__name__, **model, **self._output_params()})
 
     def _probe_dim(self, cell):
         """Embedding size: the descriptor's, or the backbone's output on one real slice."""
@@ -130,6 +131,10 @@ class SliceEmbedder(BaseColumnEncoder):
 
     def _extract(self, cells):
         """Per-cell ``(T_i, d)`` slice embeddings, through the cache when ``cache_dir`` is set."""
+        if self.cache_dir is not None and self.fingerprint_ is None:
+            raise ValueError(
+                f"{type(self).__name__}: cache_dir was set after fit; fit again to use the cache."
+            )
         return extract_tokens(
             cells,
             load=lambda i: self._read_cell(cells[i], self._where(i)),

@@ -218,7 +218,8 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     def _read_cell(self, cell, where):
         volume = read_ct_volume(cell, where)
-        kept = volume[select_slices(volume, self.slices, where)]
+        indices = select_slices(volume, self.slices, where)
+        kept = volume if len(indices) == len(volume) else volume[indices]
         return np.ascontiguousarray(kept[:, None])
 
     def _geometry(self, x):
