@@ -367,11 +367,15 @@ def test_bad_slices_tuple():
 def test_callable_slices_select_what_the_backbone_sees():
     volume = np.stack([np.full((4, 4), hu, np.float32) for hu in (-1000, 0, 100, -1000)])
     out = CTVolumeEmbedder(
-        backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None, slices=lambda v: v.mean((1, 2)) > -500
+        backbone=ChannelMeanLinear(),
+        window=(-1000, 200),
+        pool=None,
+        device="cpu",
+        slices=lambda v: v.mean((1, 2)) > -500,
     ).fit_transform(frame([volume]))
-    full = CTVolumeEmbedder(backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None).fit_transform(
-        frame([volume])
-    )
+    full = CTVolumeEmbedder(
+        backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None, device="cpu"
+    ).fit_transform(frame([volume]))
     np.testing.assert_array_equal(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]])
 
 
@@ -389,7 +393,9 @@ def test_backbone_output_matches_a_hand_transcription():
         w = np.clip((v.astype(np.float64) + 1350) / 1500, 0, 1)
         channel_means = ((w[:, None] - mean[None, :, None, None]) / std[None, :, None, None]).mean((2, 3))
         expected.append((channel_means @ W.T + b).mean(0))
-    out = CTVolumeEmbedder(backbone=net, window="pe", batch_size=2).fit_transform(frame(volumes))
+    out = CTVolumeEmbedder(backbone=net, window="pe", batch_size=2, device="cpu").fit_transform(
+        frame(volumes)
+    )
     np.testing.assert_allclose(out.to_numpy(), np.array(expected), rtol=1e-5, atol=1e-6)
     assert list(out.columns) == [f"ct__{i}" for i in range(4)]
 
@@ -397,8 +403,10 @@ def test_backbone_output_matches_a_hand_transcription():
 def test_batching_across_volumes_does_not_change_the_output():
     rng = np.random.default_rng(1)
     X = frame([rng.normal(0, 300, (n, 8, 8)) for n in (5, 2, 7, 1)])
-    one = CTVolumeEmbedder(backbone=ChannelMeanLinear(), pool=None, batch_size=1).fit_transform(X)["ct"]
-    seven = CTVolumeEmbedder(backbone=ChannelMeanLinear(), pool=None, batch_size=7).fit_transform(X)["ct"]
+    one = CTVolumeEmbedder(backbone=ChannelMeanLinear(), pool=None, batch_size=1, device="cpu")
+    one = one.fit_transform(X)["ct"]
+    seven = CTVolumeEmbedder(backbone=ChannelMeanLinear(), pool=None, batch_size=7, device="cpu")
+    seven = seven.fit_transform(X)["ct"]
     for a, b in zip(one, seven):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     assert [t.shape for t in seven] == [(5, 4), (2, 4), (7, 4), (1, 4)]
@@ -501,7 +509,9 @@ def test_descriptor_matches_its_reference_transcription():
     )
     volume[2, :3, :3] = 3500  # beyond the clipped HU range
     volume[0, 0, 0] = 400  # exactly on a band edge
-    tokens = CTVolumeEmbedder(window="mace", pool=None).fit_transform(frame([volume]))["ct"].iloc[0]
+    tokens = (
+        CTVolumeEmbedder(window="mace", pool=None, device="cpu").fit_transform(frame([volume]))["ct"].iloc[0]
+    )
     expected = np.stack([reference_hounsfield_features(s) for s in volume])
     np.testing.assert_allclose(tokens[:, :18], expected, rtol=1e-5, atol=1e-6)
     # The texture block is the image descriptor of the windowed slice (its own reference
@@ -620,3 +630,15 @@ def test_dicom_series_through_the_embedder(tmp_path):
     assert out.iloc[0].shape == (3, 77) and out.iloc[2] is None
     np.testing.assert_array_equal(out.iloc[0], out.iloc[3])
     np.testing.assert_array_equal(out.iloc[0], out.iloc[1])  # same pixels, other file order on disk
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(0)
+    X = frame([rng.normal(-200, 400, (5, 32, 32)) for _ in range(3)])
+    for params, tolerance in (({"backbone": ChannelMeanLinear()}, 3e-2), ({}, 1e-4)):
+        gpu = CTVolumeEmbedder(device="cuda", **params).fit(X)
+        assert gpu.device_.type == "cuda" and (gpu.amp_dtype_ is None) == ("backbone" not in params)
+        cpu = CTVolumeEmbedder(device="cpu", **params).fit(X)
+        np.testing.assert_allclose(gpu.transform(X).to_numpy(), cpu.transform(X).to_numpy(), atol=tolerance)

@@ -242,6 +242,7 @@ def extract_tokens(
     files_of_folder,
     verbose,
     desc,
+    reduce=None,
 ):
     """Encode every cell into a ``(T_i, d)`` float32 array of per-slice embeddings.
 
@@ -267,11 +268,16 @@ def extract_tokens(
         Progress bar over volumes (tqdm) when positive and tqdm is installed.
     desc : str
         Progress bar label.
+    reduce : callable, default=None
+        Applied to each volume's tokens as soon as they are known (the cache still stores
+        the tokens), so that pooled runs do not hold every slice embedding in memory.
 
     Returns
     -------
     tokens : list of ndarray
+        ``reduce(tokens)`` per cell when ``reduce`` is given.
     """
+    reduce = reduce or (lambda tokens: tokens)
     results = [None] * len(cells)
 
     def fetch(i):
@@ -292,19 +298,19 @@ def extract_tokens(
     ):
         for i, key, hit, stack in fetched:
             if hit is not None:
-                results[i] = hit
+                results[i] = reduce(hit)
                 bar.update(1)
                 continue
             keys[i] = key
             finished = packer.add(i, stack)
-            _store(finished, results, keys, cache, bar)
-        _store(packer.flush(), results, keys, cache, bar)
+            _store(finished, results, keys, cache, bar, reduce)
+        _store(packer.flush(), results, keys, cache, bar, reduce)
     return results
 
 
-def _store(finished, results, keys, cache, bar):
+def _store(finished, results, keys, cache, bar, reduce):
     for i, tokens in finished:
-        results[i] = tokens
+        results[i] = reduce(tokens)
         if cache is not None:
             cache.put(keys[i], tokens)
         del keys[i]

@@ -129,8 +129,11 @@ class SliceEmbedder(BaseColumnEncoder):
             return x
         return to_backbone_input(x, self.mean, self.std)
 
-    def _extract(self, cells):
-        """Per-cell ``(T_i, d)`` slice embeddings, through the cache when ``cache_dir`` is set."""
+    def _extract(self, cells, pool):
+        """Per-cell ``(T_i, d)`` slice embeddings, or their means over slices when ``pool``.
+
+        Goes through the cache when ``cache_dir`` is set.
+        """
         if self.cache_dir is not None and self.fingerprint_ is None:
             raise ValueError(
                 f"{type(self).__name__}: cache_dir was set after fit; fit again to use the cache."
@@ -148,6 +151,7 @@ class SliceEmbedder(BaseColumnEncoder):
             files_of_folder=series_files,
             verbose=self.verbose,
             desc=type(self).__name__,
+            reduce=_mean_over_slices if pool else None,
         )
 
     def _embedding_dim(self):
@@ -161,6 +165,6 @@ class SliceEmbedder(BaseColumnEncoder):
         tags.requires_fit = True
         return tags
 
-    @staticmethod
-    def _mean_pool(tokens):
-        return np.stack([t.mean(0) for t in tokens]).astype(np.float32)
+
+def _mean_over_slices(tokens):
+    return tokens.mean(0, dtype=np.float64).astype(np.float32)

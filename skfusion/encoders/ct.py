@@ -240,5 +240,6 @@ class CTVolumeEmbedder(SliceEmbedder):
         return self.pool is None
 
     def _encode_cells(self, cells):
-        tokens = self._extract(cells)
-        return tokens if self.pool is None else self._mean_pool(tokens)
+        if self.pool is None:
+            return self._extract(cells, pool=False)
+        return np.stack(self._extract(cells, pool=True))

@@ -2,6 +2,8 @@
 
 from numbers import Integral
 
+import numpy as np
+
 from .._compat import Interval
 from ._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
 from ._descriptors import ImageDescriptor
@@ -161,4 +163,4 @@ class ImageEmbedder(SliceEmbedder):
         return {"resize": as_size(self.resize), "crop_size": as_size(self.crop_size)}
 
     def _encode_cells(self, cells):
-        return self._mean_pool(self._extract(cells))
+        return np.stack(self._extract(cells, pool=True))
