@@ -474,18 +474,31 @@ def test_named_architecture_drops_its_head_and_ignores_head_weights(tmp_path, mo
     # Stands in for torchvision (not importable beside this torch build): same contract.
     def tiny_classifier(name):
         assert name == "tinynet"
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Flatten(), nn.Linear(48, 6), nn.ReLU(), nn.Linear(6, 1000))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(48, 6), nn.ReLU(), nn.Sequential(nn.Dropout(), nn.Linear(6, 1000))
+        )
 
     monkeypatch.setattr(_backbone, "_torchvision_model", tiny_classifier)
-    checkpoint = tiny_classifier("tinynet")
-    state = checkpoint.state_dict()
-    state["3.weight"], state["3.bias"] = torch.zeros(14, 6), torch.zeros(14)  # a 14-class head
+    torch.manual_seed(0)
+    trained = tiny_classifier("tinynet")
+    state = trained.state_dict()
+    state["3.1.weight"], state["3.1.bias"] = torch.zeros(14, 6), torch.zeros(14)  # a 14-class head
     torch.save(state, tmp_path / "tiny.pt")
-    enc = CTVolumeEmbedder(backbone="tinynet", weights=tmp_path / "tiny.pt", input_size=(4, 4))
-    out = enc.fit_transform(frame([np.zeros((1, 4, 4))]))
-    assert enc.embedding_dim_ == 6 and isinstance(enc.backbone_[3], nn.Identity)
-    assert out.shape == (1, 6)
+    volume = np.random.default_rng(0).normal(0, 300, (1, 4, 4))
+    enc = CTVolumeEmbedder(
+        backbone="tinynet",
+        weights=tmp_path / "tiny.pt",
+        window=(-1000, 1000),
+        mean=None,
+        std=None,
+        device="cpu",
+    )
+    out = enc.fit_transform(frame([volume]))
+    assert enc.embedding_dim_ == 6 and isinstance(enc.backbone_[3][1], nn.Identity)
+    x = torch.from_numpy(np.clip((volume + 1000) / 2000, 0, 1)).float().expand(3, -1, -1)[None]
+    with torch.no_grad():
+        expected = trained[:3](x).numpy()
+    np.testing.assert_allclose(out.to_numpy(), expected, rtol=1e-5)
 
 
 def test_torchvision_name_is_imported_lazily():

@@ -126,6 +126,8 @@ def test_arrays():
     "cell, message",
     [
         (np.full((4, 4), 1.5), "finite values in \\[0, 1\\]"),
+        (np.full((4, 4), -3, np.int16), "finite values in \\[0, 1\\]"),
+        (np.full((4, 4), "a"), "integer or float dtype"),
         (np.zeros((4, 4, 2)), "must be \\(H, W\\) or \\(H, W, C\\)"),
         (np.zeros((0, 4)), "empty"),
         (3.5 + 2j, "expected an image path or array"),
@@ -163,6 +165,8 @@ def test_medfuse_preprocessing_by_default():
     np.testing.assert_array_equal(uncropped.to_numpy(), [[295, 256, 3], [256, 512, 3]])
     square = ImageEmbedder(backbone=ShapeReporter(), resize=(48, 40), crop_size=None).fit_transform(X)
     np.testing.assert_array_equal(square.to_numpy(), [[48, 40, 3]] * 2)
+    numpy_ints = ImageEmbedder(backbone=ShapeReporter(), resize=np.int64(16), crop_size=np.int64(12))
+    np.testing.assert_array_equal(numpy_ints.fit_transform(X).to_numpy(), [[12, 12, 3]] * 2)
 
 
 def test_resize_matches_pillow_bilinear():

@@ -17,6 +17,7 @@ import contextlib
 import copy
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,8 @@ def load_backbone(backbone, weights):
         module = _torchvision_model(backbone)
         head = _last_linear_name(module)
         if head is not None:
-            module.set_submodule(head, nn.Identity())
+            parent, _, child = head.rpartition(".")
+            setattr(module.get_submodule(parent), child, nn.Identity())
     else:
         module, head = copy.deepcopy(backbone), None
     if weights is not None:
@@ -135,7 +137,7 @@ def resize(x, size):
     if size is None:
         return x
     h, w = x.shape[-2:]
-    if isinstance(size, int):
+    if isinstance(size, Integral):
         short, long = min(h, w), max(h, w)
         new_long = int(size * long / short)
         size = (size, new_long) if h <= w else (new_long, size)
@@ -148,7 +150,7 @@ def center_crop(x, size):
     """Crop the centre ``size`` (int for a square, or (H, W)) of a ``(B, C, H, W)`` batch."""
     if size is None:
         return x
-    ch, cw = (size, size) if isinstance(size, int) else size
+    ch, cw = (size, size) if isinstance(size, Integral) else size
     h, w = x.shape[-2:]
     if ch > h or cw > w:
         raise ValueError(f"crop_size={size!r} is larger than the resized image ({h}, {w}).")

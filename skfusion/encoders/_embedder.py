@@ -8,7 +8,7 @@ the model's input, which descriptor to use, and which of their parameters change
 """
 
 import os
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ class SliceEmbedder(BaseColumnEncoder):
         if self.mean is None:
             return
         for name, value in (("mean", self.mean), ("std", self.std)):
-            if len(value) not in (1, 3) or not all(isinstance(v, (int, float)) for v in value):
+            if len(value) not in (1, 3) or not all(isinstance(v, Real) for v in value):
                 raise ValueError(f"{name}={value!r}: expected 1 or 3 numbers (one per channel).")
         if min(self.std) <= 0:
             raise ValueError(f"std={self.std!r}: every entry must be positive.")

@@ -145,7 +145,7 @@ def _check_volume_array(array, where):
         raise ValueError(
             f"{where}: a volume array must be 3-D (z, y, x) and non-empty; got shape {array.shape}."
         )
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+    if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{where}: a volume array must be numeric; got dtype {array.dtype}.")
     volume = array.astype(np.float32, copy=False)
     if not np.isfinite(volume).all():
@@ -365,10 +365,14 @@ def _image_from_array(array, where):
     if min(array.shape[1:]) == 0:
         raise ValueError(f"{where}: the image array is empty.")
     if np.issubdtype(array.dtype, np.integer):
-        return (array / np.iinfo(array.dtype).max).astype(np.float32)
+        array = array / np.iinfo(array.dtype).max
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{where}: an image array must be of integer or float dtype; got {array.dtype}.")
     image = array.astype(np.float32)
     if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise ValueError(f"{where}: a float image array must hold finite values in [0, 1].")
+        raise ValueError(
+            f"{where}: an image array must hold finite values in [0, 1] (integers: in [0, dtype max])."
+        )
     return image
 
 
