@@ -241,8 +241,8 @@ def report(args, device, rows, timings):
     lines = [
         "# CT extraction throughput",
         "",
-        f"Command: `{' '.join(shlex.quote(a) for a in sys.argv)}` "
-        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
+        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=. python "
+        f"{' '.join(shlex.quote(a) for a in sys.argv)}`",
         "",
         f"Machine: {machine(device)}",
         "",
