@@ -324,7 +324,8 @@ def read_image(cell, where):
     Parameters
     ----------
     cell : str, os.PathLike or ndarray
-        A PNG/JPEG (anything Pillow opens) or DICOM file, or an array ``(H, W)`` or
+        A PNG/JPEG (anything Pillow opens) or DICOM file (recognised by a ``.dcm`` or
+        ``.dicom`` suffix or by the ``DICM`` preamble), or an array ``(H, W)`` or
         ``(H, W, C)`` with ``C`` 1 or 3. Integer arrays are divided by their dtype's
         maximum; float arrays must already lie in [0, 1].
     where : str

@@ -15,9 +15,11 @@ class ImageEmbedder(SliceEmbedder):
     """Embed 2-D images (chest X-rays) with a backbone or a training-free descriptor.
 
     Each cell of the raw column ``column`` is one image: a PNG/JPEG (anything Pillow
-    reads) or DICOM file, or an ndarray ``(H, W)`` / ``(H, W, C)``. Images are scaled to
-    [0, 1] (a grayscale DICOM goes through its modality and VOI LUTs, is inverted when
-    MONOCHROME1 and min-max scaled), resized so that the shorter side is ``resize``,
+    reads) or DICOM file (a ``.dcm``/``.dicom`` suffix or the ``DICM`` preamble), or an
+    ndarray ``(H, W)`` / ``(H, W, C)`` (integers scaled by their dtype's maximum, floats
+    already in [0, 1]). Images are scaled to [0, 1] (a grayscale DICOM goes through its
+    modality and VOI LUTs, is inverted when MONOCHROME1 and min-max scaled), resized so
+    that the shorter side is ``resize``,
     centre-cropped to ``crop_size``, replicated to 3 channels, normalised with ImageNet's
     mean and standard deviation, and encoded by ``backbone`` in batches: MedFuse's
     preprocessing [1]_ (resize 256, centre crop 224) by default. The extraction loop, the
