@@ -22,6 +22,7 @@ MedImageInsight module to reproduce the paper) and fits a survival model on the 
 # calcium drive the hazard. Slices are written as real DICOM files (pydicom's ``CT_small``
 # as the template), stored as ``HU + 1024`` with ``RescaleIntercept = -1024``.
 import copy
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -126,3 +127,7 @@ model = Pipeline(
 )
 model.fit(X_train, y_train)
 print(f"test C-index: {model.score(X_test, y_test):.3f}")
+
+# %%
+# The DICOM files and the cache were only for this example.
+shutil.rmtree(workdir)
