@@ -1,0 +1,410 @@
+"""Reading CT volumes and 2-D images into arrays, Hounsfield windowing and slice selection.
+
+A CT cell is a DICOM series folder, a single DICOM file (one slice, or an enhanced
+multi-frame CT), a NIfTI file, or an ndarray ``(z, y, x)`` already in Hounsfield units (HU).
+Every reader returns a float32 ``(z, y, x)`` volume in HU laid out like an axial DICOM
+series in standard orientation: ``z`` from feet to head, rows from anterior to posterior,
+columns from the patient's right to left.
+
+An image cell is a PNG/JPEG/DICOM file or an ndarray; :func:`read_image` returns a float32
+``(C, H, W)`` array in [0, 1] with ``C`` 1 (grayscale) or 3 (RGB).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+#: Hounsfield windows of paper 000 (section 2.1): PE and MACE soft-tissue windows.
+NAMED_WINDOWS = {"pe": (-1350.0, 150.0), "mace": (-125.0, 225.0)}
+
+# Largest relative deviation of one slice gap from the median gap before a series is
+# rejected: a larger jump means a missing slice or two series mixed in one folder.
+SPACING_RTOL = 0.05
+# Direction cosines of two slices of one series agree to this absolute tolerance.
+ORIENTATION_ATOL = 1e-3
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def resolve_window(window):
+    """Return ``window`` as a ``(low, high)`` pair of floats in HU.
+
+    Parameters
+    ----------
+    window : {"pe", "mace"} or tuple of (float, float)
+
+    Returns
+    -------
+    low, high : float
+    """
+    if isinstance(window, str) and window in NAMED_WINDOWS:
+        return NAMED_WINDOWS[window]
+    if isinstance(window, (tuple, list)) and len(window) == 2:
+        low, high = (float(v) for v in window)
+        if np.isfinite(low) and np.isfinite(high) and low < high:
+            return low, high
+    raise ValueError(
+        f"window={window!r}: expected 'pe', 'mace' or a (low, high) pair of finite HU values with low < high."
+    )
+
+
+def apply_window(values, low, high):
+    """Clip to ``[low, high]`` and scale linearly to ``[0, 1]`` (works on arrays and tensors)."""
+    return (values.clip(low, high) - low) / (high - low)
+
+
+def select_slices(volume, slices, where):
+    """Return the sorted indices of the axial slices of ``volume`` that ``slices`` keeps.
+
+    Parameters
+    ----------
+    volume : ndarray of shape (z, y, x)
+        Volume in HU.
+    slices : None, (start, stop), float in (0, 1] or callable
+        ``None`` keeps every slice; ``(start, stop)`` keeps ``volume[start:stop]`` (Python
+        slicing rules); a float keeps that fraction of the slices around the centre (at
+        least one); a callable gets the HU volume and returns slice indices or a boolean
+        mask over ``z``.
+    where : str
+        How to name the volume in error messages.
+
+    Returns
+    -------
+    indices : ndarray of int
+    """
+    n = volume.shape[0]
+    if slices is None:
+        return np.arange(n)
+    if callable(slices):
+        indices = _indices_from_selection(slices(volume), n, where)
+    elif isinstance(slices, tuple):
+        indices = np.arange(n)[slice(*slices)]
+    else:
+        keep = max(1, int(round(float(slices) * n)))
+        start = (n - keep) // 2
+        indices = np.arange(start, start + keep)
+    if indices.size == 0:
+        raise ValueError(f"{where}: slices={slices!r} selects no slice of a volume with {n} slices.")
+    return indices
+
+
+def _indices_from_selection(selection, n, where):
+    selection = np.asarray(selection)
+    if selection.dtype == bool:
+        if selection.shape != (n,):
+            raise ValueError(
+                f"{where}: the slices callable returned a boolean mask of shape "
+                f"{selection.shape}; the volume has {n} slices."
+            )
+        return np.flatnonzero(selection)
+    if selection.ndim != 1 or (selection.size and not np.issubdtype(selection.dtype, np.integer)):
+        raise ValueError(f"{where}: the slices callable must return integer indices or a boolean mask.")
+    if selection.size and (selection.min() < 0 or selection.max() >= n):
+        raise ValueError(f"{where}: the slices callable returned indices outside [0, {n}).")
+    return np.unique(selection.astype(np.intp))
+
+
+# --------------------------------------------------------------------------- CT volumes
+
+
+def read_ct_volume(cell, where):
+    """Read one CT cell into a float32 ``(z, y, x)`` volume in HU.
+
+    Parameters
+    ----------
+    cell : str, os.PathLike or ndarray
+        A DICOM series folder, a DICOM file, a NIfTI file (``.nii``/``.nii.gz``), or a 3-D
+        array already in HU.
+    where : str
+        How to name the cell in error messages when it is an array.
+
+    Returns
+    -------
+    volume : ndarray of shape (z, y, x), float32
+    """
+    if isinstance(cell, np.ndarray):
+        return _check_volume_array(cell, where)
+    if not isinstance(cell, (str, os.PathLike)):
+        raise ValueError(
+            f"{where}: expected a DICOM folder, a DICOM or NIfTI path, or a (z, y, x) array; "
+            f"got {type(cell).__name__}."
+        )
+    path = Path(cell)
+    if path.is_dir():
+        return read_dicom_series(series_files(path), str(path))
+    if not path.is_file():
+        raise ValueError(f"{where}: {str(path)!r} is neither a file nor a folder.")
+    if path.name.lower().endswith(_NIFTI_SUFFIXES):
+        return read_nifti(path)
+    return read_dicom_series([path], str(path))
+
+
+def _check_volume_array(array, where):
+    if array.ndim != 3 or min(array.shape) == 0:
+        raise ValueError(
+            f"{where}: a volume array must be 3-D (z, y, x) and non-empty; got shape {array.shape}."
+        )
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"{where}: a volume array must be numeric; got dtype {array.dtype}.")
+    volume = array.astype(np.float32, copy=False)
+    if not np.isfinite(volume).all():
+        raise ValueError(f"{where}: the volume array holds NaN or infinite values.")
+    return volume
+
+
+def series_files(folder):
+    """The files that make up the DICOM series in ``folder``, sorted by name.
+
+    Hidden files and ``DICOMDIR`` are skipped; sub-folders are not searched. The cache
+    hashes exactly these files, so the hash and the reader agree on what the series is.
+    """
+    files = sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
+    )
+    if not files:
+        raise ValueError(f"DICOM folder {str(folder)!r} holds no file.")
+    return files
+
+
+def read_dicom_series(files, where):
+    """Stack the frames of ``files`` (one series) into a float32 volume in HU.
+
+    Frames are ordered by the projection of ImagePositionPatient on the slice normal (the
+    cross product of the row and column direction cosines of ImageOrientationPatient),
+    falling back on InstanceNumber (then frame number) when a position is missing. Each
+    frame is rescaled with its RescaleSlope and RescaleIntercept; enhanced multi-frame
+    files carry these, and the geometry, in the per-frame or shared functional groups.
+
+    Raises
+    ------
+    ValueError
+        Naming the file that is not a readable DICOM image, or naming ``where`` when the
+        frames do not form one regular series (different Rows/Columns, different
+        orientations, duplicated positions or non-uniform spacing).
+    """
+    frames = [frame for path in files for frame in _dicom_frames(path)]
+    shapes = {f["pixels"].shape for f in frames}
+    if len(shapes) > 1:
+        raise ValueError(f"DICOM series {where!r}: slices have different (Rows, Columns): {sorted(shapes)}.")
+    order = _slice_order(frames, where)
+    volume = np.stack([frames[i]["pixels"] * frames[i]["slope"] + frames[i]["intercept"] for i in order])
+    return volume.astype(np.float32, copy=False)
+
+
+def _slice_order(frames, where):
+    if any(f["position"] is None or f["orientation"] is None for f in frames):
+        if any(f["instance"] is None for f in frames):
+            raise ValueError(
+                f"DICOM series {where!r}: slices lack both ImagePositionPatient and "
+                "InstanceNumber, so their order is unknown."
+            )
+        return sorted(range(len(frames)), key=lambda i: (frames[i]["instance"], frames[i]["frame"]))
+    orientations = np.array([f["orientation"] for f in frames])
+    if np.abs(orientations - orientations[0]).max() > ORIENTATION_ATOL:
+        raise ValueError(f"DICOM series {where!r}: slices have different ImageOrientationPatient.")
+    normal = np.cross(orientations[0, :3], orientations[0, 3:])
+    depth = np.array([f["position"] for f in frames]) @ normal
+    order = np.argsort(depth, kind="stable")
+    _check_spacing(np.diff(depth[order]), where)
+    return order.tolist()
+
+
+def _check_spacing(gaps, where):
+    if gaps.size == 0:
+        return
+    median = float(np.median(gaps))
+    if gaps.min() <= 1e-6 * max(median, 1.0):
+        raise ValueError(
+            f"DICOM series {where!r}: two slices share one position (two series in one folder?)."
+        )
+    worst = float(np.abs(gaps - median).max())
+    if worst > SPACING_RTOL * median:
+        raise ValueError(
+            f"DICOM series {where!r}: non-uniform slice spacing (gaps from {gaps.min():.4g} to "
+            f"{gaps.max():.4g} mm; tolerance {SPACING_RTOL:.0%} of the median {median:.4g} mm)."
+        )
+
+
+def _read_dicom(path):
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable DICOM file ({exc}).") from exc
+    if "PixelData" not in ds:
+        raise ValueError(f"DICOM file {str(path)!r} holds no image (no PixelData).")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise ValueError(f"DICOM file {str(path)!r}: its pixel data cannot be decoded ({exc}).") from exc
+    return ds, pixels
+
+
+def _dicom_frames(path):
+    ds, pixels = _read_dicom(path)
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise ValueError(f"DICOM file {str(path)!r} is a colour image, not a CT slice.")
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = pixels.reshape(n_frames, *pixels.shape[-2:])
+    if n_frames > 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        raise ValueError(
+            f"DICOM file {str(path)!r} has {n_frames} frames but no per-frame functional groups, "
+            "so the frames cannot be placed in space."
+        )
+    instance = ds.get("InstanceNumber")
+    return [
+        {
+            "pixels": pixels[k].astype(np.float32),
+            "slope": float(_frame_attribute(ds, k, "PixelValueTransformationSequence", "RescaleSlope", 1.0)),
+            "intercept": float(
+                _frame_attribute(ds, k, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
+            ),
+            "position": _as_floats(_frame_attribute(ds, k, "PlanePositionSequence", "ImagePositionPatient")),
+            "orientation": _as_floats(
+                _frame_attribute(ds, k, "PlaneOrientationSequence", "ImageOrientationPatient")
+            ),
+            "instance": None if instance is None else int(instance),
+            "frame": k,
+        }
+        for k in range(n_frames)
+    ]
+
+
+def _frame_attribute(ds, frame, sequence, keyword, default=None):
+    """Look ``keyword`` up in frame ``frame``'s functional group, the shared one, then the top level."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        if groups in ds and len(ds[groups].value) > index:
+            group = ds[groups].value[index]
+            if sequence in group and len(group[sequence].value) and keyword in group[sequence].value[0]:
+                return group[sequence].value[0][keyword].value
+    value = ds.get(keyword)
+    return default if value is None or value == "" else value
+
+
+def _as_floats(value):
+    return None if value is None else [float(v) for v in value]
+
+
+def read_nifti(path):
+    """Read a 3-D NIfTI file into a float32 ``(z, y, x)`` volume (values taken as HU).
+
+    The image is reoriented (nibabel, from its affine) to LPS axis codes, then transposed,
+    so ``z`` runs from feet to head, rows from anterior to posterior and columns from the
+    patient's right to left: the layout of an axial DICOM series. The NIfTI scaling
+    (``scl_slope``/``scl_inter``) is applied.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        lps = nib.orientations.axcodes2ornt(("L", "P", "S"))
+        image = image.as_reoriented(nib.orientations.ornt_transform(nib.io_orientation(image.affine), lps))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable NIfTI image ({exc}).") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(
+            f"NIfTI file {str(path)!r} is {data.ndim}-D with shape {data.shape}; a CT volume is 3-D."
+        )
+    return _check_volume_array(np.ascontiguousarray(data.transpose(2, 1, 0)), str(path))
+
+
+# --------------------------------------------------------------------------- 2-D images
+
+
+def read_image(cell, where):
+    """Read one image cell into a float32 ``(C, H, W)`` array in [0, 1].
+
+    Parameters
+    ----------
+    cell : str, os.PathLike or ndarray
+        A PNG/JPEG (anything Pillow opens) or DICOM file (recognised by a ``.dcm`` or
+        ``.dicom`` suffix or by the ``DICM`` preamble), or an array ``(H, W)`` or
+        ``(H, W, C)`` with ``C`` 1 or 3. Integer arrays are divided by their dtype's
+        maximum; float arrays must already lie in [0, 1].
+    where : str
+        How to name the cell in error messages when it is an array.
+
+    Returns
+    -------
+    image : ndarray of shape (C, H, W), float32
+        ``C`` is 1 for grayscale and 3 for colour. A grayscale DICOM goes through its
+        modality and VOI LUTs, is inverted when MONOCHROME1, then min-max scaled.
+    """
+    if isinstance(cell, np.ndarray):
+        return _image_from_array(cell, where)
+    if not isinstance(cell, (str, os.PathLike)):
+        raise ValueError(f"{where}: expected an image path or array; got {type(cell).__name__}.")
+    path = Path(cell)
+    if not path.is_file():
+        raise ValueError(f"{where}: {str(path)!r} is not a file.")
+    if path.suffix.lower() in (".dcm", ".dicom") or _has_dicom_preamble(path):
+        return _image_from_dicom(path)
+    return _image_from_pillow(path)
+
+
+def _has_dicom_preamble(path):
+    with open(path, "rb") as fh:
+        return fh.read(132)[128:] == b"DICM"
+
+
+def _image_from_array(array, where):
+    if array.ndim == 3 and array.shape[-1] in (1, 3):
+        array = np.moveaxis(array, -1, 0)
+    elif array.ndim == 2:
+        array = array[None]
+    else:
+        raise ValueError(
+            f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape {array.shape}."
+        )
+    if min(array.shape[1:]) == 0:
+        raise ValueError(f"{where}: the image array is empty.")
+    if np.issubdtype(array.dtype, np.integer):
+        array = array / np.iinfo(array.dtype).max
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"{where}: an image array must be of integer or float dtype; got {array.dtype}.")
+    image = array.astype(np.float32)
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise ValueError(
+            f"{where}: an image array must hold finite values in [0, 1] (integers: in [0, dtype max])."
+        )
+    return image
+
+
+def _image_from_pillow(path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                pixels = np.asarray(image, dtype=np.float64) / 65535.0
+            elif image.mode in ("1", "L", "P", "LA", "La", "F"):
+                pixels = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+            else:
+                pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{str(path)!r} is not a readable image file ({exc}).") from exc
+    return _image_from_array(pixels.clip(0, 1).astype(np.float32), str(path))
+
+
+def _image_from_dicom(path):
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds, pixels = _read_dicom(path)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        raise ValueError(f"DICOM file {str(path)!r} has several frames; an image cell is one 2-D image.")
+    if int(ds.get("SamplesPerPixel", 1)) == 3:
+        return _image_from_array(pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1), str(path))
+    values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        values = -values
+    span = values.max() - values.min()
+    scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    return _image_from_array(scaled.astype(np.float32), str(path))

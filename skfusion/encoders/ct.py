@@ -1,0 +1,245 @@
+"""CT volumes to embeddings: paper 000's windowing, slice selection and z-averaging."""
+
+from numbers import Integral, Real
+
+import numpy as np
+
+from .._compat import Interval, StrOptions
+from ._backbone import IMAGENET_MEAN, IMAGENET_STD, resize
+from ._cache import callable_fingerprint
+from ._descriptors import CTSliceDescriptor
+from ._embedder import SliceEmbedder, as_size, check_size
+from ._volumes import apply_window, read_ct_volume, resolve_window, select_slices
+
+
+class CTVolumeEmbedder(SliceEmbedder):
+    """Embed CT volumes slice by slice with a 2-D backbone, then average over z.
+
+    Each cell of the raw column ``column`` is one CT volume: a DICOM series folder, a DICOM
+    file (a single slice or an enhanced multi-frame CT), a NIfTI file, or an ndarray
+    ``(z, y, x)`` already in Hounsfield units (HU). The volume is read in HU (DICOM slices
+    ordered along the slice normal, RescaleSlope/RescaleIntercept applied; NIfTI
+    reoriented to the axial DICOM layout), the axial slices named by ``slices`` are kept,
+    each is windowed (clipped to ``window`` and scaled to [0, 1]) and encoded by
+    ``backbone`` in batches, and ``pool="mean"`` averages the slice embeddings into one
+    vector per volume, as in paper 000 [1]_ (section 2.1). ``pool=None`` keeps the
+    per-slice embeddings as tokens for the attention models.
+
+    With ``backbone=None`` (the default) each slice is described by a deterministic,
+    training-free descriptor instead of a neural network: the fraction of voxels and their
+    mean HU in eight clinically meaningful HU bands (air, lung, low density, fat, fluid,
+    soft tissue, contrast-enhanced blood, bone), the HU mean and spread, and, on the
+    windowed slice, an intensity histogram, percentiles, gradient-magnitude (edge)
+    statistics and a 4 x 4 grid of mean intensity and edge strength: 77 features per slice
+    (listed in ``skfusion.encoders._descriptors``). It is a baseline that carries real
+    signal about tissue composition, not a foundation model.
+
+    Parameters
+    ----------
+    column : str, default="ct"
+        The raw column holding the volumes. Missing cells (None/NaN) give NaN rows (or
+        None tokens).
+    output : str, default=None
+        Name of the output block (``"{output}__{i}"`` columns, or the ``"{output}"`` token
+        column); None uses ``column``.
+    window : {"pe", "mace"} or tuple of (float, float), default="pe"
+        HU window: ``"pe"`` is [-1350, 150] and ``"mace"`` is [-125, 225] (paper 000's
+        windows for pulmonary embolism and cardiovascular events); a ``(low, high)`` pair
+        sets another. Values are clipped to the window and scaled to [0, 1].
+    slices : None, tuple of (int, int), float or callable, default=None
+        Which axial slices to encode (``z`` runs from feet to head): None keeps all;
+        ``(start, stop)`` keeps ``volume[start:stop]``; a float in (0, 1] keeps that
+        fraction of the slices around the centre; a callable receives the ``(z, y, x)``
+        HU volume and returns slice indices or a boolean mask over ``z`` (paper 000 keeps
+        the slices that show cardiac structures).
+    backbone : None, torch.nn.Module or str, default=None
+        The 2-D slice encoder. A module receives ``(B, 3, H, W)`` float batches (the
+        windowed slice replicated to 3 channels, normalised by ``mean``/``std``) and must
+        return ``(B, d)``; it is copied at fit, never modified. A string names a
+        torchvision architecture (torchvision must be importable), built without weights,
+        its classification layer (last ``nn.Linear``) replaced by the identity. None uses
+        the training-free descriptor above.
+    weights : None, str or os.PathLike, default=None
+        Local state-dict file loaded into the backbone (safetensors, or ``torch.save``
+        read with ``weights_only=True``); keys must match. Nothing is ever downloaded.
+    input_size : None, int or tuple of (int, int), default=None
+        Resize each slice before the backbone (bilinear, antialiased): an int sets the
+        shorter side, a pair sets (height, width); None keeps the native size.
+    mean, std : tuple of float or None, default=ImageNet's
+        Per-channel normalisation ``(x - mean) / std`` of the backbone input (1 or 3
+        values); both None to skip. ``(0.485, 0.456, 0.406)`` and ``(0.229, 0.224,
+        0.225)`` by default, as MedImageInsight and torchvision models expect. Not used by
+        the descriptor.
+    pool : {"mean"} or None, default="mean"
+        ``"mean"`` averages the slice embeddings (the z-average of paper 000) into
+        ``"{output}__{i}"`` columns; None returns one object column ``"{output}"``
+        holding a ``(n_slices, d)`` float32 array per row.
+    batch_size : int, default=32
+        Slices per forward pass; batches span volume boundaries.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available (with autocast mixed precision, bfloat16 where
+        supported, for neural backbones) and the CPU otherwise.
+    cache_dir : None, str or os.PathLike, default=None
+        Folder of a resumable, content-addressed cache: one entry per volume, keyed by the
+        hash of the volume's bytes (its files, or its array) and of every parameter that
+        changes its slice embeddings (window, slices, input_size, mean, std, the
+        backbone's class, structure and weights, mixed precision). Entries hold the
+        per-slice embeddings, so ``pool`` does not enter the key and both settings share
+        them. A killed run resumes without recomputing finished volumes; a truncated or
+        corrupt entry is ignored and recomputed. A callable ``slices`` is identified by
+        its name, code, defaults and closure (globals it reads are not: change
+        ``cache_dir`` after editing those); one whose closure or defaults cannot be
+        pickled is refused with a ValueError at fit.
+    verbose : int, default=0
+        Show a progress bar over volumes (tqdm, if installed) when positive.
+
+    Attributes
+    ----------
+    backbone_ : torch.nn.Module
+        The module that encodes slices (a copy of ``backbone``, or the descriptor), in
+        evaluation mode on ``device_``.
+    device_ : torch.device
+        Where slices are encoded.
+    amp_dtype_ : torch.dtype or None
+        Autocast dtype used for the backbone (None: full precision).
+    window_ : tuple of (float, float)
+        The HU window.
+    embedding_dim_ : int
+        Size ``d`` of a slice embedding.
+    fingerprint_ : str or None
+        Hash of the output-changing parameters (part of every cache key); None without
+        ``cache_dir``.
+    n_features_in_ : int
+        Number of columns of ``X`` at fit.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` at fit.
+
+    See Also
+    --------
+    ImageEmbedder : the same machinery for 2-D images (chest X-rays).
+
+    Notes
+    -----
+    **Reading.** A DICOM folder must hold one series: every file is read (hidden files and
+    ``DICOMDIR`` excepted) and a file that is not a DICOM image, slices of different size
+    or orientation, duplicated positions, or gaps deviating from the median by more than
+    5% raise a ValueError naming the file or folder. Frames are ordered by increasing
+    ImagePositionPatient projected on the slice normal (row x column direction cosines),
+    i.e. from feet to head for standard axial orientation; InstanceNumber is the fallback
+    when positions are missing. NIfTI volumes are reoriented to LPS axis codes and
+    transposed to ``(z, y, x)`` so that they match that layout; their values are taken as
+    HU after the NIfTI scaling.
+
+    **MedImageInsight.** Paper 000 encodes each slice with MedImageInsight (MII), whose
+    image tower is a DaViT network; skfusion does not re-implement it and never
+    substitutes another network for it. To reproduce the paper, build the MII image
+    tower from your own local copy (the community release ships
+    ``vision_model/medimageinsigt-v1.0.0.pt``, a safetensors file, and the UniCL code that
+    defines the model), wrap it in an ``nn.Module`` whose ``forward`` takes the
+    ``(B, 3, 480, 480)`` ImageNet-normalised batch and returns MII's 1024-d
+    ``encode_image`` embedding (projected and L2-normalised), and pass it as
+    ``backbone=mii_module, input_size=(480, 480)`` with ``window="pe"`` or ``"mace"``
+    and ``pool="mean"``. MII resizes bicubically; skfusion resizes bilinearly, so for an
+    exact match leave ``input_size=None`` and resize inside your module.
+
+    Fitting reads the first volume once when a backbone is given, to learn ``d``.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.1.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from skfusion.encoders.ct import CTVolumeEmbedder
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"ct": [rng.normal(40, 30, (4, 32, 32)) for _ in range(3)],
+    ...                   "age": [61, 70, 55]})
+    >>> Xt = CTVolumeEmbedder(window="mace").fit_transform(X)
+    >>> Xt.shape
+    (3, 78)
+    >>> list(Xt.columns[:3])
+    ['age', 'ct__0', 'ct__1']
+    >>> CTVolumeEmbedder(pool=None, slices=(1, 3)).fit_transform(X)["ct"].iloc[0].shape
+    (2, 77)
+    """
+
+    _parameter_constraints = {
+        **SliceEmbedder._parameter_constraints,
+        "window": [StrOptions({"pe", "mace"}), tuple, list],
+        "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), callable],
+        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "pool": [StrOptions({"mean"}), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        column="ct",
+        output=None,
+        window="pe",
+        slices=None,
+        backbone=None,
+        weights=None,
+        input_size=None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        pool="mean",
+        batch_size=32,
+        device="auto",
+        cache_dir=None,
+        verbose=0,
+    ):
+        self.column = column
+        self.output = output
+        self.window = window
+        self.slices = slices
+        self.backbone = backbone
+        self.weights = weights
+        self.input_size = input_size
+        self.mean = mean
+        self.std = std
+        self.pool = pool
+        self.batch_size = batch_size
+        self.device = device
+        self.cache_dir = cache_dir
+        self.verbose = verbose
+
+    def _check_own_params(self):
+        self.window_ = resolve_window(self.window)
+        check_size(self.input_size, "input_size")
+        if isinstance(self.slices, tuple) and not (
+            len(self.slices) == 2 and all(v is None or isinstance(v, Integral) for v in self.slices)
+        ):
+            raise ValueError(
+                f"slices={self.slices!r}: a tuple must be (start, stop) with int or None entries."
+            )
+
+    def _read_cell(self, cell, where):
+        volume = read_ct_volume(cell, where)
+        indices = select_slices(volume, self.slices, where)
+        kept = volume if len(indices) == len(volume) else volume[indices]
+        return np.ascontiguousarray(kept[:, None])
+
+    def _geometry(self, x):
+        if self.backbone is not None:
+            x = apply_window(x, *self.window_)
+        return resize(x, as_size(self.input_size))
+
+    def _descriptor(self):
+        return CTSliceDescriptor(self.window_)
+
+    def _output_params(self):
+        slices = self.slices
+        if callable(slices):
+            slices = "callable " + callable_fingerprint(slices, "slices")
+        return {"window": self.window_, "slices": slices, "input_size": as_size(self.input_size)}
+
+    def _returns_tokens(self):
+        return self.pool is None
+
+    def _encode_cells(self, cells):
+        if self.pool is None:
+            return self._extract(cells, pool=False)
+        return np.stack(self._extract(cells, pool=True))
