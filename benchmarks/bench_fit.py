@@ -143,10 +143,17 @@ def _child(method, n, device):
     print(json.dumps({"seconds": seconds, "extra_bytes": (peak - before) * 1024, "data_bytes": data_bytes}))
 
 
-def _measure(method, n, device):
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(n), device], capture_output=True, text=True, check=True
-    )
+def _measure(method, n, device, timeout):
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", method, str(n), device],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -155,6 +162,7 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 100000])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sksurv-max", type=int, default=2000, help="largest N for sksurv's CoxPH")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is stopped")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -166,13 +174,17 @@ def main():
     rows = []
     for n in args.sizes:
         methods = ["hand", "skfusion", "skorch"] + (["sksurv"] if n <= args.sksurv_max else [])
-        res = {m: _measure(m, n, args.device) for m in methods}
+        res = {m: _measure(m, n, args.device, args.timeout) for m in methods}
         hand = res["hand"]["seconds"]
         for m, r in res.items():
-            rows.append(
-                f"| {n} | {EPOCHS[n] if m != 'sksurv' else '-'} | {m} | {r['seconds']:.2f} | "
-                f"{r['seconds'] / hand:.2f} | {r['extra_bytes'] / r['data_bytes']:.2f} |"
-            )
+            epochs = EPOCHS[n] if m != "sksurv" else "-"
+            if r is None:
+                rows.append(f"| {n} | {epochs} | {m} | > {args.timeout:.0f} (stopped) | > {args.timeout / hand:.0f} | - |")
+            else:
+                rows.append(
+                    f"| {n} | {epochs} | {m} | {r['seconds']:.2f} | "
+                    f"{r['seconds'] / hand:.2f} | {r['extra_bytes'] / r['data_bytes']:.2f} |"
+                )
             print(rows[-1], flush=True)
     header = [
         "# ConcatSurvival fit: time and memory against the hand-written loop and peers",

@@ -1,3 +1,6 @@
 """Encoders: scikit-learn transformers that turn raw modality columns into embeddings."""
 
-__all__ = []
+from .ct import CTVolumeEmbedder
+from .image import ImageEmbedder
+
+__all__ = ["CTVolumeEmbedder", "ImageEmbedder"]

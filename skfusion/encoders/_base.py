@@ -124,7 +124,6 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
-        tags.input_tags.dataframe = True
         tags.requires_fit = True
         return tags
 

@@ -157,15 +157,6 @@ class SliceEmbedder(BaseColumnEncoder):
     def _embedding_dim(self):
         return self.embedding_dim_
 
-    def __sklearn_tags__(self):
-        # The template's version sets ``input_tags.dataframe``, which scikit-learn >= 1.6's
-        # slotted InputTags does not have (AttributeError); set the same tags without it.
-        # Delete this override once the template is fixed.
-        tags = super(BaseColumnEncoder, self).__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = True
-        return tags
-
 
 def _mean_over_slices(tokens):
     return tokens.mean(0, dtype=np.float64).astype(np.float32)
