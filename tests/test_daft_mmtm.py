@@ -87,6 +87,23 @@ def test_pretrained_frozen_ehr_encoder(data, cls):
     assert any(p.requires_grad for p in model.net_.module_.head.parameters())
 
 
+@pytest.mark.parametrize(
+    ("cls", "params", "name"),
+    [
+        (DAFTClassifier, {"conditioning": "cxr"}, "conditioning"),
+        (DAFTClassifier, {"bottleneck_factor": 0}, "bottleneck_factor"),
+        (DAFTSurvival, {"missing": "zero"}, "missing"),
+        (MMTMClassifier, {"reduction": -1.0}, "reduction"),
+        (MMTMSurvival, {"loss": "logistic"}, "loss"),
+        (MMTMClassifier, {"ehr_hidden": 0}, "ehr_hidden"),
+    ],
+)
+def test_invalid_parameters(data, cls, params, name):
+    X, labels, y = data
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        cls(**params).fit(X, y if cls in SURVIVAL else labels)
+
+
 @pytest.mark.parametrize("cls", SURVIVAL)
 def test_survival_contract(data, cls):
     X, _, y = data

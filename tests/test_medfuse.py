@@ -104,7 +104,7 @@ def test_missing_ehr_raises_naming_modality_and_rows(data):
         ({}, ["ts"], r"MedFuse needs two modalities.*\['ts'\]"),
         ({"ehr": "img", "image": "img"}, None, "ehr and image must be different modalities; both are 'img'"),
         ({"image": "cxr"}, None, r"unknown modality name\(s\) \['cxr'\]"),
-        ({"freeze_encoders": True, "pretrain_encoders": False}, None, "freeze_encoders=True needs pretrain_encoders=True"),
+        ({"freeze_encoders": True, "pretrain_encoders": False}, None, "freeze_encoders=True needs pretrain_encoders"),
     ],
 )
 def test_bad_configuration(data, params, columns, match):
@@ -112,6 +112,22 @@ def test_bad_configuration(data, params, columns, match):
     X = X if columns is None else X[columns]
     with pytest.raises(ValueError, match=match):
         MedFuseClassifier(**{**TINY, **params}).fit(X, labels)
+
+
+@pytest.mark.parametrize(
+    ("cls", "params", "name"),
+    [
+        (MedFuseClassifier, {"uni_modal_fraction": 1.5}, "uni_modal_fraction"),
+        (MedFuseClassifier, {"projection_dim": 0}, "projection_dim"),
+        (MedFuseClassifier, {"fusion_hidden": 2.5}, "fusion_hidden"),
+        (MedFuseClassifier, {"pretrain_encoders": "yes"}, "pretrain_encoders"),
+        (MedFuseSurvival, {"loss": "logistic"}, "loss"),
+    ],
+)
+def test_invalid_parameters(data, cls, params, name):
+    X, labels, y = data
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        cls(**params).fit(X, y if cls is MedFuseSurvival else labels)
 
 
 def test_uni_modal_fraction_without_any_image_raises(data):

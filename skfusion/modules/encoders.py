@@ -20,7 +20,6 @@ into a family's encoders and optionally freezes them (MedFuse's two-stage traini
 MedMod's early fusion).
 """
 
-import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 

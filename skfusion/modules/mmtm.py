@@ -70,7 +70,9 @@ class MMTMNet(nn.Module):
         Replace an absent image by a learnable vector.
     """
 
-    def __init__(self, ehr, image, ehr_encoder, image_dim, reduction, hidden_dims, n_outputs, dropout, learn_missing=False):
+    def __init__(
+        self, ehr, image, ehr_encoder, image_dim, reduction, hidden_dims, n_outputs, dropout, learn_missing=False
+    ):
         super().__init__()
         self.ehr, self.image = ehr, image
         self.ehr_encoder = ehr_encoder
