@@ -320,13 +320,15 @@ FAMILY_DOCS = {
     image : str, default=None
         The image modality, e.g. a pre-computed 512-d ResNet-34 embedding block
         ``img__0 ... img__511``. ``None`` takes the first vector modality other than
-        ``ehr`` (else the next modality).""",
+        ``ehr`` (else the next modality). A token column in this role is read by its own
+        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.""",
     "encoders": """ehr_hidden : int, default=256
         Hidden width of the two-layer LSTM encoding ``ehr`` (MedFuse's :math:`m = 256`).
     pretrain_encoders : bool, default={pretrain_default}
-        Train each encoder with parameters (the EHR LSTM; a sequence image's LSTM) alone on
-        the task first, with its own temporary linear head and the same training settings,
-        on the rows that have its modality; then train the whole network from those weights.
+        Train each encoder with parameters (the EHR LSTM; in MedFuse also the LSTM of a
+        token-column image) alone on the task first, with its own temporary linear head and
+        the same training settings, on the rows that have its modality; then train the whole
+        network from those weights.
     freeze_encoders : bool, default=False
         Keep the pre-trained encoders fixed in the second stage (needs
         ``pretrain_encoders=True``).""",
