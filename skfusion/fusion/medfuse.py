@@ -1,0 +1,584 @@
+"""MedFuse (Hayat, Geras & Shamout 2022), and what the EHR + image families share.
+
+Shared with :mod:`skfusion.fusion.daft` and :mod:`skfusion.fusion.mmtm`:
+
+- the modality roles ``ehr=`` (a time series, the base modality every row has) and
+  ``image=`` (an image embedding, possibly absent), with the MedFuse EHR encoder (a
+  two-layer LSTM) on the first;
+- encoder pre-training (:class:`_EncoderPretraining`): ``pretrain_encoders=True`` first
+  trains each encoder that has parameters alone on the task, with its own temporary linear
+  head (an ordinary skorch fit of the same task and training settings), then trains the
+  whole network from those weights; ``freeze_encoders=True`` keeps them fixed in the second
+  stage (MedMod's early fusion).
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+from torch import nn
+
+from .._base import BaseFusion
+from .._classifier import ClassifierHeadMixin
+from .._compat import Interval, StrOptions, _fit_context
+from .._data import check_X, infer_layout, require_present, to_blocks
+from .._docstrings import DOCS
+from .._survival import SurvivalMixin
+from ..modules.encoders import EncoderHead, LSTMEncoder, has_parameters, load_encoders, make_encoder
+from ..modules.medfuse import MedFuseNet
+
+# Settings a pre-training fit shares with the estimator that starts it.
+_SHARED_SETTINGS = (
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "max_epochs",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+    "device",
+    "verbose",
+    "modality_dims",
+)
+
+_EHR_LAYERS = 2
+
+_BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
+
+
+def _take(data, rows):
+    """Rows ``rows`` of a DataFrame or array (all of it when ``rows`` is None)."""
+    if rows is None:
+        return data
+    return data.iloc[rows] if isinstance(data, pd.DataFrame) else data[rows]
+
+
+class _EncoderPretrainer(BaseFusion):
+    """One modality's encoder and a linear head, fitted alone on the task: the first stage."""
+
+    _parameter_constraints = {
+        **{k: v for k, v in _BASE_CONSTRAINTS.items() if k not in ("hidden_dims", "dropout")},
+        "modality": [str],
+        "encoder": [callable],
+        **SurvivalMixin._task_parameter_constraints,
+    }
+
+    def __init__(
+        self,
+        *,
+        modality,
+        encoder,
+        loss="cox",
+        n_durations=20,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modality = modality
+        self.encoder = encoder
+        self.loss = loss
+        self.n_durations = n_durations
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+    def _infer_layout(self, X):
+        return infer_layout(X, [self.modality], self.modality_dims)
+
+    def _build_module(self, n_outputs):
+        return EncoderHead(self.modality, self.encoder(self.layout_[0]), n_outputs)
+
+
+class _SurvivalPretrainer(SurvivalMixin, _EncoderPretrainer):
+    pass
+
+
+class _ClassifierPretrainer(ClassifierHeadMixin, _EncoderPretrainer):
+    pass
+
+
+class _EncoderPretraining:
+    """``pretrain_encoders=`` / ``freeze_encoders=`` for a fusion family (left of BaseFusion).
+
+    The family implements ``_make_encoder(spec)`` (a fresh encoder for one modality of
+    ``layout_``) and builds its encoders with ``self._encoders(specs)`` in
+    ``_build_module``. It may override ``_fine_tuning_rows(blocks, rng)`` (rows kept for the
+    second stage; ``None`` keeps all) together with ``_selects_rows()``.
+    """
+
+    def _selects_rows(self):
+        return False
+
+    def _fine_tuning_rows(self, blocks, rng):
+        return None
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the model, after pre-training its encoders when ``pretrain_encoders=True``.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+            Modalities as ``name__i`` column blocks and token columns; an array is split
+            by ``modality_dims``.
+        y : array-like
+            Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
+            Classification: labels, or a label-indicator matrix for multi-label targets.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.freeze_encoders and not self.pretrain_encoders:
+            raise ValueError("freeze_encoders=True needs pretrain_encoders=True: there is nothing to freeze.")
+        self._pretrained = {}
+        try:
+            if self.pretrain_encoders or self._selects_rows():
+                X, y = self._first_stage(X, y)
+            return super().fit(X, y)
+        finally:
+            del self._pretrained
+
+    def _first_stage(self, X, y):
+        """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
+        checked = check_X(self, X, reset=True)
+        self.layout_ = self._infer_layout(checked)
+        blocks = to_blocks(checked, self.layout_)
+        self._check_blocks(blocks)
+        self._encode_target(y, len(checked))
+        source, y = (X if isinstance(X, pd.DataFrame) else checked), np.asarray(y)
+        rng = check_random_state(self.random_state)
+        if self.pretrain_encoders:
+            self._pretrained = self._pretrain(source, y, blocks, rng)
+        rows = self._fine_tuning_rows(blocks, rng)
+        return _take(source, rows), _take(y, rows)
+
+    def _pretrain(self, X, y, blocks, rng):
+        """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows."""
+        survival = isinstance(self, SurvivalMixin)
+        pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
+        settings = {key: getattr(self, key) for key in _SHARED_SETTINGS}
+        if survival:
+            settings.update(loss=self.loss, n_durations=self.n_durations)
+        states = {}
+        for spec in self.layout_:
+            if not has_parameters(self._make_encoder(spec)):
+                continue
+            present = blocks[spec.name]["present"].numpy()
+            rows = None if present.all() else np.flatnonzero(present)
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **settings)
+            fitted.fit(_take(X, rows), _take(y, rows))
+            states[spec.name] = fitted.net_.module_.encoder.state_dict()
+        return states
+
+    def _encoders(self, specs):
+        """Fresh encoders for ``specs``, loaded with the pre-trained weights (and frozen) if any."""
+        encoders = nn.ModuleDict({spec.name: self._make_encoder(spec) for spec in specs})
+        return load_encoders(encoders, self._pretrained, self.freeze_encoders)
+
+
+class _EhrImageFusion(_EncoderPretraining, BaseFusion):
+    """A family fusing an EHR time series (``ehr=``) with an image embedding (``image=``).
+
+    ``layout_`` is ``(ehr, image)``. The EHR modality gets the MedFuse LSTM encoder; a
+    vector block in that role (e.g. an array's first half) is read as a length-1 sequence.
+    """
+
+    _family = "this model"
+
+    _parameter_constraints = {
+        **_BASE_CONSTRAINTS,
+        "ehr": [str, None],
+        "image": [str, None],
+        "ehr_hidden": [Interval(Integral, 1, None, closed="left")],
+        "pretrain_encoders": ["boolean"],
+        "freeze_encoders": ["boolean"],
+    }
+
+    def _infer_layout(self, X):
+        layout = infer_layout(X, None, self.modality_dims)
+        names = [spec.name for spec in layout]
+        sequences = [spec.name for spec in layout if spec.kind == "sequence"]
+        ehr = self.ehr or (sequences + names)[0]
+        others = [name for name in names if name != ehr]
+        vectors = [spec.name for spec in layout if spec.kind == "vector" and spec.name != ehr]
+        image = self.image or next(iter(vectors + others), None)
+        if image is None:
+            raise ValueError(
+                f"{self._family} needs two modalities, an EHR time series and an image embedding; X has only "
+                f"{names} ({X.shape[1]} feature(s))."
+            )
+        if image == ehr:
+            raise ValueError(f"ehr and image must be different modalities; both are {ehr!r}.")
+        return infer_layout(X, [ehr, image], self.modality_dims)
+
+    def _check_blocks(self, blocks):
+        require_present(
+            blocks, [self.layout_[0].name], f"{self._family} needs its EHR modality (ehr=) in every row."
+        )
+
+    def _make_encoder(self, spec):
+        if spec.name == self.layout_[0].name:
+            return LSTMEncoder(spec.dim, self.ehr_hidden, _EHR_LAYERS, self.dropout)
+        return make_encoder(spec, self.ehr_hidden, _EHR_LAYERS, self.dropout)
+
+
+class _PairedEhrImage(_EhrImageFusion):
+    """An EHR + image family that needs the image in every row unless ``missing="learn"``.
+
+    Its image role is the (pooled) vector itself: only the EHR has an encoder.
+    """
+
+    _parameter_constraints = {**_EhrImageFusion._parameter_constraints, "missing": [StrOptions({"raise", "learn"})]}
+
+    def _check_blocks(self, blocks):
+        super()._check_blocks(blocks)
+        if self.missing == "raise":
+            require_present(
+                blocks, [self.layout_[1].name], "pass missing='learn' to substitute a learnable vector."
+            )
+
+    def _make_encoder(self, spec):
+        if spec.name == self.layout_[1].name:
+            return make_encoder(spec, sequence=False)
+        return super()._make_encoder(spec)
+
+    def _ehr_encoder(self):
+        ehr = self.layout_[0].name
+        return self._encoders(self.layout_[:1])[ehr]
+
+
+class _MedFuse(_EhrImageFusion):
+    _family = "MedFuse"
+
+    _parameter_constraints = {
+        **_EhrImageFusion._parameter_constraints,
+        "fusion_hidden": [Interval(Integral, 1, None, closed="left")],
+        "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "uni_modal_fraction": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    def _selects_rows(self):
+        return self.uni_modal_fraction < 1
+
+    def _fine_tuning_rows(self, blocks, rng):
+        if not self._selects_rows():
+            return None
+        present = blocks[self.layout_[1].name]["present"].numpy()
+        unimodal = rng.permutation(np.flatnonzero(~present))
+        kept = unimodal[: int(round(self.uni_modal_fraction * len(unimodal)))]
+        rows = np.sort(np.concatenate([np.flatnonzero(present), kept]))
+        if len(rows) == 0:
+            raise ValueError(
+                f"uni_modal_fraction={self.uni_modal_fraction} leaves no rows to fine-tune on: "
+                f"no row has modality {self.layout_[1].name!r}."
+            )
+        return rows
+
+    def _build_module(self, n_outputs):
+        ehr, image = (spec.name for spec in self.layout_)
+        token_dim = self.projection_dim if self.projection_dim is not None else self.ehr_hidden
+        return MedFuseNet(
+            ehr,
+            image,
+            self._encoders(self.layout_),
+            token_dim,
+            self.fusion_hidden,
+            self.hidden_dims or (),
+            n_outputs,
+            self.dropout,
+        )
+
+
+_TRAINING_REST = DOCS["training"][DOCS["training"].index("    lr : float") :]
+
+FAMILY_DOCS = {
+    "ehr_image": """ehr : str, default=None
+        The time-series modality (a token column of ``(T_i, d)`` arrays), the base modality
+        every row must have. ``None`` takes the first sequence modality of ``X`` (for an
+        array or a frame without one: the first modality, read as a length-1 sequence).
+    image : str, default=None
+        The image modality, e.g. a pre-computed 512-d ResNet-34 embedding block
+        ``img__0 ... img__511``. ``None`` takes the first vector modality other than
+        ``ehr`` (else the next modality). A token column in this role is read by its own
+        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.""",
+    "encoders": """ehr_hidden : int, default=256
+        Hidden width of the two-layer LSTM encoding ``ehr`` (MedFuse's :math:`m = 256`).
+    pretrain_encoders : bool, default={pretrain_default}
+        Train each encoder with parameters (the EHR LSTM; in MedFuse also the LSTM of a
+        token-column image) alone on the task first, with its own temporary linear head and
+        the same training settings, on the rows that have its modality; then train the whole
+        network from those weights.
+    freeze_encoders : bool, default=False
+        Keep the pre-trained encoders fixed in the second stage (needs
+        ``pretrain_encoders=True``).""",
+    "head_training": """hidden_dims : list of int, default=None
+        Hidden widths of the prediction head; ``None`` is the papers' single linear layer.
+    dropout : float, default=0.1
+        Dropout on the EHR encoder's output vector and after each hidden layer of the head.
+"""
+    + _TRAINING_REST,
+}
+
+
+def fill_family_doc(**fields):
+    """Fill ``{name}`` fields from the shared descriptions, the EHR + image families' and ``fields``.
+
+    ``fields["pretrain_default"]`` is the default written for ``pretrain_encoders``.
+    """
+    values = {**DOCS, **FAMILY_DOCS, **fields}
+    values["encoders"] = values["encoders"].replace("{pretrain_default}", str(fields["pretrain_default"]))
+
+    def decorate(obj):
+        obj.__doc__ = obj.__doc__.format(**values)
+        return obj
+
+    return decorate
+
+
+_MEDFUSE_PARAMETERS = """fusion_hidden : int, default=512
+        Hidden width of the fusion LSTM :math:`f_{fusion}`.
+    projection_dim : int, default=None
+        Width of the fusion LSTM's input tokens; ``None`` uses ``ehr_hidden``. The image
+        vector gets the linear projection :math:`\\phi` to it (eq. 3), and so does the EHR
+        vector when the widths differ.
+    uni_modal_fraction : float, default=1.0
+        Share of the rows without an image kept for the second (fine-tuning) stage, drawn
+        at random; the paper's optimum was 0.1 for in-hospital mortality and 0.2 for
+        phenotyping (appendix A.3). Pre-training always uses every row."""
+
+_MEDFUSE_NOTES = """The EHR vector :math:`v_{ehr}` (last hidden state of a two-layer LSTM, hidden
+    ``ehr_hidden``) and the image vector projected to the same width,
+    :math:`v^*_{img} = \\phi(v_{img})`, form the sequence :math:`[v_{ehr}, v^*_{img}]`
+    read by a one-layer LSTM (hidden ``fusion_hidden``); a head reads its last hidden state.
+    A row without an image is the one-element sequence :math:`[v_{ehr}]`, at training and
+    at prediction, and its output does not depend on the other rows of its batch. Every
+    row needs the EHR modality.
+
+    With ``pretrain_encoders=True`` (the paper's MedFuse (PT)) the EHR LSTM is first
+    trained alone on the task; ``uni_modal_fraction < 1`` keeps only part of the rows
+    without an image for the second stage (MedFuse (OPTIMAL)). The paper trained with Adam,
+    batch size 16, up to 50 epochs and learning rates near 1e-4; the defaults here follow
+    the rest of skfusion."""
+
+_MEDFUSE_DOC = {
+    "pretrain_default": True,
+    "medfuse_notes": _MEDFUSE_NOTES,
+    "medfuse_parameters": _MEDFUSE_PARAMETERS,
+}
+
+
+@fill_family_doc(**_MEDFUSE_DOC)
+class MedFuseSurvival(SurvivalMixin, _MedFuse):
+    """MedFuse for survival (time-to-event): an LSTM over the sequence of modality vectors.
+
+    {medfuse_notes}
+
+    Parameters
+    ----------
+    {ehr_image}
+    {encoders}
+    {medfuse_parameters}
+    {survival_task}
+    {head_training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {survival_attributes}
+    {attributes}
+
+    See Also
+    --------
+    MedFuseClassifier : the classification twin.
+    ConcatSurvival : concatenation fusion (``missing="learn"`` for absent images).
+
+    References
+    ----------
+    .. [1] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
+           and chest X-ray images. MLHC 2022 (paper 003 in the project's seeds), section 3.2,
+           eq. 3-5, section 4.2 and appendix A.3.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> from skfusion.fusion.medfuse import MedFuseSurvival
+    >>> X, y = make_multimodal_survival(n_samples=200, n_features=(16, 24), missing_rate={{"img": 0.5}},
+    ...                                 random_state=0)
+    >>> ehr = X.filter(like="ehr__")
+    >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
+    >>> model = MedFuseSurvival(ehr_hidden=16, fusion_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> [spec.name for spec in model.layout_]
+    ['ts', 'img']
+    >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
+    True
+    """
+
+    _parameter_constraints = {**_MedFuse._parameter_constraints, **SurvivalMixin._task_parameter_constraints}
+
+    def __init__(
+        self,
+        *,
+        ehr=None,
+        image=None,
+        ehr_hidden=256,
+        pretrain_encoders=True,
+        freeze_encoders=False,
+        fusion_hidden=512,
+        projection_dim=None,
+        uni_modal_fraction=1.0,
+        loss="cox",
+        n_durations=20,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.ehr = ehr
+        self.image = image
+        self.ehr_hidden = ehr_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
+        self.fusion_hidden = fusion_hidden
+        self.projection_dim = projection_dim
+        self.uni_modal_fraction = uni_modal_fraction
+        self.loss = loss
+        self.n_durations = n_durations
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@fill_family_doc(**_MEDFUSE_DOC)
+class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
+    """MedFuse for classification: an LSTM over the sequence of modality vectors.
+
+    {medfuse_notes}
+
+    Parameters
+    ----------
+    {ehr_image}
+    {encoders}
+    {medfuse_parameters}
+    {head_training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {classifier_attributes}
+    {attributes}
+
+    See Also
+    --------
+    MedFuseSurvival : the survival twin.
+    ConcatClassifier : concatenation fusion (``missing="learn"`` for absent images).
+
+    References
+    ----------
+    .. [1] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
+           and chest X-ray images. MLHC 2022 (paper 003 in the project's seeds), section 3.2,
+           eq. 3-5, section 4.2 and appendix A.3.
+
+    Examples
+    --------
+    >>> from skfusion.datasets import make_multimodal_classification
+    >>> from skfusion.fusion.medfuse import MedFuseClassifier
+    >>> X, y = make_multimodal_classification(n_samples=200, n_features=(16, 24), missing_rate={{"img": 0.5}},
+    ...                                       random_state=0)
+    >>> ehr = X.filter(like="ehr__")
+    >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
+    >>> model = MedFuseClassifier(ehr_hidden=16, fusion_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model.predict_proba(X.iloc[:2]).shape
+    (2, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        ehr=None,
+        image=None,
+        ehr_hidden=256,
+        pretrain_encoders=True,
+        freeze_encoders=False,
+        fusion_hidden=512,
+        projection_dim=None,
+        uni_modal_fraction=1.0,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.ehr = ehr
+        self.image = image
+        self.ehr_hidden = ehr_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
+        self.fusion_hidden = fusion_hidden
+        self.projection_dim = projection_dim
+        self.uni_modal_fraction = uni_modal_fraction
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims

@@ -1,0 +1,177 @@
+"""Per-modality encoders: turn one modality block into one vector per row.
+
+Every fusion family can take a time-series modality through :func:`make_encoder`, which
+picks the encoder from the modality's :class:`~skfusion._data.ModalitySpec`:
+
+- ``kind="sequence"`` (a ``(T_i, d)`` array per row, zero-padded with a mask): the MedFuse
+  EHR encoder, a stack of LSTM layers whose output is the last *valid* hidden state of the
+  last layer (Hayat et al. 2022, section 3.1: two layers, ``m = 256``, a dropout layer).
+  Sequences are packed, so padding never enters the recurrence.
+- ``kind="vector"`` (a numeric block, e.g. a pre-computed 512-d ResNet-34 embedding): the
+  identity; the family's own layers (projection, MLP head) follow it.
+
+Every encoder maps a block ``{"x", "present"[, "mask"]}`` to ``(n, out_dim)`` and returns
+zeros for rows where the modality is absent, so a family can substitute a learnable vector
+(:class:`~skfusion.modules._blocks.MissingVector`) or drop the row from a sequence.
+
+:class:`EncoderHead` (an encoder plus a linear head) is the temporary network used to
+pre-train one encoder alone on the task; :func:`load_encoders` copies pre-trained weights
+into a family's encoders and optionally freezes them (MedFuse's two-stage training,
+MedMod's early fusion).
+"""
+
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ._blocks import pooled
+
+
+def sequence_inputs(block):
+    """``(x, mask, lengths)`` of a block read as a sequence; a vector block is a length-1 sequence.
+
+    ``x`` is (n, T, d) zero-padded, ``mask`` (n, T) true on real steps, ``lengths`` (n,)
+    int64 on the CPU (what packing needs); an absent row has length 0.
+    """
+    if "mask" in block:
+        mask = block["mask"]
+        return block["x"], mask, mask.sum(dim=1).cpu()
+    present = block["present"]
+    return block["x"].unsqueeze(1), present.unsqueeze(1), present.long().cpu()
+
+
+def run_lstm(layer, x, lengths):
+    """Run one ``batch_first`` LSTM over packed rows of ``x`` (n, T, d).
+
+    Returns the padded output states (n, T, h), zero after each row's length, and the last
+    valid hidden state of every row (n, h). Rows of length 0 are run over one zero step
+    (packing rejects empty rows); the caller masks them.
+    """
+    packed = pack_padded_sequence(x, lengths.clamp_min(1), batch_first=True, enforce_sorted=False)
+    out, (h, _) = layer(packed)
+    states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return states, h[-1]
+
+
+def zero_absent(h, present):
+    """Zero the rows of ``h`` whose modality is absent."""
+    return h * present.unsqueeze(-1).to(h.dtype)
+
+
+class LSTMEncoder(nn.Module):
+    """Stacked LSTM over a padded sequence; output = last valid hidden state of the last layer.
+
+    The layers are separate ``nn.LSTM`` modules so fusion modules (DAFT, MMTM) can act on
+    the states between them (:meth:`run_layers`). Dropout acts on the output vector, as in
+    the MedFuse EHR encoder.
+
+    Parameters
+    ----------
+    in_dim : int
+        Features per time step.
+    hidden_dim : int, default=256
+    n_layers : int, default=2
+    dropout : float, default=0.0
+    """
+
+    def __init__(self, in_dim, hidden_dim=256, n_layers=2, dropout=0.0):
+        super().__init__()
+        widths = [in_dim] + [hidden_dim] * n_layers
+        self.layers = nn.ModuleList(
+            nn.LSTM(widths[i], hidden_dim, batch_first=True) for i in range(n_layers)
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = hidden_dim
+
+    def run_layers(self, x, lengths, layers):
+        """Run the layers numbered ``layers`` in turn on packed ``x`` (n, T, d).
+
+        Returns the padded states of the last one run (n, T, h), zero after each row's
+        length, and its last valid states (n, h).
+        """
+        last = None
+        for index in layers:
+            x, last = run_lstm(self.layers[index], x, lengths)
+        return x, last
+
+    def output(self, last, present):
+        """The encoder output from the last layer's final states: dropout, zeros where absent."""
+        return zero_absent(self.dropout(last), present)
+
+    def forward(self, block):
+        x, _, lengths = sequence_inputs(block)
+        _, last = self.run_layers(x, lengths, range(len(self.layers)))
+        return self.output(last, block["present"])
+
+
+class IdentityEncoder(nn.Module):
+    """A vector block as it is (a sequence block: its masked token mean); zeros where absent."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.out_dim = dim
+
+    def forward(self, block):
+        return zero_absent(pooled(block), block["present"])
+
+
+def make_encoder(spec, hidden_dim=256, n_layers=2, dropout=0.0, sequence=None):
+    """The encoder of one modality, chosen from its :class:`~skfusion._data.ModalitySpec`.
+
+    Parameters
+    ----------
+    spec : ModalitySpec
+    hidden_dim, n_layers, dropout
+        Settings of the :class:`LSTMEncoder`.
+    sequence : bool, default=None
+        Force the LSTM (``True``: a vector block becomes a length-1 sequence) or the
+        identity (``False``); ``None`` follows ``spec.kind``.
+
+    Returns
+    -------
+    encoder : nn.Module
+        With an ``out_dim`` attribute; maps a block to (n, out_dim).
+    """
+    if sequence is None:
+        sequence = spec.kind == "sequence"
+    if sequence:
+        return LSTMEncoder(spec.dim, hidden_dim, n_layers, dropout)
+    return IdentityEncoder(spec.dim)
+
+
+def has_parameters(module):
+    """Whether ``module`` has anything to train (the identity encoder has not)."""
+    return any(True for _ in module.parameters())
+
+
+class EncoderHead(nn.Module):
+    """One modality's encoder with its own linear head: the network that pre-trains it.
+
+    Parameters
+    ----------
+    name : str
+        The modality read from the blocks.
+    encoder : nn.Module
+    n_outputs : int
+    """
+
+    def __init__(self, name, encoder, n_outputs):
+        super().__init__()
+        self.name = name
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.out_dim, n_outputs)
+
+    def forward(self, **blocks):
+        return self.head(self.encoder(blocks[self.name]))
+
+
+def load_encoders(encoders, states, freeze):
+    """Copy pre-trained ``states`` ({name: state_dict}) into ``encoders`` (a ModuleDict).
+
+    With ``freeze``, the loaded encoders stop training (``requires_grad=False``; Adam skips
+    parameters without gradients, weight decay included).
+    """
+    for name, state in states.items():
+        encoders[name].load_state_dict(state)
+        if freeze:
+            encoders[name].requires_grad_(False)
+    return encoders
