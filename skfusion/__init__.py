@@ -3,8 +3,14 @@
 from .fusion import (
     ConcatClassifier,
     ConcatSurvival,
+    DAFTClassifier,
+    DAFTSurvival,
     LateFusionClassifier,
     LateFusionSurvival,
+    MedFuseClassifier,
+    MedFuseSurvival,
+    MMTMClassifier,
+    MMTMSurvival,
     UnimodalClassifier,
     UnimodalSurvival,
 )
@@ -14,8 +20,14 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "ConcatClassifier",
     "ConcatSurvival",
+    "DAFTClassifier",
+    "DAFTSurvival",
     "LateFusionClassifier",
     "LateFusionSurvival",
+    "MMTMClassifier",
+    "MMTMSurvival",
+    "MedFuseClassifier",
+    "MedFuseSurvival",
     "UnimodalClassifier",
     "UnimodalSurvival",
 ]

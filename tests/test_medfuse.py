@@ -13,11 +13,7 @@ from sksurv.util import Surv
 
 from skfusion.fusion.medfuse import MedFuseClassifier, MedFuseSurvival, _ClassifierPretrainer
 
-# The first two pass with the lead's current ClassifierHeadMixin (column_or_1d, "only one
-# class") and fail on this branch's older foundation only: drop them once merged.
 EXPECTED_FAILURES = {
-    "check_supervised_y_2d": "this branch's foundation rejects (n, 1) targets instead of ravelling them",
-    "check_fit2d_1sample": "this branch's foundation words the one-class error 'a single class'",
     "check_methods_sample_order_invariance": (
         "oneDNN's float32 LSTM kernel (PyTorch's CPU default) changes a row's output in the last "
         "bits (~1e-8) with its position in the batch, above the check's 1e-9 tolerance"

@@ -103,7 +103,6 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
     (3,)
     """
 
-    _parameter_constraints = {**_DAFT._parameter_constraints, **SurvivalMixin._task_parameter_constraints}
 
     def __init__(
         self,

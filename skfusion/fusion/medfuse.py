@@ -435,7 +435,6 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
     True
     """
 
-    _parameter_constraints = {**_MedFuse._parameter_constraints, **SurvivalMixin._task_parameter_constraints}
 
     def __init__(
         self,

@@ -99,7 +99,6 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
     (3,)
     """
 
-    _parameter_constraints = {**_MMTM._parameter_constraints, **SurvivalMixin._task_parameter_constraints}
 
     def __init__(
         self,
