@@ -26,6 +26,7 @@ from sklearn.utils.validation import validate_data
 
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
+_COPY_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -172,29 +173,38 @@ def check_X(estimator, X, reset):
 
 
 def _vector_block(X, spec):
-    if isinstance(X, pd.DataFrame):
-        values = X[list(spec.columns)].to_numpy()
-        labels = [str(c) for c in spec.columns]
-    else:
-        values = X[:, spec.columns[0] : spec.columns[-1] + 1]
-        labels = [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
-    try:
-        block = np.array(values, dtype=np.float32, order="C", copy=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
-    nan = np.isnan(block)
-    missing = nan.all(axis=1)
-    partial = nan.any(axis=1) & ~missing
+    # One C-ordered float32 copy of the block, owned by the tensors (missing rows are zeroed
+    # in place). It is filled a slice of columns at a time, and NaN/inf are counted per
+    # slice, so the transient memory is one slice, not a second copy of the block (pandas
+    # hands out column-major arrays).
+    frame = isinstance(X, pd.DataFrame)
+    labels = [str(c) for c in spec.columns] if frame else [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
+    block = np.empty((len(X), spec.dim), dtype=np.float32)
+    n_nan = np.zeros(len(X), dtype=np.int64)
+    has_inf = np.zeros(len(X), dtype=bool)
+    for start in range(0, spec.dim, _COPY_CHUNK):
+        stop = min(start + _COPY_CHUNK, spec.dim)
+        try:
+            if frame:
+                chunk = X[list(spec.columns[start:stop])].to_numpy(dtype=np.float32)
+            else:
+                chunk = np.asarray(X[:, spec.columns[start] : spec.columns[stop - 1] + 1], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
+        block[:, start:stop] = chunk
+        n_nan += np.isnan(chunk).sum(axis=1)
+        has_inf |= np.isinf(chunk).any(axis=1)
+    missing = n_nan == spec.dim
+    partial = (n_nan > 0) & ~missing
     if partial.any():
         row = int(np.flatnonzero(partial)[0])
-        col = labels[int(np.flatnonzero(nan[row])[0])]
+        col = labels[int(np.flatnonzero(np.isnan(block[row]))[0])]
         raise ValueError(
             f"modality {spec.name!r} has NaN in rows {_rows(partial)} that are not wholly missing "
             f"(first: row {row}, column {col!r}); a missing modality must be NaN in every column of its block."
         )
-    if np.isinf(block).any():
-        row = int(np.flatnonzero(np.isinf(block).any(axis=1))[0])
-        raise ValueError(f"modality {spec.name!r} contains inf (first in row {row}).")
+    if has_inf.any():
+        raise ValueError(f"modality {spec.name!r} contains inf (first in row {int(np.flatnonzero(has_inf)[0])}).")
     block[missing] = 0.0
     return {"x": torch.from_numpy(block), "present": torch.from_numpy(~missing)}
 
