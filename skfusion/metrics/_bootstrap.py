@@ -192,8 +192,8 @@ def bootstrap_ci(
     Resample ``b`` draws its rows from its own seed, taken from ``random_state``, so results
     do not depend on ``n_jobs``. For :func:`concordance_index` all resamples are evaluated
     at once from row counts (see ``harrell_on_counts`` in ``skfusion/metrics/_survival.py``),
-    which gives scikit-survival's value on every resample, about a hundred times faster than
-    calling it once per resample at a few thousand samples.
+    which gives scikit-survival's value on every resample, 40 to 60 times faster than calling
+    it once per resample at 1000 to 5000 samples (``benchmarks/bench_metrics.py``).
 
     References
     ----------

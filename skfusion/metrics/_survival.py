@@ -250,7 +250,8 @@ def harrell_on_counts(y, risks, counts, tied_tol=1e-8):
         NaN where a resample has no comparable pair.
     """
     event, time = check_survival(y, "y", allow_all_censored=True)
-    # float32 products are exact here: counts and K hold small integers and halves.
+    # The float32 matrix products are exact: their entries are multiples of 1/2 no larger than
+    # n (a resample's counts sum to n), far below float32's 2**24 integer range.
     weights = counts.astype(np.float32)
     numerator = np.zeros((len(weights), len(risks)))
     denominator = np.zeros(len(weights))
