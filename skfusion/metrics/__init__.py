@@ -1,0 +1,60 @@
+"""Metrics for multimodal survival and classification, with bootstrap confidence intervals.
+
+- :func:`bootstrap_ci` and :func:`paired_bootstrap_test`: "mean (95% CI)" and "p < 0.05
+  versus the reference model" for any ``metric(y_true, y_score) -> float``.
+- Scalar survival metrics over scikit-survival: :func:`concordance_index` (Harrell),
+  :func:`concordance_index_ipcw_score` (Uno), :func:`cumulative_dynamic_auc_score`,
+  :func:`integrated_brier_score` (also takes StepFunctions).
+- Classification: :func:`auroc`, :func:`auprc` (macro over labels),
+  :func:`expected_calibration_error`, and the length-of-stay scores
+  :func:`linear_weighted_kappa` and :func:`mean_absolute_deviation`.
+- scikit-survival's own metric functions, re-exported unchanged so that one import serves:
+  ``concordance_index_censored``, ``concordance_index_ipcw``, ``brier_score``,
+  ``cumulative_dynamic_auc``. Those return tuples; the ``*_score`` adapters above return
+  the one number a bootstrap needs. ``integrated_brier_score`` keeps scikit-survival's
+  signature and result.
+"""
+
+from sksurv.metrics import brier_score, concordance_index_censored, concordance_index_ipcw, cumulative_dynamic_auc
+
+from ._bootstrap import (
+    MAX_SKIPPED_FRACTION,
+    BootstrapResult,
+    PairedBootstrapResult,
+    bootstrap_ci,
+    paired_bootstrap_test,
+)
+from ._classification import (
+    auprc,
+    auroc,
+    expected_calibration_error,
+    linear_weighted_kappa,
+    mean_absolute_deviation,
+)
+from ._survival import (
+    concordance_index,
+    concordance_index_ipcw_score,
+    cumulative_dynamic_auc_score,
+    integrated_brier_score,
+)
+
+__all__ = [
+    "MAX_SKIPPED_FRACTION",
+    "BootstrapResult",
+    "PairedBootstrapResult",
+    "auprc",
+    "auroc",
+    "bootstrap_ci",
+    "brier_score",
+    "concordance_index",
+    "concordance_index_censored",
+    "concordance_index_ipcw",
+    "concordance_index_ipcw_score",
+    "cumulative_dynamic_auc",
+    "cumulative_dynamic_auc_score",
+    "expected_calibration_error",
+    "integrated_brier_score",
+    "linear_weighted_kappa",
+    "mean_absolute_deviation",
+    "paired_bootstrap_test",
+]

@@ -1,0 +1,159 @@
+"""Figures. matplotlib is the optional ``plot`` extra, imported when a figure is drawn."""
+
+import numpy as np
+import pandas as pd
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(
+            "skfusion.plot needs matplotlib; install the plot extra: pip install 'skfusion[plot]'."
+        ) from exc
+    return plt
+
+
+def plot_forest(
+    table,
+    *,
+    ax=None,
+    model="model",
+    estimate="estimate",
+    low="low",
+    high="high",
+    group=None,
+    reference=None,
+    xlabel=None,
+):
+    """Forest plot: one point estimate with its confidence interval per row of ``table``.
+
+    Rows are drawn top to bottom in table order; with ``group`` (e.g. the cohort: internal,
+    external) they are gathered under one bold heading per group, in order of first
+    appearance, each group in its own colour: Table 1 of [1]_ as a figure.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per model (and group), with the columns named below; e.g. built from
+        :class:`~skfusion.metrics.BootstrapResult` objects.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; default a new figure's.
+    model, estimate, low, high : str, default="model", "estimate", "low", "high"
+        Columns with the row label, the point estimate and the interval bounds.
+    group : str, default=None
+        Column to group the rows by.
+    reference : float, default=None
+        Draw a dashed vertical line here (e.g. 0.5, a C-index or AUROC of chance).
+    xlabel : str, default=None
+        Label of the x axis (e.g. ``"C-index (95% CI)"``).
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        With one ``errorbar`` container per row of ``table``.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If a column is missing, or a row has a missing value or ``low <= estimate <= high``
+        does not hold.
+
+    See Also
+    --------
+    skfusion.metrics.bootstrap_ci : Computes the estimates and intervals.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (CT + EHR). Table 1.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> from skfusion.plot import plot_forest
+    >>> table = pd.DataFrame({
+    ...     "cohort": ["internal", "internal", "external", "external"],
+    ...     "model": ["image only", "concatenation", "image only", "concatenation"],
+    ...     "estimate": [0.837, 0.819, 0.710, 0.717],
+    ...     "low": [0.828, 0.810, 0.697, 0.708],
+    ...     "high": [0.847, 0.828, 0.722, 0.726],
+    ... })
+    >>> ax = plot_forest(table, group="cohort", reference=0.5, xlabel="C-index (95% CI)")
+    >>> len(ax.containers)
+    4
+    """
+    plt = _pyplot()
+    table = _check_table(table, model, estimate, low, high, group)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.0, 0.35 * (len(table) + 2 * _n_groups(table, group)) + 1.0))
+    positions, ticks, tick_labels, headings = _layout(table, model, group)
+    groups = [None] * len(table) if group is None else table[group].tolist()
+    colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(groups))}
+    for y, (_, row), g in zip(positions, table.iterrows(), groups):
+        ax.errorbar(
+            row[estimate],
+            y,
+            xerr=[[row[estimate] - row[low]], [row[high] - row[estimate]]],
+            fmt="o",
+            color=colors[g],
+            capsize=3,
+        )
+    ax.set_yticks(ticks, tick_labels)
+    for i in headings:
+        ax.get_yticklabels()[i].set_fontweight("bold")
+    ax.set_ylim(max(ticks) + 0.5, min(ticks) - 0.5)
+    if reference is not None:
+        ax.axvline(reference, linestyle="--", color="0.5", linewidth=1)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    return ax
+
+
+def _check_table(table, model, estimate, low, high, group):
+    table = pd.DataFrame(table).reset_index(drop=True)
+    names = [model, estimate, low, high] + ([] if group is None else [group])
+    missing = [c for c in names if c not in table.columns]
+    if missing:
+        raise ValueError(f"table has no column {missing[0]!r} (columns: {list(table.columns)}).")
+    if not len(table):
+        raise ValueError("table has no rows.")
+    values = table[[estimate, low, high]].to_numpy(dtype=float)
+    bad = ~np.isfinite(values).all(axis=1) | table[names].isna().any(axis=1).to_numpy()
+    if bad.any():
+        raise ValueError(f"table has missing or non-finite values in rows {np.flatnonzero(bad).tolist()}.")
+    unordered = (values[:, 1] > values[:, 0]) | (values[:, 0] > values[:, 2])
+    if unordered.any():
+        raise ValueError(
+            f"table rows {np.flatnonzero(unordered).tolist()} do not satisfy {low} <= {estimate} <= {high}."
+        )
+    return table
+
+
+def _n_groups(table, group):
+    return 0 if group is None else table[group].nunique()
+
+
+def _layout(table, model, group):
+    """Row positions (top = 0), y ticks and labels, and which ticks are group headings."""
+    if group is None:
+        positions = list(range(len(table)))
+        return positions, positions, table[model].tolist(), []
+    positions = [0] * len(table)
+    ticks, labels, headings, y = [], [], [], 0
+    for name, rows in table.groupby(group, sort=False).groups.items():
+        headings.append(len(ticks))
+        ticks.append(y)
+        labels.append(str(name))
+        y += 1
+        for row in rows:
+            positions[row] = y
+            ticks.append(y)
+            labels.append(str(table.at[row, model]))
+            y += 1
+        y += 0.5
+    return positions, ticks, labels, headings
