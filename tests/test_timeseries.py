@@ -287,7 +287,9 @@ def test_times_as_datetimes_and_timedeltas():
 
 
 def test_max_hours_caps_the_series():
-    events = frame([(1.0, "Heart Rate", 80.0, None), (47.0, "Heart Rate", 90.0, None), (60.0, "Heart Rate", 200.0, None)])
+    events = frame(
+        [(1.0, "Heart Rate", 80.0, None), (47.0, "Heart Rate", 90.0, None), (60.0, "Heart Rate", 200.0, None)]
+    )
     X = pd.DataFrame({"ts": [events]})
     capped = ClinicalTimeSeriesDiscretizer(max_hours=48).fit(X)
     assert capped.transform(X)["ts"][0].shape == (24, 76)
@@ -404,7 +406,8 @@ def test_events_from_long_table():
         ]
     )
     enc = ClinicalTimeSeriesDiscretizer().fit(events)
-    np.testing.assert_array_equal(enc.transform(events)["ts"][7], enc.transform(pd.DataFrame({"ts": [direct]}))["ts"][0])
+    from_direct = enc.transform(pd.DataFrame({"ts": [direct]}))["ts"][0]
+    np.testing.assert_array_equal(enc.transform(events)["ts"][7], from_direct)
 
 
 def test_events_from_long_table_bad_input():

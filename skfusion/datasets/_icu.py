@@ -180,76 +180,101 @@ def _window(task, rng, n):
     return stay
 
 
-def _times(rng, end, every, start=0.0):
-    """Poisson measurement times with mean spacing ``every`` hours in ``(start, end]``."""
-    n = rng.poisson((end - start) / every)
-    return np.sort(rng.uniform(start, end, size=n))
+# Vital signs: code, mean hours between measurements, then normal value, effect of the
+# severity expression, effect of the physiological factor, between-stay and within-stay
+# standard deviations, clipping range and rounding.
+_VITALS = (
+    ("Heart Rate", 1.5, (86, 10, 6, 8, 4, 30, 220, 0)),
+    ("Respiratory rate", 1.5, (19, 3, 2, 3, 2, 5, 60, 0)),
+    ("Oxygen saturation", 1.5, (97, -1.5, -0.5, 1, 1, 60, 100, 0)),
+    ("Temperature", 4.0, (36.9, 0.2, 0.4, 0.3, 0.3, 33, 42, 1)),
+    ("Glucose", 6.0, (128, 20, 15, 20, 15, 40, 600, 0)),
+)
 
 
-def _gcs_events(rng, times, expression):
-    """Eye, verbal and motor responses (text) and the total (numeric) at each time."""
-    deficit = np.clip(np.rint(2.5 * expression + rng.normal(scale=1.5, size=len(times))), 0, 12).astype(int)
-    motor = np.minimum(5, np.rint(deficit * 5 / 12)).astype(int)
-    verbal = np.minimum(4, deficit - motor)
-    eye = deficit - motor - verbal
-    rows = []
-    for name, score in (("eye opening", 4 - eye), ("verbal response", 5 - verbal), ("motor response", 6 - motor)):
-        variable = f"Glasgow coma scale {name}"
-        rows += [(t, variable, np.nan, NUMERIC_CODES[variable][k]) for t, k in zip(times, score)]
-    rows += [(t, "Glasgow coma scale total", float(15 - d), None) for t, d in zip(times, deficit)]
-    return rows
+class _Stay:
+    """Draws one stay's measurements and collects them as arrays."""
 
+    def __init__(self, rng, severity, physiology, end):
+        self.rng, self.severity, self.physiology, self.end = rng, severity, physiology, end
+        self.chunks = []
 
-def _stay_events(rng, severity, physiology, end):
-    """One stay's event frame (time, code, numeric_value, text_value)."""
+    def expression(self, t):
+        return self.severity * (0.6 + 0.4 * np.minimum(t / 48.0, 1.0))
 
-    def expression(t):
-        return severity * (0.6 + 0.4 * np.minimum(t / 48.0, 1.0))
+    def times(self, every):
+        """Poisson measurement times with mean spacing ``every`` hours in ``(0, end]``."""
+        return np.sort(self.rng.uniform(0.0, self.end, size=self.rng.poisson(self.end / every)))
 
-    def vital(t, normal, sev, phys, between, within, low, high, decimals):
-        offset = rng.normal(scale=between)
-        value = normal + sev * expression(t) + phys * physiology + offset + rng.normal(scale=within, size=len(t))
+    def vital(self, t, normal, sev, phys, between, within, low, high, decimals):
+        value = normal + sev * self.expression(t) + phys * self.physiology + self.rng.normal(scale=between)
+        value = value + self.rng.normal(scale=within, size=len(t))
         return np.round(np.clip(value, low, high), decimals)
 
-    rows = []
+    def add(self, code, t, numbers, texts=None):
+        texts = np.full(len(t), None, dtype=object) if texts is None else texts
+        self.chunks.append((t, np.full(len(t), code, dtype=object), np.asarray(numbers, dtype=float), texts))
 
-    def add(code, t, values):
-        rows.extend((ti, code, float(vi), None) for ti, vi in zip(t, values))
+    def vitals(self):
+        bp = self.times(1.5)
+        systolic = self.vital(bp, 118, -10, 6, 10, 6, 50, 250, 0)
+        diastolic = self.vital(bp, 59, -5, 3, 6, 4, 20, 150, 0)
+        self.add("Systolic blood pressure", bp, systolic)
+        self.add("Diastolic blood pressure", bp, diastolic)
+        mean = (systolic + 2 * diastolic) / 3 + self.rng.normal(scale=2, size=len(bp))
+        self.add("Mean blood pressure", bp, np.round(mean))
+        for code, every, args in _VITALS:
+            t = self.times(every)
+            self.add(code, t, self.vital(t, *args))
 
-    bp = _times(rng, end, 1.5)
-    systolic = vital(bp, 118, -10, 6, 10, 6, 50, 250, 0)
-    diastolic = vital(bp, 59, -5, 3, 6, 4, 20, 150, 0)
-    add("Systolic blood pressure", bp, systolic)
-    add("Diastolic blood pressure", bp, diastolic)
-    add("Mean blood pressure", bp, np.round((systolic + 2 * diastolic) / 3 + rng.normal(scale=2, size=len(bp))))
-    for code, every, args in (
-        ("Heart Rate", 1.5, (86, 10, 6, 8, 4, 30, 220, 0)),
-        ("Respiratory rate", 1.5, (19, 3, 2, 3, 2, 5, 60, 0)),
-        ("Oxygen saturation", 1.5, (97, -1.5, -0.5, 1, 1, 60, 100, 0)),
-        ("Temperature", 4.0, (36.9, 0.2, 0.4, 0.3, 0.3, 33, 42, 1)),
-        ("Glucose", 6.0, (128, 20, 15, 20, 15, 40, 600, 0)),
-    ):
-        t = _times(rng, end, every)
-        add(code, t, vital(t, *args))
-    if rng.random() < 0.5:
-        t = _times(rng, end, 8.0)
-        add("pH", t, vital(t, 7.4, -0.04, 0.0, 0.02, 0.03, 6.8, 7.7, 2))
-    if rng.random() < expit(severity - 0.5):
-        t = _times(rng, end, 6.0)
-        fio2 = 0.21 + 0.15 * np.maximum(expression(t), 0) + np.abs(rng.normal(scale=0.05, size=len(t)))
-        add("Fraction inspired oxygen", t, np.round(np.clip(fio2, 0.21, 1.0), 2))
-    if rng.random() < 0.15:
-        t = _times(rng, end, 8.0)
-        add("Capillary refill rate", t, (rng.random(len(t)) < expit(expression(t) - 2)).astype(float))
-    if rng.random() < 0.3:
-        add("Height", rng.uniform(0, min(4.0, end), size=1), np.round(rng.normal(170, 10, size=1)))
-    if rng.random() < 0.7:
-        add("Weight", rng.uniform(0, min(6.0, end), size=1), np.round(rng.normal(81, 15, size=1).clip(35, 250), 1))
-    t = _times(rng, end, 4.0)
-    rows += _gcs_events(rng, t, expression(t))
-    frame = pd.DataFrame(rows, columns=["time", "code", "numeric_value", "text_value"])
-    frame["text_value"] = frame["text_value"].astype(object)
-    return frame.sort_values("time", kind="stable", ignore_index=True)
+    def occasional(self):
+        """Variables measured in some stays only (FiO2 mostly in the sicker ones)."""
+        rng = self.rng
+        if rng.random() < 0.5:
+            t = self.times(8.0)
+            self.add("pH", t, self.vital(t, 7.4, -0.04, 0.0, 0.02, 0.03, 6.8, 7.7, 2))
+        if rng.random() < expit(self.severity - 0.5):
+            t = self.times(6.0)
+            fio2 = 0.21 + 0.15 * np.maximum(self.expression(t), 0) + np.abs(rng.normal(scale=0.05, size=len(t)))
+            self.add("Fraction inspired oxygen", t, np.round(np.clip(fio2, 0.21, 1.0), 2))
+        if rng.random() < 0.15:
+            t = self.times(8.0)
+            self.add("Capillary refill rate", t, rng.random(len(t)) < expit(self.expression(t) - 2))
+        if rng.random() < 0.3:
+            self.add("Height", rng.uniform(0, min(4.0, self.end), size=1), np.round(rng.normal(170, 10, size=1)))
+        if rng.random() < 0.7:
+            weight = np.round(np.clip(rng.normal(81, 15, size=1), 35, 250), 1)
+            self.add("Weight", rng.uniform(0, min(6.0, self.end), size=1), weight)
+
+    def glasgow(self):
+        """Eye, verbal and motor responses (text) and the total (numeric), charted together."""
+        t = self.times(4.0)
+        noise = self.rng.normal(scale=1.5, size=len(t))
+        deficit = np.clip(np.rint(2.5 * self.expression(t) + noise), 0, 12).astype(int)
+        motor = np.minimum(5, np.rint(deficit * 5 / 12)).astype(int)
+        verbal = np.minimum(4, deficit - motor)
+        eye = deficit - motor - verbal
+        for name, score in (("eye opening", 4 - eye), ("verbal response", 5 - verbal), ("motor response", 6 - motor)):
+            code = f"Glasgow coma scale {name}"
+            texts = np.array([NUMERIC_CODES[code][k] for k in score], dtype=object)
+            self.add(code, t, np.full(len(t), np.nan), texts)
+        self.add("Glasgow coma scale total", t, 15 - deficit)
+
+    def frame(self):
+        """The event frame (time, code, numeric_value, text_value), sorted by time."""
+        self.vitals()
+        self.occasional()
+        self.glasgow()
+        t, codes, numbers, texts = (np.concatenate(part) for part in zip(*self.chunks))
+        order = np.argsort(t, kind="stable")
+        return pd.DataFrame(
+            {
+                "time": t[order],
+                "code": codes[order],
+                "numeric_value": numbers[order],
+                "text_value": pd.Series(texts[order], dtype=object),
+            }
+        )
 
 
 def make_icu_timeseries(
@@ -338,7 +363,7 @@ def make_icu_timeseries(
     hours = _window(task, rng, n_samples)
     cells = np.empty(n_samples, dtype=object)
     for i in range(n_samples):
-        cells[i] = _stay_events(rng, latent[i, 0], latent[i, 1], hours[i])
+        cells[i] = _Stay(rng, latent[i, 0], latent[i, 1], hours[i]).frame()
     image_map = np.random.default_rng(_TRUTH_SEED).normal(size=(4, n_image_features)) / np.sqrt(2.0)
     image_latent = np.column_stack([latent[:, 0], latent[:, 2], rng.normal(size=(n_samples, 2))])
     image = (image_latent @ image_map + rng.normal(size=(n_samples, n_image_features))).astype(np.float32)

@@ -121,8 +121,7 @@ _START = np.concatenate([[0], np.cumsum(_WIDTH)[:-1]])
 N_VALUES = int(_WIDTH.sum())
 _CONTINUOUS = np.flatnonzero(~_IS_CATEGORICAL)
 _CATEGORICAL = np.flatnonzero(_IS_CATEGORICAL)
-_LOW = np.array([PLAUSIBLE_RANGES.get(v, (np.nan,))[0] for v in VARIABLES])
-_HIGH = np.array([PLAUSIBLE_RANGES.get(v, (np.nan, np.nan))[1] for v in VARIABLES])
+_LOW, _HIGH = np.array([PLAUSIBLE_RANGES.get(v, (np.nan, np.nan, ""))[:2] for v in VARIABLES]).T
 # The raw per-variable matrix holds a value (continuous) or a category index (categorical).
 _NORMAL_RAW = np.array(
     [CATEGORIES[v].index(NORMAL_VALUES[v]) if v in CATEGORIES else NORMAL_VALUES[v] for v in VARIABLES],
@@ -380,16 +379,16 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     def _fit_cells(self, cells, y):
         series = self._discretize_all(cells)
         observed = np.concatenate([np.where(seen, raw, np.nan) for raw, seen in series])
-        counts = np.sum(~np.isnan(observed), axis=0)
-        n_channels = N_VALUES + (_N_VARIABLES if self.mask else 0)
-        self.mean_ = np.zeros(n_channels)
-        self.scale_ = np.ones(n_channels)
+        self.channel_names_ = channel_names(self.mask)
+        self.mean_ = np.zeros(len(self.channel_names_))
+        self.scale_ = np.ones(len(self.channel_names_))
         for v in _CONTINUOUS:
             values = observed[:, v][~np.isnan(observed[:, v])]
-            self.mean_[_START[v]] = values.mean() if counts[v] else _NORMAL_RAW[v]
-            std = values.std() if counts[v] else 0.0
-            self.scale_[_START[v]] = std if std > 0 else 1.0
-        self.channel_names_ = channel_names(self.mask)
+            if len(values):
+                self.mean_[_START[v]] = values.mean()
+                self.scale_[_START[v]] = values.std() or 1.0
+            else:
+                self.mean_[_START[v]] = _NORMAL_RAW[v]
         return self
 
     def _encode_cells(self, cells):
@@ -410,7 +409,8 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         """Raw imputed series and observed masks of every row, warning once per call."""
         unknown, dropped, series = Counter(), Counter(), []
         for row in rows:
-            raw, seen, row_unknown, row_dropped = self._discretize(row.cell, f"row {row.label!r} of column {self.column!r}")
+            where = f"row {row.label!r} of column {self.column!r}"
+            raw, seen, row_unknown, row_dropped = self._discretize(row.cell, where)
             unknown.update(row_unknown)
             dropped.update(row_dropped)
             series.append((raw, seen))
