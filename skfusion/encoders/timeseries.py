@@ -319,7 +319,8 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: Multi-modal fusion with
            clinical time-series data and chest X-ray images. Machine Learning for
            Healthcare, PMLR 182, section 4.1.
-    .. [3] S. Elsharief et al. (2025). MedMod: Multimodal benchmark for medical prediction
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout. MedMod: Multimodal benchmark for medical prediction
            tasks with electronic health records and chest X-ray scans. Section 3.2.2 and
            appendix A, Table 7.
 
