@@ -1,0 +1,578 @@
+"""Irregular ICU measurements to the bi-hourly 76-feature series of the MIMIC benchmarks.
+
+The 17 clinical variables of Harutyunyan et al.'s MIMIC-III benchmark, reused by MedFuse and
+MedMod on MIMIC-IV (MedMod, appendix A, Table 7), are binned every two hours, imputed by
+carrying the last observation forward (the normal value of Table 7 before the first one),
+one-hot encoded when categorical, standardized when continuous, and followed by one
+observed-mask channel per variable: 59 values + 17 masks = 76 features per time step.
+"""
+
+import re
+import warnings
+from collections import Counter
+from numbers import Real
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .._compat import Interval, StrOptions
+from ._base import BaseColumnEncoder, is_missing_cell
+from ._events import as_event_frame
+
+# Variables, category lists and normal values follow the MIMIC-III benchmark's discretizer
+# configuration (channel order and category order included), so that the 76 columns line up
+# with series produced by that code; the "Glascow" spelling there is corrected here.
+VARIABLES = (
+    "Capillary refill rate",
+    "Diastolic blood pressure",
+    "Fraction inspired oxygen",
+    "Glasgow coma scale eye opening",
+    "Glasgow coma scale motor response",
+    "Glasgow coma scale total",
+    "Glasgow coma scale verbal response",
+    "Glucose",
+    "Heart Rate",
+    "Height",
+    "Mean blood pressure",
+    "Oxygen saturation",
+    "Respiratory rate",
+    "Systolic blood pressure",
+    "Temperature",
+    "Weight",
+    "pH",
+)
+
+CATEGORIES = {
+    "Capillary refill rate": ("0.0", "1.0"),
+    "Glasgow coma scale eye opening": (
+        "To Pain", "3 To speech", "1 No Response", "4 Spontaneously",
+        "None", "To Speech", "Spontaneously", "2 To pain",
+    ),
+    "Glasgow coma scale motor response": (
+        "1 No Response", "3 Abnorm flexion", "Abnormal extension", "No response",
+        "4 Flex-withdraws", "Localizes Pain", "Flex-withdraws", "Obeys Commands",
+        "Abnormal Flexion", "6 Obeys Commands", "5 Localizes Pain", "2 Abnorm extensn",
+    ),
+    "Glasgow coma scale total": ("11", "10", "13", "12", "15", "14", "3", "5", "4", "7", "6", "9", "8"),
+    "Glasgow coma scale verbal response": (
+        "1 No Response", "No Response", "Confused", "Inappropriate Words",
+        "Oriented", "No Response-ETT", "5 Oriented", "Incomprehensible sounds",
+        "1.0 ET/Trach", "4 Confused", "2 Incomp sounds", "3 Inapprop words",
+    ),
+}  # fmt: skip
+
+# Numeric codes of the categorical variables (the score a numbered category starts with).
+NUMERIC_CODES = {
+    "Capillary refill rate": {0: "0.0", 1: "1.0"},
+    "Glasgow coma scale eye opening": {1: "1 No Response", 2: "2 To pain", 3: "3 To speech", 4: "4 Spontaneously"},
+    "Glasgow coma scale motor response": {
+        1: "1 No Response", 2: "2 Abnorm extensn", 3: "3 Abnorm flexion",
+        4: "4 Flex-withdraws", 5: "5 Localizes Pain", 6: "6 Obeys Commands",
+    },
+    "Glasgow coma scale total": {k: str(k) for k in range(3, 16)},
+    "Glasgow coma scale verbal response": {
+        1: "1 No Response", 2: "2 Incomp sounds", 3: "3 Inapprop words", 4: "4 Confused", 5: "5 Oriented",
+    },
+}  # fmt: skip
+
+NORMAL_VALUES = {
+    "Capillary refill rate": "0.0",
+    "Diastolic blood pressure": 59.0,
+    "Fraction inspired oxygen": 0.21,
+    "Glasgow coma scale eye opening": "4 Spontaneously",
+    "Glasgow coma scale motor response": "6 Obeys Commands",
+    "Glasgow coma scale total": "15",
+    "Glasgow coma scale verbal response": "5 Oriented",
+    "Glucose": 128.0,
+    "Heart Rate": 86.0,
+    "Height": 170.0,
+    "Mean blood pressure": 77.0,
+    "Oxygen saturation": 98.0,
+    "Respiratory rate": 19.0,
+    "Systolic blood pressure": 118.0,
+    "Temperature": 36.6,
+    "Weight": 81.0,
+    "pH": 7.4,
+}
+
+# Inclusive physical limits, not clinical outlier bounds: a value outside them is a unit or
+# entry error (FiO2 as a percentage, temperature in Fahrenheit, a negative rate).
+PLAUSIBLE_RANGES = {
+    "Diastolic blood pressure": (0.0, 300.0, "mmHg"),
+    "Fraction inspired oxygen": (0.0, 1.0, "(fraction, not percent)"),
+    "Glucose": (1.0, 2000.0, "mg/dL"),
+    "Heart Rate": (0.0, 350.0, "beats/min"),
+    "Height": (30.0, 275.0, "cm"),
+    "Mean blood pressure": (0.0, 300.0, "mmHg"),
+    "Oxygen saturation": (0.0, 100.0, "%"),
+    "Respiratory rate": (0.0, 150.0, "breaths/min"),
+    "Systolic blood pressure": (0.0, 400.0, "mmHg"),
+    "Temperature": (14.0, 47.0, "degrees Celsius"),
+    "Weight": (1.0, 700.0, "kg"),
+    "pH": (6.0, 8.5, ""),
+}
+
+_EPS = 1e-6
+_N_VARIABLES = len(VARIABLES)
+_IS_CATEGORICAL = np.array([v in CATEGORIES for v in VARIABLES])
+_WIDTH = np.array([len(CATEGORIES.get(v, (v,))) for v in VARIABLES])
+_START = np.concatenate([[0], np.cumsum(_WIDTH)[:-1]])
+N_VALUES = int(_WIDTH.sum())
+_CONTINUOUS = np.flatnonzero(~_IS_CATEGORICAL)
+_CATEGORICAL = np.flatnonzero(_IS_CATEGORICAL)
+_LOW, _HIGH = np.array([PLAUSIBLE_RANGES.get(v, (np.nan, np.nan, ""))[:2] for v in VARIABLES]).T
+# The raw per-variable matrix holds a value (continuous) or a category index (categorical).
+_NORMAL_RAW = np.array(
+    [CATEGORIES[v].index(NORMAL_VALUES[v]) if v in CATEGORIES else NORMAL_VALUES[v] for v in VARIABLES],
+    dtype=float,
+)
+
+
+def _variable_key(name):
+    words = re.split(r"[^0-9a-z]+", str(name).lower().replace("glascow", "glasgow"))
+    return " ".join(w for w in words if w and w != "of")
+
+
+_VARIABLE_INDEX = {_variable_key(v): i for i, v in enumerate(VARIABLES)}
+_TEXT_INDEX = {v: {c.strip().lower(): k for k, c in enumerate(cats)} for v, cats in CATEGORIES.items()}
+_CODE_INDEX = {v: {code: CATEGORIES[v].index(c) for code, c in codes.items()} for v, codes in NUMERIC_CODES.items()}
+
+
+def channel_names(mask=True):
+    """Names of the columns of a discretized series, in order.
+
+    A continuous variable is one column named after it, a categorical variable one column
+    per category named ``"{variable}->{category}"``, and, with ``mask=True``, the mask
+    columns ``"mask->{variable}"`` follow (the MIMIC-III benchmark's header format).
+    """
+    names = []
+    for v in VARIABLES:
+        names += [f"{v}->{c}" for c in CATEGORIES[v]] if v in CATEGORIES else [v]
+    if mask:
+        names += [f"mask->{v}" for v in VARIABLES]
+    return names
+
+
+def _category_index(variable, text, number):
+    """Index of a categorical value given as text or numeric code; None if it is neither."""
+    if text is not None:
+        index = _TEXT_INDEX[variable].get(text.strip().lower())
+        if index is not None:
+            return index
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    if number is None or not float(number).is_integer():
+        return None
+    return _CODE_INDEX[variable].get(int(number))
+
+
+class _Row(NamedTuple):
+    """A non-missing cell with its row label, so that errors can name the row."""
+
+    label: object
+    cell: object
+
+
+def _hours(time, where):
+    if len(time) == 0:
+        return np.zeros(0)
+    if pd.api.types.is_datetime64_any_dtype(time):
+        hours = (time - time.min()) / pd.Timedelta(hours=1)
+    elif pd.api.types.is_timedelta64_dtype(time):
+        hours = time / pd.Timedelta(hours=1)
+    elif pd.api.types.is_numeric_dtype(time) and not pd.api.types.is_bool_dtype(time):
+        hours = time.astype(float)
+    else:
+        raise ValueError(
+            f"{where}: 'time' must be hours since admission (numbers), timedeltas or datetimes; "
+            f"got dtype {time.dtype}."
+        )
+    hours = hours.to_numpy(dtype=float)
+    if np.any(hours < 0):
+        raise ValueError(f"{where}: event at {hours.min():g} h, before admission (time 0).")
+    return hours
+
+
+def _read_events(cell, where):
+    """Event times (hours), codes, numeric values and text values (None where absent)."""
+    if not isinstance(cell, pd.DataFrame):
+        raise ValueError(
+            f"{where}: expected an event frame with columns time, code, numeric_value[, text_value]; "
+            f"got {type(cell).__name__}."
+        )
+    events = as_event_frame(cell, where)
+    text = np.full(len(events), None, dtype=object)
+    if "text_value" in cell.columns:
+        # as_event_frame keeps only time/code/numeric_value; the same stable sort realigns text.
+        order = pd.Series(cell["time"].to_numpy()).sort_values(kind="stable").index.to_numpy()
+        raw = cell["text_value"].to_numpy(dtype=object)[order]
+        present = ~pd.isna(raw)
+        text[present] = [str(t) for t in raw[present]]
+    hours = _hours(events["time"], where)
+    return hours, events["code"].to_numpy(dtype=object), events["numeric_value"].to_numpy(dtype=float), text
+
+
+class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
+    """Discretize irregular ICU measurements into MIMIC-style bi-hourly series (76 features).
+
+    Each cell of the raw column ``column`` is one ICU stay's measurements of the 17 clinical
+    variables of the MIMIC-III benchmark [1]_ used by MedFuse [2]_ and MedMod [3]_ (MedMod,
+    appendix A, Table 7). The stay becomes a ``(t, 76)`` float32 array (``mask=True``):
+
+    1. **Bins.** Time is cut into bins of ``timestep`` hours; bin ``k`` holds the events at
+       times in ``(k * timestep, (k + 1) * timestep]`` (an event at time 0 goes to bin 0), as
+       in the benchmark's discretizer. The series has as many bins as needed to reach the
+       last event of a known variable, or ``max_hours`` when events go past it (later events
+       are dropped): ``t = floor(end / timestep - 1e-6) + 1``. Numeric times are hours since
+       admission (``start_time='zero'`` in the benchmark); datetimes are measured from the
+       stay's first event; timedeltas from admission. A negative time is an error.
+    2. **Within a bin** the last measurement of a variable wins.
+    3. **Imputation.** An empty bin takes the variable's last observed value (carried
+       forward, the benchmark's ``impute_strategy='previous'``), or the normal value of
+       Table 7 (:data:`NORMAL_VALUES`) before the first observation.
+    4. **Encoding.** Categorical variables are one-hot encoded over the benchmark's category
+       lists (:data:`CATEGORIES`, several spellings of the same score are separate
+       categories, as there); continuous variables are standardized with the mean and
+       standard deviation learned in ``fit`` over the observed cells (bins whose mask is 1),
+       never over imputed ones.
+    5. **Masks.** With ``mask=True`` one column per variable is 1 where the bin holds an
+       observation of it and 0 where it was imputed.
+
+    Column layout (``channel_names_`` lists every name), with the benchmark's channel and
+    category order: ``Capillary refill rate`` one-hot (2 columns), ``Diastolic blood
+    pressure`` (1), ``Fraction inspired oxygen`` (1), ``Glasgow coma scale eye opening``
+    (8), ``motor response`` (12), ``total`` (13), ``verbal response`` (12), then
+    ``Glucose``, ``Heart Rate``, ``Height``, ``Mean blood pressure``, ``Oxygen saturation``,
+    ``Respiratory rate``, ``Systolic blood pressure``, ``Temperature``, ``Weight``, ``pH``
+    (1 each): 59 value columns (47 one-hot + 12 continuous); with ``mask=True`` the 17 mask
+    columns follow in the same variable order: 76 columns. With ``mask=False`` there are 59.
+
+    **Reading events.** A cell is a MEDS-style frame read by
+    :func:`skfusion.encoders._events.as_event_frame` (columns ``time``, ``code``,
+    ``numeric_value``) plus an optional ``text_value`` column of strings for categorical
+    values. ``code`` names the variable; names match case-insensitively ignoring punctuation,
+    the word "of" and the benchmark's "Glascow" spelling, so ``"Heart Rate"``,
+    ``"Glascow coma scale total"`` and Table 7's ``"Glasgow Coma Scale - Total"`` all match.
+    A categorical value is a category string in ``text_value`` or a numeric code in
+    ``numeric_value`` or ``text_value`` (the score: GCS eye 1-4, motor 1-6, verbal 1-5,
+    total 3-15, capillary refill 0/1; :data:`NUMERIC_CODES`). Continuous values are read
+    from ``numeric_value``. An event without a value is ignored. Events of other codes are
+    ignored with one warning per call listing them. A long table (one row per
+    measurement) becomes such a column with :func:`events_from_long_table`.
+
+    **Implausible values.** A continuous value outside its physical range
+    (:data:`PLAUSIBLE_RANGES`: heart rate 0-350 beats/min, SpO2 0-100 %, FiO2 0-1, temperature
+    14-47 degrees Celsius, ...), a categorical value that is neither a category nor a valid
+    code, or text for a continuous variable raises a ValueError naming the row, the variable,
+    the value and its time; with ``implausible="drop"`` such events are dropped instead,
+    with one warning per call counting them per variable.
+
+    **Empty and missing stays.** A stay without any usable event is one bin of normal values
+    with an all-zero mask. A missing cell (None/NaN) gives a None token cell (missing
+    modality).
+
+    Parameters
+    ----------
+    column : str, default="ts"
+        The raw column holding the event frames.
+    output : str, default=None
+        Name of the output token column; None uses ``column``.
+    timestep : float, default=2.0
+        Bin width in hours (MedFuse and MedMod: 2 hours).
+    max_hours : float, default=None
+        Keep only the events in the first ``max_hours`` hours (48 for in-hospital
+        mortality); None keeps every event.
+    mask : bool, default=True
+        Append the 17 observed-mask columns (76 features instead of 59).
+    implausible : {"raise", "drop"}, default="raise"
+        What to do with implausible values (see above).
+
+    Attributes
+    ----------
+    channel_names_ : list of str
+        Name of each column of a discretized series (:func:`channel_names`).
+    mean_ : ndarray of shape (n_channels,)
+        Subtracted from each column: the mean of the observed cells of a continuous
+        variable in ``fit`` (its normal value if it was never observed), 0 for one-hot
+        and mask columns.
+    scale_ : ndarray of shape (n_channels,)
+        Divides each column: the standard deviation (``ddof=0``) of the observed cells of
+        a continuous variable, 1 where it is 0 or undefined, and for one-hot and mask
+        columns.
+    n_features_in_ : int
+        Number of columns of ``X`` at fit.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` at fit.
+
+    See Also
+    --------
+    events_from_long_table : Build the event column from one row per measurement.
+
+    References
+    ----------
+    .. [1] H. Harutyunyan, H. Khachatrian, D. C. Kale, G. Ver Steeg and A. Galstyan (2019).
+           Multitask learning and benchmarking with clinical time series data. Scientific
+           Data 6, 96 (``YerevaNN/mimic3-benchmarks``, ``mimic3models/preprocessing.py``).
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: Multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare, PMLR 182, section 4.1.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout. MedMod: Multimodal benchmark for medical prediction
+           tasks with electronic health records and chest X-ray scans. Section 3.2.2 and
+           appendix A, Table 7.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skfusion.encoders.timeseries import ClinicalTimeSeriesDiscretizer
+    >>> stay = pd.DataFrame({
+    ...     "time": [0.5, 1.0, 3.0],
+    ...     "code": ["Heart Rate", "Glascow coma scale total", "Heart Rate"],
+    ...     "numeric_value": [80.0, 14.0, 100.0],
+    ... })
+    >>> X = pd.DataFrame({"ts": [stay, None]})
+    >>> Xt = ClinicalTimeSeriesDiscretizer().fit_transform(X)
+    >>> Xt["ts"][0].shape, Xt["ts"][1]
+    ((2, 76), None)
+    >>> enc = ClinicalTimeSeriesDiscretizer(mask=False).fit(X)
+    >>> len(enc.channel_names_), enc.channel_names_[7]
+    (59, 'Glasgow coma scale eye opening->4 Spontaneously')
+    """
+
+    _parameter_constraints = {
+        "column": [str],
+        "output": [str, None],
+        "timestep": [Interval(Real, 0, None, closed="neither")],
+        "max_hours": [Interval(Real, 0, None, closed="neither"), None],
+        "mask": ["boolean"],
+        "implausible": [StrOptions({"raise", "drop"})],
+    }
+
+    def __init__(self, column="ts", output=None, *, timestep=2.0, max_hours=None, mask=True, implausible="raise"):
+        self.column = column
+        self.output = output
+        self.timestep = timestep
+        self.max_hours = max_hours
+        self.mask = mask
+        self.implausible = implausible
+
+    def _returns_tokens(self):
+        return True
+
+    def _embedding_dim(self):
+        return len(self.channel_names_)
+
+    def _check_frame(self, X, reset):
+        # The template hands only the non-missing cells to the hooks; keep their row labels.
+        cells = super()._check_frame(X, reset)
+        return [c if is_missing_cell(c) else _Row(label, c) for label, c in zip(X.index, cells)]
+
+    def __sklearn_tags__(self):
+        # The template's own tags set an input tag scikit-learn 1.9 no longer has.
+        tags = super(BaseColumnEncoder, self).__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+    def _fit_cells(self, cells, y):
+        series = self._discretize_all(cells)
+        observed = np.concatenate([np.where(seen, raw, np.nan) for raw, seen in series])
+        self.channel_names_ = channel_names(self.mask)
+        self.mean_ = np.zeros(len(self.channel_names_))
+        self.scale_ = np.ones(len(self.channel_names_))
+        for v in _CONTINUOUS:
+            values = observed[:, v][~np.isnan(observed[:, v])]
+            if len(values):
+                self.mean_[_START[v]] = values.mean()
+                self.scale_[_START[v]] = values.std() or 1.0
+            else:
+                self.mean_[_START[v]] = _NORMAL_RAW[v]
+        return self
+
+    def _encode_cells(self, cells):
+        return [self._encode(raw, seen) for raw, seen in self._discretize_all(cells)]
+
+    def _encode(self, raw, seen):
+        n_bins = len(raw)
+        out = np.zeros((n_bins, len(self.channel_names_)), dtype=np.float32)
+        cols = _START[_CONTINUOUS]
+        out[:, cols] = (raw[:, _CONTINUOUS] - self.mean_[cols]) / self.scale_[cols]
+        hot = _START[_CATEGORICAL] + raw[:, _CATEGORICAL].astype(int)
+        out[np.arange(n_bins)[:, None], hot] = 1.0
+        if self.mask:
+            out[:, N_VALUES:] = seen
+        return out
+
+    def _discretize_all(self, rows):
+        """Raw imputed series and observed masks of every row, warning once per call."""
+        unknown, dropped, series = Counter(), Counter(), []
+        for row in rows:
+            where = f"row {row.label!r} of column {self.column!r}"
+            raw, seen, row_unknown, row_dropped = self._discretize(row.cell, where)
+            unknown.update(row_unknown)
+            dropped.update(row_dropped)
+            series.append((raw, seen))
+        name = type(self).__name__
+        if unknown:
+            listed = ", ".join(f"{code!r} ({n})" for code, n in sorted(unknown.items()))
+            warnings.warn(
+                f"{name}: ignored events of {len(unknown)} unknown variable(s) in column {self.column!r} "
+                f"(event counts): {listed}. Known variables: {list(VARIABLES)}.",
+                UserWarning,
+                stacklevel=5,
+            )
+        if dropped:
+            listed = ", ".join(f"{VARIABLES[v]!r} ({n})" for v, n in sorted(dropped.items()))
+            warnings.warn(
+                f"{name}: dropped {sum(dropped.values())} implausible value(s) in column {self.column!r}: {listed}.",
+                UserWarning,
+                stacklevel=5,
+            )
+        return series
+
+    def _discretize(self, cell, where):
+        """One stay's ``(t, 17)`` raw matrix (values or category indices, imputed) and mask."""
+        hours, codes, numbers, texts = _read_events(cell, where)
+        names, position = np.unique(codes.astype(str), return_inverse=True)
+        variable = np.array([_VARIABLE_INDEX.get(_variable_key(c), -1) for c in names], dtype=int)[position]
+        unknown = Counter(codes[variable < 0].tolist())
+        end_cap = np.inf if self.max_hours is None else self.max_hours
+        known = variable >= 0
+        past_cap = bool(np.any(known & (hours > end_cap + _EPS)))
+        keep = known & (hours <= end_cap + _EPS)
+        hours, variable, numbers, texts = hours[keep], variable[keep], numbers[keep], texts[keep]
+        values, bad = self._parse_values(variable, numbers, texts)
+        dropped = Counter()
+        if bad.any():
+            if self.implausible == "raise":
+                k = np.flatnonzero(bad)[0]
+                raise ValueError(self._implausible_message(where, variable[k], numbers[k], texts[k], hours[k]))
+            dropped.update(variable[bad].tolist())
+        usable = ~np.isnan(values)
+        end = end_cap if past_cap else (hours[usable].max() if usable.any() else 0.0)
+        return (*self._bin(hours[usable], variable[usable], values[usable], end), unknown, dropped)
+
+    @staticmethod
+    def _parse_values(variable, numbers, texts):
+        """Per-event value (or category index), NaN without a value; and the implausible flags."""
+        values = np.full(len(variable), np.nan)
+        bad = np.zeros(len(variable), dtype=bool)
+        has_text = np.array([t is not None for t in texts], dtype=bool)
+        continuous = ~_IS_CATEGORICAL[variable]
+        values[continuous] = numbers[continuous]
+        bad[continuous] = (numbers[continuous] < _LOW[variable[continuous]]) | (
+            numbers[continuous] > _HIGH[variable[continuous]]
+        )
+        bad |= continuous & np.isnan(numbers) & has_text
+        for k in np.flatnonzero(~continuous & (has_text | ~np.isnan(numbers))):
+            number = None if np.isnan(numbers[k]) else numbers[k]
+            index = _category_index(VARIABLES[variable[k]], texts[k], number)
+            bad[k] = index is None
+            values[k] = np.nan if index is None else index
+        values[bad] = np.nan
+        return values, bad
+
+    def _implausible_message(self, where, v, number, text, hour):
+        variable = VARIABLES[v]
+        shown = text if text is not None else float(number)
+        if variable in CATEGORIES:
+            expected = (
+                f"one of its categories {list(CATEGORIES[variable])} or a numeric code "
+                f"{min(NUMERIC_CODES[variable])}-{max(NUMERIC_CODES[variable])}"
+            )
+        else:
+            low, high, unit = PLAUSIBLE_RANGES[variable]
+            expected = f"a numeric_value from {low:g} to {high:g} {unit}".rstrip()
+        return (
+            f"{type(self).__name__}: {where}: {variable!r} value {shown!r} at {hour:g} h is implausible "
+            f"(expected {expected}); pass implausible='drop' to drop such values."
+        )
+
+    def _bin(self, hours, variable, values, end):
+        n_bins = max(int(np.floor(end / self.timestep - _EPS)) + 1, 1)
+        bins = np.maximum(np.floor(hours / self.timestep - _EPS), 0).astype(int)
+        flat = bins * _N_VARIABLES + variable
+        # Events are sorted by time: the last occurrence of a (bin, variable) pair wins.
+        _, first_from_end = np.unique(flat[::-1], return_index=True)
+        last = len(flat) - 1 - first_from_end
+        raw = np.full((n_bins, _N_VARIABLES), np.nan)
+        raw.flat[flat[last]] = values[last]
+        seen = ~np.isnan(raw)
+        source = np.maximum.accumulate(np.where(seen, np.arange(n_bins)[:, None], 0), axis=0)
+        raw = raw[source, np.arange(_N_VARIABLES)]
+        raw = np.where(np.isnan(raw), _NORMAL_RAW, raw)
+        return raw, seen
+
+
+def events_from_long_table(
+    table, *, id_column, time_column="time", code_column="code", value_column="value", column="ts"
+):
+    """Turn a long table (one row per measurement) into one event frame per stay.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per measurement, with a stay/patient id, a time, a variable name and a
+        value. The value column may mix numbers and strings (as the benchmark's per-stay CSV
+        files do once melted): values that parse as numbers go to ``numeric_value``, the
+        other strings (categorical values such as ``"4 Spontaneously"``) to ``text_value``.
+    id_column : str
+        Column identifying the stay; one output row per distinct id, in order of first
+        appearance.
+    time_column, code_column, value_column : str, default="time", "code", "value"
+        Columns holding the time, the variable name and the value.
+    column : str, default="ts"
+        Name of the output event column.
+
+    Returns
+    -------
+    events : pandas.DataFrame
+        Indexed by the ids (index name ``id_column``), one object column ``column`` holding
+        each stay's frame with columns ``time``, ``code``, ``numeric_value``, ``text_value``,
+        as read by :class:`ClinicalTimeSeriesDiscretizer`.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skfusion.encoders.timeseries import events_from_long_table
+    >>> long = pd.DataFrame({
+    ...     "stay": [7, 7, 9],
+    ...     "time": [0.5, 1.0, 2.0],
+    ...     "code": ["Heart Rate", "Glascow coma scale eye opening", "pH"],
+    ...     "value": [88, "3 To speech", 7.31],
+    ... })
+    >>> events = events_from_long_table(long, id_column="stay")
+    >>> events.index.tolist(), events["ts"][7]["text_value"].tolist()
+    ([7, 9], [None, '3 To speech'])
+    """
+    needed = [id_column, time_column, code_column, value_column]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"events_from_long_table: table lacks column(s) {missing}; it has {list(table.columns)}.")
+    ids = table[id_column]
+    if ids.isna().any():
+        rows = table.index[ids.isna()].tolist()[:10]
+        raise ValueError(f"events_from_long_table: column {id_column!r} is missing in row(s) {rows}.")
+    raw = table[value_column].to_numpy(dtype=object)
+    numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
+    texts = np.full(len(raw), None, dtype=object)
+    is_text = np.isnan(numbers) & ~pd.isna(raw)
+    texts[is_text] = [str(t) for t in raw[is_text]]
+    events = pd.DataFrame(
+        {
+            "time": table[time_column].to_numpy(),
+            "code": table[code_column].to_numpy(dtype=object),
+            "numeric_value": numbers,
+            "text_value": pd.Series(texts, dtype=object),
+        }
+    )
+    groups = events.groupby(ids.to_numpy(), sort=False)
+    cells = np.empty(groups.ngroups, dtype=object)
+    labels = []
+    for i, (label, frame) in enumerate(groups):
+        cells[i] = frame.reset_index(drop=True)
+        labels.append(label)
+    return pd.DataFrame({column: cells}, index=pd.Index(labels, name=id_column))
