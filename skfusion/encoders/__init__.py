@@ -2,5 +2,6 @@
 
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
+from .timeseries import ClinicalTimeSeriesDiscretizer, events_from_long_table
 
-__all__ = ["CTVolumeEmbedder", "ImageEmbedder"]
+__all__ = ["CTVolumeEmbedder", "ClinicalTimeSeriesDiscretizer", "ImageEmbedder", "events_from_long_table"]

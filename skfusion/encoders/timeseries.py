@@ -370,13 +370,6 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         cells = super()._check_frame(X, reset)
         return [c if is_missing_cell(c) else _Row(label, c) for label, c in zip(X.index, cells)]
 
-    def __sklearn_tags__(self):
-        # The template's own tags set an input tag scikit-learn 1.9 no longer has.
-        tags = super(BaseColumnEncoder, self).__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = True
-        return tags
-
     def _fit_cells(self, cells, y):
         series = self._discretize_all(cells)
         observed = np.concatenate([np.where(seen, raw, np.nan) for raw, seen in series])
