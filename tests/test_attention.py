@@ -36,16 +36,13 @@ def np_(t):
 
 
 def slow_vector_tokens(x, tokenizer, dim, n_tokens):
-    """Chunk ``x`` (n, dim) like numpy.array_split, zero-pad, project, add positions."""
+    """Chunk ``x`` (n, dim) like numpy.array_split; chunk c becomes W_c x_c + b_c."""
     chunks = np.array_split(np.arange(dim), min(n_tokens, dim))
-    width = int(np.ceil(dim / len(chunks)))
-    w, b, pos = np_(tokenizer.proj.weight), np_(tokenizer.proj.bias), np_(tokenizer.position)
-    out = np.zeros((len(x), len(chunks), w.shape[0]))
+    w, b = np_(tokenizer.proj.weight), np_(tokenizer.proj.bias)
+    out = np.zeros((len(x), len(chunks), w.shape[2]))
     for i in range(len(x)):
         for c, cols in enumerate(chunks):
-            piece = np.zeros(width)
-            piece[: len(cols)] = x[i, cols]
-            out[i, c] = w @ piece + b + pos[c]
+            out[i, c] = x[i, cols] @ w[c, : len(cols)] + b[c]
     return out
 
 

@@ -127,9 +127,11 @@ _ATTENTION_DOCS = {
     per-slice CT embeddings) keeps its tokens, each projected by a linear layer to
     ``attention_dim`` (no position embedding: lengths vary, order is not used). A vector
     block of width ``d`` is cut into ``k = min(n_tokens, d)`` contiguous chunks, as
-    :func:`numpy.array_split` cuts it (widths differ by at most one; the narrower chunks
-    are zero-padded at their end to ``ceil(d / k)``), each projected by one shared linear
-    layer plus a learned position embedding. Padded tokens are masked: their scores are set
+    :func:`numpy.array_split` cuts it (widths differ by at most one, so ``d`` need not be
+    a multiple of ``n_tokens``), and each chunk gets its own linear projection to
+    ``attention_dim``, whose bias doubles as a learned position embedding. (A projection
+    shared by the chunks, as for image patches, would make the mean of the tokens keep only
+    the sum of the chunks; per-chunk weights keep all of the vector.) Padded tokens are masked: their scores are set
     to :math:`-\\infty` before the softmax, so they get exactly zero weight. Each query
     token attends; the attended outputs of the real query tokens are averaged (masked mean)
     into one vector per row, and a modality's embedding :math:`h` in the fused vector is the
@@ -148,7 +150,7 @@ _ATTENTION_DOCS = {
     n_tokens : int, default=8
         Number of tokens a vector modality is cut into (at most its width). Token
         modalities keep their own tokens.
-    attention_dim : int, default=64
+    attention_dim : int, default=32
         Width of the projected tokens and of each attention output; :math:`d_k` when
         ``n_heads=1``.
     n_heads : int, default=1
@@ -169,8 +171,11 @@ _ATTENTION_DOCS = {
     :math:`h_{fused} = [h_{guide}, \\mathrm{softmax}(Q_{guide} K_{other}^\\top / \\sqrt{d_k}) V_{other}]`
     (width ``2 * attention_dim``) feeds an MLP head. ``guide="img"`` is Table 1's "image
     guide" row (:math:`h_{fused} = [h_{img}, A_{coattn}]`), ``guide="ehr"`` its "EHR guide"
-    row. With more than two modalities, the guide attends over the tokens of all the
-    others together (their tokens side by side as one key sequence).""",
+    row. (The paper's worked equations take the query from :math:`h_{ehr}` and still
+    concatenate :math:`h_{img}`; here the guide both gives the queries and keeps its own
+    embedding in the fused vector, so both modalities reach the head.) With more than two
+    modalities, the guide attends over the tokens of all the others together (their tokens
+    side by side as one key sequence).""",
     "guide": """guide : str, default=None
         The guiding modality (gives the queries); ``None`` takes the first modality of ``X``
         (or of ``modalities``). Must be one of the fused modalities.""",
@@ -232,7 +237,7 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
         modalities=None,
         missing="raise",
         n_tokens=8,
-        attention_dim=64,
+        attention_dim=32,
         n_heads=1,
         loss="cox",
         n_durations=20,
@@ -322,7 +327,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         modalities=None,
         missing="raise",
         n_tokens=8,
-        attention_dim=64,
+        attention_dim=32,
         n_heads=1,
         hidden_dims=None,
         dropout=0.1,
@@ -413,7 +418,7 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
         guide=None,
         missing="raise",
         n_tokens=8,
-        attention_dim=64,
+        attention_dim=32,
         n_heads=1,
         loss="cox",
         n_durations=20,
@@ -506,7 +511,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
         guide=None,
         missing="raise",
         n_tokens=8,
-        attention_dim=64,
+        attention_dim=32,
         n_heads=1,
         hidden_dims=None,
         dropout=0.1,

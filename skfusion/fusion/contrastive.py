@@ -93,7 +93,7 @@ class _Contrastive(BaseFusion):
                 # CLIP leaves its logit scale out of the weight decay.
                 optimizer__param_groups=[("log_scale", {"weight_decay": 0.0})],
                 lr=self.lr,
-                max_epochs=max(self.alignment_epochs, 1),
+                max_epochs=self.alignment_epochs,
                 batch_size=self.batch_size,
                 iterator_train=BatchIterator,
                 iterator_train__shuffle=True,
@@ -102,10 +102,7 @@ class _Contrastive(BaseFusion):
                 device=device,
                 verbose=self.verbose,
             )
-            if self.alignment_epochs:
-                net.fit(dataset, None)
-            else:
-                net.initialize()
+            net.fit(dataset, None)
         return net
 
     def _build_module(self, n_outputs):

@@ -10,8 +10,12 @@ of width ``d`` (``attention_dim``) by a :class:`Tokenizer`:
   token order;
 - a *vector* block of width ``d_in``: its features are cut into ``k = min(n_tokens, d_in)``
   contiguous chunks as :func:`numpy.array_split` cuts them (widths differ by at most one),
-  each zero-padded at its end to ``ceil(d_in / k)`` features, projected by one shared linear
-  layer, plus a learned position embedding (one vector per chunk).
+  and chunk ``c`` becomes the token :math:`W_c x_c + b_c` with its own weights (the bias
+  :math:`b_c` doubles as a learned position embedding). The features of a pooled
+  embedding are not "the same kind of thing" from chunk to chunk, as image patches are:
+  with one projection shared by the chunks, the mean of the tokens would only keep the sum
+  of the chunks (``d_in / k`` of the ``d_in`` dimensions), while with per-chunk weights it
+  is a full linear map of the vector.
 
 One attention direction (:class:`AttentionDirection`) takes queries from the tokens
 :math:`Z_q` of one modality and keys and values from the tokens :math:`Z_k` of another:
@@ -47,6 +51,33 @@ def chunk_index(dim, n_tokens):
     return torch.tensor([list(c) + [dim] * (width - len(c)) for c in chunks], dtype=torch.long)
 
 
+class ChunkProjection(nn.Module):
+    """A vector ``(n, dim)`` as ``k`` tokens ``(n, k, width)``: chunk ``c`` maps to ``W_c x_c + b_c``.
+
+    Parameters
+    ----------
+    dim : int
+    n_tokens : int
+        Number of chunks (at most ``dim``); see :func:`chunk_index`.
+    width : int
+    """
+
+    def __init__(self, dim, n_tokens, width):
+        super().__init__()
+        index = chunk_index(dim, n_tokens)
+        self.register_buffer("index", index)
+        n_chunks, chunk_width = index.shape
+        # nn.Linear's default initialisation, one chunk at a time.
+        bound = 1.0 / sqrt(chunk_width)
+        self.weight = nn.Parameter(torch.empty(n_chunks, chunk_width, width).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_chunks, width).uniform_(-bound, bound))
+
+    def forward(self, x):
+        # Position ``dim`` of the padded copy is the zero that fills the narrower chunks.
+        padded = torch.cat([x, x.new_zeros(len(x), 1)], dim=1)
+        return torch.einsum("nkc,kcw->nkw", padded[:, self.index], self.weight) + self.bias
+
+
 class Tokenizer(nn.Module):
     """One modality's block as tokens ``(n, T, width)`` and a mask ``(n, T)``.
 
@@ -66,25 +97,16 @@ class Tokenizer(nn.Module):
     def __init__(self, kind, dim, n_tokens, width, learn_missing=False):
         super().__init__()
         self.kind = kind
-        if kind == "vector":
-            index = chunk_index(dim, n_tokens)
-            self.register_buffer("index", index)
-            self.proj = nn.Linear(index.shape[1], width)
-            self.position = nn.Parameter(torch.empty(len(index), width))
-            nn.init.normal_(self.position, std=0.02)
-        else:
-            self.proj = nn.Linear(dim, width)
+        self.proj = ChunkProjection(dim, n_tokens, width) if kind == "vector" else nn.Linear(dim, width)
         self.missing = nn.Parameter(torch.zeros(width)) if learn_missing else None
 
     def forward(self, block):
         present = block["present"]
+        tokens = self.proj(block["x"])
         if self.kind == "vector":
-            x = block["x"]
-            padded = torch.cat([x, x.new_zeros(len(x), 1)], dim=1)
-            tokens = self.proj(padded[:, self.index]) + self.position
-            mask = present[:, None].expand(-1, len(self.index))
+            mask = present[:, None].expand(-1, tokens.shape[1])
         else:
-            tokens, mask = self.proj(block["x"]), block["mask"]
+            mask = block["mask"]
         if self.missing is not None:
             tokens, mask = self._fill_missing(tokens, mask, present)
         return tokens, mask
