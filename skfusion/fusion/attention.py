@@ -1,0 +1,550 @@
+"""Cross-attention and co-attention fusion (paper 000, section 2.2, Fig. 1c-d) over token sequences."""
+
+from contextlib import contextmanager
+from numbers import Integral
+
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from .._base import BaseFusion
+from .._classifier import ClassifierHeadMixin
+from .._compat import Interval, StrOptions
+from .._data import ModalityDataset, require_present
+from .._docstrings import DOCS
+from .._survival import SurvivalMixin
+from ..modules._blocks import default_hidden_dims
+from ..modules.attention import CoAttentionFusion, CrossAttentionFusion
+
+
+def require_modalities(layout, X, family, exactly=None):
+    """Return ``layout`` if it has two modalities or more (``exactly`` of them, if given)."""
+    names = [spec.name for spec in layout]
+    if exactly is not None and len(names) > exactly:
+        raise ValueError(
+            f"{family} needs exactly {exactly} modalities; X has {names}: choose {exactly} with modalities=[...]."
+        )
+    if len(names) < 2:
+        wanted = f"exactly {exactly}" if exactly is not None else "at least two"
+        raise ValueError(f"{family} needs {wanted} modalities; X has only {names} ({X.shape[1]} feature(s)).")
+    return layout
+
+
+@contextmanager
+def seeded(seed, device):
+    """Torch's global generators seeded with ``seed`` inside the block and restored after it."""
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class _Attention(BaseFusion):
+    """What the attention families share: tokens, heads, missing rows and the weights."""
+
+    _parameter_constraints = {
+        **BaseFusion._parameter_constraints,
+        "missing": [StrOptions({"raise", "learn"})],
+        "n_tokens": [Interval(Integral, 1, None, closed="left")],
+        "attention_dim": [Interval(Integral, 1, None, closed="left")],
+        "n_heads": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _check_blocks(self, blocks):
+        if self.missing == "raise":
+            require_present(blocks, list(blocks), "pass missing='learn' to substitute a learnable token.")
+
+    def _module_settings(self, n_fused):
+        """Keyword arguments shared by the attention modules, after checking the head count."""
+        if self.attention_dim % self.n_heads:
+            raise ValueError(
+                f"attention_dim={self.attention_dim} must be a multiple of n_heads={self.n_heads} "
+                "(each head has attention_dim / n_heads dimensions)."
+            )
+        width = n_fused * self.attention_dim
+        return {
+            "n_tokens": self.n_tokens,
+            "width": self.attention_dim,
+            "n_heads": self.n_heads,
+            "hidden_dims": self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(width),
+            "dropout": self.dropout,
+            "learn_missing": self.missing == "learn",
+        }
+
+    def attention_weights(self, X):
+        """Attention weights of every row of ``X``, one array per attention direction.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        weights : dict of str to ndarray of shape (n_samples, n_heads, T_query, T_key)
+            Keyed ``"query<-key"`` by modality names. Entry ``[i, h, s, t]`` is the weight
+            token ``s`` of row ``i``'s query modality gives token ``t`` of its key modality
+            in head ``h``. Each real query token's weights sum to one over the real key tokens
+            (over all key modalities together for co-attention with more than two
+            modalities); padded tokens, on either side, have exactly zero weight. ``T`` is the
+            longest sequence in ``X`` (the number of chunks for a vector modality). All rows
+            are computed in one pass.
+        """
+        check_is_fitted(self)
+        blocks, n_samples = self._blocks(X, reset=False)
+        dataset = ModalityDataset(blocks, device=self.net_.device)
+        batch, _ = dataset.batch(torch.arange(n_samples, device=dataset.device))
+        module = self.net_.module_.eval()
+        with torch.inference_mode():
+            _, weights = module.fuse(batch)
+        return {name: w.double().cpu().numpy() for name, w in weights.items()}
+
+
+class _CrossAttention(_Attention):
+    def _infer_layout(self, X):
+        return require_modalities(super()._infer_layout(X), X, type(self).__name__, exactly=2)
+
+    def _build_module(self, n_outputs):
+        return CrossAttentionFusion(self.layout_, n_outputs=n_outputs, **self._module_settings(4))
+
+
+class _CoAttention(_Attention):
+    _parameter_constraints = {**_Attention._parameter_constraints, "guide": [str, None]}
+
+    def _infer_layout(self, X):
+        layout = require_modalities(super()._infer_layout(X), X, type(self).__name__)
+        names = [spec.name for spec in layout]
+        if self.guide is not None and self.guide not in names:
+            raise ValueError(f"guide={self.guide!r} is not a modality of X; the modalities are {names}.")
+        return layout
+
+    def _build_module(self, n_outputs):
+        guide = self.guide if self.guide is not None else self.layout_[0].name
+        return CoAttentionFusion(self.layout_, guide, n_outputs=n_outputs, **self._module_settings(2))
+
+
+_ATTENTION_DOCS = {
+    "tokens": """Attention runs over tokens: softmax over a single key is identically 1 and would make
+    it a linear layer. A token modality (an object column of ``(T_i, d)`` arrays, e.g.
+    per-slice CT embeddings) keeps its tokens, each projected by a linear layer to
+    ``attention_dim`` (no position embedding: lengths vary, order is not used). A vector
+    block of width ``d`` is cut into ``k = min(n_tokens, d)`` contiguous chunks, as
+    :func:`numpy.array_split` cuts it (widths differ by at most one, so ``d`` need not be
+    a multiple of ``n_tokens``), and each chunk gets its own linear projection to
+    ``attention_dim``, whose bias doubles as a learned position embedding. (A projection
+    shared by the chunks, as for image patches, would make the mean of the tokens keep only
+    the sum of the chunks; per-chunk weights keep all of the vector.) Padded tokens are masked: their scores are set
+    to :math:`-\\infty` before the softmax, so they get exactly zero weight. Each query
+    token attends; the attended outputs of the real query tokens are averaged (masked mean)
+    into one vector per row, and a modality's embedding :math:`h` in the fused vector is the
+    masked mean of its projected tokens.
+
+    Attention is scaled dot-product,
+    :math:`\\mathrm{softmax}(Q K^\\top / \\sqrt{d_k}) V` with :math:`Q = W_Q Z_q`,
+    :math:`K = W_K Z_k`, :math:`V = W_V Z_k`, in ``n_heads`` heads of
+    :math:`d_k` = ``attention_dim / n_heads`` dimensions whose outputs are concatenated.
+    ``weight_decay`` is the :math:`\\lambda \\lVert\\theta\\rVert_2^2` penalty of paper 000's
+    loss on every trainable parameter (projections, attention, head).
+    :meth:`attention_weights` returns the weights.""",
+    "attention_parameters": """missing : {"raise", "learn"}, default="raise"
+        What to do with a row that lacks a modality: raise a ValueError naming the modality
+        and rows, or give that modality a single learnable token in that row.
+    n_tokens : int, default=8
+        Number of tokens a vector modality is cut into (at most its width). Token
+        modalities keep their own tokens.
+    attention_dim : int, default=32
+        Width of the projected tokens and of each attention output; :math:`d_k` when
+        ``n_heads=1``.
+    n_heads : int, default=1
+        Number of attention heads (paper 000 uses one); must divide ``attention_dim``.""",
+    "attention_references": """.. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    .. [2] Vaswani et al. Attention is all you need. NeurIPS 2017 (scaled dot-product and
+           multi-head attention).""",
+    "cross_notes": """Bidirectional cross-attention of paper 000 (Fig. 1d): for the two modalities
+    ``a`` and ``b`` (in the order of ``modalities``, or of ``X``),
+    :math:`h_{fused} = [h_a, A_{a \\leftarrow b}, h_b, A_{b \\leftarrow a}]`, where
+    :math:`A_{a \\leftarrow b}` takes its queries from ``a`` and its keys and values from
+    ``b``, and each direction has its own :math:`W_Q, W_K, W_V`; an MLP head reads
+    :math:`h_{fused}` (width ``4 * attention_dim``). Exactly two modalities are fused: with
+    more in ``X``, name two with ``modalities=``.""",
+    "co_notes": """Co-attention of paper 000 (Fig. 1c): the guiding modality gives the queries, the
+    other gives the keys and values, and
+    :math:`h_{fused} = [h_{guide}, \\mathrm{softmax}(Q_{guide} K_{other}^\\top / \\sqrt{d_k}) V_{other}]`
+    (width ``2 * attention_dim``) feeds an MLP head. ``guide="img"`` is Table 1's "image
+    guide" row (:math:`h_{fused} = [h_{img}, A_{coattn}]`), ``guide="ehr"`` its "EHR guide"
+    row. (The paper's worked equations take the query from :math:`h_{ehr}` and still
+    concatenate :math:`h_{img}`; here the guide both gives the queries and keeps its own
+    embedding in the fused vector, so both modalities reach the head.) With more than two
+    modalities, the guide attends over the tokens of all the others together (their tokens
+    side by side as one key sequence).""",
+    "guide": """guide : str, default=None
+        The guiding modality (gives the queries); ``None`` takes the first modality of ``X``
+        (or of ``modalities``). Must be one of the fused modalities.""",
+}
+
+
+def _fill_doc(obj):
+    obj.__doc__ = obj.__doc__.format(**DOCS, **_ATTENTION_DOCS)
+    return obj
+
+
+@_fill_doc
+class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
+    """Bidirectional cross-attention fusion for survival (time-to-event).
+
+    {cross_notes}
+
+    {tokens}
+
+    Parameters
+    ----------
+    {modalities}
+    {attention_parameters}
+    {survival_task}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {survival_attributes}
+    {attributes}
+
+    See Also
+    --------
+    CrossAttentionClassifier : the classification twin.
+    CoAttentionSurvival : one direction, guided by one modality.
+    ConcatSurvival : concatenation fusion.
+
+    References
+    ----------
+    {attention_references}
+
+    Examples
+    --------
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> from skfusion.fusion.attention import CrossAttentionSurvival
+    >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
+    >>> model = CrossAttentionSurvival(attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> bool(model.score(X, y) > 0.6)
+    True
+    >>> weights = model.attention_weights(X.iloc[:2])
+    >>> sorted(weights), weights["img<-ehr"].shape
+    (['ehr<-img', 'img<-ehr'], (2, 1, 8, 8))
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        missing="raise",
+        n_tokens=8,
+        attention_dim=32,
+        n_heads=1,
+        loss="cox",
+        n_durations=20,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.missing = missing
+        self.n_tokens = n_tokens
+        self.attention_dim = attention_dim
+        self.n_heads = n_heads
+        self.loss = loss
+        self.n_durations = n_durations
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@_fill_doc
+class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
+    """Bidirectional cross-attention fusion for classification.
+
+    {cross_notes}
+
+    {tokens}
+
+    Parameters
+    ----------
+    {modalities}
+    {attention_parameters}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {classifier_attributes}
+    {attributes}
+
+    See Also
+    --------
+    CrossAttentionSurvival : the survival twin.
+    CoAttentionClassifier : one direction, guided by one modality.
+    ConcatClassifier : concatenation fusion.
+
+    References
+    ----------
+    {attention_references}
+
+    Examples
+    --------
+    >>> from skfusion.datasets import make_multimodal_classification
+    >>> from skfusion.fusion.attention import CrossAttentionClassifier
+    >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
+    >>> model = CrossAttentionClassifier(attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_proba(X.iloc[:2]).shape
+    (2, 2)
+    >>> bool(model.score(X, y) > 0.7)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        missing="raise",
+        n_tokens=8,
+        attention_dim=32,
+        n_heads=1,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.missing = missing
+        self.n_tokens = n_tokens
+        self.attention_dim = attention_dim
+        self.n_heads = n_heads
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@_fill_doc
+class CoAttentionSurvival(SurvivalMixin, _CoAttention):
+    """Co-attention fusion for survival (time-to-event): one modality guides attention over the other.
+
+    {co_notes}
+
+    {tokens}
+
+    Parameters
+    ----------
+    {modalities}
+    {guide}
+    {attention_parameters}
+    {survival_task}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {survival_attributes}
+    {attributes}
+
+    See Also
+    --------
+    CoAttentionClassifier : the classification twin.
+    CrossAttentionSurvival : both directions.
+    ConcatSurvival : concatenation fusion.
+
+    References
+    ----------
+    {attention_references}
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> from skfusion.fusion.attention import CoAttentionSurvival
+    >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
+    >>> model = CoAttentionSurvival(guide="img", attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> bool(model.score(X, y) > 0.6)
+    True
+    >>> weights = model.attention_weights(X.iloc[:2])["img<-ehr"]
+    >>> weights.shape, bool(np.allclose(weights.sum(axis=-1), 1.0))
+    ((2, 1, 8, 8), True)
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        guide=None,
+        missing="raise",
+        n_tokens=8,
+        attention_dim=32,
+        n_heads=1,
+        loss="cox",
+        n_durations=20,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.guide = guide
+        self.missing = missing
+        self.n_tokens = n_tokens
+        self.attention_dim = attention_dim
+        self.n_heads = n_heads
+        self.loss = loss
+        self.n_durations = n_durations
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
+
+
+@_fill_doc
+class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
+    """Co-attention fusion for classification: one modality guides attention over the other.
+
+    {co_notes}
+
+    {tokens}
+
+    Parameters
+    ----------
+    {modalities}
+    {guide}
+    {attention_parameters}
+    {training}
+    {modality_dims}
+
+    Attributes
+    ----------
+    {classifier_attributes}
+    {attributes}
+
+    See Also
+    --------
+    CoAttentionSurvival : the survival twin.
+    CrossAttentionClassifier : both directions.
+    ConcatClassifier : concatenation fusion.
+
+    References
+    ----------
+    {attention_references}
+
+    Examples
+    --------
+    >>> from skfusion.datasets import make_multimodal_classification
+    >>> from skfusion.fusion.attention import CoAttentionClassifier
+    >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
+    >>> model = CoAttentionClassifier(guide="ehr", attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model.predict_proba(X.iloc[:2]).shape
+    (2, 2)
+    >>> bool(model.score(X, y) > 0.7)
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        modalities=None,
+        guide=None,
+        missing="raise",
+        n_tokens=8,
+        attention_dim=32,
+        n_heads=1,
+        hidden_dims=None,
+        dropout=0.1,
+        lr=1e-3,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        modality_dims=None,
+    ):
+        self.modalities = modalities
+        self.guide = guide
+        self.missing = missing
+        self.n_tokens = n_tokens
+        self.attention_dim = attention_dim
+        self.n_heads = n_heads
+        self.hidden_dims = hidden_dims
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.modality_dims = modality_dims
