@@ -1,0 +1,318 @@
+"""Curated one-hot EHR features: code presence in look-back windows and binned values.
+
+Paper 000 (section 2.1) contrasts the CLMBR embedding with "a manually curated 1-hot
+encoding, where task-specific features - including demographics, laboratory results,
+medications, diagnoses, and procedure codes - are selected and binarized into 1-hot
+vectors". :class:`OneHotEHREncoder` builds that table from the same per-patient event frames
+the CLMBR encoder reads.
+
+Time is counted in days throughout the EHR encoders: numeric event times are days, datetime
+event times are converted to days, and look-back windows are days or timedeltas.
+"""
+
+from numbers import Integral, Real
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from .._compat import Interval
+from ._base import BaseColumnEncoder, is_missing_cell
+from ._events import as_event_frame
+
+
+class _EventCell(NamedTuple):
+    """One non-missing cell of an event column, with where it came from and its cut-off."""
+
+    value: object
+    where: str
+    cutoff: float | None
+
+
+def to_days(times, where):
+    """Event times as float days: numbers are taken as days, datetimes counted from 1970-01-01."""
+    times = pd.Series(times)
+    if pd.api.types.is_bool_dtype(times):
+        raise ValueError(f"{where}: event times are booleans; use numbers (days) or datetimes.")
+    if pd.api.types.is_numeric_dtype(times):
+        return times.to_numpy(dtype=float)
+    try:
+        stamps = pd.to_datetime(times, format="mixed")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: event times must be numbers (days) or datetimes.") from exc
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+class EventColumnMixin:
+    """Reads an event column row by row, naming rows in errors, cut at ``prediction_time``.
+
+    ``prediction_time`` (a constructor parameter of the encoder) is None, or the name of a
+    column of ``X`` holding each row's prediction time (days or datetimes, as the events):
+    events after it are dropped and it is the time the look-back windows end at. Without it,
+    a row's last event is its prediction time.
+    """
+
+    def _check_frame(self, X, reset):
+        cells = super()._check_frame(X, reset)
+        cutoffs = self._cutoffs(X)
+        return [
+            cell
+            if is_missing_cell(cell)
+            else _EventCell(cell, f"row {label!r} of column {self.column!r}", cutoff)
+            for cell, label, cutoff in zip(cells, X.index, cutoffs)
+        ]
+
+    def _cutoffs(self, X):
+        if self.prediction_time is None:
+            return [None] * len(X)
+        if self.prediction_time not in X.columns:
+            raise ValueError(
+                f"{type(self).__name__}: prediction_time column {self.prediction_time!r} is not in X."
+            )
+        times = X[self.prediction_time]
+        if times.isna().any():
+            label = times.index[times.isna().to_numpy()][0]
+            raise ValueError(f"row {label!r} of column {self.prediction_time!r}: missing prediction time.")
+        return list(to_days(times, f"column {self.prediction_time!r}"))
+
+    def __sklearn_tags__(self):
+        # This branch's template sets input_tags.dataframe, which scikit-learn 1.9 lacks
+        # (fixed on main): same tags, without it.
+        tags = super(BaseColumnEncoder, self).__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+    @staticmethod
+    def _read_events(cell):
+        """Event frame, event days and prediction day of one cell (events after it dropped)."""
+        frame = as_event_frame(cell.value, cell.where)
+        days = to_days(frame["time"], cell.where)
+        if cell.cutoff is None:
+            return frame, days, (days[-1] if len(days) else np.nan)
+        keep = days <= cell.cutoff
+        return frame[keep].reset_index(drop=True), days[keep], cell.cutoff
+
+
+def _window_days(window):
+    if window is None:
+        return np.inf
+    if isinstance(window, (pd.Timedelta, np.timedelta64)) or hasattr(window, "total_seconds"):
+        return pd.Timedelta(window) / pd.Timedelta(days=1)
+    return float(window)
+
+
+def _window_name(days):
+    return "all" if np.isinf(days) else f"{days:g}d"
+
+
+def _bin_names(edges, quantile):
+    if quantile:
+        return [f"q{i + 1}" for i in range(len(edges) + 1)]
+    cuts = [f"{e:g}" for e in edges]
+    inner = [f"[{a},{b})" for a, b in zip(cuts, cuts[1:])]
+    return [f"<{cuts[0]}", *inner, f">={cuts[-1]}"]
+
+
+class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
+    """Binary features from event frames: code presence per window and binned last values.
+
+    For every selected code and every look-back window ending at the prediction time, one
+    column says whether the code occurred in the window; for codes with numeric values, the
+    most recent value in the window is also one-hot encoded into bins (quantiles of the
+    training values, or the clinical thresholds you give). A window ``w`` holds the events
+    at times ``t`` with ``prediction - w < t <= prediction``.
+
+    Parameters
+    ----------
+    column : str, default="ehr"
+        Raw column of per-patient event frames (``time``, ``code``, optional
+        ``numeric_value``; a plain list of codes is read as events at times 0, 1, 2, ...).
+    output : str, default=None
+        Prefix of the output columns; None means ``column``.
+    codes : list of str, default=None
+        The codes to encode, in this order. None selects, in sorted order, every code seen
+        in at least ``min_frequency`` of the training patients and every code of
+        ``thresholds``.
+    windows : list of {float, timedelta, None}, default=None
+        Look-back windows: days (numbers) or timedeltas, None for the whole history. None
+        means ``[None]``.
+    thresholds : dict of str to list of float, default=None
+        Clinical cut points per code (e.g. ``{"LOINC/1975-2": [1.2, 2.0]}``); the bins are
+        ``<1.2``, ``[1.2,2)``, ``>=2``. Codes with values but no thresholds get ``n_bins``
+        quantile bins learned in ``fit``.
+    n_bins : int, default=4
+        Number of quantile bins for the values of a code (fewer when values repeat); 1 keeps
+        only the presence column.
+    min_frequency : int or float, default=0.01
+        For automatic selection: the least number (int) or fraction (float) of training
+        patients with the code.
+    prediction_time : str, default=None
+        Column of ``X`` with each row's prediction time (days or datetimes): later events are
+        dropped and windows end there. None takes each row's last event as its prediction time.
+
+    Attributes
+    ----------
+    codes_ : list of str
+        The encoded codes.
+    bin_edges_ : dict of str to ndarray
+        Inner bin edges of the codes with value bins.
+    windows_ : ndarray of float
+        The windows in days (``inf`` for the whole history).
+    feature_names_ : list of str
+        ``"{code}@{window}"`` and ``"{code}@{window}:{bin}"``, e.g. ``LOINC/1975-2@365d:q3``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+
+    See Also
+    --------
+    CLMBREmbedder : the foundation-model embedding of the same event frames.
+
+    References
+    ----------
+    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
+           time-to-event modeling (paper 000 in the project's seeds), section 2.1.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from skfusion.encoders.onehot import OneHotEHREncoder
+    >>> ehr = [pd.DataFrame({"time": [0, 200, 400], "code": ["Dx/A", "Lab/B", "Lab/B"],
+    ...                      "numeric_value": [None, 1.0, 3.0]}),
+    ...        pd.DataFrame({"time": [10], "code": ["Lab/B"], "numeric_value": [0.5]})]
+    >>> X = pd.DataFrame({"ehr": ehr})
+    >>> enc = OneHotEHREncoder(windows=[365, None], thresholds={"Lab/B": [2.0]}).fit(X)
+    >>> row = enc.transform(X).iloc[0]
+    >>> row[row == 1].index.tolist()
+    ['ehr__Dx/A@all', 'ehr__Lab/B@365d', 'ehr__Lab/B@365d:>=2', 'ehr__Lab/B@all', 'ehr__Lab/B@all:>=2']
+    """
+
+    _parameter_constraints = {
+        "column": [str],
+        "output": [str, None],
+        "codes": [list, None],
+        "windows": [list, None],
+        "thresholds": [dict, None],
+        "n_bins": [Interval(Integral, 1, None, closed="left")],
+        "min_frequency": [Interval(Integral, 1, None, closed="left"), Interval(Real, 0, 1, closed="both")],
+        "prediction_time": [str, None],
+    }
+
+    def __init__(
+        self,
+        column="ehr",
+        output=None,
+        *,
+        codes=None,
+        windows=None,
+        thresholds=None,
+        n_bins=4,
+        min_frequency=0.01,
+        prediction_time=None,
+    ):
+        self.column = column
+        self.output = output
+        self.codes = codes
+        self.windows = windows
+        self.thresholds = thresholds
+        self.n_bins = n_bins
+        self.min_frequency = min_frequency
+        self.prediction_time = prediction_time
+
+    def _fit_cells(self, cells, y):
+        windows = [None] if self.windows is None else self.windows
+        self.windows_ = np.array([self._check_window(w) for w in windows])
+        thresholds = self._check_thresholds()
+        frames = [self._read_events(cell)[0] for cell in cells]
+        if self.codes is not None:
+            self.codes_ = [str(code) for code in self.codes]
+        else:
+            self.codes_ = sorted(set(self._frequent_codes(frames)) | set(thresholds))
+        values = self._training_values(frames)
+        self.bin_edges_ = {}
+        for code in self.codes_:
+            if code in thresholds:
+                self.bin_edges_[code] = thresholds[code]
+            elif self.n_bins > 1 and len(values.get(code, ())):
+                edges = np.unique(np.quantile(values[code], np.arange(1, self.n_bins) / self.n_bins))
+                if len(edges):
+                    self.bin_edges_[code] = edges
+        self.feature_names_ = self._feature_names(thresholds)
+        return self
+
+    def _check_window(self, window):
+        days = _window_days(window)
+        if not days > 0:
+            raise ValueError(f"OneHotEHREncoder: window {window!r} must be positive (or None for all history).")
+        return days
+
+    def _check_thresholds(self):
+        checked = {}
+        for code, cuts in (self.thresholds or {}).items():
+            cuts = np.asarray(cuts, dtype=float)
+            if cuts.ndim != 1 or not len(cuts) or np.any(np.diff(cuts) <= 0) or not np.all(np.isfinite(cuts)):
+                raise ValueError(
+                    f"OneHotEHREncoder: thresholds for code {code!r} must be increasing finite numbers; got {cuts}."
+                )
+            checked[str(code)] = cuts
+        return checked
+
+    def _frequent_codes(self, frames):
+        counts = pd.Series([c for f in frames for c in set(f["code"])], dtype=object).value_counts()
+        least = self.min_frequency if isinstance(self.min_frequency, Integral) else self.min_frequency * len(frames)
+        return list(counts.index[counts >= least])
+
+    def _training_values(self, frames):
+        events = pd.concat([f[["code", "numeric_value"]] for f in frames], ignore_index=True).dropna()
+        return {code: group.to_numpy() for code, group in events.groupby("code")["numeric_value"]}
+
+    def _feature_names(self, thresholds):
+        names = []
+        for code in self.codes_:
+            for days in self.windows_:
+                window = f"{code}@{_window_name(days)}"
+                names.append(window)
+                if code in self.bin_edges_:
+                    bins = _bin_names(self.bin_edges_[code], quantile=code not in thresholds)
+                    names.extend(f"{window}:{b}" for b in bins)
+        return names
+
+    def _embedding_dim(self):
+        return len(self.feature_names_)
+
+    def _block_columns(self):
+        return [f"{self._output_name()}__{name}" for name in self.feature_names_]
+
+    def _encode_cells(self, cells):
+        layout = self._layout()
+        out = np.zeros((len(cells), self._embedding_dim()), dtype=np.float32)
+        for row, cell in enumerate(cells):
+            self._encode_one(cell, layout, out[row])
+        return out
+
+    def _layout(self):
+        """Per code: first column of each window's group, and its number of value bins."""
+        layout, start = {}, 0
+        for code in self.codes_:
+            n_bins = len(self.bin_edges_[code]) + 1 if code in self.bin_edges_ else 0
+            layout[code] = (start + np.arange(len(self.windows_)) * (1 + n_bins), n_bins)
+            start += len(self.windows_) * (1 + n_bins)
+        return layout
+
+    def _encode_one(self, cell, layout, out):
+        frame, days, prediction = self._read_events(cell)
+        codes = frame["code"].to_numpy()
+        values = frame["numeric_value"].to_numpy()
+        for code, t, value in zip(codes, days, values):
+            if code not in layout:
+                continue
+            starts, n_bins = layout[code]
+            inside = t > prediction - self.windows_
+            out[starts[inside]] = 1.0
+            if n_bins and not np.isnan(value):
+                # Events are in time order: a later value overwrites an earlier one.
+                group = starts[inside]
+                out[group[:, None] + 1 + np.arange(n_bins)] = 0.0
+                out[group + 1 + np.searchsorted(self.bin_edges_[code], value, side="right")] = 1.0

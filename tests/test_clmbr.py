@@ -1,0 +1,465 @@
+"""CLMBREmbedder and the CLMBR transformer: femr's network, checkpoints, tokens, estimator contract."""
+
+import json
+import math
+import warnings
+
+import msgpack
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.pipeline import Pipeline
+
+from skfusion.encoders.clmbr import CLMBREmbedder
+from skfusion.modules.clmbr import CLMBRModel, complete_config, local_causal_mask
+
+BIRTH = "SNOMED/184099003"
+
+
+# --------------------------------------------------------------------------------------------
+# A direct, slow transcription of femr 0.2.3's FEMRTransformer.forward for one patient
+# (RMSNorm, normed-age features, rotary embeddings on ages in days, local causal attention),
+# in float64, from a state dict with femr's key names.
+# --------------------------------------------------------------------------------------------
+def _rmsnorm(x, weight):
+    return weight * x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-6)
+
+
+def _rotate(vec, age, head_dim):
+    out = vec.clone()
+    for m in range(head_dim // 2):
+        freq = 10000.0 ** -(2.0 * m / (head_dim // 2 - 1)) if head_dim // 2 > 1 else 1.0
+        c, s = math.cos(age * freq), math.sin(age * freq)
+        a, b = vec[2 * m].item(), vec[2 * m + 1].item()
+        out[2 * m], out[2 * m + 1] = a * c - b * s, b * c + a * s
+    return out
+
+
+def reference_forward(state, config, embedded, ages, normed_ages):
+    """Hidden states ``(T, hidden)`` of one patient from its token embeddings ``(T, hidden)``."""
+    hidden, heads = config["hidden_size"], config["n_heads"]
+    head_dim, width, inter = hidden // heads, config["attention_width"], config["intermediate_size"]
+    ff_size = inter * (2 if config["hidden_act"] == "swiglu" else 1)
+    x = _rmsnorm(embedded, state["transformer.in_norm.weight"])
+    n = x.shape[0]
+    for layer in range(config["n_layers"]):
+        key = f"transformer.layers.{layer}."
+        y = _rmsnorm(x, state[key + "norm.weight"])
+        if config["use_normed_ages"]:
+            y = y.clone()
+            y[:, -2], y[:, -1] = normed_ages, normed_ages**2
+        p = y @ state[key + "input_proj.weight"].T
+        if config["use_bias"]:
+            p = p + state[key + "input_proj.bias"]
+        ff, q, k, v = p[:, :ff_size], p[:, ff_size : ff_size + hidden], p[:, -2 * hidden : -hidden], p[:, -hidden:]
+        attn = torch.zeros(n, hidden, dtype=x.dtype)
+        for h in range(heads):
+            cols = slice(h * head_dim, (h + 1) * head_dim)
+            for i in range(n):
+                qi = _rotate(q[i, cols], ages[i].item(), head_dim)
+                keys = range(max(0, i - width + 1), i + 1)
+                scores = torch.stack(
+                    [qi @ _rotate(k[j, cols], ages[j].item(), head_dim) / math.sqrt(head_dim) for j in keys]
+                )
+                weights = torch.exp(scores - scores.max()) / torch.exp(scores - scores.max()).sum()
+                attn[i, cols] = sum(w * v[j, cols] for w, j in zip(weights, keys))
+        if config["hidden_act"] == "gelu":
+            ff = 0.5 * ff * (1 + torch.erf(ff / math.sqrt(2)))
+        else:
+            gate, value = ff[:, :inter], ff[:, inter:]
+            ff = gate / (1 + torch.exp(-gate)) * value
+        out = torch.cat((attn, ff), dim=1) @ state[key + "output_proj.weight"].T
+        if config["use_bias"]:
+            out = out + state[key + "output_proj.bias"]
+        x = x + out
+    return _rmsnorm(x, state["transformer.out_norm.weight"])
+
+
+TINY = {
+    "vocab_size": 9,
+    "hidden_size": 8,
+    "intermediate_size": 6,
+    "n_heads": 2,
+    "n_layers": 2,
+    "attention_width": 3,
+    "use_normed_ages": True,
+    "use_bias": False,
+    "hidden_act": "swiglu",
+}
+
+
+def femr_state(config, head=4, seed=0):
+    """Random weights under femr's key names and shapes, written out by hand."""
+    g = torch.Generator().manual_seed(seed)
+    h, inter = config["hidden_size"], config["intermediate_size"]
+    ff = inter * (2 if config["hidden_act"] == "swiglu" else 1)
+    embed = "transformer.embed_bag.weight" if config.get("is_hierarchical") else "transformer.embed.weight"
+    state = {
+        embed: torch.randn(config["vocab_size"], h, generator=g),
+        "transformer.in_norm.weight": 1 + 0.1 * torch.randn(h, generator=g),
+        "transformer.out_norm.weight": 1 + 0.1 * torch.randn(h, generator=g),
+        "task_model.final_layer.weight": torch.randn(head, h, generator=g),
+        "task_model.final_layer.bias": torch.randn(head, generator=g),
+    }
+    for i in range(config["n_layers"]):
+        key = f"transformer.layers.{i}."
+        state[key + "norm.weight"] = 1 + 0.1 * torch.randn(h, generator=g)
+        state[key + "input_proj.weight"] = torch.randn(3 * h + ff, h, generator=g) / math.sqrt(h)
+        state[key + "output_proj.weight"] = torch.randn(h, h + inter, generator=g) / math.sqrt(h + inter)
+        if config["use_bias"]:
+            state[key + "input_proj.bias"] = 0.1 * torch.randn(3 * h + ff, generator=g)
+            state[key + "output_proj.bias"] = 0.1 * torch.randn(h, generator=g)
+    return state
+
+
+FLAT_VOCAB = [
+    {"type": "code", "code_string": BIRTH, "weight": -0.5},
+    {"type": "code", "code_string": "Dx/A", "weight": -0.4},
+    {"type": "code", "code_string": "Lab/B", "weight": -0.3},
+    {"type": "numeric", "code_string": "Lab/B", "val_start": float("-inf"), "val_end": 1.0, "weight": -0.2},
+    {"type": "numeric", "code_string": "Lab/B", "val_start": 1.0, "val_end": float("inf"), "weight": -0.2},
+    {"type": "text", "code_string": "Note/C", "text_string": "positive", "weight": -0.1},
+    {"type": "code", "code_string": "Dx/D", "weight": -0.1},
+]
+AGE_STATS = {"mean": 40 * 365.25 * 86400.0, "std": 20 * 365.25 * 86400.0}
+
+
+def write_checkpoint(path, config=TINY, vocab=FLAT_VOCAB, state=None, hierarchical=False):
+    """A checkpoint folder in the layout femr's ``save_pretrained`` writes."""
+    path.mkdir(parents=True, exist_ok=True)
+    transformer_config = {**config, "is_hierarchical": hierarchical, "model_type": ""}
+    task_config = {"task_type": "clmbr", "task_kwargs": {"clmbr_vocab_size": 4}, "id2label": {"0": "LABEL_0"}}
+    (path / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["FEMRModel"],
+                "transformer_config": transformer_config,
+                "task_config": task_config,
+                "torch_dtype": "float32",
+            }
+        )
+    )
+    dictionary = {"vocab": vocab, "is_hierarchical": hierarchical, "age_stats": AGE_STATS}
+    (path / "dictionary.msgpack").write_bytes(msgpack.packb(dictionary))
+    state = femr_state({**config, "is_hierarchical": hierarchical}) if state is None else state
+    save_file(state, str(path / "model.safetensors"))
+    return state
+
+
+def patient_frame():
+    t = pd.Timestamp
+    rows = [
+        (t("1950-01-01"), BIRTH, np.nan, None),
+        (t("2000-01-01 08:00"), "Dx/A", np.nan, None),
+        (t("2000-01-01 09:00"), "Dx/A", np.nan, None),  # same day again: dropped
+        (t("2000-01-01 10:00"), "Lab/B", 0.5, None),
+        (t("2000-01-01 11:00"), "Lab/B", 2.0, None),
+        (t("2000-01-01 12:00"), "Unknown/X", np.nan, None),  # not in the vocabulary: dropped
+        (t("2000-01-02 07:00"), "Dx/A", np.nan, None),  # a new day
+        (t("2000-01-02 08:00"), "Lab/B", np.nan, None),
+        (t("2000-01-02 09:00"), "Note/C", np.nan, "positive"),
+        (t("2000-01-02 10:00"), "Note/C", np.nan, "negative"),  # unknown text: dropped
+        (t("2000-01-03 06:00"), "Lab/B", 0.7, None),
+    ]
+    frame = pd.DataFrame(rows, columns=["time", "code", "numeric_value", "text_value"])
+    # Shuffled on purpose: the encoder orders events by time.
+    return frame.iloc[[3, 0, 1, 2, 4, 5, 6, 7, 8, 9, 10]].reset_index(drop=True)
+
+
+# The tokens femr makes of patient_frame(), by hand: vocabulary index and event time.
+EXPECTED_TOKENS = [
+    (0, "1950-01-01"),
+    (1, "2000-01-01 08:00"),
+    (3, "2000-01-01 10:00"),
+    (4, "2000-01-01 11:00"),
+    (1, "2000-01-02 07:00"),
+    (2, "2000-01-02 08:00"),
+    (5, "2000-01-02 09:00"),
+    (3, "2000-01-03 06:00"),
+]
+
+
+def expected_inputs(tokens=EXPECTED_TOKENS):
+    birth = pd.Timestamp("1950-01-01")
+    ids = torch.tensor([i for i, _ in tokens])
+    ages = torch.tensor([(pd.Timestamp(t) - birth) / pd.Timedelta(days=1) for _, t in tokens], dtype=torch.float64)
+    seconds = ages.numpy() * 86400.0
+    normed = (seconds - AGE_STATS["mean"]) / AGE_STATS["std"]
+    normed = torch.from_numpy(normed.astype(np.float16).astype(np.float64))
+    return ids, ages.float().double(), normed
+
+
+def small_config(**changes):
+    return complete_config({**TINY, **changes}, "test")
+
+
+def double_model(config, state):
+    model = CLMBRModel(config, clmbr_vocab_size=4).double()
+    model.load_state_dict({k: v.double() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- the network
+@pytest.mark.parametrize("hidden_act, use_bias, width", [("swiglu", False, 3), ("gelu", True, 2), ("gelu", False, 50)])
+def test_transformer_matches_slow_transcription(hidden_act, use_bias, width):
+    config = small_config(hidden_act=hidden_act, use_bias=use_bias, attention_width=width)
+    state = {k: v.double() for k, v in femr_state(config, seed=1).items()}
+    model = double_model(config, state)
+    g = torch.Generator().manual_seed(2)
+    lengths = [7, 4]
+    tokens = torch.randint(0, config["vocab_size"], (2, 7), generator=g)
+    ages = torch.cumsum(torch.rand(2, 7, generator=g, dtype=torch.float64) * 300, dim=1)
+    normed = torch.randn(2, 7, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(tokens, ages, normed)
+    for row, n in enumerate(lengths):
+        embedded = state["transformer.embed.weight"][tokens[row, :n]]
+        want = reference_forward(state, config, embedded, ages[row, :n], normed[row, :n])
+        # Right padding never reaches a real token: the first n states are the patient's alone.
+        torch.testing.assert_close(got[row, :n], want, rtol=1e-10, atol=1e-10)
+
+
+def test_local_causal_mask_window():
+    mask = local_causal_mask(5, 2)
+    want = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]])
+    assert torch.equal(mask, want.bool())
+
+
+def test_next_code_loss_is_cross_entropy_of_the_following_token():
+    config = small_config()
+    model = double_model(config, {k: v.double() for k, v in femr_state(config).items()})
+    tokens = torch.tensor([[0, 1, 2, 3], [3, 1, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    ages = torch.arange(4, dtype=torch.float64).repeat(2, 1)
+    hidden = model(tokens, ages, torch.zeros(2, 4, dtype=torch.float64))
+    # Targets 0..3 lie in the 4-token head; position t predicts token t + 1 of the same patient.
+    pairs = [(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 0, 1)]
+    logits = model.task_model(torch.stack([hidden[r, t] for r, t, _ in pairs]))
+    want = torch.nn.functional.cross_entropy(logits, torch.tensor([c for *_, c in pairs]))
+    torch.testing.assert_close(model.next_code_loss(hidden, tokens, lengths), want)
+
+
+# ------------------------------------------------------------------------ checkpoints
+def test_published_layout_loads_and_tokenizes_like_femr(tmp_path):
+    state = write_checkpoint(tmp_path / "ckpt")
+    X = pd.DataFrame({"ehr": [patient_frame()], "other": [1.0]}, index=["p1"])
+    Xt = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X).transform(X)
+    assert list(Xt.columns) == ["other"] + [f"ehr__{i}" for i in range(8)]
+    ids, ages, normed = expected_inputs()
+    config = small_config()
+    state64 = {k: v.double() for k, v in state.items()}
+    want = reference_forward(state64, config, state64["transformer.embed.weight"][ids], ages, normed)[-1]
+    np.testing.assert_allclose(Xt.filter(like="ehr__").to_numpy()[0], want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_max_length_keeps_the_last_tokens(tmp_path):
+    state = write_checkpoint(tmp_path / "ckpt")
+    X = pd.DataFrame({"ehr": [patient_frame()]})
+    got = CLMBREmbedder(pretrained=tmp_path / "ckpt", max_length=3).fit(X).transform(X).to_numpy()[0]
+    ids, ages, normed = expected_inputs()
+    state64 = {k: v.double() for k, v in state.items()}
+    embedded = state64["transformer.embed.weight"][ids[-3:]]
+    want = reference_forward(state64, small_config(), embedded, ages[-3:], normed[-3:])[-1]
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_prediction_time_column_cuts_the_history(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    frame = patient_frame()
+    cut = pd.Timestamp("2000-01-02 08:30")
+    X = pd.DataFrame({"ehr": [frame], "at": [cut]})
+    got = CLMBREmbedder(pretrained=tmp_path / "ckpt", prediction_time="at").fit(X).transform(X)
+    early = frame[frame["time"] <= cut]
+    want = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X).transform(pd.DataFrame({"ehr": [early], "at": [cut]}))
+    np.testing.assert_array_equal(got.filter(like="ehr__").to_numpy(), want.filter(like="ehr__").to_numpy())
+    assert "at" in got.columns
+
+
+def test_hierarchical_checkpoint_embeds_code_bags(tmp_path):
+    vocab = [
+        {"type": "code", "code_string": "ICD/A", "weight": -1},
+        {"type": "code", "code_string": "ICD/Parent", "weight": -1},
+        {"type": "code", "code_string": "ICD/Root", "weight": -1},
+        {"type": "numeric", "val_start": float("-inf"), "val_end": 1.0, "weight": -1},
+        {"type": "numeric", "val_start": 1.0, "val_end": float("inf"), "weight": -1},
+        {"type": "text", "text_string": "positive", "weight": -1},
+    ]
+    state = write_checkpoint(tmp_path / "ckpt", vocab=vocab, hierarchical=True)
+    frame = pd.DataFrame(
+        {"time": [0.0, 10.0, 10.5], "code": ["ICD/A", "Lab/X", "ICD/Root"], "numeric_value": [np.nan, 2.0, np.nan]}
+    )
+    parents = {"ICD/A": ["ICD/Parent"], "ICD/Parent": ["ICD/Root"]}
+    X = pd.DataFrame({"ehr": [frame]})
+    with pytest.warns(UserWarning, match="no birth event"):
+        got = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_parents=parents).fit(X).transform(X)
+    table = state["transformer.embed_bag.weight"].double()
+    third = float(np.float16(1 / 3))  # femr keeps bag weights in float16
+    # ICD/A -> {A, Parent, Root} / 3; Lab/X (no code token) -> value bin [1, inf); ICD/Root on
+    # day 10 is new that day.
+    embedded = torch.stack([third * table[[0, 1, 2]].sum(0), table[4], table[2]])
+    ages = torch.tensor([0.0, 10.0, 10.5], dtype=torch.float64)
+    normed = torch.from_numpy(((ages.numpy() * 86400 - AGE_STATS["mean"]) / AGE_STATS["std"]).astype(np.float16))
+    want = reference_forward({k: v.double() for k, v in state.items()}, small_config(), embedded, ages, normed.double())
+    np.testing.assert_allclose(got.to_numpy()[0], want[-1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.update({"transformer.layers.0.extra.weight": torch.zeros(1)}), "Unused key.*0.extra.weight"),
+        (lambda s: s.pop("transformer.layers.1.norm.weight"), "Missing key.*layers.1.norm.weight"),
+        (lambda s: s.update({"transformer.out_norm.weight": torch.ones(9)}), "Wrong shape.*out_norm.weight"),
+        (
+            lambda s: s.update({"transformer.in_norm.scale": s.pop("transformer.in_norm.weight")}),
+            "in_norm.scale.*femr 0.2.0/0.2.1",
+        ),
+    ],
+)
+def test_checkpoint_that_does_not_fit_fails_naming_the_key(tmp_path, edit, message):
+    state = femr_state(small_config())
+    edit(state)
+    write_checkpoint(tmp_path / "ckpt", state=state)
+    X = pd.DataFrame({"ehr": [patient_frame()]})
+    with pytest.raises(ValueError, match=message):
+        CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X)
+
+
+def test_checkpoint_config_errors_name_the_file(tmp_path):
+    X = pd.DataFrame({"ehr": [patient_frame()]})
+    with pytest.raises(ValueError, match="config.json: no such file"):
+        CLMBREmbedder(pretrained=tmp_path).fit(X)
+    write_checkpoint(tmp_path / "ckpt")
+    raw = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**raw, "architectures": ["BertModel"]}))
+    with pytest.raises(ValueError, match="config.json: architectures.*FEMRModel"):
+        CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X)
+    raw["task_config"] = {"task_type": "motor"}
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="task_type 'motor'"):
+        CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X)
+
+
+def test_saved_model_round_trips(tmp_path, tiny_events):
+    fitted = CLMBREmbedder(**TINY_FIT).fit(tiny_events)
+    fitted.save_pretrained(tmp_path / "mine")
+    assert json.loads((tmp_path / "mine" / "config.json").read_text())["architectures"] == ["FEMRModel"]
+    loaded = CLMBREmbedder(pretrained=tmp_path / "mine").fit(tiny_events)
+    assert loaded.dictionary_ == fitted.dictionary_
+    saved, read = fitted.model_.state_dict(), loaded.model_.state_dict()
+    assert saved.keys() == read.keys() and all(torch.equal(saved[k], read[k]) for k in saved)
+    # Same weights; float32 kernels may round differently in another set of buffers.
+    np.testing.assert_allclose(
+        fitted.transform(tiny_events).to_numpy(), loaded.transform(tiny_events).to_numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+# ------------------------------------------------------------------- fitting and contract
+TINY_FIT = dict(
+    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu"
+)
+
+
+@pytest.fixture(scope="module")
+def pbcseq():
+    from skfusion.datasets._events_real import load_pbcseq_events
+
+    return load_pbcseq_events(landmark=365)
+
+
+@pytest.fixture
+def tiny_events(pbcseq):
+    return pbcseq[0].iloc[:40][["ehr"]]
+
+
+def test_fit_is_deterministic_and_finite(tiny_events):
+    first = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    again = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    other = CLMBREmbedder(**TINY_FIT, random_state=1).fit(tiny_events)
+    Z = first.transform(tiny_events).to_numpy()
+    assert Z.shape == (40, 8) and np.isfinite(Z).all()
+    np.testing.assert_array_equal(Z, again.transform(tiny_events).to_numpy())
+    assert not np.allclose(Z, other.transform(tiny_events).to_numpy())
+    assert len(first.loss_curve_) == 2 and first.loss_curve_[-1] < first.loss_curve_[0]
+
+
+def test_vocabulary_bins_values_per_code(tiny_events):
+    emb = CLMBREmbedder(**{**TINY_FIT, "max_epochs": 0}, n_value_bins=4).fit(tiny_events)
+    bili = [e for e in emb.dictionary_["vocab"] if e.get("code_string") == "LOINC/1975-2"]
+    assert all(e["type"] == "numeric" for e in bili) and len(bili) == 4
+    values = np.concatenate([f.loc[f["code"] == "LOINC/1975-2", "numeric_value"] for f in tiny_events["ehr"]])
+    inner = sorted(e["val_start"] for e in bili)[1:]
+    np.testing.assert_allclose(inner, np.quantile(values, [0.25, 0.5, 0.75]))
+
+
+def test_empty_history_and_unknown_codes(tiny_events):
+    emb = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    empty = pd.DataFrame({"time": [], "code": []})
+    unknown = pd.DataFrame({"time": [0.0, 1.0], "code": ["Never/Seen", "Also/Unknown"]})
+    partly = tiny_events["ehr"].iloc[0]
+    partly = pd.concat([partly, pd.DataFrame({"time": [1.0], "code": ["Never/Seen"], "numeric_value": [1.0]})])
+    X = pd.DataFrame({"ehr": [empty, unknown, partly, None, tiny_events["ehr"].iloc[0]]})
+    with pytest.warns(UserWarning) as caught:
+        Z = emb.transform(X).to_numpy()
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "1 row(s) of column 'ehr' have no birth event" in messages
+    assert "2 row(s) of column 'ehr' have no event in the vocabulary; their embedding is the zero vector" in messages
+    assert np.all(Z[:2] == 0) and np.isnan(Z[3]).all()
+    np.testing.assert_allclose(Z[2], Z[4])
+
+
+@pytest.mark.parametrize(
+    "cell, message",
+    [
+        (42, r"row 'b' of column 'ehr'.*got int"),
+        (pd.DataFrame({"time": [0.0], "value": ["x"]}), r"row 'b' of column 'ehr'.*lacks column.*code"),
+        (pd.DataFrame({"time": ["not a time"], "code": ["x"]}), r"row 'b' of column 'ehr'.*numbers \(days\)"),
+    ],
+)
+def test_bad_cells_name_row_and_column(tiny_events, cell, message):
+    emb = CLMBREmbedder(**{**TINY_FIT, "max_epochs": 0}).fit(tiny_events)
+    X = pd.DataFrame({"ehr": [tiny_events["ehr"].iloc[0], cell]}, index=["a", "b"])
+    with pytest.raises(ValueError, match=message):
+        emb.transform(X)
+    with pytest.raises(ValueError, match=message):
+        clone(emb).fit(X)
+
+
+def test_bad_parameters_and_columns(tiny_events):
+    with pytest.raises(ValueError, match="device 'gpu!'"):
+        CLMBREmbedder(**{**TINY_FIT, "device": "gpu!"}).fit(tiny_events)
+    with pytest.raises(ValueError, match="column 'ehr' is not in X"):
+        CLMBREmbedder(**TINY_FIT).fit(tiny_events.rename(columns={"ehr": "notes"}))
+    with pytest.raises(ValueError, match="prediction_time column 'when' is not in X"):
+        CLMBREmbedder(**TINY_FIT, prediction_time="when").fit(tiny_events)
+    with pytest.raises(ValueError, match="min_count=1000"):
+        CLMBREmbedder(**{**TINY_FIT, "min_count": 1000}).fit(tiny_events)
+    with pytest.raises(ValueError, match="hidden_size"):
+        CLMBREmbedder(**{**TINY_FIT, "n_heads": 3}).fit(tiny_events)
+
+
+def test_clone_and_params():
+    emb = CLMBREmbedder(hidden_size=16, random_state=3)
+    twin = clone(emb)
+    assert twin.get_params() == emb.get_params()
+    assert twin.set_params(n_layers=3).n_layers == 3 and emb.n_layers == 2
+
+
+def test_embedding_carries_survival_signal_in_a_pipeline(pbcseq):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    X, y = pbcseq
+    pipe = Pipeline(
+        [
+            ("emb", CLMBREmbedder(**{**TINY_FIT, "hidden_size": 16, "max_epochs": 3}, random_state=0)),
+            ("ehr", ColumnTransformer([("ehr", "passthrough", make_column_selector(pattern="^ehr__"))])),
+            ("cox", CoxPHSurvivalAnalysis(alpha=1.0)),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every pbcseq patient has a birth event and tokens
+        pipe.fit(X, y)
+    assert pipe.score(X, y) > 0.65
