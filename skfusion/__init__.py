@@ -1,8 +1,14 @@
 """skfusion: scikit-learn-compatible multimodal (image + EHR) survival and classification."""
 
 from .fusion import (
+    CoAttentionClassifier,
+    CoAttentionSurvival,
     ConcatClassifier,
     ConcatSurvival,
+    ContrastiveClassifier,
+    ContrastiveSurvival,
+    CrossAttentionClassifier,
+    CrossAttentionSurvival,
     DAFTClassifier,
     DAFTSurvival,
     LateFusionClassifier,
@@ -18,8 +24,14 @@ from .fusion import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CoAttentionClassifier",
+    "CoAttentionSurvival",
     "ConcatClassifier",
     "ConcatSurvival",
+    "ContrastiveClassifier",
+    "ContrastiveSurvival",
+    "CrossAttentionClassifier",
+    "CrossAttentionSurvival",
     "DAFTClassifier",
     "DAFTSurvival",
     "LateFusionClassifier",

@@ -369,10 +369,6 @@ EXPECTED_FAILURES = {
         "float32 matrix products over (rows x tokens) change a row's output in the last bits "
         "(~1e-7) with the batch size, at the check's 1e-7 tolerance"
     ),
-    # The next two are failures of the foundation's ClassifierHeadMixin on this branch
-    # (a 2-D column y and the single-class message); they pass once it is updated.
-    "check_supervised_y_2d": "ClassifierHeadMixin on this branch rejects a column-vector y",
-    "check_fit2d_1sample": "ClassifierHeadMixin on this branch says 'a single class'",
 }
 
 

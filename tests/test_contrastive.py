@@ -219,17 +219,8 @@ def test_temperature_must_be_positive(data):
 
 # --- scikit-learn's checks ------------------------------------------------------------------
 
-EXPECTED_FAILURES = {
-    # Failures of the foundation's ClassifierHeadMixin on this branch (a 2-D column y and
-    # the single-class message); they pass once it is updated.
-    "check_supervised_y_2d": "ClassifierHeadMixin on this branch rejects a column-vector y",
-    "check_fit2d_1sample": "ClassifierHeadMixin on this branch says 'a single class'",
-}
-
-
 @parametrize_with_checks(
     [ContrastiveClassifier(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0)],
-    expected_failed_checks=lambda estimator: EXPECTED_FAILURES,
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -1,5 +1,6 @@
 """Data sets: synthetic generators with a known truth and loaders for bundled real data."""
 
+from ._events_real import load_pbcseq_events
 from ._icu import make_icu_timeseries
 from ._pbcseq_series import load_pbcseq_timeseries
 from ._real import load_breast_cancer_multimodal
@@ -7,6 +8,7 @@ from ._synthetic import make_multimodal_classification, make_multimodal_survival
 
 __all__ = [
     "load_breast_cancer_multimodal",
+    "load_pbcseq_events",
     "load_pbcseq_timeseries",
     "make_icu_timeseries",
     "make_multimodal_classification",

@@ -1,7 +1,16 @@
 """Encoders: scikit-learn transformers that turn raw modality columns into embeddings."""
 
+from .clmbr import CLMBREmbedder
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
+from .onehot import OneHotEHREncoder
 from .timeseries import ClinicalTimeSeriesDiscretizer, events_from_long_table
 
-__all__ = ["CTVolumeEmbedder", "ClinicalTimeSeriesDiscretizer", "ImageEmbedder", "events_from_long_table"]
+__all__ = [
+    "CLMBREmbedder",
+    "CTVolumeEmbedder",
+    "ClinicalTimeSeriesDiscretizer",
+    "ImageEmbedder",
+    "OneHotEHREncoder",
+    "events_from_long_table",
+]

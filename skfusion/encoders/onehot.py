@@ -77,14 +77,6 @@ class EventColumnMixin:
             raise ValueError(f"row {label!r} of column {self.prediction_time!r}: missing prediction time.")
         return list(to_days(times, f"column {self.prediction_time!r}"))
 
-    def __sklearn_tags__(self):
-        # This branch's template sets input_tags.dataframe, which scikit-learn 1.9 lacks
-        # (fixed on main): same tags, without it.
-        tags = super(BaseColumnEncoder, self).__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = True
-        return tags
-
     @staticmethod
     def _read_events(cell):
         """Event frame, event days and prediction day of one cell (events after it dropped)."""
