@@ -168,7 +168,7 @@ class CLMBREmbedder(_EventColumnMixin, BaseColumnEncoder):
         ``model.safetensors``), e.g. a local copy of ``StanfordShahLab/clmbr-t-base``. Every
         weight must fit the network the config describes: a missing, unused or misshapen
         key is a ValueError naming it. The size and training parameters below are then
-        unused, except ``max_length`` and ``batch_size``.
+        unused, except ``max_length``, ``batch_size`` and ``device``.
     birth_code : str or None, default="SNOMED/184099003"
         Code of the birth event (MEDS 0.1.3's, as CLMBR-T-base expects). A patient without
         one has ages counted from their first event, with a warning: the released model's
