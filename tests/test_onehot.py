@@ -106,6 +106,8 @@ def test_bad_cells_and_times_name_the_row(X):
         OneHotEHREncoder().fit(bad)
     with pytest.raises(ValueError, match=r"row 'p3' of column 'at': missing prediction time"):
         OneHotEHREncoder(prediction_time="at").fit(X.assign(at=[1.0, 2.0, np.nan]))
+    with pytest.raises(ValueError, match=r"row 'p1' of column 'ehr'.*both be numbers \(days\) or both datetimes"):
+        OneHotEHREncoder(prediction_time="at").fit(X.assign(at=pd.Timestamp("2020-01-01")))
 
 
 def test_clone_keeps_parameters():

@@ -31,7 +31,7 @@ from ..modules.clmbr import (
     save_femr_checkpoint,
 )
 from ._base import BaseColumnEncoder
-from .onehot import EventColumnMixin, to_days
+from .onehot import _EventColumnMixin, to_days
 
 # The birth code of MEDS 0.1.3, which femr 0.2.2/0.2.3 (and CLMBR-T-base's inputs) use.
 MEDS_BIRTH_CODE = "SNOMED/184099003"
@@ -141,7 +141,7 @@ def _texts(raw, n_events, where):
     return np.array([None if pd.isna(t) else str(t) for t in texts], dtype=object)
 
 
-class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
+class CLMBREmbedder(_EventColumnMixin, BaseColumnEncoder):
     """CLMBR patient representation of each row's event history (paper 000's EHR encoder).
 
     Each cell is one patient's events up to the prediction time: a MEDS-style frame with
@@ -168,7 +168,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         ``model.safetensors``), e.g. a local copy of ``StanfordShahLab/clmbr-t-base``. Every
         weight must fit the network the config describes: a missing, unused or misshapen
         key is a ValueError naming it. The size and training parameters below are then
-        unused, except ``max_length`` and ``batch_size``.
+        unused, except ``max_length``, ``batch_size`` and ``device``.
     birth_code : str or None, default="SNOMED/184099003"
         Code of the birth event (MEDS 0.1.3's, as CLMBR-T-base expects). A patient without
         one has ages counted from their first event, with a warning: the released model's
@@ -327,7 +327,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             self._check_vocabulary_fits()
             return self
         events = self._read_all(cells)
-        self.dictionary_ = build_dictionary(events, self.min_count, self.n_value_bins)
+        self.dictionary_ = _build_dictionary(events, self.min_count, self.n_value_bins)
         if not self.dictionary_["vocab"]:
             raise ValueError(
                 f"CLMBREmbedder: no code of column {self.column!r} occurs min_count={self.min_count} times."
@@ -468,7 +468,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def _tokenize_all(self, events):
         vocabulary = _Vocabulary(self.dictionary_, self.code_parents)
-        return [tokenize_patient(e, vocabulary, self.max_length) for e in events]
+        return [_tokenize_patient(e, vocabulary, self.max_length) for e in events]
 
     def _collate(self, tokens):
         """Right-padded batch tensors on ``device_`` and the true lengths."""
@@ -499,7 +499,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         return inputs, torch.from_numpy(lengths).to(device)
 
 
-def tokenize_patient(events, vocabulary, max_length):
+def _tokenize_patient(events, vocabulary, max_length):
     """femr's ``BatchCreator.add_patient`` for one patient: tokens, bag weights and ages.
 
     A measurement whose tokens were all produced earlier the same calendar day is skipped;
@@ -533,7 +533,7 @@ def tokenize_patient(events, vocabulary, max_length):
     return _Tokens(np.array([f[0] for f in ids], dtype=np.int64), None, age_days.astype(np.float32), normed)
 
 
-def build_dictionary(events, min_count, n_value_bins):
+def _build_dictionary(events, min_count, n_value_bins):
     """A femr-layout vocabulary from training events: codes, then per-code value quantile bins.
 
     Entries are ordered by decreasing frequency (femr orders by an entropy weight; the

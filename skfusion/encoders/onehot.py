@@ -26,7 +26,12 @@ class _EventCell(NamedTuple):
 
     value: object
     where: str
-    cutoff: float | None
+    cutoff: float | None  # prediction time in days
+    cutoff_is_number: bool  # whether it was given as a number of days (not a datetime)
+
+
+def _is_number(times):
+    return pd.api.types.is_numeric_dtype(times) and not pd.api.types.is_bool_dtype(times)
 
 
 def to_days(times, where):
@@ -34,7 +39,7 @@ def to_days(times, where):
     times = pd.Series(times)
     if pd.api.types.is_bool_dtype(times):
         raise ValueError(f"{where}: event times are booleans; use numbers (days) or datetimes.")
-    if pd.api.types.is_numeric_dtype(times):
+    if _is_number(times):
         return times.to_numpy(dtype=float)
     try:
         stamps = pd.to_datetime(times, format="mixed")
@@ -45,7 +50,7 @@ def to_days(times, where):
     return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
-class EventColumnMixin:
+class _EventColumnMixin:
     """Reads an event column row by row, naming rows in errors, cut at ``prediction_time``.
 
     ``prediction_time`` (a constructor parameter of the encoder) is None, or the name of a
@@ -56,17 +61,17 @@ class EventColumnMixin:
 
     def _check_frame(self, X, reset):
         cells = super()._check_frame(X, reset)
-        cutoffs = self._cutoffs(X)
+        cutoffs, is_number = self._cutoffs(X)
         return [
             cell
             if is_missing_cell(cell)
-            else _EventCell(cell, f"row {label!r} of column {self.column!r}", cutoff)
+            else _EventCell(cell, f"row {label!r} of column {self.column!r}", cutoff, is_number)
             for cell, label, cutoff in zip(cells, X.index, cutoffs)
         ]
 
     def _cutoffs(self, X):
         if self.prediction_time is None:
-            return [None] * len(X)
+            return [None] * len(X), False
         if self.prediction_time not in X.columns:
             raise ValueError(
                 f"{type(self).__name__}: prediction_time column {self.prediction_time!r} is not in X."
@@ -75,7 +80,7 @@ class EventColumnMixin:
         if times.isna().any():
             label = times.index[times.isna().to_numpy()][0]
             raise ValueError(f"row {label!r} of column {self.prediction_time!r}: missing prediction time.")
-        return list(to_days(times, f"column {self.prediction_time!r}"))
+        return list(to_days(times, f"column {self.prediction_time!r}")), _is_number(times)
 
     @staticmethod
     def _read_events(cell):
@@ -84,6 +89,10 @@ class EventColumnMixin:
         days = to_days(frame["time"], cell.where)
         if cell.cutoff is None:
             return frame, days, (days[-1] if len(days) else np.nan)
+        if len(frame) and _is_number(frame["time"]) != cell.cutoff_is_number:
+            raise ValueError(
+                f"{cell.where}: event times and prediction time must both be numbers (days) or both datetimes."
+            )
         keep = days <= cell.cutoff
         return frame[keep].reset_index(drop=True), days[keep], cell.cutoff
 
@@ -108,7 +117,7 @@ def _bin_names(edges, quantile):
     return [f"<{cuts[0]}", *inner, f">={cuts[-1]}"]
 
 
-class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
+class OneHotEHREncoder(_EventColumnMixin, BaseColumnEncoder):
     """Binary features from event frames: code presence per window and binned last values.
 
     For every selected code and every look-back window ending at the prediction time, one
