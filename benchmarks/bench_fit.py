@@ -168,6 +168,7 @@ def main():
     parser.add_argument("--sksurv-max", type=int, default=2000, help="largest N for sksurv's CoxPH")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is stopped")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the hand loop and of skfusion (fastest kept)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the Markdown table")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -219,8 +220,8 @@ def main():
         "| N | epochs | method | wall s | CPU s | CPU ratio to hand loop | wall ratio | peak/data |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(header + rows) + "\n")
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text("\n".join(header + rows) + "\n")
 
 
 if __name__ == "__main__":
