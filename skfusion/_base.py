@@ -8,6 +8,7 @@ and its validation (the template method), and trains through :class:`FusionNet`,
 ``NeuralNet`` that iterates over tensors already on the device, by index.
 """
 
+from contextlib import contextmanager
 from math import ceil
 from numbers import Integral, Real
 
@@ -28,6 +29,15 @@ def resolve_device(device):
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+@contextmanager
+def seeded(seed, device):
+    """Torch's global generators seeded with ``seed`` inside the block and restored after it."""
+    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 class BatchIterator:
@@ -197,9 +207,7 @@ class BaseFusion(BaseEstimator):
         split = None
         if self.early_stopping:
             split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
-        devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with seeded(seed, device):
             self.net_ = FusionNet(
                 module=self._build_module(self._n_outputs()),
                 criterion=TaskLoss(self._loss_function()),

@@ -1,6 +1,5 @@
 """Cross-attention and co-attention fusion (paper 000, section 2.2, Fig. 1c-d) over token sequences."""
 
-from contextlib import contextmanager
 from numbers import Integral
 
 import torch
@@ -27,15 +26,6 @@ def require_modalities(layout, X, family, exactly=None):
         wanted = f"exactly {exactly}" if exactly is not None else "at least two"
         raise ValueError(f"{family} needs {wanted} modalities; X has only {names} ({X.shape[1]} feature(s)).")
     return layout
-
-
-@contextmanager
-def seeded(seed, device):
-    """Torch's global generators seeded with ``seed`` inside the block and restored after it."""
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 class _Attention(BaseFusion):

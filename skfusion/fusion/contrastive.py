@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from .._base import BaseFusion, BatchIterator, FusionNet, resolve_device
+from .._base import BaseFusion, BatchIterator, FusionNet, resolve_device, seeded
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset, require_present
@@ -15,7 +15,7 @@ from .._docstrings import DOCS
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.contrastive import AlignmentLoss, ContrastiveFusion, ContrastiveProjections
-from .attention import require_modalities, seeded
+from .attention import require_modalities
 
 
 class AlignmentNet(FusionNet):
