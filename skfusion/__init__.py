@@ -20,6 +20,7 @@ from .fusion import (
     UnimodalClassifier,
     UnimodalSurvival,
 )
+from .model_selection import compare_fusion
 
 __version__ = "0.1.0.dev0"
 
@@ -42,4 +43,5 @@ __all__ = [
     "MedFuseSurvival",
     "UnimodalClassifier",
     "UnimodalSurvival",
+    "compare_fusion",
 ]

@@ -37,9 +37,9 @@ def test_one_errorbar_per_row_in_table_order(table):
     ax = plot_forest(table, reference=0.5, xlabel="C-index (95% CI)")
     bars = _errorbars(ax)
     assert len(bars) == len(table)
-    for bar, (_, row) in zip(bars, table.iterrows()):
-        x, _ = bar.lines[0].get_data()
-        assert x[0] == row["estimate"]
+    points = [line for line in ax.get_lines() if line.get_marker() == "o"]
+    for bar, point, (_, row) in zip(bars, points, table.iterrows()):
+        assert point.get_xdata()[0] == row["estimate"]
         segment = bar.lines[2][0].get_segments()[0]
         assert (segment[0][0], segment[1][0]) == pytest.approx((row["low"], row["high"]))
     assert [t.get_text() for t in ax.get_yticklabels()] == table["model"].tolist()
@@ -54,7 +54,7 @@ def test_groups_get_headings_and_colours(table):
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["internal", "image only", "EHR only", "external", "image only", "EHR only"]
     assert [t.get_fontweight() for t in ax.get_yticklabels()][::3] == ["bold", "bold"]
-    colours = [bar.lines[0].get_color() for bar in _errorbars(ax)]
+    colours = [line.get_color() for line in ax.get_lines() if line.get_marker() == "o"]
     assert colours[0] == colours[2] != colours[1] == colours[3]
     plt.close(fig)
 
@@ -76,7 +76,7 @@ def test_table_from_bootstrap_results():
     ("change", "match"),
     [
         (lambda t: t.drop(columns="high"), "table has no column 'high'"),
-        (lambda t: t.assign(low=[0.9, *t["low"][1:]]), r"table rows \[0\] do not satisfy low <= estimate <= high"),
+        (lambda t: t.assign(low=[0.9, *t["low"][1:]]), r"table rows \[0\] do not satisfy low <= high"),
         (lambda t: t.assign(estimate=[np.nan, *t["estimate"][1:]]), r"missing or non-finite values in rows \[0\]"),
         (lambda t: t.iloc[:0], "table has no rows"),
     ],

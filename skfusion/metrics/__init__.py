@@ -1,7 +1,9 @@
 """Metrics for multimodal survival and classification, with bootstrap confidence intervals.
 
 - :func:`bootstrap_ci` and :func:`paired_bootstrap_test`: "mean (95% CI)" and "p < 0.05
-  versus the reference model" for any ``metric(y_true, y_score) -> float``.
+  versus the reference model" for any ``metric(y_true, y_score) -> float``;
+  :class:`BootstrapDraws` scores many models on the same resamples, and
+  :class:`MeanOverSplits` averages a metric over cross-validation test folds.
 - Scalar survival metrics over scikit-survival: :func:`concordance_index` (Harrell),
   :func:`concordance_index_ipcw_score` (Uno), :func:`cumulative_dynamic_auc_score`,
   :func:`integrated_brier_score` (also takes StepFunctions).
@@ -19,7 +21,9 @@ from sksurv.metrics import brier_score, concordance_index_censored, concordance_
 
 from ._bootstrap import (
     MAX_SKIPPED_FRACTION,
+    BootstrapDraws,
     BootstrapResult,
+    MeanOverSplits,
     PairedBootstrapResult,
     bootstrap_ci,
     paired_bootstrap_test,
@@ -40,7 +44,9 @@ from ._survival import (
 
 __all__ = [
     "MAX_SKIPPED_FRACTION",
+    "BootstrapDraws",
     "BootstrapResult",
+    "MeanOverSplits",
     "PairedBootstrapResult",
     "auprc",
     "auroc",

@@ -218,19 +218,12 @@ def bootstrap_ci(
     >>> print(f"{result:.2f}")  # doctest: +SKIP
     0.75 (0.68–0.81)
     """
-    y_true, (y_score,) = _check_inputs(y_true, {"y_score": y_score}, stratify)
-    _check_parameters(n_resamples, confidence_level, method)
-    estimates, values = _run(metric, y_true, [y_score], n_resamples, stratify, random_state, n_jobs)
-    resamples, n_skipped = _defined(values[:, 0], n_resamples)
-    low, high, std = _interval(
-        _StatisticOnIndices(metric, y_true, [y_score], _first, n_jobs),
-        resamples,
-        len(y_true),
-        confidence_level,
-        method,
-        "two-sided",
+    _check_interval(confidence_level, method)
+    draws = BootstrapDraws(
+        metric, y_true, {"y_score": y_score}, n_resamples=n_resamples, stratify=stratify,
+        random_state=random_state, n_jobs=n_jobs,
     )
-    return BootstrapResult(estimates[0], low, high, std, resamples, n_skipped, confidence_level, method)
+    return draws.interval("y_score", confidence_level=confidence_level, method=method)
 
 
 def paired_bootstrap_test(
@@ -326,34 +319,75 @@ def paired_bootstrap_test(
     >>> bool(test.difference > 0 and test.pvalue < 0.05)
     True
     """
-    y_true, scores = _check_inputs(y_true, {"score_a": score_a, "score_b": score_b}, stratify)
-    _check_parameters(n_resamples, confidence_level, method)
-    if alternative not in _ALTERNATIVES:
-        raise ValueError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}.")
-    estimates, values = _run(metric, y_true, scores, n_resamples, stratify, random_state, n_jobs)
-    resamples, n_skipped = _defined(_difference(values), n_resamples)
-    low, high, std = _interval(
-        _StatisticOnIndices(metric, y_true, scores, _difference, n_jobs),
-        resamples,
-        len(y_true),
-        confidence_level,
-        method,
-        alternative,
+    _check_interval(confidence_level, method)
+    _check_alternative(alternative)
+    draws = BootstrapDraws(
+        metric, y_true, {"score_a": score_a, "score_b": score_b}, n_resamples=n_resamples,
+        stratify=stratify, random_state=random_state, n_jobs=n_jobs,
     )
-    return PairedBootstrapResult(
-        difference=estimates[0] - estimates[1],
-        low=low,
-        high=high,
-        std=std,
-        pvalue=float(_pvalue(resamples, alternative)),
-        estimate_a=estimates[0],
-        estimate_b=estimates[1],
-        resamples=resamples,
-        n_skipped=n_skipped,
-        alternative=alternative,
-        confidence_level=confidence_level,
-        method=method,
+    return draws.paired(
+        "score_a", "score_b", alternative=alternative, confidence_level=confidence_level, method=method
     )
+
+
+class BootstrapDraws:
+    """One metric of several models' predictions on the full sample and on shared resamples.
+
+    :func:`bootstrap_ci` and :func:`paired_bootstrap_test` are built on it; a comparison of
+    many models (:func:`skfusion.model_selection.compare_fusion`) evaluates every model once
+    per resample and reads every interval and paired test off the same draws, which gives
+    exactly the results of those two functions with the same ``random_state``.
+
+    Parameters
+    ----------
+    metric, y_true, n_resamples, stratify, random_state, n_jobs
+        As in :func:`bootstrap_ci`.
+    scores : dict of str to array-like
+        Each model's predictions for the samples of ``y_true``; the names are used in
+        error messages and by :meth:`interval` and :meth:`paired`.
+    """
+
+    def __init__(self, metric, y_true, scores, *, n_resamples=1000, stratify=None, random_state=None, n_jobs=None):
+        check_scalar(n_resamples, "n_resamples", numbers.Integral, min_val=1)
+        self.y_true, checked = _check_inputs(y_true, scores, stratify)
+        self.scores = dict(zip(scores, checked))
+        self.metric, self.n_resamples, self.n_jobs = metric, n_resamples, n_jobs
+        estimates, values = _run(metric, self.y_true, checked, n_resamples, stratify, random_state, n_jobs)
+        self.estimates = dict(zip(scores, estimates))
+        self.values = dict(zip(scores, values.T))
+
+    def interval(self, name, *, confidence_level=0.95, method="percentile"):
+        """:class:`BootstrapResult` of the model ``name``."""
+        _check_interval(confidence_level, method)
+        resamples, n_skipped = _defined(self.values[name], self.n_resamples)
+        low, high, std = self._interval([name], _first, resamples, confidence_level, method, "two-sided")
+        return BootstrapResult(self.estimates[name], low, high, std, resamples, n_skipped, confidence_level, method)
+
+    def paired(self, name_a, name_b, *, alternative="two-sided", confidence_level=0.95, method="percentile"):
+        """:class:`PairedBootstrapResult` of model ``name_a`` minus model ``name_b``."""
+        _check_interval(confidence_level, method)
+        _check_alternative(alternative)
+        resamples, n_skipped = _defined(self.values[name_a] - self.values[name_b], self.n_resamples)
+        low, high, std = self._interval([name_a, name_b], _difference, resamples, confidence_level, method, alternative)
+        return PairedBootstrapResult(
+            difference=self.estimates[name_a] - self.estimates[name_b],
+            low=low,
+            high=high,
+            std=std,
+            pvalue=float(_pvalue(resamples, alternative)),
+            estimate_a=self.estimates[name_a],
+            estimate_b=self.estimates[name_b],
+            resamples=resamples,
+            n_skipped=n_skipped,
+            alternative=alternative,
+            confidence_level=confidence_level,
+            method=method,
+        )
+
+    def _interval(self, names, reduce, resamples, confidence_level, method, alternative):
+        scores = [self.scores[name] for name in names]
+        statistic = _StatisticOnIndices(self.metric, self.y_true, scores, reduce, self.n_jobs)
+        return _interval(statistic, resamples, len(self.y_true), confidence_level, method, alternative)
 
 
 def _check_inputs(y_true, scores, stratify):
@@ -372,13 +406,17 @@ def _check_inputs(y_true, scores, stratify):
     return y_true, list(scores.values())
 
 
-def _check_parameters(n_resamples, confidence_level, method):
-    check_scalar(n_resamples, "n_resamples", numbers.Integral, min_val=1)
+def _check_interval(confidence_level, method):
     check_scalar(
         confidence_level, "confidence_level", numbers.Real, min_val=0, max_val=1, include_boundaries="neither"
     )
     if method not in _METHODS:
         raise ValueError(f"method must be one of {tuple(_METHODS)}, got {method!r}.")
+
+
+def _check_alternative(alternative):
+    if alternative not in _ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}.")
 
 
 def _run(metric, y_true, scores, n_resamples, stratify, random_state, n_jobs):
@@ -424,7 +462,55 @@ def _resample_and_score(on_rows, seeds, strata):
 def _on_rows(metric, y_true, scores):
     if metric is concordance_index:
         return _HarrellOnRows(y_true, scores)
+    if isinstance(metric, MeanOverSplits) and metric.metric is concordance_index:
+        if all(score.shape[2] == 2 for score in scores):
+            return _HarrellOverSplitsOnRows(y_true, scores)
     return _MetricOnRows(metric, y_true, scores)
+
+
+def _row_counts(indices, n):
+    """``(m, n)`` number of times each row appears in each of the ``m`` index rows."""
+    m = indices.shape[0]
+    offsets = indices + n * np.arange(m)[:, None]
+    return np.bincount(offsets.ravel(), minlength=m * n).reshape(m, n)
+
+
+class MeanOverSplits:
+    """A metric averaged over the test sets of cross-validation splits.
+
+    Scores are packed (:meth:`pack`) as ``(n, n_splits, 1 + k)``: channel 0 says whether
+    the row is in the split's test set, the rest is its out-of-fold prediction (``k``
+    values; ``k = 1`` is a 1-D score). A bootstrap resample of the rows thus resamples every
+    test fold, and a row brings its predictions from every repetition of the splits.
+    Harrell's C over splits is evaluated for all resamples at once, as
+    :func:`concordance_index` is.
+
+    Parameters
+    ----------
+    metric : callable
+        ``metric(y_true, y_score) -> float`` on one test fold.
+    """
+
+    def __init__(self, metric):
+        self.metric = metric
+
+    def __call__(self, y_true, packed):
+        values = []
+        for s in range(packed.shape[1]):
+            rows = packed[:, s, 0] > 0
+            score = packed[rows, s, 1:]
+            values.append(self.metric(y_true[rows], score[:, 0] if score.shape[1] == 1 else score))
+        return float(np.mean(values))
+
+    @staticmethod
+    def pack(tests, predictions, n):
+        """Pack each split's test rows ``tests[s]`` and ``predictions[s]`` for ``n`` samples."""
+        width = int(np.prod(predictions[0].shape[1:], dtype=int))
+        packed = np.zeros((n, len(tests), 1 + width))
+        for s, (test, pred) in enumerate(zip(tests, predictions)):
+            packed[test, s, 0] = 1.0
+            packed[test, s, 1:] = np.asarray(pred).reshape(len(test), width)
+        return packed
 
 
 class _MetricOnRows:
@@ -458,10 +544,29 @@ class _HarrellOnRows:
         self.scores = [np.asarray(s, dtype=float) for s in scores]
 
     def __call__(self, indices):
-        m, n = indices.shape[0], len(self.y_true)
-        offsets = indices + n * np.arange(m)[:, None]
-        counts = np.bincount(offsets.ravel(), minlength=m * n).reshape(m, n)
-        return harrell_on_counts(self.y_true, self.scores, counts)
+        return harrell_on_counts(self.y_true, self.scores, _row_counts(indices, len(self.y_true)))
+
+
+class _HarrellOverSplitsOnRows:
+    """:class:`MeanOverSplits` of Harrell's C on index rows, all at once, through row counts."""
+
+    def __init__(self, y_true, scores):
+        self.y_true, self.scores = y_true, scores
+
+    def __call__(self, indices):
+        counts = _row_counts(indices, len(self.y_true))
+        n_splits = self.scores[0].shape[1]
+        values = np.zeros((len(indices), len(self.scores)))
+        for s in range(n_splits):
+            # Scores with the same test rows share one evaluation.
+            groups = {}
+            for k, score in enumerate(self.scores):
+                groups.setdefault((score[:, s, 0] > 0).tobytes(), []).append(k)
+            for ks in groups.values():
+                rows = np.flatnonzero(self.scores[ks[0]][:, s, 0] > 0)
+                risks = [self.scores[k][rows, s, 1] for k in ks]
+                values[:, ks] += harrell_on_counts(self.y_true[rows], risks, counts[:, rows])
+        return values / n_splits
 
 
 class _StatisticOnIndices:
