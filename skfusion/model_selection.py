@@ -266,8 +266,9 @@ def compare_fusion(
 
     evaluations = []
     if splits:
+        tests = [test for _, test in splits]
         per_split = iter(outputs[: len(names) * len(splits)])
-        scores = {name: MeanOverSplits.pack([t for _, t in splits], [next(per_split)[0] for _ in splits], len(y)) for name in names}
+        scores = {name: MeanOverSplits.pack(tests, [next(per_split)[0] for _ in splits], len(y)) for name in names}
         evaluations.append((CV_COHORT, MeanOverSplits(metric), y, scores))
     if cohorts:
         full_fits = outputs[len(names) * len(splits) :]

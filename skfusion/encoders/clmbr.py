@@ -31,7 +31,7 @@ from ..modules.clmbr import (
     save_femr_checkpoint,
 )
 from ._base import BaseColumnEncoder
-from .onehot import _EventColumnMixin, to_days
+from ._events import EventColumnMixin, to_days
 
 # The birth code of MEDS 0.1.3, which femr 0.2.2/0.2.3 (and CLMBR-T-base's inputs) use.
 MEDS_BIRTH_CODE = "SNOMED/184099003"
@@ -141,7 +141,7 @@ def _texts(raw, n_events, where):
     return np.array([None if pd.isna(t) else str(t) for t in texts], dtype=object)
 
 
-class CLMBREmbedder(_EventColumnMixin, BaseColumnEncoder):
+class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     """CLMBR patient representation of each row's event history (paper 000's EHR encoder).
 
     Each cell is one patient's events up to the prediction time: a MEDS-style frame with
