@@ -228,7 +228,7 @@ class BaseFusion(BaseEstimator):
                 verbose=self.verbose,
             )
             self.net_.fit(dataset, None)
-        self._finish_fit(self.net_.predict_outputs(dataset), targets)
+        self._finish_fit(dataset, targets)
         return self
 
     def _predict_outputs(self, X):

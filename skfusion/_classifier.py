@@ -49,7 +49,7 @@ class ClassifierHeadMixin(ClassifierMixin):
         counts = np.bincount(targets.numpy())
         return targets.numpy() if counts[counts > 0].min() >= 2 else None
 
-    def _finish_fit(self, outputs, targets):
+    def _finish_fit(self, dataset, targets):
         pass
 
     def predict_proba(self, X):

@@ -220,8 +220,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
     # has no terms, which would silently contribute a zero loss.
     _batch_strata = staticmethod(event_indicator)
 
-    def _finish_fit(self, outputs, targets):
-        self.survival_model_.finalize(outputs, targets.numpy())
+    def _finish_fit(self, dataset, targets):
+        # The baseline hazard (Breslow) or nothing, from the fitted network's training outputs.
+        self.survival_model_.finalize(self.net_.predict_outputs(dataset), targets.numpy())
 
     def predict(self, X):
         """Predict risk scores (higher means an earlier event).
