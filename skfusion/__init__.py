@@ -20,6 +20,7 @@ from .fusion import (
     UnimodalClassifier,
     UnimodalSurvival,
 )
+from .ssl import ALIGN, ConVIRT, MedCAMAdapter, MedCAMClassifier, VICReg
 
 __version__ = "0.1.0.dev0"
 
@@ -42,4 +43,9 @@ __all__ = [
     "MedFuseSurvival",
     "UnimodalClassifier",
     "UnimodalSurvival",
+    "ALIGN",
+    "ConVIRT",
+    "MedCAMAdapter",
+    "MedCAMClassifier",
+    "VICReg",
 ]
