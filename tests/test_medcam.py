@@ -233,3 +233,14 @@ EXPECTED_FAILURES = {
 )
 def test_sklearn_compatible_classifier(estimator, check):
     check(estimator)
+
+
+def test_frozen_adapter_fine_tunes_on_a_cohort_without_ehr(data, adapter):
+    from sklearn.frozen import FrozenEstimator
+
+    X, Y = data
+    before = adapter.transform(X).to_numpy()
+    clf = MedCAMClassifier(FrozenEstimator(adapter), max_epochs=10, random_state=0).fit(X.drop(columns="ehr"), Y)
+    assert clf.adapter_.estimator is adapter
+    np.testing.assert_array_equal(adapter.transform(X).to_numpy(), before)
+    assert clf.predict_proba(X.drop(columns="ehr")).shape == Y.shape

@@ -5,12 +5,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils import check_random_state
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, _fit_context
-from .._data import require_present
+from .._data import is_grouped_frame, require_present
 from .._docstrings import DOCS
 from ..modules.ssl import AdaptedImageClassifier, MedCAMLoss
 from ._base import BasePairedPretraining, read_blocks
@@ -158,12 +159,18 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     Any of :class:`ConVIRT`, :class:`ALIGN`, :class:`VICReg` can be the ``adapter``: that is
     their fine-tuning (of the image branch) on a downstream task.
 
+    To fine-tune on a cohort without EHR (the paper's out-of-distribution datasets), align
+    on the paired cohort first and pass the fitted adapter wrapped in
+    :class:`sklearn.frozen.FrozenEstimator`: step 1 is then skipped, ``X`` needs no EHR
+    column, and a copy of the adapter is fine-tuned (the fitted one is left as it is).
+
     Parameters
     ----------
-    adapter : MedCAMAdapter, ConVIRT, ALIGN, VICReg or None, default=None
-        The (unfitted) alignment step; cloned at fit. ``None`` is ``MedCAMAdapter()``. Its
-        ``random_state``, when None, is drawn from this estimator's. Its ``image``,
-        ``ehr`` and ``modality_dims`` say where the modalities are.
+    adapter : MedCAMAdapter, ConVIRT, ALIGN, VICReg, FrozenEstimator or None, default=None
+        The (unfitted) alignment step; cloned and fitted at fit. ``None`` is
+        ``MedCAMAdapter()``. Its ``random_state``, when None, is drawn from this
+        estimator's. Its ``image``, ``ehr`` and ``modality_dims`` say where the modalities
+        are. A ``FrozenEstimator`` around a fitted one is used as it is.
     freeze_adapter : bool, default=False
         Train only the linear head (linear probing) instead of fine-tuning the adapter.
     {training_rest}
@@ -193,11 +200,20 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     >>> clf = MedCAMClassifier(adapter, max_epochs=30, random_state=0).fit(X, Y)
     >>> clf.predict_proba(X.drop(columns="ehr")).shape
     (200, 14)
+
+    Aligned on one cohort, fine-tuned on another that has no EHR:
+
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> aligned = adapter.set_params(random_state=0).fit(X)
+    >>> X_new, Y_new = make_paired_image_ehr(n_samples=100, random_state=1)
+    >>> clf = MedCAMClassifier(FrozenEstimator(aligned), max_epochs=30, random_state=0)
+    >>> clf.fit(X_new.drop(columns="ehr"), Y_new).predict(X_new.drop(columns="ehr")).shape
+    (100, 14)
     """
 
     _parameter_constraints = {
         **BaseFusion._parameter_constraints,
-        "adapter": [BasePairedPretraining, None],
+        "adapter": [BasePairedPretraining, FrozenEstimator, None],
         "freeze_adapter": ["boolean"],
     }
 
@@ -233,6 +249,8 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         self.verbose = verbose
 
     def _make_adapter(self):
+        if isinstance(self.adapter, FrozenEstimator):
+            return self.adapter
         adapter = MedCAMAdapter() if self.adapter is None else clone(self.adapter)
         if adapter.random_state is None:
             adapter.set_params(random_state=int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
@@ -254,12 +272,13 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         -------
         self : object
         """
-        self.adapter_ = self._make_adapter().fit(X)
+        self.adapter_ = self._make_adapter().fit(X, None)
         return super().fit(X, y)
 
     def _blocks(self, X, reset):
         spec, ehr = self.adapter_.image_spec_, self.adapter_.ehr_spec_
-        blocks = read_blocks(self, X, [spec], reset, also=[ehr])
+        # A frame needs only its image here; an array is checked whole.
+        blocks = read_blocks(self, X, [spec], reset, also=[] if is_grouped_frame(X) else [ehr])
         if reset:
             self.layout_ = (spec,)
         require_present(blocks, [spec.name], "MedCAMClassifier predicts from the image: every row needs it.")
