@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "medcam.md"
@@ -153,7 +152,7 @@ def quality(threads):
 
     torch.set_num_threads(threads)
     paired, labelled, y_lab, test, y_test = cohorts()
-    raw = lambda frame: frame.filter(like="img__")  # noqa: E731
+    raw = lambda frame: frame.filter(like="img__")
     fits, head_rows, probe_rows = {}, [], []
 
     raw_probe = _probe().fit(raw(labelled), y_lab)

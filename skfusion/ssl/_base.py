@@ -17,7 +17,13 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._base import BatchIterator, resolve_device, seeded
 from .._compat import Interval, StrOptions, _fit_context
-from .._data import SEPARATOR, ModalityDataset, infer_layout, is_grouped_frame, to_blocks
+from .._data import (
+    SEPARATOR,
+    ModalityDataset,
+    infer_layout,
+    is_grouped_frame,
+    to_blocks,
+)
 from ..fusion.contrastive import AlignmentNet
 from ..modules.ssl import PairedEncoders
 

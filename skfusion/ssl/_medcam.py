@@ -16,7 +16,6 @@ from .._docstrings import DOCS
 from ..modules.ssl import AdaptedImageClassifier, MedCAMLoss
 from ._base import BasePairedPretraining, read_blocks
 
-
 _TRAINING_REST = DOCS["training"][DOCS["training"].index("    lr : float") :]
 
 
