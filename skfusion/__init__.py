@@ -21,6 +21,7 @@ from .fusion import (
     UnimodalSurvival,
 )
 from .model_selection import compare_fusion
+from .ssl import ALIGN, ConVIRT, MedCAMAdapter, MedCAMClassifier, VICReg
 
 __version__ = "0.1.0.dev0"
 
@@ -44,4 +45,9 @@ __all__ = [
     "UnimodalClassifier",
     "UnimodalSurvival",
     "compare_fusion",
+    "ALIGN",
+    "ConVIRT",
+    "MedCAMAdapter",
+    "MedCAMClassifier",
+    "VICReg",
 ]

@@ -73,3 +73,53 @@ def fill_doc(obj):
     """Fill the ``{name}`` fields of ``obj.__doc__`` from :data:`DOCS`."""
     obj.__doc__ = obj.__doc__.format(**DOCS)
     return obj
+
+# Image-EHR pretraining (skfusion.ssl): the parameters every method shares.
+DOCS["paired_modalities"] = """image : str, default=None
+        The image modality: a pre-computed embedding block ``"{image}__0", ...`` (e.g. from
+        :class:`~skfusion.encoders.ImageEmbedder` or a foundation model). ``None`` takes
+        the first vector modality other than ``ehr``.
+    ehr : str, default=None
+        The EHR time series: an object column of ``(T_i, d)`` arrays (e.g. the 76-feature
+        output of :class:`~skfusion.encoders.timeseries.ClinicalTimeSeriesDiscretizer`),
+        read by a two-layer LSTM. ``None`` takes the first sequence modality (for an array:
+        its first modality, read as a length-1 sequence)."""
+DOCS["paired_network"] = """projection_dim : int, default=128
+        Width ``p`` of the shared space: the adapted image embedding and the projected EHR
+        embeddings.
+    hidden_dim : int, default=256
+        Hidden width of the image adapter and of the EHR projection (each
+        ``Linear -> ReLU -> Linear``).
+    lstm_hidden : int, default=256
+        Hidden width of the two-layer EHR LSTM (MedFuse's :math:`m = 256`)."""
+DOCS["paired_training"] = """lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=1e-4
+        Adam's weight decay (not applied to a learned temperature).
+    batch_size : int, default=256
+        Largest mini-batch; batches are dealt evenly so that none has a single row. The
+        contrastive losses take their negatives from the batch.
+    max_epochs : int, default=100
+        Passes over the paired rows.
+    device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation and batch order.
+    verbose : int, default=0
+        Print the training loss each epoch when positive.
+    modality_dims : None, list of int or dict of str to int, default=None
+        How to split a plain array into modalities: ``None`` halves it (EHR first, then
+        the image), a list gives consecutive widths, a dict names them (then pass ``image``
+        and ``ehr``)."""
+DOCS["paired_attributes"] = """image_spec_, ehr_spec_ : ModalitySpec
+        The two modalities found in ``fit`` (name, kind, columns, width).
+    n_paired_ : int
+        Rows used by ``fit``: those with both modalities.
+    net_ : skorch.NeuralNet
+        The trained network (:class:`~skfusion.modules.ssl.PairedEncoders`);
+        ``net_.history`` holds the loss of each epoch.
+    n_features_in_ : int
+        Number of columns ``transform`` reads (for a frame: the output modalities' columns;
+        for an array: every column).
+    feature_names_in_ : ndarray of str
+        Those columns' names (frame input only)."""

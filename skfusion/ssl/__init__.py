@@ -1,0 +1,17 @@
+"""Image-EHR pretraining without labels: MedCAM's adaptation and MedMod's SSL baselines.
+
+- :class:`MedCAMAdapter` adapts an image embedding to the EHR time series (paper 002's
+  global + local top-k alignment); :class:`MedCAMClassifier` fine-tunes it with a linear
+  head and predicts from the image alone.
+- :class:`ConVIRT`, :class:`ALIGN` and :class:`VICReg` (MedMod, paper 004, section 3.3.2)
+  learn image and EHR embeddings; ``transform`` returns them for linear probing in a
+  ``Pipeline``.
+- :func:`make_paired_image_ehr`: synthetic paired data where the EHR says what in the image
+  matters.
+"""
+
+from ._baselines import ALIGN, ConVIRT, VICReg
+from ._medcam import MedCAMAdapter, MedCAMClassifier
+from ._synthetic import make_paired_image_ehr
+
+__all__ = ["ALIGN", "ConVIRT", "MedCAMAdapter", "MedCAMClassifier", "VICReg", "make_paired_image_ehr"]

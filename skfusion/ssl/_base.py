@@ -1,0 +1,273 @@
+"""The template of the image-EHR pretraining transformers (MedCAM, ConVIRT, VICReg, ALIGN).
+
+:class:`BasePairedPretraining` owns ``fit`` (find the two modalities, keep the rows that have
+both, train :class:`~skfusion.modules.ssl.PairedEncoders` with skorch) and ``transform``
+(embed the modalities that ``_output_modalities`` names, needing only their columns). A
+subclass names its criterion in ``_criterion()``: the loss is the only difference.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._base import BatchIterator, resolve_device, seeded
+from .._compat import Interval, StrOptions, _fit_context
+from .._data import (
+    SEPARATOR,
+    ModalityDataset,
+    infer_layout,
+    is_grouped_frame,
+    to_blocks,
+)
+from ..fusion.contrastive import AlignmentNet
+from ..modules.ssl import PairedEncoders
+
+_MIN_PAIRED_ROWS = 2
+
+
+class BalancedBatches(BatchIterator):
+    """Shuffled mini-batches of near-equal sizes (at most ``batch_size``), never a batch of one.
+
+    Contrastive losses need negatives and VICReg a variance, so a trailing batch of one row
+    (``n % batch_size == 1``) would be meaningless; ``tensor_split`` deals the rows evenly.
+    """
+
+    def _groups(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        return order.tensor_split(-(-n // self.batch_size))
+
+
+def find_pair(X, image, ehr, modality_dims):
+    """The ``(image, ehr)`` :class:`~skfusion._data.ModalitySpec` pair of ``X``.
+
+    ``ehr=None`` takes the first sequence modality (else the first modality); ``image=None``
+    the first vector modality other than ``ehr``, the rule of the MedFuse family. A plain array
+    is split by ``modality_dims`` (halves by default: EHR first, then the image).
+    """
+    layout = infer_layout(X, None, modality_dims)
+    names = [spec.name for spec in layout]
+    ehr = ehr or ([s.name for s in layout if s.kind == "sequence"] + names)[0]
+    image = image or next((s.name for s in layout if s.kind == "vector" and s.name != ehr), None)
+    if image is None or len(names) < 2:
+        raise ValueError(
+            f"image-EHR pretraining needs two modalities, an image embedding and an EHR time series; X has "
+            f"only {names} ({X.shape[1]} feature(s))."
+        )
+    if image == ehr:
+        raise ValueError(f"image and ehr must be different modalities; both are {image!r}.")
+    image_spec, ehr_spec = infer_layout(X, [image, ehr], modality_dims)
+    if image_spec.kind != "vector":
+        raise ValueError(
+            f"the image modality {image!r} must be an embedding block '{image}__0', '{image}__1', ...; it is a "
+            "token column: pool it, or embed raw images with skfusion.encoders.ImageEmbedder first."
+        )
+    return image_spec, ehr_spec
+
+
+def read_blocks(estimator, X, specs, reset, also=()):
+    """The blocks of ``specs`` and ``also``, with scikit-learn's input checks on ``specs`` only.
+
+    For a grouped frame, ``feature_names_in_`` and ``n_features_in_`` describe the columns of
+    ``specs`` alone, so a later call works on a frame holding just those columns (the
+    image-only ``transform`` and ``predict``); a missing one is a ValueError naming it, and
+    ``also`` is read at fit (``reset``) only. An array is checked whole, every modality.
+    """
+    if not is_grouped_frame(X):
+        X = validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
+        return to_blocks(X, (*specs, *also))
+    columns = [c for spec in specs for c in spec.columns]
+    absent = [c for c in columns if c not in X.columns]
+    if absent:
+        spec = next(s for s in specs if absent[0] in s.columns)
+        raise ValueError(
+            f"{type(estimator).__name__}: X lacks column {absent[0]!r} of the {spec.name!r} modality seen in fit "
+            f"({len(absent)} column(s) missing)."
+        )
+    validate_data(estimator, X[columns], reset=reset, skip_check_array=True)
+    return to_blocks(X, (*specs, *also) if reset else tuple(specs))
+
+
+_PAIRED_PARAMETERS = {
+    "image": [str, None],
+    "ehr": [str, None],
+    "projection_dim": [Interval(Integral, 1, None, closed="left")],
+    "hidden_dim": [Interval(Integral, 1, None, closed="left")],
+    "lstm_hidden": [Interval(Integral, 1, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 2, None, closed="left")],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "device": [StrOptions({"auto", "cpu", "cuda"}), str],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "modality_dims": [list, tuple, dict, None],
+}
+
+
+class BasePairedPretraining(TransformerMixin, BaseEstimator):
+    """Fit on paired image + EHR rows without labels; transform needs only the output modalities.
+
+    Subclasses implement ``_criterion()`` (the loss module) and may override
+    ``_learn_temperature()`` and ``_output_modalities()`` (default: from ``output``).
+    """
+
+    _parameter_constraints = _PAIRED_PARAMETERS
+
+    def _criterion(self):
+        raise NotImplementedError
+
+    def _learn_temperature(self):
+        return False
+
+    def _temperature(self):
+        return getattr(self, "temperature", 1.0)
+
+    def _output_modalities(self):
+        """The roles ``transform`` returns, in order: a subset of ("image", "ehr")."""
+        return {"image": ("image",), "ehr": ("ehr",), "both": ("image", "ehr")}[self.output]
+
+    def _output_specs(self):
+        roles = {"image": self.image_spec_, "ehr": self.ehr_spec_}
+        return [roles[role] for role in self._output_modalities()]
+
+    def _read(self, X, reset):
+        """Validate ``X`` and return its blocks: both modalities at fit, the output ones after."""
+        if reset:
+            if not is_grouped_frame(X):
+                # Check a plain array before splitting it into modalities.
+                X = validate_data(self, X, reset=True, dtype=np.float32, ensure_all_finite=False)
+            self.image_spec_, self.ehr_spec_ = find_pair(X, self.image, self.ehr, self.modality_dims)
+        outputs = self._output_specs()
+        others = [s for s in (self.image_spec_, self.ehr_spec_) if s not in outputs]
+        return read_blocks(self, X, outputs, reset, also=others)
+
+    def _paired_rows(self, blocks):
+        image, ehr = blocks[self.image_spec_.name], blocks[self.ehr_spec_.name]
+        n = len(image["present"])
+        paired = np.flatnonzero((image["present"] & ehr["present"]).numpy())
+        if len(paired) < _MIN_PAIRED_ROWS:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {_MIN_PAIRED_ROWS} rows with both the image "
+                f"{self.image_spec_.name!r} and the EHR {self.ehr_spec_.name!r} (positive pairs); got {len(paired)} "
+                f"paired row(s) out of {n} sample(s)."
+            )
+        return paired
+
+    def _seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the encoders on the rows that have both an image and an EHR series.
+
+        Rows lacking either modality (an all-NaN block, a ``None`` cell) are left out of the
+        fit; ``n_paired_`` counts the rows used.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+            The image embedding block and the EHR time-series column; an array is split by
+            ``modality_dims``.
+        y : None
+            Ignored: the pretraining uses no labels.
+
+        Returns
+        -------
+        self : object
+        """
+        blocks = self._read(X, reset=True)
+        paired = self._paired_rows(blocks)
+        self.n_paired_ = len(paired)
+        device = resolve_device(self.device)
+        dataset = ModalityDataset(blocks, device=device).subset(paired)
+        seed = self._seed()
+        with seeded(seed, device):
+            module = PairedEncoders(
+                self.image_spec_.name,
+                self.ehr_spec_.name,
+                self.image_spec_.dim,
+                self.ehr_spec_.dim,
+                self.projection_dim,
+                self.hidden_dim,
+                self.lstm_hidden,
+                self._temperature(),
+                self._learn_temperature(),
+            )
+            self.net_ = AlignmentNet(
+                module=module,
+                criterion=self._criterion(),
+                optimizer=torch.optim.Adam,
+                optimizer__weight_decay=self.weight_decay,
+                # CLIP and ALIGN leave the logit scale out of the weight decay.
+                optimizer__param_groups=[("log_scale", {"weight_decay": 0.0})],
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                iterator_train=BalancedBatches,
+                iterator_train__shuffle=True,
+                iterator_train__seed=seed,
+                train_split=None,
+                device=device,
+                verbose=self.verbose,
+            )
+            self.net_.fit(dataset, None)
+        self.net_.module_.eval()
+        return self
+
+    def _embed(self, blocks, role):
+        """Embeddings (n, p) of one role, in batches, NaN where the row lacks the modality."""
+        spec = self.image_spec_ if role == "image" else self.ehr_spec_
+        module = self.net_.module_.eval()
+        dataset = ModalityDataset({spec.name: blocks[spec.name]}, device=self.net_.device)
+        parts = []
+        with torch.inference_mode():
+            for batch, _ in BatchIterator(dataset, self.batch_size):
+                block = batch[spec.name]
+                z = module.embed_image(block) if role == "image" else module.embed_ehr(block)[0]
+                parts.append(z.float().cpu())
+        z = torch.cat(parts).numpy()
+        z[~blocks[spec.name]["present"].numpy()] = np.nan
+        return z
+
+    def transform(self, X):
+        """Embed the output modalities; only their columns are read.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+            A frame needs the columns of the output modalities only (for the image: the
+            ``image`` block); an array must have the width seen in ``fit``.
+
+        Returns
+        -------
+        Xt : pandas.DataFrame or ndarray of shape (n_samples, n_outputs)
+            The embeddings, concatenated in the order image, EHR: a frame with columns
+            ``"{modality}__{i}"`` (same index) for a frame, an array for an array. A row
+            without a modality gets NaN in that modality's columns.
+        """
+        check_is_fitted(self)
+        blocks = self._read(X, reset=False)
+        z = np.hstack([self._embed(blocks, role) for role in self._output_modalities()])
+        if isinstance(X, pd.DataFrame) and is_grouped_frame(X):
+            return pd.DataFrame(z, index=X.index, columns=self.get_feature_names_out())
+        return z
+
+    def get_feature_names_out(self, input_features=None):
+        """Output column names: ``"{modality}__{i}"`` for each output modality, image first."""
+        check_is_fitted(self)
+        return np.asarray(
+            [f"{spec.name}{SEPARATOR}{i}" for spec in self._output_specs() for i in range(self.projection_dim)],
+            dtype=object,
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags

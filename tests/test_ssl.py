@@ -1,0 +1,210 @@
+"""ConVIRT, ALIGN and VICReg: losses against their equations, pipelines, inputs, contracts."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.util import Surv
+
+from skfusion.metrics import auroc
+from skfusion.modules.ssl import convirt_loss, directional_info_nce, vicreg_loss
+from skfusion.ssl import ALIGN, ConVIRT, MedCAMAdapter, VICReg, make_paired_image_ehr
+
+SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _one_way(q, k, tau):
+    """-1/B sum_i log exp(cos(q_i, k_i)/tau) / sum_j exp(cos(q_i, k_j)/tau), with loops."""
+    total = 0.0
+    for i in range(len(q)):
+        den = sum(math.exp(_cos(q[i], k[j]) / tau) for j in range(len(k)))
+        total -= math.log(math.exp(_cos(q[i], k[i]) / tau) / den)
+    return total / len(q)
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
+
+
+def test_directional_info_nce_matches_its_equation(batch):
+    a, b = batch
+    got = directional_info_nce(torch.from_numpy(a), torch.from_numpy(b), 1 / 0.3)
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.item(), _one_way(a, b, 0.3), rtol=1e-12)
+
+
+@pytest.mark.parametrize("weight", [0.75, 0.5, 0.0])
+def test_convirt_loss_matches_its_equation(batch, weight):
+    a, b = batch
+    expected = weight * _one_way(a, b, 0.1) + (1 - weight) * _one_way(b, a, 0.1)
+    got = convirt_loss(torch.from_numpy(a), torch.from_numpy(b), 1 / 0.1, weight)
+    np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
+
+
+def test_align_loss_goes_from_the_ehr_to_the_image(batch):
+    from skfusion.modules.ssl import ALIGNLoss, PairedOutput
+
+    image, ehr = batch
+    out = PairedOutput(torch.from_numpy(image), torch.from_numpy(ehr), None, None, torch.tensor(1 / 0.2))
+    np.testing.assert_allclose(ALIGNLoss()(out).item(), _one_way(ehr, image, 0.2), rtol=1e-12)
+    assert abs(_one_way(ehr, image, 0.2) - _one_way(image, ehr, 0.2)) > 1e-3
+
+
+def _vicreg_reference(a, b, lam, mu, nu, gamma=1.0, eps=1e-4):
+    n, d = a.shape
+    invariance = sum((a[i, j] - b[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+
+    def variance(z):
+        total = 0.0
+        for j in range(d):
+            mean = sum(z[i, j] for i in range(n)) / n
+            var = sum((z[i, j] - mean) ** 2 for i in range(n)) / (n - 1)
+            total += max(0.0, gamma - math.sqrt(var + eps))
+        return total / d
+
+    def covariance(z):
+        means = [sum(z[i, j] for i in range(n)) / n for j in range(d)]
+        total = 0.0
+        for p in range(d):
+            for q in range(d):
+                if p != q:
+                    c = sum((z[i, p] - means[p]) * (z[i, q] - means[q]) for i in range(n)) / (n - 1)
+                    total += c**2
+        return total / d
+
+    return lam * invariance + mu * (variance(a) + variance(b)) + nu * (covariance(a) + covariance(b))
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+def test_vicreg_loss_matches_its_equation(batch, scale):
+    # scale 0.3: the variance hinge is active; 3.0: every std is above gamma = 1.
+    a, b = (scale * z for z in batch)
+    got = vicreg_loss(torch.from_numpy(a), torch.from_numpy(b), 25.0, 25.0, 1.0)
+    np.testing.assert_allclose(got.item(), _vicreg_reference(a, b, 25.0, 25.0, 1.0), rtol=1e-12)
+    got = vicreg_loss(torch.from_numpy(a), torch.from_numpy(b), 2.0, 3.0, 0.5)
+    np.testing.assert_allclose(got.item(), _vicreg_reference(a, b, 2.0, 3.0, 0.5), rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_paired_image_ehr(n_samples=300, n_image_features=16, n_ehr_features=6, n_timesteps=(3, 8), random_state=0)
+
+
+@pytest.mark.parametrize("cls", [ConVIRT, ALIGN, VICReg])
+def test_linear_probe_pipeline_image_only(cls, data):
+    X, Y = data
+    ssl = cls(output="image", **{**SMALL, "max_epochs": 20, "batch_size": 32})
+    pipe = Pipeline([("ssl", ssl), ("probe", OneVsRestClassifier(LogisticRegression()))])
+    pipe.fit(X.iloc[:200], Y[:200])
+    proba = pipe.predict_proba(X.iloc[200:].drop(columns="ehr"))
+    assert proba.shape == (100, Y.shape[1])
+    assert auroc(Y[200:], proba) > 0.6
+
+
+def test_both_output_and_cox_probe():
+    X, _, truth = make_paired_image_ehr(
+        n_samples=300, n_image_features=16, n_ehr_features=6, n_timesteps=(3, 8), return_truth=True, random_state=0
+    )
+    rng = np.random.default_rng(1)
+    risk = truth.factors[:, 0] - truth.factors[:, 1]
+    y = Surv.from_arrays(rng.random(len(X)) < 0.8, rng.exponential(np.exp(-risk)))
+    ssl = ConVIRT(**{**SMALL, "max_epochs": 20, "batch_size": 32})
+    pipe = Pipeline([("ssl", ssl), ("cox", CoxPHSurvivalAnalysis(alpha=1.0))]).fit(X, y)
+    assert pipe.named_steps["ssl"].transform(X).shape == (len(X), 16)
+    assert pipe.score(X, y) > 0.6
+
+
+def test_transform_reads_only_the_output_columns(data):
+    X, _ = data
+    ehr_only = ALIGN(output="ehr", **SMALL).fit(X)
+    Z = ehr_only.transform(X[["ehr"]])
+    assert list(Z.columns) == [f"ehr__{i}" for i in range(8)]
+    assert list(ehr_only.feature_names_in_) == ["ehr"]
+    both = VICReg(**SMALL).fit(X)
+    with pytest.raises(ValueError, match="lacks column 'ehr' of the 'ehr' modality"):
+        both.transform(X.drop(columns="ehr"))
+
+
+def test_rows_missing_a_modality_are_left_out_of_fit(data):
+    X, _ = data
+    X = X.copy()
+    X.iloc[:10, :16] = np.nan
+    X.loc[10:14, "ehr"] = None
+    model = ConVIRT(**SMALL).fit(X)
+    assert model.n_paired_ == len(X) - 15
+    Z = model.transform(X)
+    assert np.isnan(Z.iloc[:10, :8]).all().all() and np.isfinite(Z.iloc[10:, :8]).all().all()
+    assert np.isnan(Z.iloc[10:15, 8:]).all().all()
+
+
+def test_equal_seeds_give_equal_embeddings(data):
+    X, _ = data
+    first = ConVIRT(**SMALL).fit_transform(X)
+    second = clone(ConVIRT(**SMALL)).fit_transform(X)
+    np.testing.assert_array_equal(first.to_numpy(), second.to_numpy())
+
+
+def test_bad_inputs(data):
+    X, _ = data
+    few = X.copy()
+    few.iloc[1:, :16] = np.nan
+    with pytest.raises(ValueError, match="at least 2 rows with both the image 'img' and the EHR 'ehr'.*got 1 paired"):
+        VICReg(**SMALL).fit(few)
+    partial = X.copy()
+    partial.iloc[3, 2] = np.nan
+    with pytest.raises(ValueError, match="modality 'img' has NaN in rows \\[3\\]"):
+        ConVIRT(**SMALL).fit(partial)
+    bad_series = X.copy()
+    bad_series.at[4, "ehr"] = np.full((3, 6), np.nan, dtype=np.float32)
+    with pytest.raises(ValueError, match="column 'ehr', row 4: token array contains NaN"):
+        ConVIRT(**SMALL).fit(bad_series)
+    with pytest.raises(ValueError, match="needs two modalities.*\\['img'\\]"):
+        ConVIRT(**SMALL).fit(X.drop(columns="ehr"))
+    tokens = X[["ehr"]].assign(scan=X["ehr"])
+    with pytest.raises(ValueError, match="image modality 'scan' must be an embedding block"):
+        ConVIRT(image="scan", ehr="ehr", **SMALL).fit(tokens)
+    with pytest.raises(ValueError, match="image and ehr must be different modalities"):
+        ConVIRT(image="img", ehr="img", **SMALL).fit(X)
+    with pytest.raises(ValueError, match="'image_weight' parameter of ConVIRT must be a float in the range \\[0.0, 1.0\\]"):
+        ConVIRT(image_weight=1.5).fit(X)
+    with pytest.raises(ValueError, match="'output' parameter of VICReg must be a str among"):
+        VICReg(output="text").fit(X)
+
+
+SSL_CHECKED = [
+    ConVIRT(**SMALL),
+    ALIGN(output="image", **SMALL),
+    VICReg(output="ehr", **SMALL),
+    MedCAMAdapter(top_k=2, **SMALL),
+]
+
+EXPECTED_FAILURES = {
+    "check_methods_sample_order_invariance": (
+        "oneDNN's float32 LSTM kernel (PyTorch's CPU default) changes a row's output in the last "
+        "bits (~1e-8) with its position in the batch, above the check's 1e-9 tolerance"
+    ),
+}
+
+
+def _expected_failures(estimator):
+    if estimator.__class__ is not MedCAMAdapter and getattr(estimator, "output", "image") != "image":
+        return EXPECTED_FAILURES
+    return {}
+
+
+@parametrize_with_checks(SSL_CHECKED, expected_failed_checks=_expected_failures)
+def test_sklearn_compatible_transformer(estimator, check):
+    check(estimator)
