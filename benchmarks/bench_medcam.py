@@ -45,7 +45,7 @@ TIMING_EPOCHS = 5
 
 
 def cohorts(seed=0):
-    from skfusion.ssl import make_paired_image_ehr
+    from skfusion.datasets import make_paired_image_ehr
 
     X, Y = make_paired_image_ehr(n_samples=N_PAIRED + N_LABELLED + N_TEST, random_state=seed, **DATA)
     paired = X.iloc[:N_PAIRED]

@@ -26,7 +26,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skfusion.metrics import auroc
-from skfusion.ssl import MedCAMAdapter, MedCAMClassifier, make_paired_image_ehr
+from skfusion.ssl import MedCAMAdapter, MedCAMClassifier
+from skfusion.datasets import make_paired_image_ehr
 
 X, Y = make_paired_image_ehr(
     n_samples=2600, n_image_features=128, n_nuisance=16, n_timesteps=(8, 16), random_state=0

@@ -18,7 +18,8 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 
 from skfusion.metrics import auroc
-from skfusion.ssl import ALIGN, ConVIRT, VICReg, make_paired_image_ehr
+from skfusion.ssl import ALIGN, ConVIRT, VICReg
+from skfusion.datasets import make_paired_image_ehr
 
 X, Y = make_paired_image_ehr(n_samples=1400, n_image_features=32, n_timesteps=(6, 12), random_state=0)
 X_train, Y_train, X_test, Y_test = X.iloc[:1000], Y[:1000], X.iloc[1000:], Y[1000:]

@@ -18,7 +18,8 @@ from skfusion.modules.ssl import (
     timestep_attention,
     top_k_timesteps,
 )
-from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier, make_paired_image_ehr
+from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier
+from skfusion.datasets import make_paired_image_ehr
 
 SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
 

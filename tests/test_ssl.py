@@ -15,7 +15,8 @@ from sksurv.util import Surv
 
 from skfusion.metrics import auroc
 from skfusion.modules.ssl import convirt_loss, directional_info_nce, vicreg_loss
-from skfusion.ssl import ALIGN, ConVIRT, MedCAMAdapter, VICReg, make_paired_image_ehr
+from skfusion.ssl import ALIGN, ConVIRT, MedCAMAdapter, VICReg
+from skfusion.datasets import make_paired_image_ehr
 
 SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
 

@@ -2,6 +2,7 @@
 
 from ._events_real import load_pbcseq_events
 from ._icu import make_icu_timeseries
+from ._paired import make_paired_image_ehr
 from ._pbcseq_series import load_pbcseq_timeseries
 from ._real import load_breast_cancer_multimodal
 from ._synthetic import make_multimodal_classification, make_multimodal_survival
@@ -13,4 +14,5 @@ __all__ = [
     "make_icu_timeseries",
     "make_multimodal_classification",
     "make_multimodal_survival",
+    "make_paired_image_ehr",
 ]

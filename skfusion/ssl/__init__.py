@@ -6,12 +6,12 @@
 - :class:`ConVIRT`, :class:`ALIGN` and :class:`VICReg` (MedMod, paper 004, section 3.3.2)
   learn image and EHR embeddings; ``transform`` returns them for linear probing in a
   ``Pipeline``.
-- :func:`make_paired_image_ehr`: synthetic paired data where the EHR says what in the image
-  matters.
+
+:func:`skfusion.datasets.make_paired_image_ehr` makes paired data where the EHR says what in
+the image matters.
 """
 
 from ._baselines import ALIGN, ConVIRT, VICReg
 from ._medcam import MedCAMAdapter, MedCAMClassifier
-from ._synthetic import make_paired_image_ehr
 
-__all__ = ["ALIGN", "ConVIRT", "MedCAMAdapter", "MedCAMClassifier", "VICReg", "make_paired_image_ehr"]
+__all__ = ["ALIGN", "ConVIRT", "MedCAMAdapter", "MedCAMClassifier", "VICReg"]

@@ -94,7 +94,7 @@ class ConVIRT(_SSLTransformer):
     Examples
     --------
     >>> from skfusion.ssl import ConVIRT
-    >>> from skfusion.ssl import make_paired_image_ehr
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
     >>> ssl = ConVIRT(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
     >>> ssl.fit_transform(X).shape
@@ -202,7 +202,7 @@ class ALIGN(_SSLTransformer):
     Examples
     --------
     >>> from skfusion.ssl import ALIGN
-    >>> from skfusion.ssl import make_paired_image_ehr
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
     >>> ssl = ALIGN(output="ehr", projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
     >>> ssl.fit(X).transform(X[["ehr"]]).shape
@@ -308,7 +308,7 @@ class VICReg(_SSLTransformer):
     Examples
     --------
     >>> from skfusion.ssl import VICReg
-    >>> from skfusion.ssl import make_paired_image_ehr
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
     >>> ssl = VICReg(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
     >>> ssl.fit_transform(X).shape

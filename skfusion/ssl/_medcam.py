@@ -83,7 +83,8 @@ class MedCAMAdapter(BasePairedPretraining):
 
     Examples
     --------
-    >>> from skfusion.ssl import MedCAMAdapter, make_paired_image_ehr
+    >>> from skfusion.ssl import MedCAMAdapter
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
     >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
     >>> Z = adapter.fit(X).transform(X.drop(columns="ehr"))
@@ -193,7 +194,8 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
 
     Examples
     --------
-    >>> from skfusion.ssl import MedCAMAdapter, MedCAMClassifier, make_paired_image_ehr
+    >>> from skfusion.ssl import MedCAMAdapter, MedCAMClassifier
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=200, random_state=0)
     >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=5)
     >>> clf = MedCAMClassifier(adapter, max_epochs=30, random_state=0).fit(X, Y)

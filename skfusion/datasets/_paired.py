@@ -78,7 +78,7 @@ def make_paired_image_ehr(
 
     Examples
     --------
-    >>> from skfusion.ssl import make_paired_image_ehr
+    >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=5, random_state=0)
     >>> X.shape, Y.shape, X["ehr"][0].shape[1]
     ((5, 65), (5, 14), 76)
