@@ -77,13 +77,22 @@ def fill_doc(obj):
 # Image-EHR pretraining (skfusion.ssl): the parameters every method shares.
 DOCS["paired_modalities"] = """image : str, default=None
         The image modality: a pre-computed embedding block ``"{image}__0", ...`` (e.g. from
-        :class:`~skfusion.encoders.ImageEmbedder` or a foundation model). ``None`` takes
-        the first vector modality other than ``ehr``.
+        :class:`~skfusion.encoders.ImageEmbedder` or a foundation model), adapted by an MLP;
+        ``None`` takes the first vector modality other than ``ehr``. With a ``backbone``: the
+        name of a raw column holding one single-channel ``(H, W)`` image array per row (all
+        of one size, preprocessed as the backbone expects).
     ehr : str, default=None
         The EHR time series: an object column of ``(T_i, d)`` arrays (e.g. the 76-feature
         output of :class:`~skfusion.encoders.timeseries.ClinicalTimeSeriesDiscretizer`),
-        read by a two-layer LSTM. ``None`` takes the first sequence modality (for an array:
-        its first modality, read as a length-1 sequence)."""
+        read by a two-layer LSTM. ``None`` takes the first sequence modality other than the
+        image (for an array: its first modality, read as a length-1 sequence).
+    backbone : torch.nn.Module, default=None
+        A 2-D image network mapping ``(n, 1, H, W)`` images to ``(n, d)`` features (e.g. a
+        torchvision ResNet-34 with a one-channel first convolution and ``fc = Identity()``,
+        with weights you load from a local file). When given, a copy of it is fine-tuned
+        together with the adapter on the raw images of ``image``, and ``transform`` runs
+        it; the estimator's own module is never modified. ``None``: the image is a frozen
+        embedding and only the MLP adapter is trained."""
 DOCS["paired_network"] = """projection_dim : int, default=128
         Width ``p`` of the shared space: the adapted image embedding and the projected EHR
         embeddings.
@@ -115,6 +124,8 @@ DOCS["paired_attributes"] = """image_spec_, ehr_spec_ : ModalitySpec
         The two modalities found in ``fit`` (name, kind, columns, width).
     n_paired_ : int
         Rows used by ``fit``: those with both modalities.
+    image_shape_ : tuple of int
+        ``(H, W)`` of the raw images (with a ``backbone`` only).
     net_ : skorch.NeuralNet
         The trained network (:class:`~skfusion.modules.ssl.PairedEncoders`);
         ``net_.history`` holds the loss of each epoch.

@@ -1,8 +1,10 @@
 """MedCAM: eqs. 3-8 against their transcription, the top-k selection, image-only use, contracts."""
 
+import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -18,8 +20,8 @@ from skfusion.modules.ssl import (
     timestep_attention,
     top_k_timesteps,
 )
-from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier
 from skfusion.datasets import make_paired_image_ehr
+from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier
 
 SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
 
@@ -193,10 +195,10 @@ def test_classifier_predicts_from_the_image_alone(data):
     assert clf.predict(X.drop(columns="ehr")).shape == Y.shape
     assert clf.adapter_.n_paired_ == len(X) and clf.adapter is not clf.adapter_
     # Fine-tuning moved the adapter away from the aligned one; freezing keeps it.
-    aligned = clf.adapter_.net_.module_.image_adapter[0].weight
-    assert not torch.equal(clf.net_.module_.adapter[0].weight, aligned)
+    aligned = clf.adapter_.net_.module_.image_branch.adapter[0].weight
+    assert not torch.equal(clf.net_.module_.adapter.adapter[0].weight, aligned)
     frozen = clone(clf).set_params(freeze_adapter=True).fit(X, Y)
-    torch.testing.assert_close(frozen.net_.module_.adapter[0].weight, frozen.adapter_.net_.module_.image_adapter[0].weight)
+    torch.testing.assert_close(frozen.net_.module_.adapter.adapter[0].weight, frozen.adapter_.net_.module_.image_branch.adapter[0].weight)
     no_image = X.drop(columns="ehr").copy()
     no_image.iloc[3] = np.nan
     with pytest.raises(ValueError, match="modality 'img' is missing .* in rows \\[3\\]; MedCAMClassifier predicts"):
@@ -244,3 +246,96 @@ def test_frozen_adapter_fine_tunes_on_a_cohort_without_ehr(data, adapter):
     assert clf.adapter_.estimator is adapter
     np.testing.assert_array_equal(adapter.transform(X).to_numpy(), before)
     assert clf.predict_proba(X.drop(columns="ehr")).shape == Y.shape
+
+
+def _raw_image_cohort(n=96, size=12, seed=0):
+    """Paired raw 2-D images and EHR series sharing a latent factor (bright top half)."""
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=n)
+    images = rng.normal(scale=0.3, size=(n, size, size)).astype(np.float32)
+    images[:, : size // 2] += factor[:, None, None].astype(np.float32)
+    ehr = [
+        (rng.normal(scale=0.3, size=(t, 5)) + factor[i]).astype(np.float32)
+        for i, t in enumerate(rng.integers(4, 9, size=n))
+    ]
+    X = pd.DataFrame({"cxr": pd.Series(list(images), dtype=object), "ehr": pd.Series(ehr, dtype=object)})
+    return X, factor
+
+
+def _tiny_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
+    )
+
+
+def test_backbone_is_fine_tuned_on_raw_images_and_transform_needs_only_them():
+    X, _ = _raw_image_cohort()
+    backbone = _tiny_cnn()
+    before = copy.deepcopy(backbone.state_dict())
+    adapter = MedCAMAdapter(
+        image="cxr", backbone=backbone, projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        max_epochs=15, lr=1e-2, batch_size=32, random_state=0,
+    ).fit(X)
+    for key, value in backbone.state_dict().items():  # the estimator's module is untouched
+        torch.testing.assert_close(value, before[key])
+    fitted = adapter.net_.module_.image_branch
+    assert not torch.equal(fitted.backbone[0].weight, before["0.weight"])  # fine-tuned
+    assert adapter.image_shape_ == (12, 12)
+    Z = adapter.transform(X[["cxr"]])
+    assert list(Z.columns) == [f"cxr__{i}" for i in range(4)]
+    # Transcription: adapter MLP of the backbone's features of each image.
+    images = torch.from_numpy(np.stack(X["cxr"].to_list())).unsqueeze(1)
+    with torch.no_grad():
+        expected = fitted.adapter(fitted.backbone.eval()(images)).numpy()
+    np.testing.assert_allclose(Z.to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    missing = X[["cxr"]].copy()
+    missing.iloc[:32, 0] = None  # a whole batch without images
+    Z_missing = adapter.transform(missing)
+    assert np.isnan(Z_missing.iloc[:32]).all(axis=None)
+    np.testing.assert_allclose(Z_missing.iloc[32:], Z.iloc[32:], rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_fine_tunes_the_backbone_image_only():
+    X, factor = _raw_image_cohort(seed=1)
+    y = (factor > 0).astype(int)
+    adapter = MedCAMAdapter(
+        image="cxr", backbone=_tiny_cnn(), projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        max_epochs=5, batch_size=32, random_state=0,
+    )
+    clf = MedCAMClassifier(adapter, max_epochs=40, lr=1e-2, random_state=0).fit(X, y)
+    assert clf.score(X[["cxr"]], y) > 0.8
+    aligned = clf.adapter_.net_.module_.image_branch.backbone[0].weight
+    assert not torch.equal(clf.net_.module_.adapter.backbone[0].weight, aligned)
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "match"),
+    [
+        (lambda X: X, {"image": None}, "with a backbone, name the raw image column"),
+        (
+            lambda X: X.assign(cxr=[np.zeros((12, 12)) if i else np.zeros((10, 12)) for i in range(len(X))]),
+            {},
+            r"images of column 'cxr' must share one size for the backbone: row 0 has 10 rows of pixels, expected 12",
+        ),
+        (
+            lambda X: pd.DataFrame(np.zeros((len(X), 3)), columns=["img__0", "img__1", "img__2"]).assign(ehr=X["ehr"]),
+            {"image": "img"},
+            "with a backbone, the image modality 'img' must be a raw column",
+        ),
+    ],
+)
+def test_backbone_bad_inputs(change, kwargs, match):
+    X, _ = _raw_image_cohort(n=20)
+    params = {"image": "cxr", "backbone": _tiny_cnn(), "max_epochs": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        MedCAMAdapter(**params).fit(change(X))
+
+
+def test_backbone_must_return_features_and_raw_images_need_a_backbone():
+    X, _ = _raw_image_cohort(n=20)
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with pytest.raises(ValueError, match=r"must map images \(n, 1, H, W\) to features \(n, d\).*\(1, 2, 10, 10\)"):
+        MedCAMAdapter(image="cxr", backbone=conv, max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="raw column: pass a backbone="):
+        MedCAMAdapter(image="cxr", max_epochs=1).fit(X)

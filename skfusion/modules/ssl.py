@@ -161,6 +161,29 @@ class PairedOutput(NamedTuple):
     scale: torch.Tensor  # logit scale 1 / tau
 
 
+class ImageBranch(nn.Module):
+    """The image side: an optional backbone on raw images, then the MLP adapter.
+
+    Without a backbone the block is a pre-computed embedding ``(n, d)``; with one it holds
+    single-channel images of ``height`` rows, ``(n, height, W)``, given to the backbone as
+    ``(n, 1, height, W)``. A batch whose rows all lack their image arrives trimmed; it is
+    padded back with zeros (the outputs of absent rows are discarded by the caller).
+    """
+
+    def __init__(self, adapter, backbone=None, height=None):
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter
+        self.height = height
+
+    def forward(self, block):
+        x = block["x"]
+        if self.backbone is not None:
+            x = F.pad(x, (0, 0, 0, self.height - x.shape[1]))
+            x = self.backbone(x.unsqueeze(1))
+        return self.adapter(x)
+
+
 class PairedEncoders(nn.Module):
     """The image adapter and the EHR encoder, both ending in the shared space of width ``p``.
 
@@ -181,14 +204,30 @@ class PairedEncoders(nn.Module):
         :math:`\\tau`; the logit scale starts at :math:`1 / \\tau`.
     learn_temperature : bool
         Train :math:`\\log(1 / \\tau)` (ALIGN), clipped so that :math:`1 / \\tau \\le 100`.
+    backbone : nn.Module, default=None
+        Trained with the adapter on raw images (see :class:`ImageBranch`); ``image_dim`` is
+        then the width of its output.
+    image_height : int, default=None
+        Rows of pixels of the raw images (with a backbone).
     """
 
     def __init__(
-        self, image, ehr, image_dim, ehr_dim, projection_dim, hidden_dim, lstm_hidden, temperature, learn_temperature
+        self,
+        image,
+        ehr,
+        image_dim,
+        ehr_dim,
+        projection_dim,
+        hidden_dim,
+        lstm_hidden,
+        temperature,
+        learn_temperature,
+        backbone=None,
+        image_height=None,
     ):
         super().__init__()
         self.names = (image, ehr)
-        self.image_adapter = mlp(image_dim, (hidden_dim,), projection_dim, 0.0)
+        self.image_branch = ImageBranch(mlp(image_dim, (hidden_dim,), projection_dim, 0.0), backbone, image_height)
         self.ehr_encoder = LSTMEncoder(ehr_dim, lstm_hidden, n_layers=2)
         self.ehr_projection = mlp(lstm_hidden, (hidden_dim,), projection_dim, 0.0)
         self.log_scale = nn.Parameter(torch.tensor(log(1.0 / temperature)), requires_grad=learn_temperature)
@@ -198,8 +237,8 @@ class PairedEncoders(nn.Module):
         return self.log_scale.exp().clamp(max=_MAX_SCALE)
 
     def embed_image(self, block):
-        """Adapted image embeddings (n, p) of a vector block."""
-        return self.image_adapter(block["x"])
+        """Adapted image embeddings (n, p)."""
+        return self.image_branch(block)
 
     def embed_ehr(self, block):
         """``(global (n, p), per-step (n, T, p), mask (n, T))`` of a sequence (or vector) block."""
@@ -262,8 +301,8 @@ class AdaptedImageClassifier(nn.Module):
     ----------
     image : str
         The block read.
-    adapter : nn.Module
-        The image adapter (trained by the alignment), fine-tuned unless ``freeze``.
+    adapter : ImageBranch
+        The image branch (trained by the alignment), fine-tuned unless ``freeze``.
     projection_dim, n_outputs : int
     freeze : bool
         Keep the adapter fixed (linear probing).
@@ -276,4 +315,4 @@ class AdaptedImageClassifier(nn.Module):
         self.head = nn.Linear(projection_dim, n_outputs)
 
     def forward(self, **blocks):
-        return self.head(self.adapter(blocks[self.image]["x"]))
+        return self.head(self.adapter(blocks[self.image]))

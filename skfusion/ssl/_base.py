@@ -6,6 +6,7 @@ both, train :class:`~skfusion.modules.ssl.PairedEncoders` with skorch) and ``tra
 subclass names its criterion in ``_criterion()``: the loss is the only difference.
 """
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -43,16 +44,20 @@ class BalancedBatches(BatchIterator):
         return order.tensor_split(-(-n // self.batch_size))
 
 
-def find_pair(X, image, ehr, modality_dims):
+def find_pair(X, image, ehr, modality_dims, raw_image=False):
     """The ``(image, ehr)`` :class:`~skfusion._data.ModalitySpec` pair of ``X``.
 
-    ``ehr=None`` takes the first sequence modality (else the first modality); ``image=None``
-    the first vector modality other than ``ehr``, the rule of the MedFuse family. A plain array
-    is split by ``modality_dims`` (halves by default: EHR first, then the image).
+    ``ehr=None`` takes the first sequence modality other than ``image`` (else the first
+    modality); ``image=None`` the first vector modality other than ``ehr``, the rule of the
+    MedFuse family. A plain array is split by ``modality_dims`` (halves by default: EHR first,
+    then the image). With ``raw_image`` (a backbone reads the images) the image is a raw
+    column of 2-D arrays and must be named.
     """
     layout = infer_layout(X, None, modality_dims)
     names = [spec.name for spec in layout]
-    ehr = ehr or ([s.name for s in layout if s.kind == "sequence"] + names)[0]
+    if raw_image and image is None:
+        raise ValueError("with a backbone, name the raw image column: image='<column>'.")
+    ehr = ehr or ([s.name for s in layout if s.kind == "sequence" and s.name != image] + names)[0]
     image = image or next((s.name for s in layout if s.kind == "vector" and s.name != ehr), None)
     if image is None or len(names) < 2:
         raise ValueError(
@@ -62,12 +67,52 @@ def find_pair(X, image, ehr, modality_dims):
     if image == ehr:
         raise ValueError(f"image and ehr must be different modalities; both are {image!r}.")
     image_spec, ehr_spec = infer_layout(X, [image, ehr], modality_dims)
-    if image_spec.kind != "vector":
+    if raw_image and image_spec.kind != "sequence":
+        raise ValueError(
+            f"with a backbone, the image modality {image!r} must be a raw column holding one 2-D (H, W) image "
+            "array per row; it is an embedding block (drop backbone= to adapt the embedding)."
+        )
+    if not raw_image and image_spec.kind != "vector":
         raise ValueError(
             f"the image modality {image!r} must be an embedding block '{image}__0', '{image}__1', ...; it is a "
-            "token column: pool it, or embed raw images with skfusion.encoders.ImageEmbedder first."
+            "raw column: pass a backbone= to train on the raw images, or embed them with "
+            "skfusion.encoders.ImageEmbedder first."
         )
     return image_spec, ehr_spec
+
+
+def check_image_size(block, name, height=None):
+    """The common height of the raw images of ``block``, or a ValueError naming a row that differs.
+
+    The width is checked by the data layer (the token width); ``height`` is the one seen in
+    ``fit``.
+    """
+    lengths = block["mask"].sum(dim=1).numpy()[block["present"].numpy()]
+    expected = height if height is not None else (int(lengths.max()) if len(lengths) else 0)
+    rows = np.flatnonzero(block["present"].numpy())
+    bad = rows[lengths != expected]
+    if len(bad):
+        raise ValueError(
+            f"the images of column {name!r} must share one size for the backbone: row {int(bad[0])} has "
+            f"{int(block['mask'][bad[0]].sum())} rows of pixels, expected {expected}."
+        )
+    return expected
+
+
+def backbone_width(backbone, height, width, device):
+    """Output width of ``backbone`` on one ``(1, 1, height, width)`` image, or a ValueError."""
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            out = backbone.eval()(torch.zeros(1, 1, height, width, device=device))
+    finally:
+        backbone.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the backbone must map images (n, 1, H, W) to features (n, d); on a ({height}, {width}) image it "
+            f"returned shape {tuple(out.shape)}."
+        )
+    return int(out.shape[1])
 
 
 def read_blocks(estimator, X, specs, reset, also=()):
@@ -95,6 +140,7 @@ def read_blocks(estimator, X, specs, reset, also=()):
 
 _PAIRED_PARAMETERS = {
     "image": [str, None],
+    "backbone": [torch.nn.Module, None],
     "ehr": [str, None],
     "projection_dim": [Interval(Integral, 1, None, closed="left")],
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
@@ -142,10 +188,19 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
             if not is_grouped_frame(X):
                 # Check a plain array before splitting it into modalities.
                 X = validate_data(self, X, reset=True, dtype=np.float32, ensure_all_finite=False)
-            self.image_spec_, self.ehr_spec_ = find_pair(X, self.image, self.ehr, self.modality_dims)
+            self.image_spec_, self.ehr_spec_ = find_pair(
+                X, self.image, self.ehr, self.modality_dims, raw_image=self.backbone is not None
+            )
         outputs = self._output_specs()
         others = [s for s in (self.image_spec_, self.ehr_spec_) if s not in outputs]
-        return read_blocks(self, X, outputs, reset, also=others)
+        blocks = read_blocks(self, X, outputs, reset, also=others)
+        if self.backbone is not None and self.image_spec_.name in blocks:
+            height = check_image_size(
+                blocks[self.image_spec_.name], self.image_spec_.name, None if reset else self.image_shape_[0]
+            )
+            if reset:
+                self.image_shape_ = (height, self.image_spec_.dim)
+        return blocks
 
     def _paired_rows(self, blocks):
         image, ehr = blocks[self.image_spec_.name], blocks[self.ehr_spec_.name]
@@ -188,16 +243,21 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         dataset = ModalityDataset(blocks, device=device).subset(paired)
         seed = self._seed()
         with seeded(seed, device):
+            # The estimator's backbone is left untouched: a copy is fine-tuned.
+            backbone = None if self.backbone is None else copy.deepcopy(self.backbone).to(device)
+            image_dim = self.image_spec_.dim if backbone is None else backbone_width(backbone, *self.image_shape_, device)
             module = PairedEncoders(
                 self.image_spec_.name,
                 self.ehr_spec_.name,
-                self.image_spec_.dim,
+                image_dim,
                 self.ehr_spec_.dim,
                 self.projection_dim,
                 self.hidden_dim,
                 self.lstm_hidden,
                 self._temperature(),
                 self._learn_temperature(),
+                backbone,
+                None if backbone is None else self.image_shape_[0],
             )
             self.net_ = AlignmentNet(
                 module=module,

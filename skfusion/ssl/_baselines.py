@@ -114,6 +114,7 @@ class ConVIRT(_SSLTransformer):
         *,
         image=None,
         ehr=None,
+        backbone=None,
         output="both",
         temperature=0.1,
         image_weight=0.75,
@@ -131,6 +132,7 @@ class ConVIRT(_SSLTransformer):
     ):
         self.image = image
         self.ehr = ehr
+        self.backbone = backbone
         self.output = output
         self.temperature = temperature
         self.image_weight = image_weight
@@ -216,6 +218,7 @@ class ALIGN(_SSLTransformer):
         *,
         image=None,
         ehr=None,
+        backbone=None,
         output="both",
         temperature=0.1,
         projection_dim=128,
@@ -232,6 +235,7 @@ class ALIGN(_SSLTransformer):
     ):
         self.image = image
         self.ehr = ehr
+        self.backbone = backbone
         self.output = output
         self.temperature = temperature
         self.projection_dim = projection_dim
@@ -327,6 +331,7 @@ class VICReg(_SSLTransformer):
         *,
         image=None,
         ehr=None,
+        backbone=None,
         output="both",
         invariance_weight=25.0,
         variance_weight=25.0,
@@ -345,6 +350,7 @@ class VICReg(_SSLTransformer):
     ):
         self.image = image
         self.ehr = ehr
+        self.backbone = backbone
         self.output = output
         self.invariance_weight = invariance_weight
         self.variance_weight = variance_weight

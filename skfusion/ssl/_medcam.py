@@ -44,10 +44,12 @@ class MedCAMAdapter(BasePairedPretraining):
       averaged over the selected pairs (:math:`B k` when every stay has ``top_k`` steps; a
       shorter stay contributes all its steps).
 
-    **What is adapted.** The image is a pre-computed, frozen embedding (a ``name__i`` block,
-    e.g. from :class:`~skfusion.encoders.ImageEmbedder` or a foundation model): the
-    adapter is an MLP on it (``Linear -> ReLU -> Linear`` to ``projection_dim``), not the
-    backbone. Raw images go through an embedder first.
+    **What is adapted.** Without ``backbone``, the image is a pre-computed, frozen embedding
+    (a ``name__i`` block, e.g. from :class:`~skfusion.encoders.ImageEmbedder` or a
+    foundation model) and the adapter is an MLP on it (``Linear -> ReLU -> Linear`` to
+    ``projection_dim``). With ``backbone`` (a torch module) and a raw image column, the
+    backbone is fine-tuned together with that MLP, as the paper fine-tunes its image
+    encoder.
 
     ``fit`` uses no labels and only the rows with both an image and an EHR series (the
     others are left out; ``n_paired_`` counts those used). ``transform`` reads the image
@@ -103,6 +105,7 @@ class MedCAMAdapter(BasePairedPretraining):
         *,
         image=None,
         ehr=None,
+        backbone=None,
         top_k=10,
         temperature=0.1,
         projection_dim=128,
@@ -119,6 +122,7 @@ class MedCAMAdapter(BasePairedPretraining):
     ):
         self.image = image
         self.ehr = ehr
+        self.backbone = backbone
         self.top_k = top_k
         self.temperature = temperature
         self.projection_dim = projection_dim
@@ -286,7 +290,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         return blocks, len(blocks[spec.name]["present"])
 
     def _build_module(self, n_outputs):
-        adapter = copy.deepcopy(self.adapter_.net_.module_.image_adapter)
+        adapter = copy.deepcopy(self.adapter_.net_.module_.image_branch)
         return AdaptedImageClassifier(
             self.adapter_.image_spec_.name, adapter, self.adapter_.projection_dim, n_outputs, self.freeze_adapter
         )
