@@ -36,7 +36,8 @@ from torch.nn import functional as F
 from skfusion import ConcatClassifier, LateFusionClassifier
 from skfusion._data import ModalityDataset, to_blocks
 from skfusion.fusion.daft import DAFTClassifier
-from skfusion.fusion.medfuse import MedFuseClassifier, _ClassifierPretrainer
+from skfusion.fusion._pretraining import _ClassifierPretrainer
+from skfusion.fusion.medfuse import MedFuseClassifier
 from skfusion.fusion.mmtm import MMTMClassifier
 from skfusion.modules.encoders import EncoderHead, IdentityEncoder, LSTMEncoder, make_encoder
 from skfusion.modules.medfuse import MedFuseNet
@@ -228,9 +229,9 @@ def main():
         "Table 8 (MedFuse 23.9 M, MMTM 23.5 M, DAFT 22.3 M, joint fusion 23.9 M, about 0.03 s per "
         "batch on an A100/V100). MMTM is 1 M smaller than MedMod's: MedFuse's code uses a joint "
         "width of 2 (C_ehr + C_img) / 4 and keeps unimodal heads, skfusion follows the MMTM paper's "
-        "(C_ehr + C_img) / 4 and one joint head. Concat and late fusion read the EHR series through "
-        "its mean over time steps (their modules do not take the LSTM encoder yet), hence their "
-        "small size.",
+        "(C_ehr + C_img) / 4 and one joint head. Concat and late fusion read the EHR series with the "
+        "same 2-layer LSTM (`sequence_encoder=\"lstm\"`, `lstm_hidden=256`); their MLP heads are "
+        "scaled to the input width (paper 000), and late fusion adds a second MLP on the image.",
         "",
         "| model | trainable parameters (M) | + ResNet-34 (M) | forward (ms) | predict_proba (ms) |",
         "|---|---|---|---|---|",

@@ -17,6 +17,22 @@ DOCS = {
         Breslow baseline, a Weibull model (torchsurv), or discrete-time logistic hazards.
     n_durations : int, default=20
         Number of time bins (at event-time quantiles) for ``loss="discrete"``.""",
+    "sequence_encoder": """sequence_encoder : {"lstm", "mean"}, default="lstm"
+        How a sequence modality (a token column of ``(T_i, d)`` arrays) becomes one vector
+        per row: ``"lstm"`` is the MedFuse EHR encoder, a two-layer LSTM whose last valid
+        hidden state is the vector (dropout ``dropout`` on it); ``"mean"`` is the masked mean
+        over the tokens (paper 000's average of slice embeddings over z). A vector block is
+        always used as it is.
+    lstm_hidden : int, default=256
+        Hidden width of that LSTM (MedFuse's :math:`m = 256`).""",
+    "pretraining": """pretrain_encoders : bool, default=False
+        Train each encoder with parameters (the LSTM of a sequence modality with
+        ``sequence_encoder="lstm"``) alone on the task first, with its own temporary linear
+        head and the same training settings, on the rows that have its modality; then train
+        the whole network from those weights. A vector block has no encoder to pre-train.
+    freeze_encoders : bool, default=False
+        Keep the pre-trained encoders fixed in the second stage (needs
+        ``pretrain_encoders=True``): MedMod's early and late fusion.""",
     "training": """hidden_dims : list of int, default=None
         Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
         input width (one layer of ``d // 2`` units within [16, 512]), as in paper 000.

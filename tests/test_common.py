@@ -33,6 +33,7 @@ CLASSIFIERS = [
     ConcatClassifier(**FAST_CLF),
     ConcatClassifier(missing="learn", **FAST_CLF),
     LateFusionClassifier(**FAST_CLF),
+    LateFusionClassifier(pretrain_encoders=True, freeze_encoders=True, sequence_encoder="mean", **FAST_CLF),
     UnimodalClassifier(**FAST_CLF),
 ]
 SURVIVAL = [

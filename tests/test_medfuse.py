@@ -11,7 +11,8 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sksurv.util import Surv
 
-from skfusion.fusion.medfuse import MedFuseClassifier, MedFuseSurvival, _ClassifierPretrainer
+from skfusion.fusion._pretraining import _ClassifierPretrainer
+from skfusion.fusion.medfuse import MedFuseClassifier, MedFuseSurvival
 
 EXPECTED_FAILURES = {
     "check_methods_sample_order_invariance": (

@@ -1,31 +1,61 @@
 """Concatenation fusion and the unimodal baselines (paper 000, Fig. 1a and Table 1)."""
 
+from numbers import Integral
+
+from torch import nn
+
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import StrOptions
+from .._compat import Interval, StrOptions
 from .._data import infer_layout, require_present
 from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.concat import ConcatFusion
+from ..modules.encoders import make_encoder
+from ._pretraining import PRETRAINING_CONSTRAINTS, _EncoderPretraining
 
 
-class _Concat(BaseFusion):
-    _parameter_constraints = {**BaseFusion._parameter_constraints, "missing": [StrOptions({"raise", "learn"})]}
+class _ModalityEncoders:
+    """``sequence_encoder=`` / ``lstm_hidden=``: one encoder per modality (left of BaseFusion).
+
+    The identity for a vector block; for a sequence modality the MedFuse EHR encoder (a
+    two-layer LSTM, dropout ``dropout`` on its output) or the masked token mean.
+    """
+
+    _encoder_constraints = {
+        "sequence_encoder": [StrOptions({"lstm", "mean"})],
+        "lstm_hidden": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _make_encoder(self, spec):
+        sequence = None if self.sequence_encoder == "lstm" else False
+        return make_encoder(spec, self.lstm_hidden, dropout=self.dropout, sequence=sequence)
+
+
+class _Concat(_ModalityEncoders, _EncoderPretraining, BaseFusion):
+    _parameter_constraints = {
+        **BaseFusion._parameter_constraints,
+        **_ModalityEncoders._encoder_constraints,
+        **PRETRAINING_CONSTRAINTS,
+        "missing": [StrOptions({"raise", "learn"})],
+    }
 
     def _check_blocks(self, blocks):
         if self.missing == "raise":
             require_present(blocks, list(blocks), "pass missing='learn' to substitute a learnable vector.")
 
     def _build_module(self, n_outputs):
-        dims = {spec.name: spec.dim for spec in self.layout_}
-        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(sum(dims.values()))
-        return ConcatFusion(dims, hidden, n_outputs, self.dropout, learn_missing=self.missing == "learn")
+        encoders = self._encoders(self.layout_)
+        width = sum(encoder.out_dim for encoder in encoders.values())
+        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(width)
+        return ConcatFusion(encoders, hidden, n_outputs, self.dropout, learn_missing=self.missing == "learn")
 
 
-class _Unimodal(BaseFusion):
+class _Unimodal(_ModalityEncoders, BaseFusion):
     _parameter_constraints = {
         **{k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"},
+        **_ModalityEncoders._encoder_constraints,
         "modality": [str, None],
     }
 
@@ -36,8 +66,9 @@ class _Unimodal(BaseFusion):
 
     def _build_module(self, n_outputs):
         spec = self.layout_[0]
-        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(spec.dim)
-        return ConcatFusion({spec.name: spec.dim}, hidden, n_outputs, self.dropout)
+        encoder = self._make_encoder(spec)
+        hidden = self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(encoder.out_dim)
+        return ConcatFusion(nn.ModuleDict({spec.name: encoder}), hidden, n_outputs, self.dropout)
 
 
 @fill_doc
@@ -48,6 +79,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
     ----------
     modality : str, default=None
         The modality to model; ``None`` takes the first modality of ``X``.
+    {sequence_encoder}
     {survival_task}
     {training}
     {modality_dims}
@@ -82,6 +114,8 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         self,
         *,
         modality=None,
+        sequence_encoder="lstm",
+        lstm_hidden=256,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -100,6 +134,8 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         modality_dims=None,
     ):
         self.modality = modality
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -126,6 +162,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     ----------
     modality : str, default=None
         The modality to model; ``None`` takes the first modality of ``X``.
+    {sequence_encoder}
     {training}
     {modality_dims}
 
@@ -159,6 +196,8 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         self,
         *,
         modality=None,
+        sequence_encoder="lstm",
+        lstm_hidden=256,
         hidden_dims=None,
         dropout=0.1,
         lr=1e-3,
@@ -175,6 +214,8 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         modality_dims=None,
     ):
         self.modality = modality
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
         self.hidden_dims = hidden_dims
         self.dropout = dropout
         self.lr = lr
@@ -205,6 +246,8 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         What to do with a row that lacks a modality: raise a ValueError naming the modality
         and rows, or substitute a learnable vector (MedFuse's "learnable missing-image
         vector"; the MedMod early/joint fusion setting).
+    {sequence_encoder}
+    {pretraining}
     {survival_task}
     {training}
     {modality_dims}
@@ -243,6 +286,10 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         *,
         modalities=None,
         missing="raise",
+        sequence_encoder="lstm",
+        lstm_hidden=256,
+        pretrain_encoders=False,
+        freeze_encoders=False,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -262,6 +309,10 @@ class ConcatSurvival(SurvivalMixin, _Concat):
     ):
         self.modalities = modalities
         self.missing = missing
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -294,6 +345,8 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         What to do with a row that lacks a modality: raise a ValueError naming the modality
         and rows, or substitute a learnable vector (MedFuse's "learnable missing-image
         vector"; the MedMod early/joint fusion setting).
+    {sequence_encoder}
+    {pretraining}
     {training}
     {modality_dims}
 
@@ -331,6 +384,10 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         *,
         modalities=None,
         missing="raise",
+        sequence_encoder="lstm",
+        lstm_hidden=256,
+        pretrain_encoders=False,
+        freeze_encoders=False,
         hidden_dims=None,
         dropout=0.1,
         lr=1e-3,
@@ -348,6 +405,10 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
     ):
         self.modalities = modalities
         self.missing = missing
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims
         self.dropout = dropout
         self.lr = lr

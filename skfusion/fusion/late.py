@@ -1,4 +1,4 @@
-"""Late fusion: one MLP per modality, outputs averaged over the modalities a row has."""
+"""Late fusion: one encoder and MLP per modality, outputs averaged over the modalities a row has."""
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
@@ -7,19 +7,27 @@ from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.late import LateFusion
+from ._pretraining import PRETRAINING_CONSTRAINTS, _EncoderPretraining
+from .concat import _ModalityEncoders
 
 
-class _Late(BaseFusion):
+class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
+    _parameter_constraints = {
+        **BaseFusion._parameter_constraints,
+        **_ModalityEncoders._encoder_constraints,
+        **PRETRAINING_CONSTRAINTS,
+    }
+
     def _check_blocks(self, blocks):
         require_any_present(blocks)
 
     def _build_module(self, n_outputs):
-        dims = {spec.name: spec.dim for spec in self.layout_}
+        encoders = self._encoders(self.layout_)
         hidden = {
-            name: self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(dim)
-            for name, dim in dims.items()
+            name: self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(encoder.out_dim)
+            for name, encoder in encoders.items()
         }
-        return LateFusion(dims, hidden, n_outputs, self.dropout)
+        return LateFusion(encoders, hidden, n_outputs, self.dropout)
 
 
 @fill_doc
@@ -32,6 +40,8 @@ class LateFusionSurvival(SurvivalMixin, _Late):
     Parameters
     ----------
     {modalities}
+    {sequence_encoder}
+    {pretraining}
     {survival_task}
     {training}
     {modality_dims}
@@ -66,6 +76,10 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self,
         *,
         modalities=None,
+        sequence_encoder="lstm",
+        lstm_hidden=256,
+        pretrain_encoders=False,
+        freeze_encoders=False,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -84,6 +98,10 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         modality_dims=None,
     ):
         self.modalities = modalities
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -112,6 +130,8 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     Parameters
     ----------
     {modalities}
+    {sequence_encoder}
+    {pretraining}
     {training}
     {modality_dims}
 
@@ -145,6 +165,10 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self,
         *,
         modalities=None,
+        sequence_encoder="lstm",
+        lstm_hidden=256,
+        pretrain_encoders=False,
+        freeze_encoders=False,
         hidden_dims=None,
         dropout=0.1,
         lr=1e-3,
@@ -161,6 +185,10 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         modality_dims=None,
     ):
         self.modalities = modalities
+        self.sequence_encoder = sequence_encoder
+        self.lstm_hidden = lstm_hidden
+        self.pretrain_encoders = pretrain_encoders
+        self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims
         self.dropout = dropout
         self.lr = lr

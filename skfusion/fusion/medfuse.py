@@ -5,196 +5,26 @@ Shared with :mod:`skfusion.fusion.daft` and :mod:`skfusion.fusion.mmtm`:
 - the modality roles ``ehr=`` (a time series, the base modality every row has) and
   ``image=`` (an image embedding, possibly absent), with the MedFuse EHR encoder (a
   two-layer LSTM) on the first;
-- encoder pre-training (:class:`_EncoderPretraining`): ``pretrain_encoders=True`` first
-  trains each encoder that has parameters alone on the task, with its own temporary linear
-  head (an ordinary skorch fit of the same task and training settings), then trains the
-  whole network from those weights; ``freeze_encoders=True`` keeps them fixed in the second
-  stage (MedMod's early fusion).
+- encoder pre-training, ``pretrain_encoders=`` / ``freeze_encoders=``
+  (:class:`~skfusion.fusion._pretraining._EncoderPretraining`, shared with concatenation
+  and late fusion).
 """
 
 from numbers import Integral, Real
 
 import numpy as np
-import pandas as pd
-from sklearn.utils import check_random_state
-from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import Interval, StrOptions, _fit_context
-from .._data import check_X, infer_layout, require_present, to_blocks
+from .._compat import Interval, StrOptions
+from .._data import infer_layout, require_present
 from .._docstrings import DOCS
 from .._survival import SurvivalMixin
-from ..modules.encoders import EncoderHead, LSTMEncoder, has_parameters, load_encoders, make_encoder
+from ..modules.encoders import LSTMEncoder, make_encoder
 from ..modules.medfuse import MedFuseNet
-
-# Settings a pre-training fit shares with the estimator that starts it.
-_SHARED_SETTINGS = (
-    "lr",
-    "weight_decay",
-    "batch_size",
-    "max_epochs",
-    "early_stopping",
-    "validation_fraction",
-    "n_iter_no_change",
-    "device",
-    "verbose",
-    "modality_dims",
-)
+from ._pretraining import _BASE_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
 
 _EHR_LAYERS = 2
-
-_BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
-
-
-def _take(data, rows):
-    """Rows ``rows`` of a DataFrame or array (all of it when ``rows`` is None)."""
-    if rows is None:
-        return data
-    return data.iloc[rows] if isinstance(data, pd.DataFrame) else data[rows]
-
-
-class _EncoderPretrainer(BaseFusion):
-    """One modality's encoder and a linear head, fitted alone on the task: the first stage."""
-
-    _parameter_constraints = {
-        **{k: v for k, v in _BASE_CONSTRAINTS.items() if k not in ("hidden_dims", "dropout")},
-        "modality": [str],
-        "encoder": [callable],
-        **SurvivalMixin._task_parameter_constraints,
-    }
-
-    def __init__(
-        self,
-        *,
-        modality,
-        encoder,
-        loss="cox",
-        n_durations=20,
-        lr=1e-3,
-        weight_decay=1e-4,
-        batch_size=256,
-        max_epochs=100,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        callbacks=None,
-        device="auto",
-        random_state=None,
-        verbose=0,
-        modality_dims=None,
-    ):
-        self.modality = modality
-        self.encoder = encoder
-        self.loss = loss
-        self.n_durations = n_durations
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.callbacks = callbacks
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.modality_dims = modality_dims
-
-    def _infer_layout(self, X):
-        return infer_layout(X, [self.modality], self.modality_dims)
-
-    def _build_module(self, n_outputs):
-        return EncoderHead(self.modality, self.encoder(self.layout_[0]), n_outputs)
-
-
-class _SurvivalPretrainer(SurvivalMixin, _EncoderPretrainer):
-    pass
-
-
-class _ClassifierPretrainer(ClassifierHeadMixin, _EncoderPretrainer):
-    pass
-
-
-class _EncoderPretraining:
-    """``pretrain_encoders=`` / ``freeze_encoders=`` for a fusion family (left of BaseFusion).
-
-    The family implements ``_make_encoder(spec)`` (a fresh encoder for one modality of
-    ``layout_``) and builds its encoders with ``self._encoders(specs)`` in
-    ``_build_module``. It may override ``_fine_tuning_rows(blocks, rng)`` (rows kept for the
-    second stage; ``None`` keeps all) together with ``_selects_rows()``.
-    """
-
-    def _selects_rows(self):
-        return False
-
-    def _fine_tuning_rows(self, blocks, rng):
-        return None
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Fit the model, after pre-training its encoders when ``pretrain_encoders=True``.
-
-        Parameters
-        ----------
-        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
-            Modalities as ``name__i`` column blocks and token columns; an array is split
-            by ``modality_dims``.
-        y : array-like
-            Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
-            Classification: labels, or a label-indicator matrix for multi-label targets.
-
-        Returns
-        -------
-        self : object
-        """
-        if self.freeze_encoders and not self.pretrain_encoders:
-            raise ValueError("freeze_encoders=True needs pretrain_encoders=True: there is nothing to freeze.")
-        self._pretrained = {}
-        try:
-            if self.pretrain_encoders or self._selects_rows():
-                X, y = self._first_stage(X, y)
-            return super().fit(X, y)
-        finally:
-            del self._pretrained
-
-    def _first_stage(self, X, y):
-        """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
-        checked = check_X(self, X, reset=True)
-        self.layout_ = self._infer_layout(checked)
-        blocks = to_blocks(checked, self.layout_)
-        self._check_blocks(blocks)
-        self._encode_target(y, len(checked))
-        source, y = (X if isinstance(X, pd.DataFrame) else checked), np.asarray(y)
-        rng = check_random_state(self.random_state)
-        if self.pretrain_encoders:
-            self._pretrained = self._pretrain(source, y, blocks, rng)
-        rows = self._fine_tuning_rows(blocks, rng)
-        return _take(source, rows), _take(y, rows)
-
-    def _pretrain(self, X, y, blocks, rng):
-        """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows."""
-        survival = isinstance(self, SurvivalMixin)
-        pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
-        settings = {key: getattr(self, key) for key in _SHARED_SETTINGS}
-        if survival:
-            settings.update(loss=self.loss, n_durations=self.n_durations)
-        states = {}
-        for spec in self.layout_:
-            if not has_parameters(self._make_encoder(spec)):
-                continue
-            present = blocks[spec.name]["present"].numpy()
-            rows = None if present.all() else np.flatnonzero(present)
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **settings)
-            fitted.fit(_take(X, rows), _take(y, rows))
-            states[spec.name] = fitted.net_.module_.encoder.state_dict()
-        return states
-
-    def _encoders(self, specs):
-        """Fresh encoders for ``specs``, loaded with the pre-trained weights (and frozen) if any."""
-        encoders = nn.ModuleDict({spec.name: self._make_encoder(spec) for spec in specs})
-        return load_encoders(encoders, self._pretrained, self.freeze_encoders)
 
 
 class _EhrImageFusion(_EncoderPretraining, BaseFusion):
@@ -211,8 +41,7 @@ class _EhrImageFusion(_EncoderPretraining, BaseFusion):
         "ehr": [str, None],
         "image": [str, None],
         "ehr_hidden": [Interval(Integral, 1, None, closed="left")],
-        "pretrain_encoders": ["boolean"],
-        "freeze_encoders": ["boolean"],
+        **PRETRAINING_CONSTRAINTS,
     }
 
     def _infer_layout(self, X):
