@@ -228,6 +228,7 @@ class BaseFusion(BaseEstimator):
                 verbose=self.verbose,
             )
             self.net_.fit(dataset, None)
+        self.net_.module_.eval()  # the fitted network is used for inference only
         self._finish_fit(dataset, targets)
         return self
 
