@@ -21,7 +21,7 @@ from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
 from ._compat import Interval, StrOptions, _fit_context
-from ._data import ModalityDataset, check_X, infer_layout, require_present, to_blocks
+from ._data import ModalityDataset, check_X, infer_layout, require_kinds, require_present, to_blocks
 
 
 def resolve_device(device):
@@ -160,8 +160,18 @@ class BaseFusion(BaseEstimator):
 
     _missing_hint = "use a model that handles missing modalities (LateFusion*, missing='learn') or impute."
 
+    # The modality kinds the family reads (see skfusion._data); families with per-modality
+    # encoders add "image".
+    _modality_kinds = ("vector", "sequence")
+
     def _infer_layout(self, X):
         return infer_layout(X, self.modalities, self.modality_dims)
+
+    def _layout(self, X):
+        """``_infer_layout`` of validated ``X``, refusing the modality kinds the family cannot read."""
+        layout = self._infer_layout(X)
+        require_kinds(layout, self._modality_kinds, self)
+        return layout
 
     def _check_blocks(self, blocks):
         require_present(blocks, list(blocks), self._missing_hint)
@@ -177,7 +187,7 @@ class BaseFusion(BaseEstimator):
     def _blocks(self, X, reset):
         X = check_X(self, X, reset=reset)
         if reset:
-            self.layout_ = self._infer_layout(X)
+            self.layout_ = self._layout(X)
         blocks = to_blocks(X, self.layout_)
         self._check_blocks(blocks)
         return blocks, len(X)

@@ -4,7 +4,10 @@
 
 - a *vector* modality is a numeric block ``"{name}__{feature}"`` (``img__0 ... img__1023``);
 - a *sequence* modality is one object column ``"{name}"`` holding, per row, a ``(T_i, d)``
-  array (per-slice CT embeddings, per-timestep EHR states, a clinical time series).
+  array (per-slice CT embeddings, per-timestep EHR states, a clinical time series);
+- an *image* modality is one object column ``"{name}"`` holding, per row, a ``(C, H, W)``
+  array, the same shape in every row (a chest X-ray as ``(1, H, W)``): the estimators that
+  train an image encoder (a CNN) read it.
 
 A row whose block is entirely NaN (or whose cell is ``None``, or has ``T_i = 0``) is *missing*
 that modality. NaN inside a partly observed block, and inf anywhere, are errors.
@@ -37,9 +40,10 @@ class ModalitySpec:
     """
 
     name: str
-    kind: str  # "vector" or "sequence"
+    kind: str  # "vector", "sequence" or "image"
     columns: tuple
-    dim: int
+    dim: int  # features per row (vector), per token (sequence), channels (image)
+    shape: tuple = ()  # (C, H, W) of an image
 
 
 def _rows(mask):
@@ -83,15 +87,35 @@ def _first_present(series):
     return None
 
 
-def _sequence_dim(name, series):
+def _raw_spec(name, series):
+    """The spec of a raw column from its first present cell: (T, d) tokens or a (C, H, W) image."""
     cell = _first_present(series)
     if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 2:
-        return int(cell.shape[1])
+        return ModalitySpec(name, "sequence", (series.name,), int(cell.shape[1]))
+    if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 3:
+        shape = tuple(int(v) for v in cell.shape)
+        return ModalitySpec(name, "image", (series.name,), shape[0], shape)
     kind = type(cell).__name__ if cell is not None else "only missing cells"
+    if isinstance(cell, (np.ndarray, torch.Tensor)):
+        kind = f"{cell.ndim}-D arrays"
     raise ValueError(
-        f"column {name!r} holds raw inputs ({kind}), not a numeric block or (T, d) token arrays: "
-        "encode it first (e.g. with CTVolumeEmbedder, ImageEmbedder or CLMBREmbedder)."
+        f"column {name!r} holds raw inputs ({kind}), not a numeric block, (T, d) token arrays or (C, H, W) "
+        "images: encode it first (e.g. with CTVolumeEmbedder, ImageEmbedder or CLMBREmbedder)."
     )
+
+
+def require_kinds(layout, kinds, estimator):
+    """Raise a ValueError naming the first modality whose kind ``estimator`` cannot read."""
+    for spec in layout:
+        if spec.kind not in kinds:
+            raise ValueError(
+                f"{type(estimator).__name__} reads {' and '.join(_KIND_NAMES[k] for k in kinds)}; column "
+                f"{spec.name!r} holds {_KIND_NAMES[spec.kind]}: embed it first (ImageEmbedder), or use an "
+                "estimator that trains an image encoder (Concat, LateFusion, Unimodal, MedFuse, DAFT, MMTM)."
+            )
+
+
+_KIND_NAMES = {"vector": "embedding blocks", "sequence": "token columns", "image": "(C, H, W) images"}
 
 
 def is_grouped_frame(X):
@@ -132,7 +156,7 @@ def infer_layout(X, modalities=None, modality_dims=None):
         layout = []
         for name, cols in groups.items():
             if len(cols) == 1 and str(cols[0]) == name:
-                layout.append(ModalitySpec(name, "sequence", (cols[0],), _sequence_dim(name, X[cols[0]])))
+                layout.append(_raw_spec(name, X[cols[0]]))
             elif any(str(c) == name for c in cols):
                 raise ValueError(f"modality {name!r} has both a raw column {name!r} and '{name}__*' columns.")
             else:
@@ -233,25 +257,42 @@ def _sequence_block(X, spec):
     return {"x": torch.from_numpy(x), "present": lengths_t > 0, "mask": mask}
 
 
+def _image_block(X, spec):
+    cells = X[spec.columns[0]].tolist()
+    x = np.zeros((len(cells), *spec.shape), dtype=np.float32)
+    present = np.zeros(len(cells), dtype=bool)
+    for i, cell in enumerate(cells):
+        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+            continue
+        arr = np.asarray(cell, dtype=np.float32)
+        if arr.shape != spec.shape:
+            raise ValueError(
+                f"column {spec.name!r}, row {i}: expected a {spec.shape} image (every image of a column has "
+                f"one shape); got shape {arr.shape}."
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError(f"column {spec.name!r}, row {i}: image contains NaN or inf.")
+        x[i], present[i] = arr, True
+    return {"x": torch.from_numpy(x), "present": torch.from_numpy(present)}
+
+
+_BLOCK_READERS = {"vector": _vector_block, "sequence": _sequence_block, "image": _image_block}
+
+
 def to_blocks(X, layout):
     """Turn validated ``X`` into ``{name: {"x", "present"[, "mask"]}}`` CPU tensors.
 
     Vector blocks are ``x`` of shape (n, d); sequence blocks are zero-padded ``x`` of shape
-    (n, T_max, d) with a boolean ``mask`` (n, T_max) that is true on real tokens. ``present``
-    (n,) is false where the row lacks the modality; its ``x`` is then all zeros.
+    (n, T_max, d) with a boolean ``mask`` (n, T_max) that is true on real tokens; image blocks
+    are ``x`` of shape (n, C, H, W). ``present`` (n,) is false where the row lacks the
+    modality; its ``x`` is then all zeros.
     """
     missing_cols = []
     if isinstance(X, pd.DataFrame):
         missing_cols = [c for spec in layout for c in spec.columns if c not in X.columns]
     if missing_cols:
         raise ValueError(f"X lacks column(s) {missing_cols[:_MAX_ROWS_SHOWN]} seen during fit.")
-    blocks = {}
-    for spec in layout:
-        if spec.kind == "vector":
-            blocks[spec.name] = _vector_block(X, spec)
-        else:
-            blocks[spec.name] = _sequence_block(X, spec)
-    return blocks
+    return {spec.name: _BLOCK_READERS[spec.kind](X, spec) for spec in layout}
 
 
 def require_present(blocks, names, hint):

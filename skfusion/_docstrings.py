@@ -24,7 +24,13 @@ DOCS = {
         over the tokens (paper 000's average of slice embeddings over z). A vector block is
         always used as it is.
     lstm_hidden : int, default=256
-        Hidden width of that LSTM (MedFuse's :math:`m = 256`).""",
+        Hidden width of that LSTM (MedFuse's :math:`m = 256`).
+    image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
+        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
+        per column): a randomly initialised ResNet-34 (MedFuse's and MedMod's image encoder,
+        512 features) or ResNet-18, or your own module mapping ``(n, C, H, W)`` to
+        ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()`` and weights
+        loaded from a local file), deep-copied at fit. Unused without an image modality.""",
     "pretraining": """pretrain_encoders : bool, default=False
         Train each encoder with parameters (the LSTM of a sequence modality with
         ``sequence_encoder="lstm"``) alone on the task first, with its own temporary linear
@@ -94,17 +100,17 @@ def fill_doc(obj):
 DOCS["paired_modalities"] = """image : str, default=None
         The image modality: a pre-computed embedding block ``"{image}__0", ...`` (e.g. from
         :class:`~skfusion.encoders.ImageEmbedder` or a foundation model), adapted by an MLP;
-        ``None`` takes the first vector modality other than ``ehr``. With a ``backbone``: the
-        name of a raw column holding one single-channel ``(H, W)`` image array per row (all
-        of one size, preprocessed as the backbone expects).
+        ``None`` takes the first vector modality other than ``ehr``. With a ``backbone``: a raw
+        column holding one ``(C, H, W)`` image array per row, one shape per column
+        (``None``: the first such column).
     ehr : str, default=None
         The EHR time series: an object column of ``(T_i, d)`` arrays (e.g. the 76-feature
         output of :class:`~skfusion.encoders.timeseries.ClinicalTimeSeriesDiscretizer`),
         read by a two-layer LSTM. ``None`` takes the first sequence modality other than the
         image (for an array: its first modality, read as a length-1 sequence).
     backbone : torch.nn.Module, default=None
-        A 2-D image network mapping ``(n, 1, H, W)`` images to ``(n, d)`` features (e.g. a
-        torchvision ResNet-34 with a one-channel first convolution and ``fc = Identity()``,
+        A 2-D image network mapping ``(n, C, H, W)`` images to ``(n, d)`` features (e.g. a
+        torchvision ResNet-34 with ``fc = nn.Identity()``,
         with weights you load from a local file). When given, a copy of it is fine-tuned
         together with the adapter on the raw images of ``image``, and ``transform`` runs
         it; the estimator's own module is never modified. ``None``: the image is a frozen
@@ -140,8 +146,6 @@ DOCS["paired_attributes"] = """image_spec_, ehr_spec_ : ModalitySpec
         The two modalities found in ``fit`` (name, kind, columns, width).
     n_paired_ : int
         Rows used by ``fit``: those with both modalities.
-    image_shape_ : tuple of int
-        ``(H, W)`` of the raw images (with a ``backbone`` only).
     net_ : skorch.NeuralNet
         The trained network (:class:`~skfusion.modules.ssl.PairedEncoders`);
         ``net_.history`` holds the loss of each epoch.

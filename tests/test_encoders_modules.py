@@ -164,7 +164,7 @@ def test_daft_block_formula():
 
 
 def test_daft_net_image_conditions_ehr_between_layers():
-    net = DAFTNet("ts", "img", LSTMEncoder(3, 4), 6, "image", 2.0, (), 2, 0.0).double().eval()
+    net = DAFTNet("ts", "img", LSTMEncoder(3, 4), IdentityEncoder(6), "image", 2.0, (), 2, 0.0).double().eval()
     lengths = [3, 1, 5]
     blocks = {"ts": sequence_block(lengths, 3), "img": vector_block([True] * 3, 6)}
     out = net(**blocks)
@@ -179,7 +179,7 @@ def test_daft_net_image_conditions_ehr_between_layers():
 
 
 def test_daft_net_ehr_conditions_image():
-    net = DAFTNet("ts", "img", LSTMEncoder(3, 4), 6, "ehr", 2.0, (), 1, 0.0).double().eval()
+    net = DAFTNet("ts", "img", LSTMEncoder(3, 4), IdentityEncoder(6), "ehr", 2.0, (), 1, 0.0).double().eval()
     blocks = {"ts": sequence_block([2, 4], 3), "img": vector_block([True, True], 6)}
     out = net(**blocks)
     for i, length in enumerate([2, 4]):
@@ -205,7 +205,7 @@ def test_mmtm_block_formula():
 
 @pytest.mark.parametrize("learn_missing", [False, True])
 def test_mmtm_net_matches_transcription(learn_missing):
-    net = MMTMNet("ts", "img", LSTMEncoder(3, 4), 6, 2.0, (), 2, 0.0, learn_missing=learn_missing).double().eval()
+    net = MMTMNet("ts", "img", LSTMEncoder(3, 4), IdentityEncoder(6), 2.0, (), 2, 0.0, learn_missing=learn_missing).double().eval()
     if learn_missing:
         nn.init.normal_(net.missing.vector)
     lengths, present = [3, 1, 5], [True, not learn_missing, True]

@@ -249,11 +249,11 @@ def test_frozen_adapter_fine_tunes_on_a_cohort_without_ehr(data, adapter):
 
 
 def _raw_image_cohort(n=96, size=12, seed=0):
-    """Paired raw 2-D images and EHR series sharing a latent factor (bright top half)."""
+    """Paired raw (1, H, W) images and EHR series sharing a latent factor (bright top half)."""
     rng = np.random.default_rng(seed)
     factor = rng.normal(size=n)
-    images = rng.normal(scale=0.3, size=(n, size, size)).astype(np.float32)
-    images[:, : size // 2] += factor[:, None, None].astype(np.float32)
+    images = rng.normal(scale=0.3, size=(n, 1, size, size)).astype(np.float32)
+    images[:, :, : size // 2] += factor[:, None, None, None].astype(np.float32)
     ehr = [
         (rng.normal(scale=0.3, size=(t, 5)) + factor[i]).astype(np.float32)
         for i, t in enumerate(rng.integers(4, 9, size=n))
@@ -274,20 +274,20 @@ def test_backbone_is_fine_tuned_on_raw_images_and_transform_needs_only_them():
     backbone = _tiny_cnn()
     before = copy.deepcopy(backbone.state_dict())
     adapter = MedCAMAdapter(
-        image="cxr", backbone=backbone, projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        backbone=backbone, projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
         max_epochs=15, lr=1e-2, batch_size=32, random_state=0,
     ).fit(X)
+    assert adapter.image_spec_.name == "cxr" and adapter.image_spec_.shape == (1, 12, 12)
     for key, value in backbone.state_dict().items():  # the estimator's module is untouched
         torch.testing.assert_close(value, before[key])
     fitted = adapter.net_.module_.image_branch
-    assert not torch.equal(fitted.backbone[0].weight, before["0.weight"])  # fine-tuned
-    assert adapter.image_shape_ == (12, 12)
+    assert not torch.equal(fitted.encoder.network[0].weight, before["0.weight"])  # fine-tuned
     Z = adapter.transform(X[["cxr"]])
     assert list(Z.columns) == [f"cxr__{i}" for i in range(4)]
     # Transcription: adapter MLP of the backbone's features of each image.
-    images = torch.from_numpy(np.stack(X["cxr"].to_list())).unsqueeze(1)
+    images = torch.from_numpy(np.stack(X["cxr"].to_list()))
     with torch.no_grad():
-        expected = fitted.adapter(fitted.backbone.eval()(images)).numpy()
+        expected = fitted.adapter(fitted.encoder.network.eval()(images)).numpy()
     np.testing.assert_allclose(Z.to_numpy(), expected, rtol=1e-5, atol=1e-6)
     missing = X[["cxr"]].copy()
     missing.iloc[:32, 0] = None  # a whole batch without images
@@ -300,23 +300,23 @@ def test_classifier_fine_tunes_the_backbone_image_only():
     X, factor = _raw_image_cohort(seed=1)
     y = (factor > 0).astype(int)
     adapter = MedCAMAdapter(
-        image="cxr", backbone=_tiny_cnn(), projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        backbone=_tiny_cnn(), projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
         max_epochs=5, batch_size=32, random_state=0,
     )
     clf = MedCAMClassifier(adapter, max_epochs=40, lr=1e-2, random_state=0).fit(X, y)
     assert clf.score(X[["cxr"]], y) > 0.8
-    aligned = clf.adapter_.net_.module_.image_branch.backbone[0].weight
-    assert not torch.equal(clf.net_.module_.adapter.backbone[0].weight, aligned)
+    aligned = clf.adapter_.net_.module_.image_branch.encoder.network[0].weight
+    assert not torch.equal(clf.net_.module_.adapter.encoder.network[0].weight, aligned)
 
 
 @pytest.mark.parametrize(
     ("change", "kwargs", "match"),
     [
-        (lambda X: X, {"image": None}, "with a backbone, name the raw image column"),
+        (lambda X: X, {"image": "ehr", "ehr": "cxr"}, "with a backbone, the image modality 'ehr' must be a raw column"),
         (
-            lambda X: X.assign(cxr=[np.zeros((12, 12)) if i else np.zeros((10, 12)) for i in range(len(X))]),
+            lambda X: X.assign(cxr=[np.zeros((1, 10, 12)) if i == 5 else np.zeros((1, 12, 12)) for i in range(len(X))]),
             {},
-            r"images of column 'cxr' must share one size for the backbone: row 0 has 10 rows of pixels, expected 12",
+            r"column 'cxr', row 5: expected a \(1, 12, 12\) image",
         ),
         (
             lambda X: pd.DataFrame(np.zeros((len(X), 3)), columns=["img__0", "img__1", "img__2"]).assign(ehr=X["ehr"]),
@@ -327,7 +327,7 @@ def test_classifier_fine_tunes_the_backbone_image_only():
 )
 def test_backbone_bad_inputs(change, kwargs, match):
     X, _ = _raw_image_cohort(n=20)
-    params = {"image": "cxr", "backbone": _tiny_cnn(), "max_epochs": 1, **kwargs}
+    params = {"backbone": _tiny_cnn(), "max_epochs": 1, **kwargs}
     with pytest.raises(ValueError, match=match):
         MedCAMAdapter(**params).fit(change(X))
 
@@ -335,7 +335,7 @@ def test_backbone_bad_inputs(change, kwargs, match):
 def test_backbone_must_return_features_and_raw_images_need_a_backbone():
     X, _ = _raw_image_cohort(n=20)
     conv = torch.nn.Conv2d(1, 2, 3)
-    with pytest.raises(ValueError, match=r"must map images \(n, 1, H, W\) to features \(n, d\).*\(1, 2, 10, 10\)"):
-        MedCAMAdapter(image="cxr", backbone=conv, max_epochs=1).fit(X)
-    with pytest.raises(ValueError, match="raw column: pass a backbone="):
+    with pytest.raises(ValueError, match=r"must map images \(n, C, H, W\) to features \(n, d\).*\(1, 2, 10, 10\)"):
+        MedCAMAdapter(backbone=conv, max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="of kind 'image': pass a backbone="):
         MedCAMAdapter(image="cxr", max_epochs=1).fit(X)

@@ -15,10 +15,10 @@ from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import _fit_context
+from .._compat import StrOptions, _fit_context
 from .._data import check_X, infer_layout, to_blocks
 from .._survival import SurvivalMixin
-from ..modules.encoders import EncoderHead, has_parameters, load_encoders
+from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
 
 # Settings a pre-training fit shares with the estimator that starts it.
 _SHARED_SETTINGS = (
@@ -37,6 +37,7 @@ _SHARED_SETTINGS = (
 _BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
 
 PRETRAINING_CONSTRAINTS = {"pretrain_encoders": ["boolean"], "freeze_encoders": ["boolean"]}
+IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module]}
 
 
 def _take(data, rows):
@@ -55,6 +56,8 @@ class _EncoderPretrainer(BaseFusion):
         "encoder": [callable],
         **SurvivalMixin._task_parameter_constraints,
     }
+
+    _modality_kinds = ("vector", "sequence", "image")
 
     def __init__(
         self,
@@ -153,7 +156,7 @@ class _EncoderPretraining:
     def _first_stage(self, X, y):
         """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
         checked = check_X(self, X, reset=True)
-        self.layout_ = self._infer_layout(checked)
+        self.layout_ = self._layout(checked)
         blocks = to_blocks(checked, self.layout_)
         self._check_blocks(blocks)
         self._encode_target(y, len(checked))

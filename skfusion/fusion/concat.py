@@ -13,24 +13,28 @@ from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.concat import ConcatFusion
 from ..modules.encoders import make_encoder
-from ._pretraining import PRETRAINING_CONSTRAINTS, _EncoderPretraining
+from ._pretraining import IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
 
 
 class _ModalityEncoders:
     """``sequence_encoder=`` / ``lstm_hidden=``: one encoder per modality (left of BaseFusion).
 
     The identity for a vector block; for a sequence modality the MedFuse EHR encoder (a
-    two-layer LSTM, dropout ``dropout`` on its output) or the masked token mean.
+    two-layer LSTM, dropout ``dropout`` on its output) or the masked token mean; a CNN
+    (``image_encoder``) for an image modality.
     """
 
     _encoder_constraints = {
         "sequence_encoder": [StrOptions({"lstm", "mean"})],
         "lstm_hidden": [Interval(Integral, 1, None, closed="left")],
+        **IMAGE_ENCODER_CONSTRAINTS,
     }
+
+    _modality_kinds = ("vector", "sequence", "image")
 
     def _make_encoder(self, spec):
         sequence = None if self.sequence_encoder == "lstm" else False
-        return make_encoder(spec, self.lstm_hidden, dropout=self.dropout, sequence=sequence)
+        return make_encoder(spec, self.lstm_hidden, dropout=self.dropout, sequence=sequence, image=self.image_encoder)
 
 
 class _Concat(_ModalityEncoders, _EncoderPretraining, BaseFusion):
@@ -116,6 +120,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         modality=None,
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -136,6 +141,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         self.modality = modality
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -198,6 +204,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         modality=None,
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         hidden_dims=None,
         dropout=0.1,
         lr=1e-3,
@@ -216,6 +223,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         self.modality = modality
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.hidden_dims = hidden_dims
         self.dropout = dropout
         self.lr = lr
@@ -288,6 +296,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         missing="raise",
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         loss="cox",
@@ -311,6 +320,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         self.missing = missing
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.loss = loss
@@ -386,6 +396,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         missing="raise",
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         hidden_dims=None,
@@ -407,6 +418,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.missing = missing
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims

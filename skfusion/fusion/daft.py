@@ -20,11 +20,12 @@ class _DAFT(_PairedEhrImage):
 
     def _build_module(self, n_outputs):
         ehr, image = self.layout_
+        ehr_encoder, image_encoder = self._role_encoders()
         return DAFTNet(
             ehr.name,
             image.name,
-            self._ehr_encoder(),
-            image.dim,
+            ehr_encoder,
+            image_encoder,
             self.conditioning,
             self.bottleneck_factor,
             self.hidden_dims or (),
@@ -113,6 +114,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         conditioning="image",
         bottleneck_factor=7.0,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         loss="cox",
@@ -138,6 +140,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.conditioning = conditioning
         self.bottleneck_factor = bottleneck_factor
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.loss = loss
@@ -212,6 +215,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         conditioning="image",
         bottleneck_factor=7.0,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         hidden_dims=None,
@@ -235,6 +239,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.conditioning = conditioning
         self.bottleneck_factor = bottleneck_factor
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims

@@ -78,6 +78,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         modalities=None,
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         loss="cox",
@@ -100,6 +101,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.modalities = modalities
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.loss = loss
@@ -167,6 +169,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         modalities=None,
         sequence_encoder="lstm",
         lstm_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         hidden_dims=None,
@@ -187,6 +190,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.modalities = modalities
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims

@@ -22,7 +22,7 @@ from .._docstrings import DOCS
 from .._survival import SurvivalMixin
 from ..modules.encoders import LSTMEncoder, make_encoder
 from ..modules.medfuse import MedFuseNet
-from ._pretraining import _BASE_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
+from ._pretraining import _BASE_CONSTRAINTS, IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
 
 _EHR_LAYERS = 2
 
@@ -41,8 +41,11 @@ class _EhrImageFusion(_EncoderPretraining, BaseFusion):
         "ehr": [str, None],
         "image": [str, None],
         "ehr_hidden": [Interval(Integral, 1, None, closed="left")],
+        **IMAGE_ENCODER_CONSTRAINTS,
         **PRETRAINING_CONSTRAINTS,
     }
+
+    _modality_kinds = ("vector", "sequence", "image")
 
     def _infer_layout(self, X):
         layout = infer_layout(X, None, self.modality_dims)
@@ -50,7 +53,7 @@ class _EhrImageFusion(_EncoderPretraining, BaseFusion):
         sequences = [spec.name for spec in layout if spec.kind == "sequence"]
         ehr = self.ehr or (sequences + names)[0]
         others = [name for name in names if name != ehr]
-        vectors = [spec.name for spec in layout if spec.kind == "vector" and spec.name != ehr]
+        vectors = [spec.name for spec in layout if spec.kind in ("vector", "image") and spec.name != ehr]
         image = self.image or next(iter(vectors + others), None)
         if image is None:
             raise ValueError(
@@ -69,13 +72,13 @@ class _EhrImageFusion(_EncoderPretraining, BaseFusion):
     def _make_encoder(self, spec):
         if spec.name == self.layout_[0].name:
             return LSTMEncoder(spec.dim, self.ehr_hidden, _EHR_LAYERS, self.dropout)
-        return make_encoder(spec, self.ehr_hidden, _EHR_LAYERS, self.dropout)
+        return make_encoder(spec, self.ehr_hidden, _EHR_LAYERS, self.dropout, image=self.image_encoder)
 
 
 class _PairedEhrImage(_EhrImageFusion):
     """An EHR + image family that needs the image in every row unless ``missing="learn"``.
 
-    Its image role is the (pooled) vector itself: only the EHR has an encoder.
+    Its image role is the (pooled) vector itself, or the CNN of an image modality.
     """
 
     _parameter_constraints = {**_EhrImageFusion._parameter_constraints, "missing": [StrOptions({"raise", "learn"})]}
@@ -89,12 +92,13 @@ class _PairedEhrImage(_EhrImageFusion):
 
     def _make_encoder(self, spec):
         if spec.name == self.layout_[1].name:
-            return make_encoder(spec, sequence=False)
+            return make_encoder(spec, sequence=False, image=self.image_encoder)
         return super()._make_encoder(spec)
 
-    def _ehr_encoder(self):
-        ehr = self.layout_[0].name
-        return self._encoders(self.layout_[:1])[ehr]
+    def _role_encoders(self):
+        """The (EHR, image) encoders, pre-trained (and frozen) when asked."""
+        encoders = self._encoders(self.layout_)
+        return tuple(encoders[spec.name] for spec in self.layout_)
 
 
 class _MedFuse(_EhrImageFusion):
@@ -147,10 +151,17 @@ FAMILY_DOCS = {
         every row must have. ``None`` takes the first sequence modality of ``X`` (for an
         array or a frame without one: the first modality, read as a length-1 sequence).
     image : str, default=None
-        The image modality, e.g. a pre-computed 512-d ResNet-34 embedding block
-        ``img__0 ... img__511``. ``None`` takes the first vector modality other than
+        The image modality: a pre-computed embedding block (e.g. 512-d ResNet-34 features
+        ``img__0 ... img__511``), or a raw column of ``(C, H, W)`` images read by
+        ``image_encoder``. ``None`` takes the first vector or image modality other than
         ``ehr`` (else the next modality). A token column in this role is read by its own
-        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.""",
+        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.
+    image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
+        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
+        per column): a randomly initialised ResNet-34 (MedFuse's and MedMod's image encoder,
+        512 features) or ResNet-18, or your own module mapping ``(n, C, H, W)`` to
+        ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()`` and weights
+        loaded from a local file), deep-copied at fit. Unused without an image modality.""",
     "encoders": """ehr_hidden : int, default=256
         Hidden width of the two-layer LSTM encoding ``ehr`` (MedFuse's :math:`m = 256`).
     pretrain_encoders : bool, default={pretrain_default}
@@ -271,6 +282,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         ehr=None,
         image=None,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=True,
         freeze_encoders=False,
         fusion_hidden=512,
@@ -296,6 +308,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.ehr = ehr
         self.image = image
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.fusion_hidden = fusion_hidden
@@ -368,6 +381,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         ehr=None,
         image=None,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=True,
         freeze_encoders=False,
         fusion_hidden=512,
@@ -391,6 +405,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.ehr = ehr
         self.image = image
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.fusion_hidden = fusion_hidden

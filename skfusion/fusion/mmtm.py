@@ -19,11 +19,12 @@ class _MMTM(_PairedEhrImage):
 
     def _build_module(self, n_outputs):
         ehr, image = self.layout_
+        ehr_encoder, image_encoder = self._role_encoders()
         return MMTMNet(
             ehr.name,
             image.name,
-            self._ehr_encoder(),
-            image.dim,
+            ehr_encoder,
+            image_encoder,
             self.reduction,
             self.hidden_dims or (),
             n_outputs,
@@ -108,6 +109,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         missing="raise",
         reduction=4.0,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         loss="cox",
@@ -132,6 +134,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.missing = missing
         self.reduction = reduction
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.loss = loss
@@ -205,6 +208,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         missing="raise",
         reduction=4.0,
         ehr_hidden=256,
+        image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
         hidden_dims=None,
@@ -227,6 +231,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.missing = missing
         self.reduction = reduction
         self.ehr_hidden = ehr_hidden
+        self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims

@@ -23,7 +23,7 @@ block's globally pooled feature map.
 import torch
 from torch import nn
 
-from ._blocks import MissingVector, masked_mean, mlp, pooled
+from ._blocks import MissingVector, masked_mean, mlp
 from .encoders import sequence_inputs
 
 
@@ -64,8 +64,9 @@ class DAFTNet(nn.Module):
         Names of the two modalities.
     ehr_encoder : LSTMEncoder
         Two or more layers; with ``conditioning="image"`` the block acts after the first.
-    image_dim : int
-        Width of the image vector (a sequence image is mean-pooled over its tokens).
+    image_encoder : nn.Module
+        Turns the image block into one vector per row (``out_dim`` wide): the identity of an
+        embedding (a sequence image is mean-pooled over its tokens) or a CNN.
     conditioning : {"image", "ehr"}
         The modality that conditions the other's features.
     bottleneck_factor : float
@@ -79,12 +80,13 @@ class DAFTNet(nn.Module):
     """
 
     def __init__(
-        self, ehr, image, ehr_encoder, image_dim, conditioning, bottleneck_factor, hidden_dims, n_outputs, dropout,
-        learn_missing=False,
+        self, ehr, image, ehr_encoder, image_encoder, conditioning, bottleneck_factor, hidden_dims, n_outputs,
+        dropout, learn_missing=False,
     ):
         super().__init__()
         self.ehr, self.image, self.conditioning = ehr, image, conditioning
-        self.ehr_encoder = ehr_encoder
+        self.ehr_encoder, self.image_encoder = ehr_encoder, image_encoder
+        image_dim = image_encoder.out_dim
         self.missing = MissingVector(image_dim) if learn_missing else None
         feature_dim = ehr_encoder.out_dim if conditioning == "image" else image_dim
         condition_dim = image_dim if conditioning == "image" else ehr_encoder.out_dim
@@ -93,7 +95,7 @@ class DAFTNet(nn.Module):
         self.head = mlp(feature_dim, hidden_dims, n_outputs, dropout)
 
     def image_vector(self, block):
-        v = pooled(block)
+        v = self.image_encoder(block)
         return v if self.missing is None else self.missing(v, block["present"])
 
     def forward(self, **blocks):

@@ -9,6 +9,9 @@ picks the encoder from the modality's :class:`~skfusion._data.ModalitySpec`:
   Sequences are packed, so padding never enters the recurrence.
 - ``kind="vector"`` (a numeric block, e.g. a pre-computed 512-d ResNet-34 embedding): the
   identity; the family's own layers (projection, MLP head) follow it.
+- ``kind="image"`` (a ``(C, H, W)`` array per row): a CNN, ResNet-34 by default (the image
+  encoder of MedFuse and MedMod, :func:`resnet`) or the user's own module, trained with the
+  rest of the network.
 
 Every encoder maps a block ``{"x", "present"[, "mask"]}`` to ``(n, out_dim)`` and returns
 zeros for rows where the modality is absent, so a family can substitute a learnable vector
@@ -20,6 +23,9 @@ into a family's encoders and optionally freezes them (MedFuse's two-stage traini
 MedMod's early fusion).
 """
 
+import copy
+
+import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -114,7 +120,109 @@ class IdentityEncoder(nn.Module):
         return zero_absent(pooled(block), block["present"])
 
 
-def make_encoder(spec, hidden_dim=256, n_layers=2, dropout=0.0, sequence=None):
+class _BasicBlock(nn.Module):
+    """ResNet's basic block: two 3x3 convolutions with batch norm, plus the (projected) input."""
+
+    def __init__(self, in_channels, channels, stride):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+
+
+def resnet(in_channels, layers=RESNET_LAYERS["resnet34"], width=64):
+    """A ResNet (He et al. 2016) without its classifier: ``(n, C, H, W)`` to ``(n, 8 * width)``.
+
+    ``layers=(3, 4, 6, 3)`` and ``width=64`` is ResNet-34, the image encoder of MedFuse and
+    MedMod (512 pooled features): a 7x7 stride-2 stem and a 3x3 max-pool, four stages of basic
+    blocks of widths ``width * (1, 2, 4, 8)`` (stride 2 from the second on), a global average
+    pool. It starts from random weights; for pre-trained ones, pass your own module (e.g. a
+    torchvision ``resnet34`` with ``fc = nn.Identity()`` and weights loaded from a local file)
+    as the estimator's ``image_encoder``.
+    """
+    stages, previous = [], width
+    for index, n_blocks in enumerate(layers):
+        channels = width * 2**index
+        blocks = [_BasicBlock(previous, channels, 1 if index == 0 else 2)]
+        blocks += [_BasicBlock(channels, channels, 1) for _ in range(n_blocks - 1)]
+        stages.append(nn.Sequential(*blocks))
+        previous = channels
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, 2, 1),
+        *stages,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+class ImageEncoder(nn.Module):
+    """A CNN on an image block ``(n, C, H, W)``: features ``(n, out_dim)``, zeros where absent.
+
+    Only the rows that have an image go through the network, so absent rows never enter its
+    batch-norm statistics.
+
+    Parameters
+    ----------
+    network : nn.Module
+        Maps ``(m, C, H, W)`` to ``(m, out_dim)``.
+    out_dim : int
+    """
+
+    def __init__(self, network, out_dim):
+        super().__init__()
+        self.network = network
+        self.out_dim = out_dim
+
+    def forward(self, block):
+        x, present = block["x"], block["present"]
+        out = x.new_zeros(len(x), self.out_dim)
+        if bool(present.any()):
+            out[present] = self.network(x[present]).to(out.dtype)
+        return out
+
+
+def image_encoder(spec, network="resnet34"):
+    """The :class:`ImageEncoder` of an image modality.
+
+    ``network`` is ``"resnet34"``, ``"resnet18"`` (randomly initialised, :func:`resnet`), or
+    a torch module mapping ``(m, C, H, W)`` to ``(m, d)``, which is deep-copied (the caller's
+    module is never trained) and whose ``d`` is read from one forward pass on a zero image.
+    """
+    if isinstance(network, str):
+        return ImageEncoder(resnet(spec.shape[0], RESNET_LAYERS[network]), 512)
+    network = copy.deepcopy(network)
+    device = next(network.parameters(), torch.zeros(0)).device
+    was_training = network.training
+    with torch.no_grad():
+        out = network.eval()(torch.zeros(1, *spec.shape, device=device))
+    network.train(was_training)
+    if out.ndim != 2:
+        raise ValueError(
+            f"the image encoder must map images (n, C, H, W) to features (n, d); on a {spec.shape} image it "
+            f"returned shape {tuple(out.shape)}."
+        )
+    return ImageEncoder(network, int(out.shape[1]))
+
+
+def make_encoder(spec, hidden_dim=256, n_layers=2, dropout=0.0, sequence=None, image="resnet34"):
     """The encoder of one modality, chosen from its :class:`~skfusion._data.ModalitySpec`.
 
     Parameters
@@ -125,12 +233,16 @@ def make_encoder(spec, hidden_dim=256, n_layers=2, dropout=0.0, sequence=None):
     sequence : bool, default=None
         Force the LSTM (``True``: a vector block becomes a length-1 sequence) or the
         identity (``False``); ``None`` follows ``spec.kind``.
+    image : str or nn.Module, default="resnet34"
+        The network of an image modality, see :func:`image_encoder`.
 
     Returns
     -------
     encoder : nn.Module
         With an ``out_dim`` attribute; maps a block to (n, out_dim).
     """
+    if spec.kind == "image":
+        return image_encoder(spec, image)
     if sequence is None:
         sequence = spec.kind == "sequence"
     if sequence:

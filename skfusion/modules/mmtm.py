@@ -20,7 +20,7 @@ pooled map is its own squeeze.
 import torch
 from torch import nn
 
-from ._blocks import MissingVector, masked_mean, mlp, pooled
+from ._blocks import MissingVector, masked_mean, mlp
 from .encoders import sequence_inputs
 
 
@@ -59,8 +59,9 @@ class MMTMNet(nn.Module):
         Names of the two modalities.
     ehr_encoder : LSTMEncoder
         Two or more layers; the module acts after the first.
-    image_dim : int
-        Width of the image vector (a sequence image is mean-pooled over its tokens).
+    image_encoder : nn.Module
+        Turns the image block into one vector per row (``out_dim`` wide): the identity of an
+        embedding (a sequence image is mean-pooled over its tokens) or a CNN.
     reduction : float
     hidden_dims : sequence of int
         Hidden widths of the head (empty: one linear layer).
@@ -71,18 +72,19 @@ class MMTMNet(nn.Module):
     """
 
     def __init__(
-        self, ehr, image, ehr_encoder, image_dim, reduction, hidden_dims, n_outputs, dropout, learn_missing=False
+        self, ehr, image, ehr_encoder, image_encoder, reduction, hidden_dims, n_outputs, dropout, learn_missing=False
     ):
         super().__init__()
         self.ehr, self.image = ehr, image
-        self.ehr_encoder = ehr_encoder
+        self.ehr_encoder, self.image_encoder = ehr_encoder, image_encoder
+        image_dim = image_encoder.out_dim
         self.missing = MissingVector(image_dim) if learn_missing else None
         self.mmtm = MMTMBlock((ehr_encoder.out_dim, image_dim), reduction)
         self.head = mlp(ehr_encoder.out_dim + image_dim, hidden_dims, n_outputs, dropout)
 
     def forward(self, **blocks):
         image, ehr = blocks[self.image], blocks[self.ehr]
-        v_img = pooled(image)
+        v_img = self.image_encoder(image)
         if self.missing is not None:
             v_img = self.missing(v_img, image["present"])
         x, mask, lengths = sequence_inputs(ehr)

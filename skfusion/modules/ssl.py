@@ -162,26 +162,23 @@ class PairedOutput(NamedTuple):
 
 
 class ImageBranch(nn.Module):
-    """The image side: an optional backbone on raw images, then the MLP adapter.
+    """The image side: the MLP adapter on a frozen embedding, or on the features of a CNN.
 
-    Without a backbone the block is a pre-computed embedding ``(n, d)``; with one it holds
-    single-channel images of ``height`` rows, ``(n, height, W)``, given to the backbone as
-    ``(n, 1, height, W)``. A batch whose rows all lack their image arrives trimmed; it is
-    padded back with zeros (the outputs of absent rows are discarded by the caller).
+    Parameters
+    ----------
+    adapter : nn.Module
+    encoder : ImageEncoder, default=None
+        Trained with the adapter on an image block ``(n, C, H, W)``
+        (:class:`~skfusion.modules.encoders.ImageEncoder`); ``None`` reads an embedding block.
     """
 
-    def __init__(self, adapter, backbone=None, height=None):
+    def __init__(self, adapter, encoder=None):
         super().__init__()
-        self.backbone = backbone
+        self.encoder = encoder
         self.adapter = adapter
-        self.height = height
 
     def forward(self, block):
-        x = block["x"]
-        if self.backbone is not None:
-            x = F.pad(x, (0, 0, 0, self.height - x.shape[1]))
-            x = self.backbone(x.unsqueeze(1))
-        return self.adapter(x)
+        return self.adapter(block["x"] if self.encoder is None else self.encoder(block))
 
 
 class PairedEncoders(nn.Module):
@@ -204,11 +201,9 @@ class PairedEncoders(nn.Module):
         :math:`\\tau`; the logit scale starts at :math:`1 / \\tau`.
     learn_temperature : bool
         Train :math:`\\log(1 / \\tau)` (ALIGN), clipped so that :math:`1 / \\tau \\le 100`.
-    backbone : nn.Module, default=None
-        Trained with the adapter on raw images (see :class:`ImageBranch`); ``image_dim`` is
-        then the width of its output.
-    image_height : int, default=None
-        Rows of pixels of the raw images (with a backbone).
+    image_encoder : ImageEncoder, default=None
+        A CNN trained with the adapter on raw images (see :class:`ImageBranch`);
+        ``image_dim`` is then the width of its output.
     """
 
     def __init__(
@@ -222,12 +217,11 @@ class PairedEncoders(nn.Module):
         lstm_hidden,
         temperature,
         learn_temperature,
-        backbone=None,
-        image_height=None,
+        image_encoder=None,
     ):
         super().__init__()
         self.names = (image, ehr)
-        self.image_branch = ImageBranch(mlp(image_dim, (hidden_dim,), projection_dim, 0.0), backbone, image_height)
+        self.image_branch = ImageBranch(mlp(image_dim, (hidden_dim,), projection_dim, 0.0), image_encoder)
         self.ehr_encoder = LSTMEncoder(ehr_dim, lstm_hidden, n_layers=2)
         self.ehr_projection = mlp(lstm_hidden, (hidden_dim,), projection_dim, 0.0)
         self.log_scale = nn.Parameter(torch.tensor(log(1.0 / temperature)), requires_grad=learn_temperature)

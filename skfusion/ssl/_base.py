@@ -6,7 +6,6 @@ both, train :class:`~skfusion.modules.ssl.PairedEncoders` with skorch) and ``tra
 subclass names its criterion in ``_criterion()``: the loss is the only difference.
 """
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -26,6 +25,7 @@ from .._data import (
     to_blocks,
 )
 from ..fusion.contrastive import AlignmentNet
+from ..modules.encoders import image_encoder
 from ..modules.ssl import PairedEncoders
 
 _MIN_PAIRED_ROWS = 2
@@ -51,14 +51,13 @@ def find_pair(X, image, ehr, modality_dims, raw_image=False):
     modality); ``image=None`` the first vector modality other than ``ehr``, the rule of the
     MedFuse family. A plain array is split by ``modality_dims`` (halves by default: EHR first,
     then the image). With ``raw_image`` (a backbone reads the images) the image is a raw
-    column of 2-D arrays and must be named.
+    column of ``(C, H, W)`` arrays.
     """
     layout = infer_layout(X, None, modality_dims)
     names = [spec.name for spec in layout]
-    if raw_image and image is None:
-        raise ValueError("with a backbone, name the raw image column: image='<column>'.")
     ehr = ehr or ([s.name for s in layout if s.kind == "sequence" and s.name != image] + names)[0]
-    image = image or next((s.name for s in layout if s.kind == "vector" and s.name != ehr), None)
+    kind = "image" if raw_image else "vector"
+    image = image or next((s.name for s in layout if s.kind == kind and s.name != ehr), None)
     if image is None or len(names) < 2:
         raise ValueError(
             f"image-EHR pretraining needs two modalities, an image embedding and an EHR time series; X has "
@@ -67,52 +66,18 @@ def find_pair(X, image, ehr, modality_dims, raw_image=False):
     if image == ehr:
         raise ValueError(f"image and ehr must be different modalities; both are {image!r}.")
     image_spec, ehr_spec = infer_layout(X, [image, ehr], modality_dims)
-    if raw_image and image_spec.kind != "sequence":
+    if raw_image and image_spec.kind != "image":
         raise ValueError(
-            f"with a backbone, the image modality {image!r} must be a raw column holding one 2-D (H, W) image "
-            "array per row; it is an embedding block (drop backbone= to adapt the embedding)."
+            f"with a backbone, the image modality {image!r} must be a raw column holding one (C, H, W) image "
+            f"array per row; it is of kind {image_spec.kind!r} (drop backbone= to adapt an embedding)."
         )
     if not raw_image and image_spec.kind != "vector":
         raise ValueError(
             f"the image modality {image!r} must be an embedding block '{image}__0', '{image}__1', ...; it is a "
-            "raw column: pass a backbone= to train on the raw images, or embed them with "
+            f"of kind {image_spec.kind!r}: pass a backbone= to train on raw (C, H, W) images, or embed them with "
             "skfusion.encoders.ImageEmbedder first."
         )
     return image_spec, ehr_spec
-
-
-def check_image_size(block, name, height=None):
-    """The common height of the raw images of ``block``, or a ValueError naming a row that differs.
-
-    The width is checked by the data layer (the token width); ``height`` is the one seen in
-    ``fit``.
-    """
-    lengths = block["mask"].sum(dim=1).numpy()[block["present"].numpy()]
-    expected = height if height is not None else (int(lengths.max()) if len(lengths) else 0)
-    rows = np.flatnonzero(block["present"].numpy())
-    bad = rows[lengths != expected]
-    if len(bad):
-        raise ValueError(
-            f"the images of column {name!r} must share one size for the backbone: row {int(bad[0])} has "
-            f"{int(block['mask'][bad[0]].sum())} rows of pixels, expected {expected}."
-        )
-    return expected
-
-
-def backbone_width(backbone, height, width, device):
-    """Output width of ``backbone`` on one ``(1, 1, height, width)`` image, or a ValueError."""
-    was_training = backbone.training
-    try:
-        with torch.no_grad():
-            out = backbone.eval()(torch.zeros(1, 1, height, width, device=device))
-    finally:
-        backbone.train(was_training)
-    if out.ndim != 2:
-        raise ValueError(
-            f"the backbone must map images (n, 1, H, W) to features (n, d); on a ({height}, {width}) image it "
-            f"returned shape {tuple(out.shape)}."
-        )
-    return int(out.shape[1])
 
 
 def read_blocks(estimator, X, specs, reset, also=()):
@@ -193,14 +158,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
             )
         outputs = self._output_specs()
         others = [s for s in (self.image_spec_, self.ehr_spec_) if s not in outputs]
-        blocks = read_blocks(self, X, outputs, reset, also=others)
-        if self.backbone is not None and self.image_spec_.name in blocks:
-            height = check_image_size(
-                blocks[self.image_spec_.name], self.image_spec_.name, None if reset else self.image_shape_[0]
-            )
-            if reset:
-                self.image_shape_ = (height, self.image_spec_.dim)
-        return blocks
+        return read_blocks(self, X, outputs, reset, also=others)
 
     def _paired_rows(self, blocks):
         image, ehr = blocks[self.image_spec_.name], blocks[self.ehr_spec_.name]
@@ -244,8 +202,8 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         seed = self._seed()
         with seeded(seed, device):
             # The estimator's backbone is left untouched: a copy is fine-tuned.
-            backbone = None if self.backbone is None else copy.deepcopy(self.backbone).to(device)
-            image_dim = self.image_spec_.dim if backbone is None else backbone_width(backbone, *self.image_shape_, device)
+            encoder = None if self.backbone is None else image_encoder(self.image_spec_, self.backbone)
+            image_dim = self.image_spec_.dim if encoder is None else encoder.out_dim
             module = PairedEncoders(
                 self.image_spec_.name,
                 self.ehr_spec_.name,
@@ -256,8 +214,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 self.lstm_hidden,
                 self._temperature(),
                 self._learn_temperature(),
-                backbone,
-                None if backbone is None else self.image_shape_[0],
+                encoder,
             )
             self.net_ = AlignmentNet(
                 module=module,
