@@ -110,6 +110,15 @@ def plot_forest(
     return ax
 
 
+_METRIC_LABELS = {
+    "concordance_index": "Harrell's C-index",
+    "concordance_index_ipcw_score": "Uno's C-index",
+    "cumulative_dynamic_auc_score": "time-dependent AUC",
+    "auroc": "AUROC",
+    "auprc": "AUPRC",
+}
+
+
 def plot_comparison(table, *, ax=None, alpha=0.05, reference=None):
     """Forest plot of a :func:`~skfusion.model_selection.compare_fusion` table.
 
@@ -162,7 +171,8 @@ def plot_comparison(table, *, ax=None, alpha=0.05, reference=None):
         f"{name} {mark}".rstrip() + (" (best)" if best else "")
         for name, mark, best in zip(table["model"], marks, table["best"])
     ]
-    xlabel = f"{attrs.get('metric', 'metric')} ({attrs.get('confidence_level', 0.95):.0%} CI)"
+    metric = attrs.get("metric", "metric")
+    xlabel = f"{_METRIC_LABELS.get(metric, metric)} ({attrs.get('confidence_level', 0.95):.0%} CI)"
     return plot_forest(table.assign(model=labels), ax=ax, group="cohort", reference=reference, xlabel=xlabel)
 
 

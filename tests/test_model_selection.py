@@ -122,7 +122,7 @@ def test_default_models_run_end_to_end(survival):
     assert text.shape == (len(models), 2)
     assert text.map(lambda cell: cell.startswith("**")).sum().tolist() == [1, 1]
     ax = plot_comparison(table, reference=0.5)
-    assert ax.get_xlabel() == "concordance_index (95% CI)"
+    assert ax.get_xlabel() == "Harrell's C-index (95% CI)"
     plt.close(ax.figure)
 
 
