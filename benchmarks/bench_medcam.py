@@ -229,9 +229,8 @@ resamples).
 {_table(["model (image only at training and test)", "AUROC (95% CI)", "AUPRC (95% CI)"], head_rows)}
 
 With {N_LABELLED} labelled rows, fine-tuning the adapter with the head overfits (lr 1e-3, 100
-epochs); at lr 1e-4 with early stopping on 20% of them, validation loss on so few rows stops
-training before the new head has learned much. Keeping the aligned adapter fixed
-(`freeze_adapter=True`) is what pays here.
+epochs), and a lower rate with early stopping on 20% of them (30 rows to judge by) does not
+rescue it. Keeping the aligned adapter fixed (`freeze_adapter=True`) is what pays here.
 
 ## 2. Linear probing of the pretrained image embedding
 
