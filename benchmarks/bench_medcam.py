@@ -229,7 +229,7 @@ resamples).
 {_table(["model (image only at training and test)", "AUROC (95% CI)", "AUPRC (95% CI)"], head_rows)}
 
 With {N_LABELLED} labelled rows, fine-tuning the adapter with the head overfits (lr 1e-3, 100
-epochs), and a lower rate with early stopping on 20% of them (30 rows to judge by) does not
+epochs), and a lower rate with early stopping on 20% of them ({N_LABELLED // 5} rows to judge by) does not
 rescue it. Keeping the aligned adapter fixed (`freeze_adapter=True`) is what pays here.
 
 ## 2. Linear probing of the pretrained image embedding
