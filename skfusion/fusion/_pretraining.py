@@ -1,7 +1,7 @@
 """Encoder pre-training: ``pretrain_encoders=`` / ``freeze_encoders=`` for any fusion family.
 
 ``pretrain_encoders=True`` first trains each encoder that has parameters (an LSTM on a
-sequence modality) alone on the task, with its own temporary linear head (an ordinary
+sequence modality, a CNN on an image modality) alone on the task, with its own temporary linear head (an ordinary
 skorch fit of the same task and training settings, on the rows that have that modality),
 then trains the whole network from those weights; ``freeze_encoders=True`` keeps them fixed
 in the second stage (MedFuse's two-stage procedure, MedMod's early and late fusion). Used
@@ -16,7 +16,7 @@ from torch import nn
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
-from .._data import check_X, infer_layout, to_blocks
+from .._data import infer_layout
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
 
@@ -155,12 +155,9 @@ class _EncoderPretraining:
 
     def _first_stage(self, X, y):
         """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
-        checked = check_X(self, X, reset=True)
-        self.layout_ = self._layout(checked)
-        blocks = to_blocks(checked, self.layout_)
-        self._check_blocks(blocks)
-        self._encode_target(y, len(checked))
-        source, y = (X if isinstance(X, pd.DataFrame) else checked), np.asarray(y)
+        blocks, n_samples = self._blocks(X, reset=True)
+        self._encode_target(y, n_samples)
+        source, y = (X if isinstance(X, pd.DataFrame) else np.asarray(X)), np.asarray(y)
         rng = check_random_state(self.random_state)
         if self.pretrain_encoders:
             self._pretrained = self._pretrain(source, y, blocks, rng)
