@@ -295,6 +295,13 @@ def to_blocks(X, layout):
     return {spec.name: _BLOCK_READERS[spec.kind](X, spec) for spec in layout}
 
 
+def take_rows(X, rows):
+    """Rows ``rows`` of a DataFrame or array-like (all of ``X`` when ``rows`` is None)."""
+    if rows is None:
+        return X
+    return X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
+
+
 def require_present(blocks, names, hint):
     """Raise a ValueError naming the modality and rows where any of ``names`` is missing."""
     for name in names:

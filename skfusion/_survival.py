@@ -270,8 +270,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        hazard = self.survival_model_.cumulative_hazard(self._predict_outputs(X), self.unique_times_)
-        survival = np.exp(-hazard)
+        survival = np.exp(-self.predict_cumulative_hazard_function(X, return_array=True))
         return survival if return_array else step_functions(survival, self.unique_times_)
 
     def _split_strata(self, targets):

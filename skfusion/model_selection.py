@@ -16,7 +16,7 @@ from sklearn.base import clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
-from ._data import infer_layout
+from ._data import infer_layout, take_rows
 from .fusion import (
     CoAttentionClassifier,
     CoAttentionSurvival,
@@ -255,7 +255,7 @@ def compare_fusion(
     if not splits and not cohorts:
         raise ValueError("nothing to evaluate: pass cv (folds) and/or cohorts (held-out data).")
 
-    jobs = [(name, train, [_take(X, test)]) for name in names for train, test in splits]
+    jobs = [(name, train, [take_rows(X, test)]) for name in names for train, test in splits]
     if cohorts:
         every_row = np.arange(len(y))
         jobs += [(name, every_row, [cx for cx, _ in cohorts.values()]) for name in names]
@@ -339,12 +339,8 @@ def format_comparison(table, *, alpha=0.05, digits=3):
 
 def _fit_predict(model, X, y, train, evaluations, response_method):
     """Fit a clone of ``model`` on rows ``train``; its predictions on each frame of ``evaluations``."""
-    fitted = clone(model).fit(_take(X, train), y[train])
+    fitted = clone(model).fit(take_rows(X, train), y[train])
     return [np.asarray(getattr(fitted, response_method)(data), dtype=float) for data in evaluations]
-
-
-def _take(X, rows):
-    return X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
 
 
 def _default_scoring(task, y, metric, response_method):

@@ -9,14 +9,13 @@ by the concatenation, late-fusion, MedFuse, DAFT and MMTM families.
 """
 
 import numpy as np
-import pandas as pd
 from sklearn.utils import check_random_state
 from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
-from .._data import infer_layout
+from .._data import infer_layout, take_rows
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
 
@@ -38,13 +37,6 @@ _BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() 
 
 PRETRAINING_CONSTRAINTS = {"pretrain_encoders": ["boolean"], "freeze_encoders": ["boolean"]}
 IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module]}
-
-
-def _take(data, rows):
-    """Rows ``rows`` of a DataFrame or array (all of it when ``rows`` is None)."""
-    if rows is None:
-        return data
-    return data.iloc[rows] if isinstance(data, pd.DataFrame) else data[rows]
 
 
 class _EncoderPretrainer(BaseFusion):
@@ -157,12 +149,11 @@ class _EncoderPretraining:
         """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
         blocks, n_samples = self._blocks(X, reset=True)
         self._encode_target(y, n_samples)
-        source, y = (X if isinstance(X, pd.DataFrame) else np.asarray(X)), np.asarray(y)
         rng = check_random_state(self.random_state)
         if self.pretrain_encoders:
-            self._pretrained = self._pretrain(source, y, blocks, rng)
+            self._pretrained = self._pretrain(X, y, blocks, rng)
         rows = self._fine_tuning_rows(blocks, rng)
-        return _take(source, rows), _take(y, rows)
+        return take_rows(X, rows), take_rows(y, rows)
 
     def _pretrain(self, X, y, blocks, rng):
         """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows."""
@@ -179,7 +170,7 @@ class _EncoderPretraining:
             rows = None if present.all() else np.flatnonzero(present)
             seed = int(rng.randint(np.iinfo(np.int32).max))
             fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **settings)
-            fitted.fit(_take(X, rows), _take(y, rows))
+            fitted.fit(take_rows(X, rows), take_rows(y, rows))
             states[spec.name] = fitted.net_.module_.encoder.state_dict()
         return states
 
