@@ -8,11 +8,13 @@ and its validation (the template method), and trains through :class:`FusionNet`,
 ``NeuralNet`` that iterates over tensors already on the device, by index.
 """
 
+import warnings
 from contextlib import contextmanager
 from math import ceil
 from numbers import Integral, Real
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
@@ -20,14 +22,44 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from skorch.callbacks import EarlyStopping
 
-from ._compat import Interval, StrOptions, _fit_context
-from ._data import ModalityDataset, check_X, infer_layout, require_kinds, require_present, to_blocks
+from ._compat import Interval, SequenceOf, StrOptions, _fit_context
+from ._data import (
+    ModalityDataset,
+    check_X,
+    fit_standardization,
+    infer_layout,
+    require_kinds,
+    require_present,
+    standardize_blocks,
+    to_blocks,
+    warn_wholly_missing,
+)
+
+# The widest hidden layer accepted: wider ones exhaust memory before they help.
+MAX_WIDTH = 1 << 16
+
+
+def divergence_error(what, lr):
+    """The error for a training run that diverged: ``what`` went wrong, and what to change."""
+    return ValueError(
+        f"training diverged: {what}. Lower the learning rate (lr={lr}), and check the inputs' scale "
+        "(standardize=True rescales vector blocks)."
+    )
 
 
 def resolve_device(device):
-    """``"auto"`` means CUDA when available, else the CPU."""
+    """``"auto"`` means CUDA when available, else the CPU; anything else must be a torch device."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or another torch device such as 'cuda:1'; "
+            f"got {device!r}."
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"The 'device' parameter is {device!r} but CUDA is not available here; use device='auto'.")
     return device
 
 
@@ -76,7 +108,11 @@ class BatchIterator:
 
 
 class ValidationSplit:
-    """Hold out ``fraction`` of the rows, stratified by ``strata`` when given (skorch train_split)."""
+    """Hold out ``fraction`` of the rows, stratified by ``strata`` when given (skorch train_split).
+
+    Every stratum with at least two rows is represented on both sides (at least one row held
+    out, at least one kept), so a survival validation split always holds events.
+    """
 
     def __init__(self, fraction, seed, strata=None):
         self.fraction = fraction
@@ -90,7 +126,8 @@ class ValidationSplit:
         valid = []
         for label in np.unique(labels):
             rows = rng.permutation(np.flatnonzero(labels == label))
-            valid.append(rows[: int(round(self.fraction * len(rows)))])
+            n_valid = min(max(int(round(self.fraction * len(rows))), 1), len(rows) - 1)
+            valid.append(rows[:n_valid])
         valid = np.sort(np.concatenate(valid))
         if len(valid) == 0 or len(valid) == n:
             raise ValueError(
@@ -119,9 +156,26 @@ class FusionNet(NeuralNet):
     collation and no host-to-device copy per batch.
     """
 
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        split = "training" if training else "validation"
+        if not torch.isfinite(y_pred).all():
+            raise divergence_error(f"the network's outputs are not finite at epoch {len(self.history)} ({split})", self.lr)
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if not torch.isfinite(loss):
+            raise divergence_error(f"the {split} loss is {loss.item()} at epoch {len(self.history)}", self.lr)
+        return loss
+
     def predict_outputs(self, dataset):
-        """Network outputs for every row of ``dataset``, in order, as a float64 array."""
-        return self.forward(dataset).double().numpy()
+        """Network outputs for every row of ``dataset``, in order, as a float64 array.
+
+        Batches are consecutive rows (never the event-stratified training batches), so the
+        outputs line up with the rows and their targets.
+        """
+        self.module_.eval()
+        rows = torch.arange(len(dataset), device=dataset.device)
+        with torch.inference_mode():
+            outputs = [self.module_(**dataset.batch(chunk)[0]) for chunk in rows.split(self.batch_size)]
+        return torch.cat(outputs).double().cpu().numpy()
 
 
 class BaseFusion(BaseEstimator):
@@ -135,15 +189,26 @@ class BaseFusion(BaseEstimator):
     """
 
     _parameter_constraints = {
-        "modalities": [list, tuple, None],
-        "modality_dims": [list, tuple, dict, None],
-        "hidden_dims": [list, tuple, None],
+        "modalities": [SequenceOf(lambda v: isinstance(v, str), "modality names (str)"), None],
+        "modality_dims": [
+            SequenceOf(lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1, "positive ints"),
+            dict,
+            None,
+        ],
+        "hidden_dims": [
+            SequenceOf(
+                lambda v: isinstance(v, Integral) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH,
+                f"layer widths (ints in [1, {MAX_WIDTH}])",
+            ),
+            None,
+        ],
+        "standardize": ["boolean"],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "callbacks": [list, None],
@@ -171,14 +236,24 @@ class BaseFusion(BaseEstimator):
         """``_infer_layout`` of validated ``X``, refusing the modality kinds the family cannot read."""
         layout = self._infer_layout(X)
         require_kinds(layout, self._modality_kinds, self)
+        if not isinstance(X, pd.DataFrame) and self.modality_dims is None and len(layout) > 1:
+            # A transformer with array output in front of the model loses the modality names.
+            warnings.warn(
+                f"X is an array: its {X.shape[1]} columns are split into halves, modalities "
+                f"{' and '.join(f'{s.name!r} ({s.dim} columns)' for s in layout)}. To keep your modalities, give "
+                "a DataFrame with '<modality>__<feature>' columns (set_output(transform='pandas') on the "
+                "transformers in front of the model) or pass modality_dims.",
+                UserWarning,
+                stacklevel=4,
+            )
         return layout
 
     def _check_blocks(self, blocks):
         require_present(blocks, list(blocks), self._missing_hint)
 
-    def _callbacks(self):
+    def _callbacks(self, early_stopping):
         callbacks = list(self.callbacks or [])
-        if self.early_stopping:
+        if early_stopping:
             callbacks.append(
                 ("early_stopping", EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, load_best=True))
             )
@@ -190,7 +265,17 @@ class BaseFusion(BaseEstimator):
             self.layout_ = self._layout(X)
         blocks = to_blocks(X, self.layout_)
         self._check_blocks(blocks)
+        if reset:
+            warn_wholly_missing(blocks)
+            self.standardization_ = fit_standardization(blocks) if self.standardize else {}
+        standardize_blocks(blocks, self.standardization_)
         return blocks, len(X)
+
+    def _early_stopping(self, targets):
+        """Whether to hold out a validation split: ``early_stopping``, with ``"auto"`` resolved by the task."""
+        if self.early_stopping == "auto":
+            return self._auto_early_stopping(targets)
+        return self.early_stopping
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -209,13 +294,16 @@ class BaseFusion(BaseEstimator):
         -------
         self : object
         """
-        blocks, n_samples = self._blocks(X, reset=True)
-        targets = self._encode_target(y, n_samples)
         device = resolve_device(self.device)
+        blocks, n_samples = self._blocks(X, reset=True)
+        if n_samples < 2:
+            raise ValueError(f"n_samples={n_samples}: fitting needs at least 2 samples.")
+        targets = self._encode_target(y, n_samples)
         dataset = ModalityDataset(blocks, targets, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        early_stopping = self._early_stopping(targets)
         split = None
-        if self.early_stopping:
+        if early_stopping:
             split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
         with seeded(seed, device):
             self.net_ = FusionNet(
@@ -233,7 +321,7 @@ class BaseFusion(BaseEstimator):
                 iterator_valid=BatchIterator,
                 iterator_valid__strata=self._batch_strata,
                 train_split=split,
-                callbacks=self._callbacks(),
+                callbacks=self._callbacks(early_stopping),
                 device=device,
                 verbose=self.verbose,
             )
@@ -245,4 +333,11 @@ class BaseFusion(BaseEstimator):
     def _predict_outputs(self, X):
         check_is_fitted(self)
         blocks, _ = self._blocks(X, reset=False)
-        return self.net_.predict_outputs(ModalityDataset(blocks, device=self.net_.device))
+        outputs = self.net_.predict_outputs(ModalityDataset(blocks, device=self.net_.device))
+        bad = ~np.isfinite(outputs).all(axis=1)
+        if bad.any():
+            raise ValueError(
+                f"the network's outputs are not finite for rows {np.flatnonzero(bad)[:8].tolist()}: their inputs are "
+                "far outside the range seen in fit (or the model diverged while training)."
+            )
+        return outputs

@@ -14,6 +14,10 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d
 from torch.nn import functional as F
 
+# early_stopping="auto" holds out a validation split when it would hold at least this many
+# rows of the rarest class (or positives of the rarest label).
+MIN_VALIDATION_POSITIVES = 100
+
 
 class ClassifierHeadMixin(ClassifierMixin):
     """The classification task of a fusion estimator, following scikit-learn's conventions."""
@@ -21,6 +25,12 @@ class ClassifierHeadMixin(ClassifierMixin):
     _task_parameter_constraints = {}
 
     def _encode_target(self, y, n_samples):
+        if getattr(getattr(y, "dtype", None), "names", None):
+            raise ValueError(
+                f"y is a structured array with fields {list(y.dtype.names)}, a survival target: "
+                f"{type(self).__name__} is a classifier; use its survival twin "
+                f"({type(self).__name__.replace('Classifier', 'Survival')}), or pass class labels."
+            )
         check_classification_targets(y)
         y = np.asarray(y)
         if len(y) != n_samples:
@@ -48,6 +58,12 @@ class ClassifierHeadMixin(ClassifierMixin):
             return None
         counts = np.bincount(targets.numpy())
         return targets.numpy() if counts[counts > 0].min() >= 2 else None
+
+    def _auto_early_stopping(self, targets):
+        # Only when the validation split holds enough rows of the rarest class (or label).
+        counts = targets.sum(dim=0) if self.multilabel_ else torch.bincount(targets)
+        positives = counts[counts > 0].min()
+        return float(positives) * self.validation_fraction >= MIN_VALIDATION_POSITIVES
 
     def _finish_fit(self, dataset, targets):
         pass

@@ -17,8 +17,13 @@ modalities by ``modality_dims``: ``None`` halves the columns into modalities ``"
 ``"m1"`` (one modality ``"m0"`` for a single column), a sequence of ints gives consecutive
 widths named ``"m0", "m1", ...``, and a dict ``{name: width}`` names them. The model then
 behaves exactly as with the DataFrame whose columns are ``"m0__0", ..., "m1__0", ...``.
+
+A frame whose every column carries a further ``"{transformer}__"`` prefix, as a
+scikit-learn ``ColumnTransformer`` writes them (``scale__img__0``, ``remainder__ct``), is
+grouped by the part after that prefix. A polars DataFrame is read like the pandas one.
 """
 
+import warnings
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -118,6 +123,22 @@ def require_kinds(layout, kinds, estimator):
 _KIND_NAMES = {"vector": "embedding blocks", "sequence": "token columns", "image": "(C, H, W) images"}
 
 
+def _transformer_prefixed(X):
+    """Whether every column is ``"{transformer}__{modality}[__{feature}]"`` (a ColumnTransformer's output).
+
+    Numeric columns then have two separators and raw columns one; a frame with any column
+    that does not fit (``age``, ``img__0``) is read as it is.
+    """
+    labels = [(str(c), _is_raw_column(X[c])) for c in X.columns]
+    return bool(labels) and all(label.count(SEPARATOR) >= (1 if raw else 2) for label, raw in labels)
+
+
+def _modality_label(column, prefixed):
+    """The column label with a ColumnTransformer's prefix removed (when ``prefixed``)."""
+    label = str(column)
+    return label.split(SEPARATOR, 1)[1] if prefixed else label
+
+
 def is_grouped_frame(X):
     """Whether ``X`` is a DataFrame with ``name__`` groups or raw columns (else: split like an array)."""
     return isinstance(X, pd.DataFrame) and any(SEPARATOR in str(c) or _is_raw_column(X[c]) for c in X.columns)
@@ -141,8 +162,9 @@ def infer_layout(X, modalities=None, modality_dims=None):
     """
     if is_grouped_frame(X):
         groups = {}
+        prefixed = _transformer_prefixed(X)
         for col in X.columns:
-            label = str(col)
+            label = str(col).split(SEPARATOR, 1)[1] if prefixed else str(col)
             if SEPARATOR in label:
                 groups.setdefault(label.split(SEPARATOR, 1)[0], []).append(col)
             elif _is_raw_column(X[col]):
@@ -155,9 +177,10 @@ def infer_layout(X, modalities=None, modality_dims=None):
                 )
         layout = []
         for name, cols in groups.items():
-            if len(cols) == 1 and str(cols[0]) == name:
+            raw_names = [c for c in cols if _modality_label(c, prefixed) == name]
+            if len(cols) == 1 and raw_names:
                 layout.append(_raw_spec(name, X[cols[0]]))
-            elif any(str(c) == name for c in cols):
+            elif raw_names:
                 raise ValueError(f"modality {name!r} has both a raw column {name!r} and '{name}__*' columns.")
             else:
                 raw = [str(c) for c in cols if _is_raw_column(X[c])]
@@ -186,6 +209,14 @@ def check_X(estimator, X, reset):
     feature-name checks; anything else (arrays, frames without groups) goes through
     ``check_array`` and comes back as a float32 array.
     """
+    X = as_pandas(X)
+    if isinstance(X, pd.DataFrame) and X.columns.duplicated().any():
+        duplicated = X.columns[X.columns.duplicated()].unique().tolist()
+        raise ValueError(f"X has duplicate column names {duplicated[:_MAX_ROWS_SHOWN]}: every column needs its own name.")
+    if not reset and not isinstance(X, pd.DataFrame) and _fitted_on_groups(estimator):
+        # scikit-learn warns that X has no feature names and reads it by position; so do we.
+        X = validate_data(estimator, X, reset=False, dtype=np.float32, ensure_all_finite=False)
+        return pd.DataFrame(X, columns=estimator.feature_names_in_)
     if is_grouped_frame(X):
         validate_data(estimator, X, reset=reset, skip_check_array=True)
         if X.shape[0] == 0:
@@ -194,6 +225,32 @@ def check_X(estimator, X, reset):
             raise ValueError("Found array with 0 feature(s) while a minimum of 1 is required.")
         return X
     return validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
+
+
+def as_pandas(X):
+    """A polars DataFrame as a pandas one (column by column: no pyarrow needed); anything else unchanged."""
+    if type(X).__module__.split(".")[0] == "polars" and hasattr(X, "get_columns"):
+        return pd.DataFrame({series.name: series.to_numpy() for series in X.get_columns()})
+    return X
+
+
+def _fitted_on_groups(estimator):
+    """Whether ``estimator`` was fitted on a frame of ``name__`` groups (its layout names columns)."""
+    layout = getattr(estimator, "layout_", ())
+    return any(isinstance(c, str) for spec in layout for c in spec.columns)
+
+
+def _out_of_float32(X, spec, row, labels, block):
+    """The message for an inf in ``block[row]``: a real inf, or a finite value beyond float32's range."""
+    col = int(np.flatnonzero(np.isinf(block[row]))[0])
+    source = X[spec.columns[col]].iloc[row] if isinstance(X, pd.DataFrame) else X[row, spec.columns[col]]
+    value = float(source)
+    if np.isfinite(value):
+        return (
+            f"modality {spec.name!r} has the value {value:.3g} in row {row}, column {labels[col]!r}, beyond "
+            f"float32's range (|x| <= {np.finfo(np.float32).max:.3g}): rescale that feature."
+        )
+    return f"modality {spec.name!r} contains inf (first in row {row}, column {labels[col]!r})."
 
 
 def _vector_block(X, spec):
@@ -228,7 +285,7 @@ def _vector_block(X, spec):
             f"(first: row {row}, column {col!r}); a missing modality must be NaN in every column of its block."
         )
     if has_inf.any():
-        raise ValueError(f"modality {spec.name!r} contains inf (first in row {int(np.flatnonzero(has_inf)[0])}).")
+        raise ValueError(_out_of_float32(X, spec, int(np.flatnonzero(has_inf)[0]), labels, block))
     block[missing] = 0.0
     return {"x": torch.from_numpy(block), "present": torch.from_numpy(~missing)}
 
@@ -293,6 +350,77 @@ def to_blocks(X, layout):
     if missing_cols:
         raise ValueError(f"X lacks column(s) {missing_cols[:_MAX_ROWS_SHOWN]} seen during fit.")
     return {spec.name: _BLOCK_READERS[spec.kind](X, spec) for spec in layout}
+
+
+def fit_standardization(blocks):
+    """Per-feature ``(mean, scale)`` of every vector and sequence block, over the rows (tokens) present.
+
+    Computed in float64, a slice of columns at a time (no second copy of a block). A
+    feature with zero variance keeps its values (scale 1), as in scikit-learn's
+    ``StandardScaler``; images are left to their encoder.
+
+    Returns
+    -------
+    stats : dict of str to (ndarray, ndarray)
+    """
+    stats = {}
+    for name, block in blocks.items():
+        if block["x"].ndim == 4:
+            continue
+        x = block["x"]
+        rows = block["mask"] if "mask" in block else block["present"]
+        mean = np.zeros(x.shape[-1])
+        scale = np.ones(x.shape[-1])
+        if rows.any():
+            for start in range(0, x.shape[-1], _COPY_CHUNK):
+                values = x[..., start : start + _COPY_CHUNK][rows].double()
+                centred = values - values.mean(dim=0)
+                mean[start : start + _COPY_CHUNK] = values.mean(dim=0).numpy()
+                scale[start : start + _COPY_CHUNK] = centred.square().mean(dim=0).sqrt().numpy()
+        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+        stats[name] = (mean, scale)
+    return stats
+
+
+# A standardized value this many standard deviations from the training mean is refused.
+MAX_STANDARD_SCORE = 1e6
+
+
+def standardize_blocks(blocks, stats):
+    """Apply :func:`fit_standardization`'s ``stats`` to ``blocks`` in place; absent rows stay zero.
+
+    Raises
+    ------
+    ValueError
+        Where a value lies more than ``MAX_STANDARD_SCORE`` standard deviations from the
+        training mean: far outside anything seen in ``fit``, the network's output there is
+        meaningless (a survival curve of exactly 0 or 1).
+    """
+    for name, (mean, scale) in stats.items():
+        block = blocks[name]
+        x = block["x"]
+        x.sub_(torch.from_numpy(mean).to(x.dtype)).div_(torch.from_numpy(scale).to(x.dtype))
+        x[~(block["mask"] if "mask" in block else block["present"])] = 0.0
+        extreme = x.abs() > MAX_STANDARD_SCORE
+        if extreme.any():
+            where = torch.nonzero(extreme)[0].tolist()
+            raise ValueError(
+                f"modality {name!r}, row {where[0]}, feature {where[-1]}: the value lies "
+                f"{float(x[tuple(where)].abs()):.3g} standard deviations from the training mean, far outside "
+                "the data seen in fit."
+            )
+
+
+def warn_wholly_missing(blocks):
+    """Warn for every modality that is missing in every row: it cannot inform the model."""
+    for name, block in blocks.items():
+        if not block["present"].any():
+            warnings.warn(
+                f"modality {name!r} is missing (all NaN / None) in every row: it carries no information; "
+                "drop its columns or check the data.",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def take_rows(X, rows):

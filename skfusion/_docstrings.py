@@ -42,6 +42,11 @@ DOCS = {
     "training": """hidden_dims : list of int, default=None
         Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
         input width (one layer of ``d // 2`` units within [16, 512]), as in paper 000.
+    standardize : bool, default=True
+        Standardize every feature of the vector blocks and token columns to zero mean
+        and unit variance over the training rows that have it (learnt in ``fit``, applied
+        at prediction; ``standardization_``), so raw clinical variables can be passed
+        as they are. Images are left to their encoder.
     dropout : float, default=0.1
         Dropout after each hidden layer.
     lr : float, default=1e-3
@@ -53,10 +58,11 @@ DOCS = {
         Mini-batch size. Survival batches are stratified so each has events.
     max_epochs : int, default=100
         Number of passes over the training data.
-    early_stopping : bool, default=False
+    early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the rows (stratified by event or class) and stop
         when the validation loss has not improved for ``n_iter_no_change`` epochs,
-        restoring the best weights.
+        restoring the best weights. ``"auto"`` does so when the validation split would
+        hold at least 100 events (survival) or 100 rows of the rarest class.
     validation_fraction : float, default=0.1
         Share of rows held out when ``early_stopping=True``.
     n_iter_no_change : int, default=10
@@ -73,6 +79,9 @@ DOCS = {
         Print the training log each epoch when positive.""",
     "attributes": """layout_ : tuple of ModalitySpec
         The modalities seen in ``fit`` (name, kind, columns, width).
+    standardization_ : dict of str to (ndarray, ndarray)
+        Per modality, the ``(mean, scale)`` of each feature learnt in ``fit``
+        (empty with ``standardize=False``).
     net_ : skorch.NeuralNet
         The trained network; ``net_.history`` holds the training log.
     n_features_in_ : int

@@ -33,9 +33,21 @@ from torch.nn import functional as F
 from torchsurv.loss.cox import neg_partial_log_likelihood
 from torchsurv.loss.weibull import neg_log_likelihood_weibull
 
+from ._base import divergence_error
 from ._compat import Interval, StrOptions
 
 _EULER_GAMMA = -digamma(1.0)
+
+# A fitted risk (a log hazard for Cox) beyond this means the training diverged: exp() of it
+# overflows Breslow's estimator.
+MAX_RISK = 500.0
+
+# early_stopping="auto" holds out a validation split when it would hold at least this many events.
+MIN_VALIDATION_EVENTS = 100
+
+
+# Times above this are refused: float32 networks and torchsurv cannot represent them.
+_MAX_TIME = float(np.finfo(np.float32).max) / 16
 
 
 def check_survival_target(y, n_samples):
@@ -44,33 +56,59 @@ def check_survival_target(y, n_samples):
     Raises
     ------
     ValueError
-        For a non-structured array, non-boolean events, NaN/inf or negative times, a length
-        different from ``n_samples``, or when every sample is censored.
+        For a non-structured array, fields in the wrong order or of the wrong type, NaN,
+        inf, negative or out-of-range times, a length different from ``n_samples``, or when
+        every sample is censored.
     """
+    if y is None:
+        raise ValueError("this survival estimator requires y to be passed, but the target y is None.")
     names = getattr(getattr(y, "dtype", None), "names", None)
     if names is None or len(names) != 2:
         raise ValueError(
             "y must be a structured array of (event: bool, time: float), as made by "
             f"sksurv.util.Surv.from_arrays; got {type(y).__name__} with dtype {getattr(y, 'dtype', None)}."
         )
+    event_field, time_field = names
+    event_kind, time_kind = y.dtype[event_field].kind, y.dtype[time_field].kind
+    if event_kind == "f" and time_kind == "b":
+        raise ValueError(
+            f"y's fields are in (time, event) order ({time_field!r} is the boolean one): scikit-survival's "
+            "order is (event, time); build y with sksurv.util.Surv.from_arrays(event, time)."
+        )
+    if event_kind != "b":
+        raise ValueError(
+            f"y's event field {event_field!r} must be boolean; got dtype {y.dtype[event_field]} "
+            "(build y with sksurv.util.Surv.from_arrays(event, time))."
+        )
+    if time_kind not in "iuf":
+        raise ValueError(f"y's time field {time_field!r} must be numeric; got dtype {y.dtype[time_field]}.")
     if len(y) != n_samples:
         raise ValueError(f"X has {n_samples} samples but y has {len(y)}.")
-    raw_time = np.asarray(y[names[1]], dtype=float)
-    if not np.isfinite(raw_time).all():
-        raise ValueError(f"y has non-finite times in rows {np.flatnonzero(~np.isfinite(raw_time))[:8].tolist()}.")
-    if (raw_time < 0).any():
-        raise ValueError(f"y has negative times in rows {np.flatnonzero(raw_time < 0)[:8].tolist()}.")
+    raw_time = np.asarray(y[time_field], dtype=float)
+    for bad, what in (
+        (~np.isfinite(raw_time), "non-finite times"),
+        (raw_time < 0, "negative times"),
+        (raw_time > _MAX_TIME, f"times above {_MAX_TIME:.1e} (rescale the time unit)"),
+    ):
+        if bad.any():
+            raise ValueError(f"y field {time_field!r} has {what} in rows {np.flatnonzero(bad)[:8].tolist()}.")
     event, time = check_y_survival(y, allow_time_zero=True)
     return event, time.astype(np.float64)
 
 
 class CoxModel:
-    """Cox proportional hazards: output = log relative hazard, Breslow baseline."""
+    """Cox proportional hazards: output = log relative hazard, Breslow baseline.
+
+    The partial likelihood depends on the times only through their order and ties, so the
+    loss reads dense time ranks: float32 cannot tell large times apart (two times of 1.7e9
+    seconds 100 s apart are equal in float32), ranks can.
+    """
 
     n_outputs = 1
 
     def prepare(self, time, event):
-        return np.column_stack([time, event])
+        rank = np.unique(time, return_inverse=True)[1]
+        return np.column_stack([rank, event, time])
 
     def loss(self, out, target):
         with warnings.catch_warnings():
@@ -81,7 +119,7 @@ class CoxModel:
             )
 
     def finalize(self, out, target):
-        self.baseline_ = BreslowEstimator().fit(out[:, 0], target[:, 1].astype(bool), target[:, 0])
+        self.baseline_ = BreslowEstimator().fit(out[:, 0], target[:, 1].astype(bool), target[:, 2])
 
     def risk(self, out):
         return out[:, 0]
@@ -95,29 +133,52 @@ class CoxModel:
 
 
 class WeibullModel:
-    """Weibull AFT: outputs = (log scale, log shape) in units of the median training time."""
+    """Weibull AFT: outputs = (log scale, log shape) in units of the median training time.
+
+    Both outputs are soft-bounded, ``b * tanh(z / b)``: the log scale to within
+    ``_LOG_SCALE_BOUND`` of the median time and the shape to ``[e^-2, e^2]``, so that no
+    input can drive the likelihood to overflow, whatever the scale of the features. Times of
+    zero (an event on the day of inclusion) are moved to half the smallest positive time,
+    where the Weibull density is finite.
+    """
 
     n_outputs = 2
 
     def prepare(self, time, event):
-        self.time_scale_ = float(np.median(time[time > 0])) if (time > 0).any() else 1.0
-        return np.column_stack([time / self.time_scale_, event])
+        positive = time[time > 0]
+        self.time_scale_ = float(np.median(positive)) if len(positive) else 1.0
+        scaled = time / self.time_scale_
+        floor = scaled[scaled > 0].min() / 2 if len(positive) else 1.0
+        return np.column_stack([np.maximum(scaled, floor), event])
 
     def loss(self, out, target):
-        return neg_log_likelihood_weibull(out, target[:, 1].bool(), target[:, 0].to(out.dtype))
+        return neg_log_likelihood_weibull(_bounded(out, torch.tanh), target[:, 1].bool(), target[:, 0].to(out.dtype))
 
     def finalize(self, out, target):
         pass
 
     def risk(self, out):
+        log_scale, log_shape = _bounded(out, np.tanh).T
         # Minus the expected log event time: E[log T] = log(lambda) - gamma / rho.
-        return _EULER_GAMMA * np.exp(-out[:, 1]) - out[:, 0]
+        return _EULER_GAMMA * np.exp(-log_shape) - log_scale
 
     def cumulative_hazard(self, out, times):
+        params = _bounded(out, np.tanh)
         t = np.asarray(times, dtype=np.float64)[None, :] / self.time_scale_
         with np.errstate(divide="ignore"):
             log_t = np.log(t)
-        return np.exp(np.exp(out[:, 1:2]) * (log_t - out[:, 0:1]))
+        return np.exp(np.exp(params[:, 1:2]) * (log_t - params[:, 0:1]))
+
+
+# Soft bounds of the Weibull outputs: exp(+-12) spans any follow-up around the median time.
+_LOG_SCALE_BOUND, _LOG_SHAPE_BOUND = 12.0, 2.0
+
+
+def _bounded(out, tanh):
+    """``(log scale, log shape)`` soft-bounded with ``b * tanh(z / b)`` (``tanh`` of torch or numpy)."""
+    bounds = (_LOG_SCALE_BOUND, _LOG_SHAPE_BOUND)
+    columns = [bound * tanh(out[:, k] / bound) for k, bound in enumerate(bounds)]
+    return torch.stack(columns, dim=1) if isinstance(out, torch.Tensor) else np.stack(columns, axis=1)
 
 
 class DiscreteTimeModel:
@@ -186,8 +247,12 @@ def make_survival_model(loss, n_durations):
     return DiscreteTimeModel(n_durations)
 
 
+# Elements of the cumulative-hazard grid computed at once (rows x times): 32 MB of float64.
+_GRID_BLOCK = 1 << 22
+
+
 def step_functions(values, times):
-    """One :class:`~sksurv.functions.StepFunction` per row of ``values`` on ``times``."""
+    """One :class:`~sksurv.functions.StepFunction` per row of ``values`` on ``times`` (rows are views)."""
     return np.array([StepFunction(times, row) for row in values], dtype=object)
 
 
@@ -222,7 +287,11 @@ class SurvivalMixin(SurvivalAnalysisMixin):
 
     def _finish_fit(self, dataset, targets):
         # The baseline hazard (Breslow) or nothing, from the fitted network's training outputs.
-        self.survival_model_.finalize(self.net_.predict_outputs(dataset), targets.numpy())
+        outputs = self.net_.predict_outputs(dataset)
+        risk = self.survival_model_.risk(outputs)
+        if not np.isfinite(outputs).all() or np.abs(risk).max() > MAX_RISK:
+            raise divergence_error(f"the training rows' risk scores reach {np.abs(risk).max():.3g}", self.lr)
+        self.survival_model_.finalize(outputs, targets.numpy())
 
     def predict(self, X):
         """Predict risk scores (higher means an earlier event).
@@ -235,7 +304,23 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         -------
         risk : ndarray of shape (n_samples,)
         """
-        return self.survival_model_.risk(self._predict_outputs(X))
+        outputs = self._predict_outputs(X)
+        return self.survival_model_.risk(outputs)
+
+    def _function_grid(self, X, transform):
+        """``transform(H)`` of the cumulative hazards on ``unique_times_``, a block of rows at a time.
+
+        The grid is written into one preallocated array, so the peak memory is the output
+        plus one block, whatever the number of rows.
+        """
+        outputs = self._predict_outputs(X)
+        times = self.unique_times_
+        grid = np.empty((len(outputs), len(times)))
+        step = max(1, _GRID_BLOCK // max(len(times), 1))
+        for start in range(0, len(outputs), step):
+            block = self.survival_model_.cumulative_hazard(outputs[start : start + step], times)
+            grid[start : start + step] = transform(block)
+        return grid
 
     def predict_cumulative_hazard_function(self, X, return_array=False):
         """Predict cumulative hazard functions.
@@ -252,7 +337,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        hazard = self.survival_model_.cumulative_hazard(self._predict_outputs(X), self.unique_times_)
+        hazard = self._function_grid(X, lambda block: block)
         return hazard if return_array else step_functions(hazard, self.unique_times_)
 
     def predict_survival_function(self, X, return_array=False):
@@ -270,8 +355,18 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        survival = np.exp(-self.predict_cumulative_hazard_function(X, return_array=True))
+        survival = self._function_grid(X, lambda block: np.exp(-block))
         return survival if return_array else step_functions(survival, self.unique_times_)
 
     def _split_strata(self, targets):
-        return targets[:, 1].numpy().astype(bool)
+        event = targets[:, 1].numpy().astype(bool)
+        if event.sum() < 2:
+            raise ValueError(
+                f"early_stopping needs a validation split holding events, and y has {int(event.sum())} event(s): "
+                "pass early_stopping=False."
+            )
+        return event
+
+    def _auto_early_stopping(self, targets):
+        # Only when the validation split holds enough events for its loss to rank epochs.
+        return int(targets[:, 1].sum()) * self.validation_fraction >= MIN_VALIDATION_EVENTS

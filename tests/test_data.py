@@ -67,7 +67,7 @@ def test_missing_modality_raises_by_default_and_names_rows(data):
 
 def test_late_fusion_uses_only_present_modalities(data):
     X, y = data
-    model = LateFusionSurvival(**FAST).fit(X, y)
+    model = LateFusionSurvival(**FAST, standardize=False).fit(X, y)
     row = X.iloc[[0]].copy()
     row.loc[:, [c for c in X.columns if c.startswith("ehr__")]] = np.nan
     module = model.net_.module_
@@ -106,7 +106,7 @@ def test_multilabel_and_multiclass_targets():
         (lambda X: X.assign(**{"img__2": np.where(np.arange(len(X)) == 4, np.nan, X["img__2"])}),
          r"modality 'img' has NaN in rows \[4\] .*column 'img__2'"),
         (lambda X: X.assign(**{"ehr__1": np.where(np.arange(len(X)) == 9, np.inf, X["ehr__1"])}),
-         r"modality 'ehr' contains inf \(first in row 9\)"),
+         r"modality 'ehr' contains inf \(first in row 9, column 'ehr__1'\)"),
         (lambda X: X.assign(ct=["/scans/a.dcm"] * len(X)), r"column 'ct' holds raw inputs \(str\).*encode it first"),
         (lambda X: X.assign(age=1.0), r"column 'age' is not part of a modality block"),
         (lambda X: X.iloc[:0], r"0 sample"),

@@ -5,11 +5,13 @@ import pandas as pd
 import pytest
 import torch
 from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import Surv
 from torchsurv.loss.weibull import survival_function_weibull
 
 from skfusion import ConcatSurvival
 from skfusion._survival import CoxModel, DiscreteTimeModel, WeibullModel, discrete_time_nll
+from skfusion.datasets import make_multimodal_survival
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +27,40 @@ def linear_data():
     return frame, y
 
 
-def test_linear_cox_matches_sksurv_coefficients(linear_data):
+@pytest.mark.parametrize("standardize", [True, False])
+def test_linear_cox_matches_sksurv_coefficients(linear_data, standardize):
     X, y = linear_data
+    if standardize:
+        # Affine, non-uniform feature scales: the coefficients in the input's units must not depend on them.
+        X = X * [1.0, 40.0, 0.01, 3.0] + [5.0, -200.0, 0.0, 1.0]
     model = ConcatSurvival(
-        hidden_dims=[], dropout=0.0, weight_decay=0.0, lr=0.05, batch_size=len(X), max_epochs=600, random_state=0
+        hidden_dims=[], dropout=0.0, weight_decay=0.0, lr=0.05, batch_size=len(X), max_epochs=600,
+        early_stopping=False, standardize=standardize, random_state=0,
     ).fit(X, y)
-    ours = model.net_.module_.head[0].weight.detach().numpy().ravel()
+    weights = model.net_.module_.head[0].weight.detach().numpy().ravel()
     reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y).coef_
-    np.testing.assert_allclose(ours, reference, atol=2e-3)
+    if standardize:
+        # Standardization undone: a weight on z = (x - mean) / scale is weight / scale per unit of x.
+        scale = np.concatenate([model.standardization_[m][1] for m in ("a", "b")])
+        np.testing.assert_allclose(scale, X.std(ddof=0).to_numpy(), rtol=1e-6)
+        np.testing.assert_allclose(weights / scale, reference, rtol=2e-3, atol=1e-5)
+    else:
+        assert model.standardization_ == {}
+        np.testing.assert_allclose(weights, reference, atol=2e-3)
+
+
+def test_fitted_survival_curves_match_sksurv_breslow_on_the_model_risks():
+    """The Breslow baseline pairs each training row's risk with its own target.
+
+    Shuffled, event-stratified mini-batches regroup the rows; the baseline must still be
+    scikit-survival's Breslow estimator given the fitted model's risk scores.
+    """
+    X, y = make_multimodal_survival(n_samples=400, random_state=3)
+    model = ConcatSurvival(batch_size=32, max_epochs=5, early_stopping=False, random_state=0).fit(X, y)
+    risk = model.predict(X)
+    reference = BreslowEstimator().fit(risk, y["event"], y["time"])
+    expected = np.vstack([f(model.unique_times_) for f in reference.get_survival_function(risk)])
+    np.testing.assert_allclose(model.predict_survival_function(X, return_array=True), expected, rtol=1e-6)
 
 
 def test_breslow_matches_sksurv_for_same_linear_predictor(linear_data):
@@ -40,7 +68,7 @@ def test_breslow_matches_sksurv_for_same_linear_predictor(linear_data):
     reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y)
     lp = reference.predict(X.to_numpy())
     cox = CoxModel()
-    cox.finalize(lp[:, None], np.column_stack([y["time"], y["event"]]))
+    cox.finalize(lp[:, None], cox.prepare(y["time"], y["event"]))
     times = reference.unique_times_
     ours = np.exp(-cox.cumulative_hazard(lp[:, None], times))
     theirs = reference.predict_survival_function(X.to_numpy(), return_array=True)
@@ -60,11 +88,32 @@ def test_weibull_survival_matches_torchsurv():
     model.prepare(time, np.ones(50, dtype=bool))
     times = np.linspace(0.5, 20, 7)
     ours = np.exp(-model.cumulative_hazard(out, times))
-    theirs = survival_function_weibull(torch.tensor(out), torch.tensor(times / model.time_scale_)).numpy()
+    # The network's outputs are soft-bounded log scale and log shape: b * tanh(z / b).
+    params = np.column_stack([12 * np.tanh(out[:, 0] / 12), 2 * np.tanh(out[:, 1] / 2)])
+    theirs = survival_function_weibull(torch.tensor(params), torch.tensor(times / model.time_scale_)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
     # Risk is minus the expected log time, E[log T] = log(lambda) - gamma / rho.
-    samples = np.exp(out[0, 0]) * rng.weibull(np.exp(out[0, 1]), size=400_000)
+    samples = np.exp(params[0, 0]) * rng.weibull(np.exp(params[0, 1]), size=400_000)
     assert abs(model.risk(out)[0] + np.log(samples).mean()) < 5e-3
+
+
+def test_weibull_stays_finite_on_unscaled_inputs_and_zero_times():
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"a__0": rng.normal(60, 12, 200), "a__1": rng.normal(0, 1e4, 200), "b__0": rng.normal(size=200)})
+    time = rng.exponential(scale=100.0, size=200)
+    time[:3] = 0.0  # events on the day of inclusion, as flchain has
+    y = Surv.from_arrays(np.ones(200, dtype=bool), time)
+    model = ConcatSurvival(loss="weibull", lr=1e-2, max_epochs=30, random_state=0).fit(X, y)
+    assert np.isfinite(model.predict(X)).all()
+    surv = model.predict_survival_function(X, return_array=True)
+    assert np.isfinite(surv).all() and (surv >= 0).all() and (surv <= 1).all()
+    # Without standardization a feature of scale 1e4 may blow the network up: then a clear error.
+    try:
+        raw = ConcatSurvival(loss="weibull", standardize=False, lr=1e-2, max_epochs=30, random_state=0).fit(X, y)
+    except ValueError as error:
+        assert "training diverged" in str(error) and "lr=0.01" in str(error)
+    else:
+        assert np.isfinite(raw.predict_survival_function(X, return_array=True)).all()
 
 
 def _discrete_nll_by_hand(logits, bins, events):

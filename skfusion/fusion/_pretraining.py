@@ -21,6 +21,7 @@ from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_
 
 # Settings a pre-training fit shares with the estimator that starts it.
 _SHARED_SETTINGS = (
+    "standardize",
     "lr",
     "weight_decay",
     "batch_size",
@@ -58,11 +59,12 @@ class _EncoderPretrainer(BaseFusion):
         encoder,
         loss="cox",
         n_durations=20,
+        standardize=True,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -75,6 +77,7 @@ class _EncoderPretrainer(BaseFusion):
         self.encoder = encoder
         self.loss = loss
         self.n_durations = n_durations
+        self.standardize = standardize
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size

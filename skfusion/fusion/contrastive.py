@@ -224,12 +224,13 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
         loss="cox",
         n_durations=20,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -248,6 +249,7 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -315,12 +317,13 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
         alignment_epochs=50,
         freeze_projections=False,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -337,6 +340,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
         self.alignment_epochs = alignment_epochs
         self.freeze_projections = freeze_projections
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay

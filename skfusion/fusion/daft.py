@@ -120,12 +120,13 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         loss="cox",
         n_durations=20,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -146,6 +147,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -219,12 +221,13 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         pretrain_encoders=False,
         freeze_encoders=False,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -243,6 +246,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay

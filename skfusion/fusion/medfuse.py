@@ -291,12 +291,13 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         loss="cox",
         n_durations=20,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -317,6 +318,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -388,12 +390,13 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         projection_dim=None,
         uni_modal_fraction=1.0,
         hidden_dims=None,
+        standardize=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
         max_epochs=100,
-        early_stopping=False,
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         callbacks=None,
@@ -412,6 +415,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.projection_dim = projection_dim
         self.uni_modal_fraction = uni_modal_fraction
         self.hidden_dims = hidden_dims
+        self.standardize = standardize
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay

@@ -216,6 +216,9 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     (100, 14)
     """
 
+    # The adapter was fitted on the embedding as it is: the classifier must read it unscaled.
+    standardize = False
+
     _parameter_constraints = {
         **BaseFusion._parameter_constraints,
         "adapter": [BasePairedPretraining, FrozenEstimator, None],
