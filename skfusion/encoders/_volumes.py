@@ -182,16 +182,38 @@ def read_dicom_series(files, where):
     ------
     ValueError
         Naming the file that is not a readable DICOM image, or naming ``where`` when the
-        frames do not form one regular series (different Rows/Columns, different
-        orientations, duplicated positions or non-uniform spacing).
+        frames do not form one regular series of one patient (several SeriesInstanceUID or
+        PatientID values, different Rows/Columns, different orientations, duplicated
+        positions, non-uniform spacing, or no position and no distinct InstanceNumber).
     """
     frames = [frame for path in files for frame in _dicom_frames(path)]
+    _check_one_series(frames, where)
     shapes = {f["pixels"].shape for f in frames}
     if len(shapes) > 1:
         raise ValueError(f"DICOM series {where!r}: slices have different (Rows, Columns): {sorted(shapes)}.")
     order = _slice_order(frames, where)
     volume = np.stack([frames[i]["pixels"] * frames[i]["slope"] + frames[i]["intercept"] for i in order])
     return volume.astype(np.float32, copy=False)
+
+
+def _check_one_series(frames, where):
+    """Refuse frames from several series or patients: stacked, they would alternate."""
+    for tag, key, shown in (("SeriesInstanceUID", "series", True), ("PatientID", "patient", False)):
+        groups = {}
+        for f in frames:
+            groups.setdefault(f[key], f["path"])
+        if len(groups) > 1:
+            # Patient identifiers are not echoed into logs: one file of each group is named.
+            values = [
+                ("(missing)" if value is None else value) if shown else Path(path).name
+                for value, path in groups.items()
+            ]
+            listed = ", ".join(map(str, values[:4])) + (", ..." if len(values) > 4 else "")
+            raise ValueError(
+                f"DICOM series {where!r}: the slices carry {len(groups)} different {tag} values "
+                f"({'' if shown else 'e.g. in files '}{listed}); a volume must be one series of "
+                "one patient: put each series in its own folder."
+            )
 
 
 def _slice_order(frames, where):
@@ -201,7 +223,14 @@ def _slice_order(frames, where):
                 f"DICOM series {where!r}: slices lack both ImagePositionPatient and "
                 "InstanceNumber, so their order is unknown."
             )
-        return sorted(range(len(frames)), key=lambda i: (frames[i]["instance"], frames[i]["frame"]))
+        keys = [(f["instance"], f["frame"]) for f in frames]
+        if len(set(keys)) < len(keys):
+            raise ValueError(
+                f"DICOM series {where!r}: slices lack ImagePositionPatient (or ImageOrientationPatient) "
+                f"and their InstanceNumber values repeat ({len(set(keys))} distinct for {len(keys)} "
+                "slices), so their order is unknown."
+            )
+        return sorted(range(len(frames)), key=keys.__getitem__)
     orientations = np.array([f["orientation"] for f in frames])
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_ATOL:
         raise ValueError(f"DICOM series {where!r}: slices have different ImageOrientationPatient.")
@@ -256,6 +285,7 @@ def _dicom_frames(path):
             "so the frames cannot be placed in space."
         )
     instance = ds.get("InstanceNumber")
+    series, patient = (_tag_text(ds, tag) for tag in ("SeriesInstanceUID", "PatientID"))
     return [
         {
             "pixels": pixels[k].astype(np.float32),
@@ -269,6 +299,9 @@ def _dicom_frames(path):
             ),
             "instance": None if instance is None else int(instance),
             "frame": k,
+            "series": series,
+            "patient": patient,
+            "path": path,
         }
         for k in range(n_frames)
     ]
@@ -283,6 +316,12 @@ def _frame_attribute(ds, frame, sequence, keyword, default=None):
                 return group[sequence].value[0][keyword].value
     value = ds.get(keyword)
     return default if value is None or value == "" else value
+
+
+def _tag_text(ds, keyword):
+    """A text attribute stripped of padding; None when absent or empty (type 2 tags)."""
+    value = str(ds.get(keyword) or "").strip()
+    return value or None
 
 
 def _as_floats(value):

@@ -120,13 +120,14 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     Notes
     -----
-    **Reading.** A DICOM folder must hold one series: every file is read (hidden files and
-    ``DICOMDIR`` excepted) and a file that is not a DICOM image, slices of different size
-    or orientation, duplicated positions, or gaps deviating from the median by more than
-    5% raise a ValueError naming the file or folder. Frames are ordered by increasing
+    **Reading.** A DICOM folder must hold one series of one patient: every file is read
+    (hidden files and ``DICOMDIR`` excepted) and a file that is not a DICOM image, slices
+    with different SeriesInstanceUID or PatientID values, slices of different size or
+    orientation, duplicated positions, or gaps deviating from the median by more than 5%
+    raise a ValueError naming the file or folder. Frames are ordered by increasing
     ImagePositionPatient projected on the slice normal (row x column direction cosines),
     i.e. from feet to head for standard axial orientation; InstanceNumber is the fallback
-    when positions are missing. NIfTI volumes are reoriented to LPS axis codes and
+    when positions are missing, and repeated InstanceNumbers are then refused. NIfTI volumes are reoriented to LPS axis codes and
     transposed to ``(z, y, x)`` so that they match that layout; their values are taken as
     HU after the NIfTI scaling.
 
