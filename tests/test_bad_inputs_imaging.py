@@ -15,6 +15,7 @@ pydicom = pytest.importorskip("pydicom")
 from test_ct import write_series  # noqa: E402
 
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
+from skfusion.encoders.image import ImageEmbedder  # noqa: E402
 
 REFUSED, WORKS = [], []
 
@@ -109,6 +110,27 @@ def two_series_each_in_its_own_folder(tmp_path):
     for uid in ("1.2.3.1", "1.2.3.2"):
         write_series(tmp_path / uid, n=3, edit=lambda k, ds, uid=uid: setattr(ds, "SeriesInstanceUID", uid))
     return lambda: CTVolumeEmbedder().fit_transform(frame([tmp_path / "1.2.3.1", tmp_path / "1.2.3.2"]))
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+@refused(ValueError, r"cache_dir='[^']*not_a_folder\.txt' is a file .*name a folder")
+def ct_cache_dir_that_is_a_file(tmp_path):
+    (tmp_path / "not_a_folder.txt").write_text("notes")
+    return lambda: CTVolumeEmbedder(cache_dir=tmp_path / "not_a_folder.txt").fit(frame([np.zeros((2, 4, 4))]))
+
+
+@refused(ValueError, r"cache_dir='[^']*notes\.txt/cache' is a file \(or lies under one\)")
+def image_cache_dir_under_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("notes")
+    cache_dir = str(tmp_path / "notes.txt" / "cache")
+    return lambda: ImageEmbedder(cache_dir=cache_dir).fit(frame([np.zeros((8, 8))], column="img"))
+
+
+@works
+def cache_dir_that_does_not_exist_yet(tmp_path):
+    return embed_ct(np.zeros((2, 4, 4)), cache_dir=tmp_path / "new" / "cache")
 
 
 # --------------------------------------------------------------------------- the catalogue

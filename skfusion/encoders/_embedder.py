@@ -87,6 +87,8 @@ class SliceEmbedder(BaseColumnEncoder):
             raise ValueError(
                 "weights is given but backbone is None; name the backbone the weights belong to."
             )
+        if self.cache_dir is not None:
+            EmbeddingCache(self.cache_dir)  # a bad cache_dir fails here, not after the first volume
         self.device_ = resolve_device(self.device)
         if self.backbone is None:
             model, amp = self._descriptor(), None

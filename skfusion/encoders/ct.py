@@ -82,14 +82,16 @@ class CTVolumeEmbedder(SliceEmbedder):
     cache_dir : None, str or os.PathLike, default=None
         Folder of a resumable, content-addressed cache: one entry per volume, keyed by the
         hash of the volume's bytes (its files, or its array) and of every parameter that
-        changes its slice embeddings (window, slices, input_size, mean, std, the
-        backbone's class, structure and weights, mixed precision). Entries hold the
-        per-slice embeddings, so ``pool`` does not enter the key and both settings share
-        them. A killed run resumes without recomputing finished volumes; a truncated or
-        corrupt entry is ignored and recomputed. A callable ``slices`` is identified by
-        its name, code, defaults and closure (globals it reads are not: change
-        ``cache_dir`` after editing those); one whose closure or defaults cannot be
-        pickled is refused with a ValueError at fit.
+        changes its slice embeddings (window, slices, input_size, mean, std, the backbone's
+        class, structure and weights, mixed precision). Entries hold the per-slice
+        embeddings, so ``pool`` does not enter the key and both settings share them. A
+        killed run resumes without recomputing finished volumes, and the temporary files it
+        left are removed once older than an hour; an entry that is truncated, corrupt, not a
+        2-D float array, or stored under another key is ignored and recomputed. A path that
+        is a file is a ValueError at fit. A callable ``slices`` is identified by its name,
+        code, defaults and closure (globals it reads are not: change ``cache_dir`` after
+        editing those); one whose closure or defaults cannot be pickled is refused with a
+        ValueError at fit.
     verbose : int, default=0
         Show a progress bar over volumes (tqdm, if installed) when positive.
 
