@@ -376,7 +376,8 @@ def test_callable_slices_select_what_the_backbone_sees():
     full = CTVolumeEmbedder(
         backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None, device="cpu"
     ).fit_transform(frame([volume]))
-    np.testing.assert_array_equal(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]])
+    # Two slices in one batch against four: float32 results may differ in the last bits.
+    np.testing.assert_allclose(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]], rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- backbones
@@ -408,7 +409,7 @@ def test_batching_across_volumes_does_not_change_the_output():
     seven = CTVolumeEmbedder(backbone=ChannelMeanLinear(), pool=None, batch_size=7, device="cpu")
     seven = seven.fit_transform(X)["ct"]
     for a, b in zip(one, seven):
-        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert [t.shape for t in seven] == [(5, 4), (2, 4), (7, 4), (1, 4)]
 
 
@@ -641,8 +642,9 @@ def test_dicom_series_through_the_embedder(tmp_path):
     X = frame([str(tmp_path / "a"), tmp_path / "b", None, str(tmp_path / "a_copy")])
     out = CTVolumeEmbedder(pool=None).fit_transform(X)["ct"]
     assert out.iloc[0].shape == (3, 77) and out.iloc[2] is None
-    np.testing.assert_array_equal(out.iloc[0], out.iloc[3])
-    np.testing.assert_array_equal(out.iloc[0], out.iloc[1])  # same pixels, other file order on disk
+    # Same pixels at other places in the batch: equal up to float32 rounding.
+    np.testing.assert_allclose(out.iloc[0], out.iloc[3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.iloc[0], out.iloc[1], rtol=1e-5, atol=1e-6)  # other file order on disk
 
 
 @pytest.mark.gpu
