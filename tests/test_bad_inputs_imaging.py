@@ -14,6 +14,7 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 from test_ct import write_series  # noqa: E402
 
+from skfusion.encoders import heart_slices  # noqa: E402
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
 from skfusion.encoders.image import ImageEmbedder  # noqa: E402
 
@@ -110,6 +111,19 @@ def two_series_each_in_its_own_folder(tmp_path):
     for uid in ("1.2.3.1", "1.2.3.2"):
         write_series(tmp_path / uid, n=3, edit=lambda k, ds, uid=uid: setattr(ds, "SeriesInstanceUID", uid))
     return lambda: CTVolumeEmbedder().fit_transform(frame([tmp_path / "1.2.3.1", tmp_path / "1.2.3.2"]))
+
+
+# --------------------------------------------------------------------------- slice selection
+
+
+@refused(ValueError, r"heart_slices needs a non-empty \(z, y, x\) volume; got shape \(64, 64\)")
+def heart_slices_of_a_2d_image(tmp_path):
+    return lambda: heart_slices(np.zeros((64, 64)))
+
+
+@refused(ValueError, r"slices.*'lungs'")
+def unknown_named_slice_selector(tmp_path):
+    return embed_ct(np.zeros((2, 4, 4)), slices="lungs")
 
 
 # --------------------------------------------------------------------------- the cache

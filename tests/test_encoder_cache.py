@@ -247,6 +247,17 @@ def test_key_follows_content_and_output_changing_parameters(tmp_path):
     assert embed(changed, tmp_path)[1].calls == 1
 
 
+def test_heart_selector_and_its_version_are_part_of_the_key(tmp_path, monkeypatch):
+    import skfusion.encoders.ct as ct
+
+    X = volumes(n=1)
+    key = lambda **p: CTVolumeEmbedder(cache_dir=tmp_path, **p).fit(X).fingerprint_  # noqa: E731
+    heart = key(slices="heart")
+    assert heart not in (key(), key(slices=(0, 4)))
+    monkeypatch.setattr(ct, "HEART_SLICES_VERSION", ct.HEART_SLICES_VERSION + 1)
+    assert key(slices="heart") != heart
+
+
 def test_other_weights_are_another_key(tmp_path):
     X = volumes(n=2)
     a = CTVolumeEmbedder(backbone=CountingNet(CallLog(), seed=0), cache_dir=tmp_path).fit(X)

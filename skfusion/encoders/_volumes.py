@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cardiac import cardiac_slices_or_all
+
 #: Hounsfield windows of paper 000 (section 2.1): PE and MACE soft-tissue windows.
 NAMED_WINDOWS = {"pe": (-1350.0, 150.0), "mace": (-125.0, 225.0)}
 
@@ -61,11 +63,12 @@ def select_slices(volume, slices, where):
     ----------
     volume : ndarray of shape (z, y, x)
         Volume in HU.
-    slices : None, (start, stop), float in (0, 1] or callable
+    slices : None, (start, stop), float in (0, 1], "heart" or callable
         ``None`` keeps every slice; ``(start, stop)`` keeps ``volume[start:stop]`` (Python
         slicing rules); a float keeps that fraction of the slices around the centre (at
-        least one); a callable gets the HU volume and returns slice indices or a boolean
-        mask over ``z``.
+        least one); ``"heart"`` keeps the cardiac range found by
+        :func:`~skfusion.encoders.heart_slices`; a callable gets the HU volume and returns
+        slice indices or a boolean mask over ``z``.
     where : str
         How to name the volume in error messages.
 
@@ -76,7 +79,9 @@ def select_slices(volume, slices, where):
     n = volume.shape[0]
     if slices is None:
         return np.arange(n)
-    if callable(slices):
+    if isinstance(slices, str):
+        indices = cardiac_slices_or_all(volume, where)
+    elif callable(slices):
         indices = _indices_from_selection(slices(volume), n, where)
     elif isinstance(slices, tuple):
         indices = np.arange(n)[slice(*slices)]
