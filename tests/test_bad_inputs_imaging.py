@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 
 pydicom = pytest.importorskip("pydicom")
-from test_ct import write_series  # noqa: E402
+nib = pytest.importorskip("nibabel")
+Image = pytest.importorskip("PIL.Image")
+import torch  # noqa: E402
+from pydicom.data import get_testdata_file  # noqa: E402
+from test_ct import CT_SMALL, ChannelMeanLinear, write_series  # noqa: E402
+from torch import nn  # noqa: E402
 
 from skfusion.encoders import heart_slices  # noqa: E402
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
@@ -43,6 +48,22 @@ def frame(cells, column="ct"):
 
 def embed_ct(cell, **params):
     return lambda: CTVolumeEmbedder(**params).fit_transform(frame([cell]))
+
+
+def embed_image(cell, **params):
+    return lambda: ImageEmbedder(**params).fit_transform(frame([cell], column="img"))
+
+
+def edited_series(folder, slice_index, **tags):
+    """A 4-slice series in ``folder`` whose slice ``slice_index`` has ``tags`` set."""
+
+    def edit(k, ds):
+        if k == slice_index:
+            for name, value in tags.items():
+                setattr(ds, name, value)
+
+    write_series(folder, n=4, edit=edit)
+    return folder
 
 
 # --------------------------------------------------------------------------- DICOM series
@@ -113,6 +134,165 @@ def two_series_each_in_its_own_folder(tmp_path):
     return lambda: CTVolumeEmbedder().fit_transform(frame([tmp_path / "1.2.3.1", tmp_path / "1.2.3.2"]))
 
 
+# --------------------------------------------------------------------------- non-finite and empty pixels
+
+
+@refused(ValueError, r"nan_slope/slice_\d+\.dcm'?: RescaleSlope is nan; it must be a finite number other than 0")
+def dicom_slice_with_a_nan_rescale_slope(tmp_path):
+    return embed_ct(edited_series(tmp_path / "nan_slope", 2, RescaleSlope="nan"))
+
+
+@refused(ValueError, r"zero_slope/slice_\d+\.dcm'?: RescaleSlope is 0; it must be a finite number other than 0")
+def dicom_slice_with_a_zero_rescale_slope(tmp_path):
+    return embed_ct(edited_series(tmp_path / "zero_slope", 0, RescaleSlope=0))
+
+
+@refused(ValueError, r"inf_intercept/slice_\d+\.dcm'?: RescaleIntercept is inf; it must be a finite number \(")
+def dicom_slice_with_an_infinite_intercept(tmp_path):
+    return embed_ct(edited_series(tmp_path / "inf_intercept", 1, RescaleIntercept="inf"))
+
+
+@refused(ValueError, r"mr_nan\.dcm'?: RescaleSlope is nan")
+def image_dicom_with_a_nan_rescale_slope(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.RescaleSlope, ds.RescaleIntercept = "nan", 0
+    ds.save_as(tmp_path / "mr_nan.dcm")
+    return embed_image(str(tmp_path / "mr_nan.dcm"))
+
+
+@refused(ValueError, r"nan_voxels\.nii\.gz'?: the volume array holds NaN or infinite values")
+def nifti_with_nan_voxels(tmp_path):
+    data = np.zeros((6, 6, 3), np.float32)
+    data[2, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "nan_voxels.nii.gz")
+    return embed_ct(str(tmp_path / "nan_voxels.nii.gz"))
+
+
+@refused(ValueError, r"no_slices\.nii'?: a volume array must be 3-D \(z, y, x\) and non-empty")
+def nifti_with_no_slice(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 0), np.float32), np.eye(4)), tmp_path / "no_slices.nii")
+    return embed_ct(tmp_path / "no_slices.nii")
+
+
+@refused(ValueError, r"empty\.nii'? is not a readable NIfTI image")
+def zero_byte_nifti(tmp_path):
+    (tmp_path / "empty.nii").write_bytes(b"")
+    return embed_ct(tmp_path / "empty.nii")
+
+
+@refused(ValueError, r"with_empty/slice_999\.dcm'? is not a readable DICOM file")
+def zero_byte_file_in_a_dicom_folder(tmp_path):
+    write_series(tmp_path / "with_empty", n=3)
+    (tmp_path / "with_empty" / "slice_999.dcm").write_bytes(b"")
+    return embed_ct(tmp_path / "with_empty")
+
+
+@refused(ValueError, r"cut\.dcm'?: its pixel data cannot be decoded")
+def truncated_dicom_slice(tmp_path):
+    blob = open(CT_SMALL, "rb").read()
+    (tmp_path / "cut.dcm").write_bytes(blob[:-5000])
+    return embed_ct(tmp_path / "cut.dcm")
+
+
+@refused(ValueError, r"empty\.png'? is not a readable image file")
+def zero_byte_png(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    return embed_image(tmp_path / "empty.png")
+
+
+@refused(ValueError, r"cut\.png'? is not a readable image file")
+def truncated_png(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "x.png").read_bytes()[:200])
+    return embed_image(tmp_path / "cut.png")
+
+
+@refused(ValueError, r"hu\.tiff'? is a floating-point image whose values are not all finite and in \[0, 1\]")
+def float_tiff_in_hounsfield_units(tmp_path):
+    hu = np.random.default_rng(0).normal(0, 400, (16, 16)).astype(np.float32)
+    Image.fromarray(hu, mode="F").save(tmp_path / "hu.tiff")
+    return embed_image(tmp_path / "hu.tiff")
+
+
+@refused(ValueError, r"nan\.tiff'? is a floating-point image whose values are not all finite")
+def float_tiff_with_nan(tmp_path):
+    image = np.full((16, 16), 0.5, np.float32)
+    image[3, 3] = np.nan
+    Image.fromarray(image, mode="F").save(tmp_path / "nan.tiff")
+    return embed_image(tmp_path / "nan.tiff")
+
+
+@refused(ValueError, r"wide\.tiff'? \(I mode\) holds values from 0 to 6\.3e\+06; integer images must lie in \[0, 65535\]")
+def int32_tiff_beyond_16_bits(tmp_path):
+    Image.fromarray((np.arange(64).reshape(8, 8) * 100000).astype(np.int32), mode="I").save(tmp_path / "wide.tiff")
+    return embed_image(tmp_path / "wide.tiff")
+
+
+@refused(ValueError, r"non-missing cell 0: an image array must be .*got shape \(3, 32, 32\) \(channels first\?")
+def channels_first_image_array(tmp_path):
+    return embed_image(np.zeros((3, 32, 32), np.float32))
+
+
+@refused(ValueError, r"non-missing cell 0: an image array must be \(H, W\) or \(H, W, C\) .*\(32, 32, 4\)")
+def four_channel_image_array(tmp_path):
+    return embed_image(np.zeros((32, 32, 4), np.float32))
+
+
+@works
+def float_tiff_in_unit_range(tmp_path):
+    Image.fromarray(np.random.default_rng(0).random((16, 16)).astype(np.float32), mode="F").save(tmp_path / "u.tiff")
+    return embed_image(tmp_path / "u.tiff")
+
+
+@works
+def rgba_png(tmp_path):
+    Image.fromarray(np.full((16, 16, 4), 128, np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
+    return embed_image(tmp_path / "rgba.png")
+
+
+@works
+def single_dicom_slice_without_position(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    del ds.ImagePositionPatient
+    ds.save_as(tmp_path / "one.dcm")
+    return embed_ct(tmp_path / "one.dcm")
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+class NaNAbove(nn.Module):
+    """Finite embeddings, except NaN for inputs brighter than a threshold (one bad volume)."""
+
+    def forward(self, x):
+        means = x.mean((1, 2, 3))
+        return torch.where(means[:, None] > 0.5, torch.nan, means[:, None]).expand(-1, 2)
+
+
+@refused(ValueError, r"nan_weights\.pt'?: tensor 'linear\.weight' holds NaN or infinite values")
+def weights_file_with_nan(tmp_path):
+    state = ChannelMeanLinear().state_dict()
+    state["linear.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan_weights.pt")
+    return embed_ct(np.zeros((2, 4, 4)), backbone=ChannelMeanLinear(), weights=tmp_path / "nan_weights.pt")
+
+
+@refused(ValueError, r"column 'ct', non-missing cell 0: the backbone returned NaN or infinite embeddings")
+def backbone_with_infinite_parameters(tmp_path):
+    net = ChannelMeanLinear()
+    with torch.no_grad():
+        net.linear.bias.fill_(float("inf"))
+    return embed_ct(np.zeros((2, 4, 4)), backbone=net)
+
+
+@refused(ValueError, r"column 'ct', non-missing cell 1: the backbone returned NaN or infinite embeddings")
+def backbone_returning_nan_for_one_volume(tmp_path):
+    cells = [np.full((2, 4, 4), -1000.0), np.full((3, 4, 4), 100.0)]
+    return lambda: CTVolumeEmbedder(backbone=NaNAbove(), mean=None, std=None, batch_size=4).fit_transform(
+        frame(cells)
+    )
+
+
 # --------------------------------------------------------------------------- slice selection
 
 
@@ -150,6 +330,7 @@ def cache_dir_that_does_not_exist_yet(tmp_path):
 # --------------------------------------------------------------------------- the catalogue
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # pydicom, on the NaN slopes we write
 @pytest.mark.parametrize("make, exception, pattern", REFUSED)
 def test_bad_imaging_input_is_refused_by_name(tmp_path, make, exception, pattern):
     call = make(tmp_path)

@@ -86,6 +86,16 @@ def test_png_and_jpeg_are_scaled_to_unit_range(tmp_path):
     np.testing.assert_allclose(image.mean((1, 2)), [200 / 255, 0, 0], atol=0.02)
 
 
+def test_float_and_32_bit_images_keep_their_values(tmp_path):
+    # Pillow's "F" and "I" modes: once cast to 8 bits, [0, 1] floats became 0 or 1/255.
+    unit = np.random.default_rng(0).random((12, 10)).astype(np.float32)
+    Image.fromarray(unit, mode="F").save(tmp_path / "f.tiff")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tiff", "c"), unit[None])
+    deep = np.random.default_rng(1).integers(0, 65536, (12, 10)).astype(np.int32)
+    Image.fromarray(deep, mode="I").save(tmp_path / "i.tiff")
+    np.testing.assert_allclose(read_image(tmp_path / "i.tiff", "c"), deep[None] / 65535.0, rtol=1e-6)
+
+
 def test_grayscale_dicom_goes_through_voi_and_min_max():
     path = get_testdata_file("MR_small.dcm")
     ds = pydicom.dcmread(path)

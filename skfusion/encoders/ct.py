@@ -134,9 +134,9 @@ class CTVolumeEmbedder(SliceEmbedder):
     raise a ValueError naming the file or folder. Frames are ordered by increasing
     ImagePositionPatient projected on the slice normal (row x column direction cosines),
     i.e. from feet to head for standard axial orientation; InstanceNumber is the fallback
-    when positions are missing, and repeated InstanceNumbers are then refused. NIfTI volumes are reoriented to LPS axis codes and
-    transposed to ``(z, y, x)`` so that they match that layout; their values are taken as
-    HU after the NIfTI scaling.
+    when positions are missing, and repeated InstanceNumbers are then refused. NIfTI volumes
+    are reoriented to LPS axis codes and transposed to ``(z, y, x)`` so that they match that
+    layout; their values are taken as HU after the NIfTI scaling.
 
     **MedImageInsight.** Paper 000 encodes each slice with MedImageInsight (MII), whose
     image tower is a DaViT network; skfusion does not re-implement it and never
