@@ -1,10 +1,15 @@
 """The resumable, content-addressed embedding cache shared by the image encoders."""
 
 import functools
+import hashlib
+import io
 import os
+import pickle
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -99,6 +104,108 @@ def test_damaged_entry_is_ignored_and_recomputed(tmp_path, damage):
     assert entry.read_bytes() == blob
 
 
+def test_entry_copied_over_another_keys_file_is_recomputed(tmp_path):
+    X = volumes(n=2)
+    reference, _ = embed(X, tmp_path)
+    first, second = sorted(tmp_path.glob("*.emb"))
+    kept = second.read_bytes()
+    second.write_bytes(first.read_bytes())  # valid entry, checksum intact, wrong key
+    out, log = embed(X, tmp_path)
+    assert log.calls == 1
+    np.testing.assert_array_equal(out.to_numpy(), reference.to_numpy())
+    assert second.read_bytes() == kept
+
+
+def forge(entry, payload):
+    """Overwrite ``entry`` with a well-formed entry of its own key: right magic and checksum."""
+    body = entry.stem.encode() + b"\n" + payload
+    entry.write_bytes(_cache._MAGIC + hashlib.sha256(body).digest() + body)
+
+
+def npy(array, allow_pickle=False):
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        npy(np.array([{"tokens": 1}, None], dtype=object), allow_pickle=True),
+        pickle.dumps(np.ones((4, 5), np.float32)),
+        npy(np.ones((4, 5), np.int64)),
+        npy(np.ones((4, 5), bool)),
+        npy(np.ones(5, np.float32)),
+        npy(np.ones((2, 4, 5), np.float32)),
+        npy(np.ones((0, 5), np.float32)),
+        npy(np.full((4, 5), np.nan, np.float32)),
+        npy(np.zeros(3, dtype=[("a", "f4"), ("b", "f4")])),
+        b"",
+    ],
+    ids=["object", "pickle", "int", "bool", "1-d", "3-d", "no-slice", "nan", "structured", "empty"],
+)
+def test_forged_entry_with_a_valid_checksum_is_recomputed(tmp_path, payload):
+    X = volumes(n=2)
+    reference, _ = embed(X, tmp_path)
+    entry = sorted(tmp_path.glob("*.emb"))[0]
+    forge(entry, payload)
+    assert EmbeddingCache(tmp_path).get(entry.stem) is None
+    out, log = embed(X, tmp_path)
+    assert log.calls == 1
+    np.testing.assert_array_equal(out.to_numpy(), reference.to_numpy())
+
+
+def test_a_forged_entry_of_the_right_form_is_served(tmp_path):
+    # Control for the test above: the same forging path with a proper payload is a hit.
+    X = volumes(n=1)
+    embed(X, tmp_path)
+    entry = next(tmp_path.glob("*.emb"))
+    forge(entry, npy(np.full((4, 5), 7.0, np.float64)))
+    out, log = embed(X, tmp_path)
+    assert log.calls == 0
+    np.testing.assert_array_equal(out.to_numpy(), np.full((1, 5), 7.0))
+
+
+def test_version_1_entries_are_recomputed(tmp_path):
+    X = volumes(n=1)
+    reference, _ = embed(X, tmp_path)
+    entry = next(tmp_path.glob("*.emb"))
+    payload = npy(reference.to_numpy().astype(np.float32) + 1)
+    entry.write_bytes(b"SKFUSION-EMB1\n" + hashlib.sha256(payload).digest() + payload)
+    out, log = embed(X, tmp_path)
+    assert log.calls == 1
+    np.testing.assert_array_equal(out.to_numpy(), reference.to_numpy())
+
+
+def test_temporary_file_of_a_killed_writer_is_removed_once_stale(tmp_path):
+    # A real writer process is killed (SIGKILL) between writing its temporary file and
+    # moving it into place: the leftover is what a killed extraction leaves.
+    code = (
+        "import importlib.util as u, os, signal, sys\n"
+        "import numpy as np\n"
+        f"spec = u.spec_from_file_location('c', {_cache.__file__!r})\n"
+        "c = u.module_from_spec(spec); spec.loader.exec_module(c)\n"
+        "c.os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "c.EmbeddingCache(sys.argv[1]).put('k', np.ones((2, 3), np.float32))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL
+    (left,) = tmp_path.glob(".tmp-*.emb")
+    EmbeddingCache(tmp_path)
+    assert left.exists()  # fresh: it may belong to a live writer
+    old = time.time() - _cache.STALE_TMP_SECONDS - 60
+    os.utime(left, (old, old))
+    fresh = tmp_path / ".tmp-live.emb"
+    fresh.write_bytes(b"being written")
+    other = tmp_path / ".tmp-notes.txt"
+    other.write_bytes(b"not ours")
+    os.utime(other, (old, old))
+    X = volumes(n=1)
+    embed(X, tmp_path)  # fit and transform open the cache
+    assert not left.exists() and fresh.exists() and other.exists()
+    assert len(list(tmp_path.glob("[!.]*.emb"))) == 1
+
+
 def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
     cache = EmbeddingCache(tmp_path)
 
@@ -138,6 +245,17 @@ def test_key_follows_content_and_output_changing_parameters(tmp_path):
     changed = X.copy(deep=True)
     changed.loc[1, "ct"] = changed.loc[1, "ct"] + 1
     assert embed(changed, tmp_path)[1].calls == 1
+
+
+def test_heart_selector_and_its_version_are_part_of_the_key(tmp_path, monkeypatch):
+    import skfusion.encoders.ct as ct
+
+    X = volumes(n=1)
+    key = lambda **p: CTVolumeEmbedder(cache_dir=tmp_path, **p).fit(X).fingerprint_  # noqa: E731
+    heart = key(slices="heart")
+    assert heart not in (key(), key(slices=(0, 4)))
+    monkeypatch.setattr(ct, "HEART_SLICES_VERSION", ct.HEART_SLICES_VERSION + 1)
+    assert key(slices="heart") != heart
 
 
 def test_other_weights_are_another_key(tmp_path):

@@ -86,6 +86,16 @@ def test_png_and_jpeg_are_scaled_to_unit_range(tmp_path):
     np.testing.assert_allclose(image.mean((1, 2)), [200 / 255, 0, 0], atol=0.02)
 
 
+def test_float_and_32_bit_images_keep_their_values(tmp_path):
+    # Pillow's "F" and "I" modes: once cast to 8 bits, [0, 1] floats became 0 or 1/255.
+    unit = np.random.default_rng(0).random((12, 10)).astype(np.float32)
+    Image.fromarray(unit, mode="F").save(tmp_path / "f.tiff")
+    np.testing.assert_array_equal(read_image(tmp_path / "f.tiff", "c"), unit[None])
+    deep = np.random.default_rng(1).integers(0, 65536, (12, 10)).astype(np.int32)
+    Image.fromarray(deep, mode="I").save(tmp_path / "i.tiff")
+    np.testing.assert_allclose(read_image(tmp_path / "i.tiff", "c"), deep[None] / 65535.0, rtol=1e-6)
+
+
 def test_grayscale_dicom_goes_through_voi_and_min_max():
     path = get_testdata_file("MR_small.dcm")
     ds = pydicom.dcmread(path)
@@ -294,5 +304,8 @@ def test_dicom_png_and_array_cells_together(tmp_path):
     X = pd.DataFrame({"img": [path, str(tmp_path / "x.png"), np.zeros((30, 30)), None], "age": [1, 2, 3, 4]})
     out = ImageEmbedder(output="cxr").fit_transform(X)
     assert list(out.columns[:2]) == ["age", "cxr__0"] and out.shape == (4, 60)
-    np.testing.assert_array_equal(out.iloc[1, 1:].to_numpy(), out.iloc[2, 1:].to_numpy())
+    # Same pixels at two places in one batch: equal up to float32 rounding.
+    np.testing.assert_allclose(
+        out.iloc[1, 1:].to_numpy(np.float64), out.iloc[2, 1:].to_numpy(np.float64), rtol=1e-5, atol=1e-6
+    )
     assert out.iloc[0, 1:].notna().all() and out.iloc[3, 1:].isna().all()

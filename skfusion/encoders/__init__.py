@@ -1,6 +1,7 @@
 """Encoders: scikit-learn transformers that turn raw modality columns into embeddings."""
 
 from .clmbr import CLMBREmbedder
+from ._cardiac import heart_slices
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
 from .onehot import OneHotEHREncoder
@@ -13,4 +14,5 @@ __all__ = [
     "ImageEmbedder",
     "OneHotEHREncoder",
     "events_from_long_table",
+    "heart_slices",
 ]

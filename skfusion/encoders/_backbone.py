@@ -126,6 +126,9 @@ def load_state_dict(path):
         raise ValueError(f"weights {str(path)!r} cannot be read as a state dict ({exc}).") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"weights {str(path)!r} do not hold a flat state dict of tensors.")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"weights {str(path)!r}: tensor {name!r} holds NaN or infinite values.")
     return state
 
 
@@ -185,11 +188,20 @@ def run_model(model, x, amp_dtype):
     return y.float().cpu().numpy()
 
 
+def check_finite_embeddings(tokens, where):
+    """Refuse NaN or infinite embeddings: a NaN row would read as "modality missing" downstream."""
+    if not np.isfinite(tokens).all():
+        raise ValueError(
+            f"{where}: the backbone returned NaN or infinite embeddings; check the backbone's "
+            "parameters and weights (under autocast, a float16 overflow also gives inf)."
+        )
+
+
 class _BatchPacker:
     """Packs the slices of successive volumes into full batches and hands back finished volumes."""
 
-    def __init__(self, model, prepare, batch_size, device, amp_dtype):
-        self.model, self.prepare, self.batch_size = model, prepare, batch_size
+    def __init__(self, model, prepare, batch_size, device, amp_dtype, where):
+        self.model, self.prepare, self.batch_size, self.where = model, prepare, batch_size, where
         self.device, self.amp_dtype = device, amp_dtype
         self.buffer, self.buffered = [], 0
         self.parts, self.remaining = {}, {}
@@ -220,7 +232,9 @@ class _BatchPacker:
         out = run_model(self.model, pieces[0] if len(pieces) == 1 else torch.cat(pieces), self.amp_dtype)
         finished, offset = [], 0
         for index, piece in self.buffer:
-            self.parts[index].append(out[offset : offset + len(piece)])
+            tokens = out[offset : offset + len(piece)]
+            check_finite_embeddings(tokens, self.where(index))
+            self.parts[index].append(tokens)
             offset += len(piece)
             self.remaining[index] -= len(piece)
             if self.remaining[index] == 0:
@@ -244,6 +258,7 @@ def extract_tokens(
     files_of_folder,
     verbose,
     desc,
+    where,
     reduce=None,
 ):
     """Encode every cell into a ``(T_i, d)`` float32 array of per-slice embeddings.
@@ -270,6 +285,8 @@ def extract_tokens(
         Progress bar over volumes (tqdm) when positive and tqdm is installed.
     desc : str
         Progress bar label.
+    where : callable
+        ``where(i)`` names ``cells[i]`` in error messages.
     reduce : callable, default=None
         Applied to each volume's tokens as soon as they are known (the cache still stores
         the tokens), so that pooled runs do not hold every slice embedding in memory.
@@ -292,7 +309,7 @@ def extract_tokens(
                 return i, key, hit, None
         return i, key, None, load(i)
 
-    packer = _BatchPacker(model, prepare, batch_size, device, amp_dtype)
+    packer = _BatchPacker(model, prepare, batch_size, device, amp_dtype, where)
     keys = {}
     with (
         _progress_bar(len(cells), verbose, desc) as bar,

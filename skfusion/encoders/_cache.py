@@ -4,25 +4,37 @@ One file per volume, named by a key that hashes what the volume *is* (the bytes 
 files, or of its array) together with everything that changes its embedding (the
 encoder's fingerprint). Entries are written to a temporary file in the cache folder and
 moved into place with :func:`os.replace`, which is atomic: a run killed mid-write leaves at
-most a stray ``.tmp-*`` file, never a half-written entry under a real key. Each entry also
-carries a SHA-256 of its payload, so a truncated or corrupted file is detected, ignored and
-recomputed.
+most a stray ``.tmp-*`` file, never a half-written entry under a real key; such leftovers are
+removed when the cache is next opened, once they are older than :data:`STALE_TMP_SECONDS`.
+Each entry carries its own key and a SHA-256 of its content, and must hold a 2-D float array:
+an entry that is truncated, corrupted, ill-typed, or stored under another key's file name is
+ignored and recomputed, never served.
 """
 
+import contextlib
 import hashlib
 import io
 import os
 import pickle
 import tempfile
+import time
 import types
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-_MAGIC = b"SKFUSION-EMB1\n"
+# Version 2 stores the key in the entry; version-1 entries are recomputed once.
+_MAGIC = b"SKFUSION-EMB2\n"
 _DIGEST_SIZE = 32
 _CHUNK = 1 << 20
+_TMP_PREFIX, _SUFFIX = ".tmp-", ".emb"
+
+#: Age (seconds, by modification time) after which a temporary file is taken as left by a
+#: killed run and removed. A live writer holds its temporary file for the time it takes to
+#: write one volume's embeddings (well under a second to a few seconds); an hour leaves a
+#: wide margin for slow shared filesystems and clock skew between the hosts that share one.
+STALE_TMP_SECONDS = 3600
 
 
 def _sha256(*parts):
@@ -158,40 +170,86 @@ def fingerprint_of(params):
 class EmbeddingCache:
     """Folder of per-volume embeddings keyed by :func:`cache_key`.
 
+    Opening the cache creates the folder when missing and removes temporary files older
+    than :data:`STALE_TMP_SECONDS` (left by killed runs).
+
     Parameters
     ----------
     folder : str or os.PathLike
-        Created when missing.
+        The encoder's ``cache_dir``.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is an existing file, or cannot be created or listed, naming
+        ``cache_dir`` and the path.
     """
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise ValueError(
+                f"cache_dir={str(folder)!r} is a file (or lies under one), not a folder; "
+                "name a folder (it is created when missing)."
+            ) from exc
+        except OSError as exc:
+            raise ValueError(f"cache_dir={str(folder)!r} cannot be used as a cache folder ({exc}).") from exc
 
     def _path(self, key):
-        return self.folder / f"{key}.emb"
+        return self.folder / f"{key}{_SUFFIX}"
+
+    def _remove_stale_temporaries(self):
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for tmp in self.folder.glob(f"{_TMP_PREFIX}*{_SUFFIX}"):
+            # Another process may rename or remove the same file meanwhile: housekeeping only.
+            with contextlib.suppress(OSError):
+                if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
 
     def get(self, key):
-        """The stored array, or None when the entry is missing, truncated or corrupt."""
+        """The stored ``(T, d)`` float32 array, or None when the entry is missing or damaged.
+
+        Damaged means: not this format, a checksum mismatch, another key inside, a payload
+        that is not a plain ``.npy`` array (object arrays are never unpickled), or an array
+        that is not a non-empty 2-D float array of finite values.
+        """
         try:
             blob = self._path(key).read_bytes()
         except FileNotFoundError:
             return None
         head = len(_MAGIC) + _DIGEST_SIZE
-        payload = blob[head:]
-        if blob[: len(_MAGIC)] != _MAGIC or hashlib.sha256(payload).digest() != blob[len(_MAGIC) : head]:
+        body = blob[head:]
+        if blob[: len(_MAGIC)] != _MAGIC or hashlib.sha256(body).digest() != blob[len(_MAGIC) : head]:
             return None
-        return np.load(io.BytesIO(payload), allow_pickle=False)
+        stored_key, _, payload = body.partition(b"\n")
+        if stored_key != key.encode():
+            return None
+        try:
+            array = np.load(io.BytesIO(payload), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            return None
+        if (
+            not isinstance(array, np.ndarray)
+            or not np.issubdtype(array.dtype, np.floating)
+            or array.ndim != 2
+            or 0 in array.shape
+            or not np.isfinite(array).all()
+        ):
+            return None
+        return array.astype(np.float32, copy=False)
 
     def put(self, key, array):
         """Store ``array`` under ``key`` atomically (temporary file, fsync, then os.replace)."""
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-        payload = buffer.getvalue()
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".emb")
+        body = key.encode() + b"\n" + buffer.getvalue()
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=_TMP_PREFIX, suffix=_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + hashlib.sha256(payload).digest() + payload)
+                fh.write(_MAGIC + hashlib.sha256(body).digest() + body)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self._path(key))

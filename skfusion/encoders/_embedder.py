@@ -16,6 +16,7 @@ import torch
 from .._compat import Interval
 from ._backbone import (
     autocast_dtype,
+    check_finite_embeddings,
     extract_tokens,
     load_backbone,
     resolve_device,
@@ -87,6 +88,8 @@ class SliceEmbedder(BaseColumnEncoder):
             raise ValueError(
                 "weights is given but backbone is None; name the backbone the weights belong to."
             )
+        if self.cache_dir is not None:
+            EmbeddingCache(self.cache_dir)  # a bad cache_dir fails here, not after the first volume
         self.device_ = resolve_device(self.device)
         if self.backbone is None:
             model, amp = self._descriptor(), None
@@ -118,7 +121,9 @@ class SliceEmbedder(BaseColumnEncoder):
         stack = self._read_cell(cell, self._where(0))[:1]
         with torch.inference_mode():
             x = self._prepare(torch.from_numpy(stack).to(self.device_))
-        return run_model(self.backbone_, x, self.amp_dtype_).shape[1]
+        out = run_model(self.backbone_, x, self.amp_dtype_)
+        check_finite_embeddings(out, self._where(0))
+        return out.shape[1]
 
     def _where(self, i):
         return f"column {self.column!r}, non-missing cell {i}"
@@ -151,6 +156,7 @@ class SliceEmbedder(BaseColumnEncoder):
             files_of_folder=series_files,
             verbose=self.verbose,
             desc=type(self).__name__,
+            where=self._where,
             reduce=_mean_over_slices if pool else None,
         )
 

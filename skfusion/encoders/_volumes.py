@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cardiac import cardiac_slices_or_all
+
 #: Hounsfield windows of paper 000 (section 2.1): PE and MACE soft-tissue windows.
 NAMED_WINDOWS = {"pe": (-1350.0, 150.0), "mace": (-125.0, 225.0)}
 
@@ -61,11 +63,12 @@ def select_slices(volume, slices, where):
     ----------
     volume : ndarray of shape (z, y, x)
         Volume in HU.
-    slices : None, (start, stop), float in (0, 1] or callable
+    slices : None, (start, stop), float in (0, 1], "heart" or callable
         ``None`` keeps every slice; ``(start, stop)`` keeps ``volume[start:stop]`` (Python
         slicing rules); a float keeps that fraction of the slices around the centre (at
-        least one); a callable gets the HU volume and returns slice indices or a boolean
-        mask over ``z``.
+        least one); ``"heart"`` keeps the cardiac range found by
+        :func:`~skfusion.encoders.heart_slices`; a callable gets the HU volume and returns
+        slice indices or a boolean mask over ``z``.
     where : str
         How to name the volume in error messages.
 
@@ -76,7 +79,9 @@ def select_slices(volume, slices, where):
     n = volume.shape[0]
     if slices is None:
         return np.arange(n)
-    if callable(slices):
+    if isinstance(slices, str):
+        indices = cardiac_slices_or_all(volume, where)
+    elif callable(slices):
         indices = _indices_from_selection(slices(volume), n, where)
     elif isinstance(slices, tuple):
         indices = np.arange(n)[slice(*slices)]
@@ -182,16 +187,38 @@ def read_dicom_series(files, where):
     ------
     ValueError
         Naming the file that is not a readable DICOM image, or naming ``where`` when the
-        frames do not form one regular series (different Rows/Columns, different
-        orientations, duplicated positions or non-uniform spacing).
+        frames do not form one regular series of one patient (several SeriesInstanceUID or
+        PatientID values, different Rows/Columns, different orientations, duplicated
+        positions, non-uniform spacing, or no position and no distinct InstanceNumber).
     """
     frames = [frame for path in files for frame in _dicom_frames(path)]
+    _check_one_series(frames, where)
     shapes = {f["pixels"].shape for f in frames}
     if len(shapes) > 1:
         raise ValueError(f"DICOM series {where!r}: slices have different (Rows, Columns): {sorted(shapes)}.")
     order = _slice_order(frames, where)
     volume = np.stack([frames[i]["pixels"] * frames[i]["slope"] + frames[i]["intercept"] for i in order])
     return volume.astype(np.float32, copy=False)
+
+
+def _check_one_series(frames, where):
+    """Refuse frames from several series or patients: stacked, they would alternate."""
+    for tag, key, shown in (("SeriesInstanceUID", "series", True), ("PatientID", "patient", False)):
+        groups = {}
+        for f in frames:
+            groups.setdefault(f[key], f["path"])
+        if len(groups) > 1:
+            # Patient identifiers are not echoed into logs: one file of each group is named.
+            values = [
+                ("(missing)" if value is None else value) if shown else Path(path).name
+                for value, path in groups.items()
+            ]
+            listed = ", ".join(map(str, values[:4])) + (", ..." if len(values) > 4 else "")
+            raise ValueError(
+                f"DICOM series {where!r}: the slices carry {len(groups)} different {tag} values "
+                f"({'' if shown else 'e.g. in files '}{listed}); a volume must be one series of "
+                "one patient: put each series in its own folder."
+            )
 
 
 def _slice_order(frames, where):
@@ -201,7 +228,14 @@ def _slice_order(frames, where):
                 f"DICOM series {where!r}: slices lack both ImagePositionPatient and "
                 "InstanceNumber, so their order is unknown."
             )
-        return sorted(range(len(frames)), key=lambda i: (frames[i]["instance"], frames[i]["frame"]))
+        keys = [(f["instance"], f["frame"]) for f in frames]
+        if len(set(keys)) < len(keys):
+            raise ValueError(
+                f"DICOM series {where!r}: slices lack ImagePositionPatient (or ImageOrientationPatient) "
+                f"and their InstanceNumber values repeat ({len(set(keys))} distinct for {len(keys)} "
+                "slices), so their order is unknown."
+            )
+        return sorted(range(len(frames)), key=keys.__getitem__)
     orientations = np.array([f["orientation"] for f in frames])
     if np.abs(orientations - orientations[0]).max() > ORIENTATION_ATOL:
         raise ValueError(f"DICOM series {where!r}: slices have different ImageOrientationPatient.")
@@ -256,19 +290,21 @@ def _dicom_frames(path):
             "so the frames cannot be placed in space."
         )
     instance = ds.get("InstanceNumber")
+    series, patient = (_tag_text(ds, tag) for tag in ("SeriesInstanceUID", "PatientID"))
     return [
         {
             "pixels": pixels[k].astype(np.float32),
-            "slope": float(_frame_attribute(ds, k, "PixelValueTransformationSequence", "RescaleSlope", 1.0)),
-            "intercept": float(
-                _frame_attribute(ds, k, "PixelValueTransformationSequence", "RescaleIntercept", 0.0)
-            ),
+            "slope": _rescale(ds, k, "RescaleSlope", 1.0, path),
+            "intercept": _rescale(ds, k, "RescaleIntercept", 0.0, path),
             "position": _as_floats(_frame_attribute(ds, k, "PlanePositionSequence", "ImagePositionPatient")),
             "orientation": _as_floats(
                 _frame_attribute(ds, k, "PlaneOrientationSequence", "ImageOrientationPatient")
             ),
             "instance": None if instance is None else int(instance),
             "frame": k,
+            "series": series,
+            "patient": patient,
+            "path": path,
         }
         for k in range(n_frames)
     ]
@@ -283,6 +319,27 @@ def _frame_attribute(ds, frame, sequence, keyword, default=None):
                 return group[sequence].value[0][keyword].value
     value = ds.get(keyword)
     return default if value is None or value == "" else value
+
+
+def _rescale(ds, frame, keyword, default, path):
+    """Frame ``frame``'s RescaleSlope or RescaleIntercept: finite, and a slope other than 0."""
+    value = _frame_attribute(ds, frame, "PixelValueTransformationSequence", keyword, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
+        raise ValueError(
+            f"DICOM file {str(path)!r}: {keyword} is {value:g}; it must be a finite number"
+            f"{' other than 0' if keyword == 'RescaleSlope' else ''} (HU = pixel x slope + intercept)."
+        )
+    return value
+
+
+def _tag_text(ds, keyword):
+    """A text attribute stripped of padding; None when absent or empty (type 2 tags)."""
+    value = str(ds.get(keyword) or "").strip()
+    return value or None
 
 
 def _as_floats(value):
@@ -327,7 +384,9 @@ def read_image(cell, where):
         A PNG/JPEG (anything Pillow opens) or DICOM file (recognised by a ``.dcm`` or
         ``.dicom`` suffix or by the ``DICM`` preamble), or an array ``(H, W)`` or
         ``(H, W, C)`` with ``C`` 1 or 3. Integer arrays are divided by their dtype's
-        maximum; float arrays must already lie in [0, 1].
+        maximum; float arrays must already lie in [0, 1]. Files: 8-bit images are divided
+        by 255, integer ("I" mode) images by 65535 and must lie in [0, 65535],
+        floating-point ("F" mode) images must lie in [0, 1]; an alpha channel is dropped.
     where : str
         How to name the cell in error messages when it is an array.
 
@@ -360,8 +419,14 @@ def _image_from_array(array, where):
     elif array.ndim == 2:
         array = array[None]
     else:
+        hint = (
+            " (channels first? move them last with np.moveaxis(image, 0, -1))"
+            if array.ndim == 3 and array.shape[0] in (1, 3)
+            else ""
+        )
         raise ValueError(
-            f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape {array.shape}."
+            f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape "
+            f"{array.shape}{hint}."
         )
     if min(array.shape[1:]) == 0:
         raise ValueError(f"{where}: the image array is empty.")
@@ -383,15 +448,29 @@ def _image_from_pillow(path):
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                pixels = np.asarray(image, dtype=np.float64) / 65535.0
-            elif image.mode in ("1", "L", "P", "LA", "La", "F"):
+            mode = image.mode
+            if mode == "F" or mode.startswith("I"):
+                pixels = np.asarray(image, dtype=np.float64)
+            elif mode in ("1", "L", "P", "LA", "La"):
                 pixels = np.asarray(image.convert("L"), dtype=np.float64) / 255.0
             else:
                 pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{str(path)!r} is not a readable image file ({exc}).") from exc
-    return _image_from_array(pixels.clip(0, 1).astype(np.float32), str(path))
+    if mode.startswith("I"):
+        # 16-bit images open as "I;16*" or "I"; 32-bit values beyond 16 bits have no scale.
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(
+                f"image file {str(path)!r} ({mode} mode) holds values from {pixels.min():g} to "
+                f"{pixels.max():g}; integer images must lie in [0, 65535]."
+            )
+        pixels = pixels / 65535.0
+    elif mode == "F" and not (np.isfinite(pixels).all() and 0 <= pixels.min() <= pixels.max() <= 1):
+        raise ValueError(
+            f"image file {str(path)!r} is a floating-point image whose values are not all finite and "
+            "in [0, 1]; scale it to [0, 1] (or save it as 8- or 16-bit)."
+        )
+    return _image_from_array(pixels.astype(np.float32), str(path))
 
 
 def _image_from_dicom(path):
@@ -402,6 +481,8 @@ def _image_from_dicom(path):
         raise ValueError(f"DICOM file {str(path)!r} has several frames; an image cell is one 2-D image.")
     if int(ds.get("SamplesPerPixel", 1)) == 3:
         return _image_from_array(pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1), str(path))
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        _rescale(ds, 0, keyword, default, path)
     values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         values = -values

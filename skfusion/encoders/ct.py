@@ -7,6 +7,7 @@ import numpy as np
 from .._compat import Interval, StrOptions
 from ._backbone import IMAGENET_MEAN, IMAGENET_STD, resize
 from ._cache import callable_fingerprint
+from ._cardiac import HEART_SLICES_VERSION
 from ._descriptors import CTSliceDescriptor
 from ._embedder import SliceEmbedder, as_size, check_size
 from ._volumes import apply_window, read_ct_volume, resolve_window, select_slices
@@ -46,12 +47,15 @@ class CTVolumeEmbedder(SliceEmbedder):
         HU window: ``"pe"`` is [-1350, 150] and ``"mace"`` is [-125, 225] (paper 000's
         windows for pulmonary embolism and cardiovascular events); a ``(low, high)`` pair
         sets another. Values are clipped to the window and scaled to [0, 1].
-    slices : None, tuple of (int, int), float or callable, default=None
+    slices : None, tuple of (int, int), float, "heart" or callable, default=None
         Which axial slices to encode (``z`` runs from feet to head): None keeps all;
         ``(start, stop)`` keeps ``volume[start:stop]``; a float in (0, 1] keeps that
-        fraction of the slices around the centre; a callable receives the ``(z, y, x)``
-        HU volume and returns slice indices or a boolean mask over ``z`` (paper 000 keeps
-        the slices that show cardiac structures).
+        fraction of the slices around the centre; ``"heart"`` keeps the contiguous range
+        of slices that show the heart, found by :func:`heart_slices` (a documented
+        heuristic, not the unpublished method of [1]_, which keeps the slices with
+        cardiac structures; volumes without two lung fields keep every slice, with a
+        warning); a callable receives the ``(z, y, x)`` HU volume and returns slice
+        indices or a boolean mask over ``z``.
     backbone : None, torch.nn.Module or str, default=None
         The 2-D slice encoder. A module receives ``(B, 3, H, W)`` float batches (the
         windowed slice replicated to 3 channels, normalised by ``mean``/``std``) and must
@@ -82,14 +86,16 @@ class CTVolumeEmbedder(SliceEmbedder):
     cache_dir : None, str or os.PathLike, default=None
         Folder of a resumable, content-addressed cache: one entry per volume, keyed by the
         hash of the volume's bytes (its files, or its array) and of every parameter that
-        changes its slice embeddings (window, slices, input_size, mean, std, the
-        backbone's class, structure and weights, mixed precision). Entries hold the
-        per-slice embeddings, so ``pool`` does not enter the key and both settings share
-        them. A killed run resumes without recomputing finished volumes; a truncated or
-        corrupt entry is ignored and recomputed. A callable ``slices`` is identified by
-        its name, code, defaults and closure (globals it reads are not: change
-        ``cache_dir`` after editing those); one whose closure or defaults cannot be
-        pickled is refused with a ValueError at fit.
+        changes its slice embeddings (window, slices, input_size, mean, std, the backbone's
+        class, structure and weights, mixed precision). Entries hold the per-slice
+        embeddings, so ``pool`` does not enter the key and both settings share them. A
+        killed run resumes without recomputing finished volumes, and the temporary files it
+        left are removed once older than an hour; an entry that is truncated, corrupt, not a
+        2-D float array, or stored under another key is ignored and recomputed. A path that
+        is a file is a ValueError at fit. A callable ``slices`` is identified by its name,
+        code, defaults and closure (globals it reads are not: change ``cache_dir`` after
+        editing those); one whose closure or defaults cannot be pickled is refused with a
+        ValueError at fit.
     verbose : int, default=0
         Show a progress bar over volumes (tqdm, if installed) when positive.
 
@@ -117,18 +123,20 @@ class CTVolumeEmbedder(SliceEmbedder):
     See Also
     --------
     ImageEmbedder : the same machinery for 2-D images (chest X-rays).
+    heart_slices : the cardiac slice selector behind ``slices="heart"``.
 
     Notes
     -----
-    **Reading.** A DICOM folder must hold one series: every file is read (hidden files and
-    ``DICOMDIR`` excepted) and a file that is not a DICOM image, slices of different size
-    or orientation, duplicated positions, or gaps deviating from the median by more than
-    5% raise a ValueError naming the file or folder. Frames are ordered by increasing
+    **Reading.** A DICOM folder must hold one series of one patient: every file is read
+    (hidden files and ``DICOMDIR`` excepted) and a file that is not a DICOM image, slices
+    with different SeriesInstanceUID or PatientID values, slices of different size or
+    orientation, duplicated positions, or gaps deviating from the median by more than 5%
+    raise a ValueError naming the file or folder. Frames are ordered by increasing
     ImagePositionPatient projected on the slice normal (row x column direction cosines),
     i.e. from feet to head for standard axial orientation; InstanceNumber is the fallback
-    when positions are missing. NIfTI volumes are reoriented to LPS axis codes and
-    transposed to ``(z, y, x)`` so that they match that layout; their values are taken as
-    HU after the NIfTI scaling.
+    when positions are missing, and repeated InstanceNumbers are then refused. NIfTI volumes
+    are reoriented to LPS axis codes and transposed to ``(z, y, x)`` so that they match that
+    layout; their values are taken as HU after the NIfTI scaling.
 
     **MedImageInsight.** Paper 000 encodes each slice with MedImageInsight (MII), whose
     image tower is a DaViT network; skfusion does not re-implement it and never
@@ -168,7 +176,7 @@ class CTVolumeEmbedder(SliceEmbedder):
     _parameter_constraints = {
         **SliceEmbedder._parameter_constraints,
         "window": [StrOptions({"pe", "mace"}), tuple, list],
-        "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), callable],
+        "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), StrOptions({"heart"}), callable],
         "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "pool": [StrOptions({"mean"}), None],
     }
@@ -232,7 +240,9 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     def _output_params(self):
         slices = self.slices
-        if callable(slices):
+        if isinstance(slices, str):
+            slices = f"heart v{HEART_SLICES_VERSION}"
+        elif callable(slices):
             slices = "callable " + callable_fingerprint(slices, "slices")
         return {"window": self.window_, "slices": slices, "input_size": as_size(self.input_size)}
 
