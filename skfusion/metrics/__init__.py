@@ -6,7 +6,10 @@
   :class:`MeanOverSplits` averages a metric over cross-validation test folds.
 - Scalar survival metrics over scikit-survival: :func:`concordance_index` (Harrell),
   :func:`concordance_index_ipcw_score` (Uno), :func:`cumulative_dynamic_auc_score`,
-  :func:`integrated_brier_score` (also takes StepFunctions).
+  :func:`integrated_brier_score` (also takes StepFunctions, or curves on the estimator's
+  ``unique_times_``), :class:`IntegratedBrierScore` (the same, ready for the bootstrap) and
+  its no-model reference :func:`kaplan_meier_integrated_brier_score`; :func:`survival_at`
+  evaluates predicted survival curves at any times.
 - Classification: :func:`auroc`, :func:`auprc` (macro over labels),
   :func:`expected_calibration_error`, and the length-of-stay scores
   :func:`linear_weighted_kappa` and :func:`mean_absolute_deviation`.
@@ -36,16 +39,21 @@ from ._classification import (
     mean_absolute_deviation,
 )
 from ._survival import (
+    IntegratedBrierScore,
     concordance_index,
     concordance_index_ipcw_score,
     cumulative_dynamic_auc_score,
     integrated_brier_score,
+    kaplan_meier_integrated_brier_score,
+    kaplan_meier_survival,
+    survival_at,
 )
 
 __all__ = [
     "MAX_SKIPPED_FRACTION",
     "BootstrapDraws",
     "BootstrapResult",
+    "IntegratedBrierScore",
     "MeanOverSplits",
     "PairedBootstrapResult",
     "auprc",
@@ -60,7 +68,10 @@ __all__ = [
     "cumulative_dynamic_auc_score",
     "expected_calibration_error",
     "integrated_brier_score",
+    "kaplan_meier_integrated_brier_score",
+    "kaplan_meier_survival",
     "linear_weighted_kappa",
     "mean_absolute_deviation",
     "paired_bootstrap_test",
+    "survival_at",
 ]
