@@ -187,8 +187,9 @@ def survival_at(survival, times, *, survival_times=None):
     Parameters
     ----------
     survival : array of StepFunction, shape (n_samples,), or array-like, shape (n_samples, n_grid)
-        Survival functions, or survival probabilities on ``survival_times`` (on ``times``
-        when ``survival_times`` is None).
+        Survival functions (StepFunctions, or any callable ``fn(times) -> probabilities``),
+        or survival probabilities on ``survival_times`` (on ``times`` when
+        ``survival_times`` is None).
     times : array-like, shape (n_times,)
         Non-negative times at which to evaluate the curves.
     survival_times : array-like, shape (n_grid,), default=None
