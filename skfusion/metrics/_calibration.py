@@ -207,7 +207,7 @@ def calibration_slope(y, survival, horizon, *, survival_times=None):
     >>> round(calibration_slope(y, over_confident, horizon=1.0), 1)
     0.5
     """
-    event, time, predicted = _at_horizon(y, survival, horizon, survival_times)
+    event, time, predicted = at_horizon_checked(y, survival, horizon, survival_times)
     covariate = np.log(-np.log(np.clip(predicted, _EDGE, 1.0 - _EDGE)))
     if np.ptp(covariate) == 0:
         raise ValueError(
@@ -310,12 +310,12 @@ def calibration_in_the_large(y, survival, horizon, *, survival_times=None):
     >>> round(calibration_in_the_large(y, predicted, horizon=2.5), 3)  # 0.3 - 0.4
     -0.1
     """
-    event, time, predicted = _at_horizon(y, survival, horizon, survival_times)
+    event, time, predicted = at_horizon_checked(y, survival, horizon, survival_times)
     observed = 1.0 - kaplan_meier_at(event, time, horizon)[0]
     return float(np.mean(1.0 - predicted) - observed)
 
 
-def _at_horizon(y, survival, horizon, survival_times):
+def at_horizon_checked(y, survival, horizon, survival_times):
     """``(event, time, S_i(horizon))`` after checking the inputs."""
     event, time = check_survival(y, "y")
     check_horizon(horizon, time)
@@ -333,8 +333,6 @@ def check_horizon(horizon, time):
 
 def kaplan_meier_at(event, time, horizon, conf_level=0.95):
     """Kaplan-Meier survival at ``horizon`` and its log-log confidence interval (as sksurv)."""
-    if not event.any():
-        return 1.0, 1.0, 1.0
     km_time, km_survival, interval = kaplan_meier_estimator(event, time, conf_level=conf_level, conf_type="log-log")
     i = np.searchsorted(km_time, horizon, side="right") - 1
     if i < 0:
