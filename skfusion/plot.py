@@ -10,6 +10,8 @@ from sksurv.nonparametric import kaplan_meier_estimator
 from .metrics._calibration import at_horizon_checked, kaplan_meier_at
 from .metrics._checks import as_rows, check_finite, check_lengths, check_survival
 
+__all__ = ["plot_calibration", "plot_comparison", "plot_forest", "plot_km_by_risk_group"]
+
 
 def _pyplot():
     try:

@@ -164,3 +164,23 @@ def test_kaplan_meier_reference_is_beaten_by_the_true_curves():
     test = paired_bootstrap_test(metric, y_test, true_curves, tiled, n_resamples=200, random_state=0)
     assert test.estimate_b == km
     assert test.difference < -0.02 and test.pvalue < 0.01
+
+
+def test_metrics_take_a_fusion_estimator_s_curves_on_unique_times():
+    from skfusion import ConcatSurvival
+    from skfusion.datasets import make_multimodal_survival
+    from skfusion.metrics import calibration_slope, d_calibration
+
+    X, y = make_multimodal_survival(n_samples=240, n_features=(8, 4), random_state=0)
+    model = ConcatSurvival(max_epochs=3, random_state=0).fit(X[:160], y[:160])
+    X_test, y_train, y_test = X[160:], y[:160], y[160:]
+    times = np.quantile(y_test["time"], [0.2, 0.4, 0.6])
+    array = model.predict_survival_function(X_test, return_array=True)
+    functions = model.predict_survival_function(X_test)
+    grid = model.unique_times_
+    expected = sksurv_integrated_brier_score(y_train, y_test, np.vstack([fn(times) for fn in functions]), times)
+    assert integrated_brier_score(y_train, y_test, array, times, estimate_times=grid) == expected
+    horizon = times[1]
+    assert calibration_slope(y_test, array, horizon, survival_times=grid) == calibration_slope(y_test, functions, horizon)
+    on_grid = d_calibration(y_test, array, survival_times=grid)
+    np.testing.assert_allclose(on_grid.counts, d_calibration(y_test, functions).counts, rtol=0, atol=1e-12)

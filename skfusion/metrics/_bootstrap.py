@@ -554,11 +554,11 @@ class _BrierOnRows:
 
     def __init__(self, metric, y_true, scores):
         self.metric, self.time = metric, check_survival(y_true, "y_true")[1]
-        self.terms = np.column_stack([metric.row_terms(y_true, score) for score in scores])
+        self.terms = np.column_stack([metric._row_terms(y_true, score) for score in scores])
 
     def __call__(self, indices):
         values = _row_counts(indices, len(self.time)) @ self.terms / indices.shape[1]
-        covered = np.array([self.metric.covers(self.time[rows]) for rows in indices])
+        covered = np.array([self.metric._covers(self.time[rows]) for rows in indices])
         values[~covered] = np.nan
         return values
 

@@ -26,6 +26,11 @@ _EDGE = 1e-10
 class DCalibrationResult:
     """Result of :func:`d_calibration`.
 
+    Parameters
+    ----------
+    statistic, pvalue, counts, bin_edges
+        As the attributes below.
+
     Attributes
     ----------
     statistic : float
@@ -48,7 +53,7 @@ class DCalibrationResult:
 
 
 def d_calibration(y, survival, *, survival_times=None, n_bins=10):
-    """D-calibration of predicted survival curves: are the ``S_i(T_i)`` uniform?
+    """D-calibration of predicted survival curves: a test that the ``S_i(T_i)`` are uniform.
 
     If the curves are the true survival distributions, each patient's predicted survival
     probability at their own event time, ``S_i(T_i)``, is uniform on [0, 1], so every one of
@@ -168,6 +173,7 @@ def calibration_slope(y, survival, horizon, *, survival_times=None):
     Returns
     -------
     slope : float
+        1 for calibrated predictions.
 
     Raises
     ------

@@ -199,6 +199,7 @@ def survival_at(survival, times, *, survival_times=None):
     Returns
     -------
     probabilities : ndarray, shape (n_samples, n_times)
+        ``S_i(times[j])`` in row ``i``, column ``j``.
 
     Raises
     ------
@@ -311,6 +312,8 @@ def integrated_brier_score(survival_train, survival_test, estimate, times, *, es
     Returns
     -------
     ibs : float
+        The Brier score integrated over ``[times[0], times[-1]]`` (trapezoid rule) divided
+        by the length of that range.
 
     Raises
     ------
@@ -417,7 +420,7 @@ class IntegratedBrierScore:
             self.survival_train, survival_test, estimate, self.times, estimate_times=self.estimate_times
         )
 
-    def row_terms(self, survival_test, estimate):
+    def _row_terms(self, survival_test, estimate):
         """Each test row's share of the score: the score is their mean, shape (n_samples,)."""
         event, time = check_survival(survival_test, "survival_test")
         estimate = survival_at(
@@ -434,7 +437,7 @@ class IntegratedBrierScore:
         squared_error = estimate**2 * case * at_rows[:, None] + (1.0 - estimate) ** 2 * control * at_times
         return np.trapezoid(squared_error, self.times, axis=1) / (self.times[-1] - self.times[0])
 
-    def covers(self, time):
+    def _covers(self, time):
         """Whether the follow-up ``time`` of a (resampled) test set covers ``times``."""
         return time.min() <= self.times[0] and time.max() > self.times[-1]
 
@@ -454,6 +457,7 @@ def kaplan_meier_survival(survival_train, times):
     Parameters
     ----------
     survival_train : structured array, shape (n_train_samples,)
+        Targets whose Kaplan-Meier curve is returned.
     times : array-like, shape (n_times,)
         Non-negative times, no later than the last time of ``survival_train`` unless its
         curve reaches 0.
@@ -461,6 +465,7 @@ def kaplan_meier_survival(survival_train, times):
     Returns
     -------
     survival : ndarray, shape (n_times,)
+        The Kaplan-Meier estimate at each of ``times``.
 
     See Also
     --------
@@ -505,6 +510,7 @@ def kaplan_meier_integrated_brier_score(survival_train, survival_test, times):
     Returns
     -------
     ibs : float
+        :func:`integrated_brier_score` of the Kaplan-Meier curve.
 
     See Also
     --------
