@@ -9,23 +9,22 @@ Run with ``python -m skfusion.demo`` (the README's demo command). It
    by 5-fold cross-validation on the real GSE7390 breast-cancer data (gene expression +
    clinical variables), with bootstrap intervals and paired tests, and draws its forest plot
    to ``<out>/compare_fusion.png``;
-3. writes Kaplan-Meier curves of the predicted risk groups to ``<out>/risk_groups.png``.
+3. writes Kaplan-Meier curves of the predicted risk groups (:func:`~skfusion.plot.plot_km_by_risk_group`)
+   to ``<out>/risk_groups.png``.
 """
 
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sksurv.linear_model import CoxPHSurvivalAnalysis
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from . import ConcatSurvival, LateFusionSurvival, UnimodalSurvival
 from .datasets import load_breast_cancer_multimodal, make_multimodal_survival
 from .model_selection import compare_fusion, format_comparison, fusion_models
-from .plot import plot_comparison
+from .plot import plot_comparison, plot_km_by_risk_group
 
 
 def _synthetic_table(device):
@@ -70,17 +69,11 @@ def _plot_comparison(table, path):
 def _plot_risk_groups(model, X, y, path):
     import matplotlib.pyplot as plt
 
-    risk = model.predict(X)
-    groups = np.digitize(risk, np.quantile(risk, [1 / 3, 2 / 3]))
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for g, label in enumerate(["low risk", "medium risk", "high risk"]):
-        time, surv = kaplan_meier_estimator(y["event"][groups == g], y["time"][groups == g])
-        ax.step(time, surv, where="post", label=label)
-    ax.set(xlabel="time", ylabel="survival probability", title="External cohort: predicted risk tertiles")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax = plot_km_by_risk_group(model.predict(X), y, n_groups=3)
+    ax.set_title("External cohort: predicted risk tertiles")
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=120)
+    plt.close(ax.figure)
 
 
 def main(argv=None):

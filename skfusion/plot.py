@@ -1,7 +1,16 @@
 """Figures. matplotlib is the optional ``plot`` extra, imported when a figure is drawn."""
 
+import numbers
+
 import numpy as np
 import pandas as pd
+from sklearn.utils.validation import check_scalar
+from sksurv.nonparametric import kaplan_meier_estimator
+
+from .metrics._calibration import at_horizon_checked, kaplan_meier_at
+from .metrics._checks import as_rows, check_finite, check_lengths, check_survival
+
+__all__ = ["plot_calibration", "plot_comparison", "plot_forest", "plot_km_by_risk_group"]
 
 
 def _pyplot():
@@ -217,3 +226,217 @@ def _layout(table, model, group):
             y += 1
         y += 0.5
     return positions, ticks, labels, headings
+
+
+def plot_km_by_risk_group(risk, y, n_groups=3, *, labels=None, confidence_level=0.95, ax=None):
+    """Kaplan-Meier curves of the patients grouped by quantiles of their predicted risk.
+
+    The usual figure of a survival model's discrimination: patients are split into
+    ``n_groups`` groups of (nearly) equal size by their predicted risk, and each group's
+    Kaplan-Meier curve (:func:`sksurv.nonparametric.kaplan_meier_estimator`) is drawn with
+    its pointwise log-log confidence band. Well separated curves mean the model ranks the
+    patients well.
+
+    Parameters
+    ----------
+    risk : array-like, shape (n_samples,)
+        Predicted risk, higher meaning an earlier event, e.g. ``estimator.predict(X)``.
+    y : structured array, shape (n_samples,)
+        Targets of the same samples.
+    n_groups : int, default=3
+        Number of risk groups (quantiles of ``risk``), at least 2.
+    labels : list of str, default=None
+        One legend label per group, from the lowest to the highest risk; default "low risk",
+        "medium risk", "high risk" for three groups, "risk group k of n" otherwise. The
+        group size is appended.
+    confidence_level : float or None, default=0.95
+        Of the confidence bands; None draws no band.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; default a new figure's.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        With one step line per group and, with ``confidence_level``, one band per group.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If ``y`` is not a survival array, ``risk`` and ``y`` differ in length, ``risk`` holds
+        NaN or has too few distinct values for ``n_groups``, ``n_groups`` is below 2, or
+        ``labels`` does not have ``n_groups`` entries.
+
+    See Also
+    --------
+    plot_calibration : Predicted against observed event probability by risk group.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sksurv.util import Surv
+    >>> from skfusion.plot import plot_km_by_risk_group
+    >>> rng = np.random.default_rng(0)
+    >>> risk = rng.normal(size=300)
+    >>> event_time, censor_time = rng.exponential(np.exp(-risk)), rng.exponential(2.0, 300)
+    >>> y = Surv.from_arrays(event_time <= censor_time, np.minimum(event_time, censor_time))
+    >>> ax = plot_km_by_risk_group(risk, y, n_groups=3)
+    >>> [t.get_text() for t in ax.get_legend().get_texts()]
+    ['low risk (n=100)', 'medium risk (n=100)', 'high risk (n=100)']
+    """
+    plt = _pyplot()
+    event, time = check_survival(y, "y", allow_all_censored=True)
+    risk = check_finite(as_rows(risk, "risk"), "risk").astype(float)
+    check_lengths(risk=risk, y=y)
+    groups = _quantile_groups(risk, n_groups, "risk")
+    labels = _group_labels(labels, n_groups)
+    _check_confidence_level(confidence_level)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.5))
+    for g, label in enumerate(labels):
+        rows = groups == g
+        km = kaplan_meier_estimator(
+            event[rows], time[rows], conf_level=confidence_level or 0.95, conf_type="log-log"
+        )
+        # The curves start at 1 at time 0, before the group's first time.
+        km_time, km_survival = np.r_[0.0, km[0]], np.r_[1.0, km[1]]
+        (line,) = ax.step(km_time, km_survival, where="post", label=f"{label} (n={rows.sum()})")
+        if confidence_level is not None:
+            low, high = np.r_[1.0, km[2][0]], np.r_[1.0, km[2][1]]
+            ax.fill_between(km_time, low, high, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
+    ax.set(xlabel="time", ylabel="survival probability", ylim=(0, 1.02))
+    ax.legend()
+    return ax
+
+
+def plot_calibration(y, survival, horizon, *, survival_times=None, n_groups=10, confidence_level=0.95, ax=None):
+    """Calibration plot at ``horizon``: predicted against observed event probability.
+
+    Patients are grouped by quantiles of their predicted event probability ``1 - S_i(t)``
+    at ``t = horizon``; each group is one point at its mean predicted probability and its
+    Kaplan-Meier observed probability ``1 - KM(t)``, with the log-log confidence interval of
+    the Kaplan-Meier estimate as error bar. A calibrated model's points lie on the diagonal
+    (Austin et al. [1]_ draw it by grouping too; :func:`~skfusion.metrics.calibration_slope`
+    and :func:`~skfusion.metrics.calibration_in_the_large` summarise it in two numbers).
+
+    Parameters
+    ----------
+    y : structured array, shape (n_samples,)
+        Test targets.
+    survival : array of StepFunction, shape (n_samples,), or array-like, shape (n_samples, n_grid)
+        Predicted survival functions, or probabilities on ``survival_times``, as in
+        :func:`~skfusion.metrics.calibration_slope`.
+    horizon : float
+        Time ``t``, inside the follow-up of ``y``.
+    survival_times : array-like, shape (n_grid,), default=None
+        Grid of an array ``survival``, e.g. ``estimator.unique_times_``.
+    n_groups : int, default=10
+        Number of groups (quantiles of the predicted event probability), at least 2.
+    confidence_level : float or None, default=0.95
+        Of the error bars; None draws none.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; default a new figure's.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        With one ``errorbar`` container (one point per group) and the diagonal.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        As :func:`~skfusion.metrics.calibration_in_the_large`; or if ``n_groups`` is below 2 or
+        the predictions have too few distinct values for it.
+
+    See Also
+    --------
+    plot_km_by_risk_group : The Kaplan-Meier curves of risk groups.
+
+    References
+    ----------
+    .. [1] Austin, P. C., Harrell, F. E., van Klaveren, D. (2020). "Graphical calibration
+           curves and the integrated calibration index (ICI) for survival models". Statistics
+           in Medicine, 39(21), 2714-2742.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sksurv.util import Surv
+    >>> from skfusion.plot import plot_calibration
+    >>> rng = np.random.default_rng(0)
+    >>> hazard = np.exp(rng.normal(size=1000))
+    >>> event_time, censor_time = rng.exponential(1 / hazard), rng.exponential(2.0, 1000)
+    >>> y = Surv.from_arrays(event_time <= censor_time, np.minimum(event_time, censor_time))
+    >>> grid = np.linspace(0, 5, 101)
+    >>> ax = plot_calibration(y, np.exp(-hazard[:, None] * grid), horizon=1.0, survival_times=grid)
+    >>> len(ax.containers[0].lines[0].get_xdata())
+    10
+    """
+    plt = _pyplot()
+    _check_confidence_level(confidence_level)
+    event, time, at_horizon = at_horizon_checked(y, survival, horizon, survival_times)
+    predicted = 1.0 - at_horizon
+    groups = _quantile_groups(predicted, n_groups, "survival at horizon")
+    points = np.array(
+        [
+            (predicted[rows].mean(), *kaplan_meier_at(event[rows], time[rows], horizon, confidence_level or 0.95))
+            for rows in (groups == g for g in range(n_groups))
+        ]
+    )
+    mean_predicted, observed = points[:, 0], 1.0 - points[:, 1]
+    # The interval of 1 - KM is 1 minus that of KM, bounds swapped.
+    error = np.vstack([observed - (1.0 - points[:, 3]), (1.0 - points[:, 2]) - observed])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    top = min(1.0, 1.1 * max(mean_predicted.max(), (observed + error[1]).max())) or 1.0
+    ax.plot([0, top], [0, top], linestyle="--", color="0.5", linewidth=1, label="ideal")
+    ax.errorbar(
+        mean_predicted, observed, yerr=None if confidence_level is None else error, fmt="o", capsize=3,
+        label="risk groups (Kaplan-Meier)",
+    )
+    ax.set(
+        xlabel=f"predicted event probability by t = {horizon:g}",
+        ylabel=f"observed event probability by t = {horizon:g}",
+        xlim=(0, top),
+        ylim=(0, top),
+    )
+    ax.legend(loc="upper left")
+    return ax
+
+
+def _quantile_groups(values, n_groups, name):
+    """Group index (0 = lowest) of each value among ``n_groups`` quantile groups."""
+    check_scalar(n_groups, "n_groups", numbers.Integral, min_val=2)
+    groups = np.digitize(values, np.quantile(values, np.arange(1, n_groups) / n_groups))
+    sizes = np.bincount(groups, minlength=n_groups)
+    if (sizes == 0).any():
+        raise ValueError(
+            f"{name} has too few distinct values ({len(np.unique(values))}) for n_groups={n_groups}: "
+            f"groups {np.flatnonzero(sizes == 0).tolist()} would be empty."
+        )
+    return groups
+
+
+def _group_labels(labels, n_groups):
+    if labels is None:
+        if n_groups == 3:
+            return ["low risk", "medium risk", "high risk"]
+        return [f"risk group {k + 1} of {n_groups}" for k in range(n_groups)]
+    labels = list(labels)
+    if len(labels) != n_groups:
+        raise ValueError(f"labels has {len(labels)} entries but n_groups is {n_groups}.")
+    return labels
+
+
+def _check_confidence_level(confidence_level):
+    if confidence_level is not None:
+        check_scalar(
+            confidence_level, "confidence_level", numbers.Real, min_val=0, max_val=1, include_boundaries="neither"
+        )

@@ -22,8 +22,8 @@ from sklearn.utils import check_random_state, gen_even_slices
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_scalar
 
-from ._checks import as_rows, check_finite, check_lengths
-from ._survival import concordance_index, harrell_on_counts
+from ._checks import as_rows, check_finite, check_lengths, check_survival
+from ._survival import IntegratedBrierScore, concordance_index, harrell_on_counts
 
 #: More skipped resamples than this fraction of ``n_resamples`` triggers a warning.
 MAX_SKIPPED_FRACTION = 0.05
@@ -462,6 +462,8 @@ def _resample_and_score(on_rows, seeds, strata):
 def _on_rows(metric, y_true, scores):
     if metric is concordance_index:
         return _HarrellOnRows(y_true, scores)
+    if isinstance(metric, IntegratedBrierScore):
+        return _BrierOnRows(metric, y_true, scores)
     if isinstance(metric, MeanOverSplits) and metric.metric is concordance_index:
         if all(score.shape[2] == 2 for score in scores):
             return _HarrellOverSplitsOnRows(y_true, scores)
@@ -545,6 +547,20 @@ class _HarrellOnRows:
 
     def __call__(self, indices):
         return harrell_on_counts(self.y_true, self.scores, _row_counts(indices, len(self.y_true)))
+
+
+class _BrierOnRows:
+    """:class:`IntegratedBrierScore` on index rows, all at once: the mean of the row terms."""
+
+    def __init__(self, metric, y_true, scores):
+        self.metric, self.time = metric, check_survival(y_true, "y_true")[1]
+        self.terms = np.column_stack([metric._row_terms(y_true, score) for score in scores])
+
+    def __call__(self, indices):
+        values = _row_counts(indices, len(self.time)) @ self.terms / indices.shape[1]
+        covered = np.array([self.metric._covers(self.time[rows]) for rows in indices])
+        values[~covered] = np.nan
+        return values
 
 
 class _HarrellOverSplitsOnRows:

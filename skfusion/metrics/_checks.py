@@ -52,3 +52,28 @@ def check_survival(y, name, *, allow_all_censored=False):
         return check_y_survival(y, allow_all_censored=allow_all_censored)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from exc
+
+
+def check_times(times, name, *, increasing=False, at_least=1):
+    """``times`` as a finite, non-negative 1-D float array (strictly increasing if asked)."""
+    values = np.atleast_1d(np.asarray(times))
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a 1-D array of numbers, got shape {values.shape} and dtype {values.dtype}.")
+    values = values.astype(float)
+    if len(values) < at_least:
+        raise ValueError(f"{name} needs at least {at_least} values, got {len(values)}.")
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"{name} must hold finite non-negative times, got {values[:10].tolist()}.")
+    if increasing and (np.diff(values) <= 0).any():
+        raise ValueError(f"{name} must be strictly increasing, got {values[:10].tolist()}.")
+    return values
+
+
+def check_probabilities(x, name):
+    """Raise, naming the first bad rows, unless every value of ``x`` is in [0, 1]."""
+    check_finite(np.asarray(x, dtype=float), name)
+    values = np.asarray(x, dtype=float).reshape(len(x), -1)
+    bad = ((values < 0) | (values > 1)).any(axis=1)
+    if bad.any():
+        raise ValueError(f"{name} must hold probabilities in [0, 1]; rows {np.flatnonzero(bad)[:10].tolist()} do not.")
+    return x
