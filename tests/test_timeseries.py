@@ -322,7 +322,8 @@ def test_empty_and_missing_stays():
         (["Heart Rate", "pH"], r"row 1 of column 'ts': expected an event frame"),
         (pd.DataFrame({"code": ["Heart Rate"], "numeric_value": [80.0]}), r"row 1 of column 'ts'.*lacks column"),
         (frame([(-1.0, "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': event at -1 h, before admission"),
-        (frame([("noon", "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': 'time' must be hours"),
+        (frame([("noon", "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': event frame row 0.*'time'.*'noon'"),
+        (frame([(True, "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': 'time' must be hours"),
     ],
 )
 def test_bad_cells_name_the_row(cell, match):

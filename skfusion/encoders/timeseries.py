@@ -114,6 +114,9 @@ PLAUSIBLE_RANGES = {
 }
 
 _EPS = 1e-6
+# An event later than this after admission is a unit error (seconds or minutes given as
+# hours), not a long stay; binning it would also ask for millions of bins.
+MAX_STAY_HOURS = 10 * 365.25 * 24
 _N_VARIABLES = len(VARIABLES)
 _IS_CATEGORICAL = np.array([v in CATEGORIES for v in VARIABLES])
 _WIDTH = np.array([len(CATEGORIES.get(v, (v,))) for v in VARIABLES])
@@ -193,6 +196,11 @@ def _hours(time, where):
     hours = hours.to_numpy(dtype=float)
     if np.any(hours < 0):
         raise ValueError(f"{where}: event at {hours.min():g} h, before admission (time 0).")
+    if np.any(hours > MAX_STAY_HOURS):
+        raise ValueError(
+            f"{where}, column 'time': an event at {hours.max():g} h is more than {MAX_STAY_HOURS:g} h "
+            "(10 years) after admission; times must be hours since admission (not seconds or minutes)."
+        )
     return hours
 
 
@@ -203,14 +211,13 @@ def _read_events(cell, where):
             f"{where}: expected an event frame with columns time, code, numeric_value[, text_value]; "
             f"got {type(cell).__name__}."
         )
-    events = as_event_frame(cell, where)
+    events = as_event_frame(
+        cell, where, extra=("text_value",), accepted_times="hours since admission (numbers), timedeltas or datetimes"
+    )
+    raw = events["text_value"].to_numpy(dtype=object)
     text = np.full(len(events), None, dtype=object)
-    if "text_value" in cell.columns:
-        # as_event_frame keeps only time/code/numeric_value; the same stable sort realigns text.
-        order = pd.Series(cell["time"].to_numpy()).sort_values(kind="stable").index.to_numpy()
-        raw = cell["text_value"].to_numpy(dtype=object)[order]
-        present = ~pd.isna(raw)
-        text[present] = [str(t) for t in raw[present]]
+    present = ~pd.isna(raw)
+    text[present] = [str(t) for t in raw[present]]
     hours = _hours(events["time"], where)
     return hours, events["code"].to_numpy(dtype=object), events["numeric_value"].to_numpy(dtype=float), text
 
@@ -227,8 +234,10 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
        in the benchmark's discretizer. The series has as many bins as needed to reach the
        last event of a known variable, or ``max_hours`` when events go past it (later events
        are dropped): ``t = floor(end / timestep - 1e-6) + 1``. Numeric times are hours since
-       admission (``start_time='zero'`` in the benchmark); datetimes are measured from the
-       stay's first event; timedeltas from admission. A negative time is an error.
+       admission (``start_time='zero'`` in the benchmark); datetimes (or text parsed as
+       datetimes) are measured from the stay's first event; timedeltas from admission. A
+       negative, missing or non-finite time, or one more than 10 years
+       (:data:`MAX_STAY_HOURS`) after admission (seconds given as hours), is an error.
     2. **Within a bin** the last measurement of a variable wins.
     3. **Imputation.** An empty bin takes the variable's last observed value (carried
        forward, the benchmark's ``impute_strategy='previous'``), or the normal value of
@@ -545,10 +554,11 @@ def events_from_long_table(
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"events_from_long_table: table lacks column(s) {missing}; it has {list(table.columns)}.")
+    for name in (id_column, time_column):
+        if table[name].isna().any():
+            rows = table.index[table[name].isna()].tolist()[:10]
+            raise ValueError(f"events_from_long_table: column {name!r} is missing in row(s) {rows}.")
     ids = table[id_column]
-    if ids.isna().any():
-        rows = table.index[ids.isna()].tolist()[:10]
-        raise ValueError(f"events_from_long_table: column {id_column!r} is missing in row(s) {rows}.")
     raw = table[value_column].to_numpy(dtype=object)
     numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
     texts = np.full(len(raw), None, dtype=object)
