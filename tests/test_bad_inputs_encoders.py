@@ -9,6 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from skfusion.datasets import (
+    load_pbcseq_events,
+    load_pbcseq_timeseries,
+    make_icu_timeseries,
+    make_multimodal_classification,
+    make_multimodal_survival,
+    make_paired_image_ehr,
+)
 from skfusion.encoders import CLMBREmbedder, ClinicalTimeSeriesDiscretizer, OneHotEHREncoder, events_from_long_table
 
 
@@ -89,3 +97,42 @@ def test_long_table_missing_time_names_the_row():
     long = pd.DataFrame({"stay": [1, 1], "time": [0.0, np.nan], "code": ["pH", "pH"], "value": [7.3, 7.2]})
     with pytest.raises(ValueError, match=r"column 'time' is missing in row\(s\) \[1\]"):
         events_from_long_table(long, id_column="stay")
+
+
+# Data sets: (id, call, message words).
+BAD_DATASET_CALLS = [
+    ("n_samples float", lambda: make_multimodal_survival(2.5), r"n_samples must be an integer >= 1; got 2\.5"),
+    ("n_samples text", lambda: make_multimodal_classification("10"), r"n_samples must be an integer >= 1; got '10'"),
+    ("n_features 0", lambda: make_multimodal_survival(20, n_features=(0, 3)), r"n_features\[0\] must be an integer >= 1"),
+    ("n_features int", lambda: make_multimodal_survival(20, n_features=5), r"n_features must be a sequence with one entry per modality \(2\)"),
+    ("modality_names repeated", lambda: make_multimodal_survival(20, modality_names=("a", "a")), r"modality_names must be distinct"),
+    ("modality_names separator", lambda: make_multimodal_survival(20, modality_names=("a__b", "c")), r"modality_names\[0\] must be .* without '__'"),
+    ("n_informative 0", lambda: make_multimodal_survival(20, n_informative=0), r"n_informative must be an integer >= 1"),
+    ("signal NaN", lambda: make_multimodal_survival(20, signal=(np.nan, 1.0)), r"signal\[0\] must be a finite number; got nan"),
+    ("interaction text", lambda: make_multimodal_survival(20, interaction="a"), r"interaction must be a finite number; got 'a'"),
+    ("noise negative", lambda: make_multimodal_classification(20, noise=-1.0), r"noise must be a finite number >= 0"),
+    ("censoring 1", lambda: make_multimodal_survival(20, censoring=1.0), r"censoring must be a finite number in \[0, 1\)"),
+    ("n_external negative", lambda: make_multimodal_survival(20, n_external=-1), r"n_external must be an integer >= 0"),
+    ("shift inf", lambda: make_multimodal_survival(20, n_external=5, shift=np.inf), r"shift must be a finite number; got inf"),
+    ("n_classes float", lambda: make_multimodal_classification(20, n_classes=2.5), r"n_classes must be an integer >= 2"),
+    ("missing_rate 1.5", lambda: make_multimodal_survival(20, missing_rate=1.5), r"missing_rate must be a finite number in \[0, 1\]"),
+    ("missing_rate key", lambda: make_multimodal_survival(20, missing_rate={"cxr": 0.3}), r"missing_rate names unknown modalities \['cxr'\]"),
+    ("missing_rate value", lambda: make_multimodal_survival(20, missing_rate={"img": -0.1}), r"missing_rate\['img'\] must be"),
+    ("missing_rate list", lambda: make_multimodal_survival(20, missing_rate=[0.1, 0.2]), r"missing_rate must be None, a number in \[0, 1\].*got list"),
+    ("icu missing_image_rate NaN", lambda: make_icu_timeseries(5, missing_image_rate=np.nan), r"missing_image_rate must be a finite number in \[0, 1\]"),
+    ("icu n_samples float", lambda: make_icu_timeseries(5.0), r"n_samples must be an integer"),
+    ("icu prevalence text", lambda: make_icu_timeseries(5, prevalence="high"), r"prevalence for task='in_hospital_mortality' must be"),
+    ("paired n_timesteps int", lambda: make_paired_image_ehr(5, n_timesteps=3), r"n_timesteps must be a pair"),
+    ("paired n_timesteps reversed", lambda: make_paired_image_ehr(5, n_timesteps=(9, 3)), r"n_timesteps must be a pair"),
+    ("paired nuisance_scale", lambda: make_paired_image_ehr(5, nuisance_scale=-1), r"nuisance_scale must be a finite number >= 0"),
+    ("paired informative_rate", lambda: make_paired_image_ehr(5, informative_rate=2), r"informative_rate must be a finite number in \[0, 1\]"),
+    ("pbcseq landmark text", lambda: load_pbcseq_events(landmark="a year"), r"landmark must be a finite number >= 0"),
+    ("pbcseq birth_code", lambda: load_pbcseq_events(birth_code=3), r"birth_code must be a non-empty string"),
+    ("pbcseq max_days text", lambda: load_pbcseq_timeseries(max_days="a"), r"max_days must be a number >= 0"),
+]
+
+
+@pytest.mark.parametrize(("call", "match"), [c[1:] for c in BAD_DATASET_CALLS], ids=[c[0] for c in BAD_DATASET_CALLS])
+def test_bad_dataset_arguments_name_the_parameter(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
