@@ -94,7 +94,7 @@ def as_event_frame(cell, where="cell", extra=(), accepted_times="numbers (days) 
 
 
 def _event_at(bad, column):
-    """``"event frame row k, column 'c'"`` for the first flagged position."""
+    """``"event frame row k (position), column 'c'"`` for the first flagged position."""
     return f"event frame row {int(np.flatnonzero(bad)[0])} (position), column {column!r}"
 
 
