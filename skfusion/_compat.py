@@ -7,8 +7,9 @@ a future rename a one-file change.
 
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
+from sklearn.utils._set_output import _get_output_config
 
-__all__ = ["HasMethods", "Interval", "Options", "SequenceOf", "StrOptions", "_fit_context"]
+__all__ = ["HasMethods", "Interval", "Options", "SequenceOf", "StrOptions", "_fit_context", "_get_output_config"]
 
 
 class SequenceOf(HasMethods):

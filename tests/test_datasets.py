@@ -1,6 +1,7 @@
 """Synthetic generators with a known truth, and the bundled real data."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
@@ -41,13 +42,25 @@ def test_missing_rate_and_external_cohort():
     assert shift > 0.3
 
 
+def test_missing_rate_as_one_number_applies_to_every_modality():
+    X, _ = make_multimodal_survival(n_samples=4000, missing_rate=0.3, random_state=0)
+    img = X.filter(like="img__").isna().all(axis=1)
+    ehr = X.filter(like="ehr__").isna().all(axis=1)
+    # Independent draws: 30 % of the EHR rows; the image is restored where both went
+    # missing, so it is missing in 30 % * 70 % = 21 % of the rows and never with the EHR.
+    assert abs(ehr.mean() - 0.3) < 0.03 and abs(img.mean() - 0.21) < 0.03
+    assert not (img & ehr).any()
+    same = make_multimodal_survival(n_samples=4000, missing_rate={"img": 0.3, "ehr": 0.3}, random_state=0)[0]
+    pd.testing.assert_frame_equal(X, same)
+
+
 def test_reproducible_and_validated():
     first = make_multimodal_survival(n_samples=50, random_state=3)
     second = make_multimodal_survival(n_samples=50, random_state=3)
     np.testing.assert_array_equal(first[0].to_numpy(), second[0].to_numpy())
     with pytest.raises(ValueError, match="one entry per modality"):
         make_multimodal_survival(n_features=(3, 3), signal=(1.0,))
-    with pytest.raises(ValueError, match="n_classes must be at least 2"):
+    with pytest.raises(ValueError, match=r"n_classes must be an integer >= 2; got 1"):
         make_multimodal_classification(n_classes=1)
 
 

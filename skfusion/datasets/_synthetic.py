@@ -22,15 +22,23 @@ import pandas as pd
 from sklearn.utils import check_random_state
 from sksurv.util import Surv
 
+from ._checks import check_int, check_missing_rate, check_modality_names, check_per_modality, check_real
 
-def _check_args(n_samples, n_features, signal, names):
-    if len(n_features) != len(signal) or len(n_features) != len(names):
-        raise ValueError(
-            f"n_features ({len(n_features)}), signal ({len(signal)}) and modality_names ({len(names)}) "
-            "must have one entry per modality."
-        )
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive; got {n_samples}.")
+
+def _check_args(
+    n_samples, n_features, modality_names, n_informative, signal, interaction, noise, n_external, shift, missing_rate
+):
+    """Validate the parameters shared by the generators; return the per-modality missing rates."""
+    check_int("n_samples", n_samples)
+    names = check_modality_names(modality_names)
+    check_per_modality("n_features", n_features, len(names), check_int)
+    check_per_modality("signal", signal, len(names), check_real)
+    check_int("n_informative", n_informative)
+    check_real("interaction", interaction)
+    check_real("noise", noise, 0.0)
+    check_int("n_external", n_external, low=0)
+    check_real("shift", shift)
+    return check_missing_rate(missing_rate, names)
 
 
 class _Truth:
@@ -66,7 +74,7 @@ def _frame(blocks, names, missing_rate, rng):
     columns = {}
     for name, block in zip(names, blocks):
         block = block.astype(np.float32)
-        rate = (missing_rate or {}).get(name, 0.0)
+        rate = missing_rate.get(name, 0.0)
         block[rng.random(len(block)) < rate] = np.nan
         for j in range(block.shape[1]):
             columns[f"{name}__{j}"] = block[:, j]
@@ -137,10 +145,12 @@ def make_multimodal_survival(
     noise : float, default=1.0
         Standard deviation of the feature noise.
     censoring : float, default=0.3
-        Target fraction of censored samples (independent exponential censoring).
-    missing_rate : dict of str to float, default=None
-        Fraction of rows whose block is all-NaN, per modality. A row never loses every
-        modality (the first is restored).
+        Target fraction of censored samples (independent exponential censoring), in [0, 1).
+    missing_rate : float or dict of str to float, default=None
+        Fraction of rows whose block is all-NaN: one number in [0, 1] for every modality, or
+        a dict from modality name to rate (modalities it leaves out are never missing). Each
+        modality's rows are drawn independently; a row never loses every modality (the
+        first is restored), so the first modality's realised rate is below the one asked for.
     n_external : int, default=0
         If positive, also return an external cohort of this size (same truth, shifted
         latent means and a site offset on the features).
@@ -168,7 +178,10 @@ def make_multimodal_survival(
     >>> X.shape, y.dtype.names
     ((100, 96), ('event', 'time'))
     """
-    _check_args(n_samples, n_features, signal, modality_names)
+    missing_rate = _check_args(
+        n_samples, n_features, modality_names, n_informative, signal, interaction, noise, n_external, shift, missing_rate
+    )
+    check_real("censoring", censoring, 0.0, 1.0, closed="left")
     rng = np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     truth = _Truth(rng, n_features, n_informative, signal, interaction)
     blocks, eta = truth.sample(rng, n_samples, 0.0, noise)
@@ -231,9 +244,10 @@ def make_multimodal_classification(
     >>> X.shape, sorted(set(y.tolist()))
     ((100, 96), [0, 1, 2])
     """
-    _check_args(n_samples, n_features, signal, modality_names)
-    if n_classes < 2:
-        raise ValueError(f"n_classes must be at least 2; got {n_classes}.")
+    missing_rate = _check_args(
+        n_samples, n_features, modality_names, n_informative, signal, interaction, noise, n_external, shift, missing_rate
+    )
+    check_int("n_classes", n_classes, low=2)
     rng = np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     truth = _Truth(rng, n_features, n_informative, signal, interaction, n_outcomes=n_classes - 1)
 

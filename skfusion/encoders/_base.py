@@ -6,6 +6,11 @@ token sequence (written as one object column ``"{output}"`` holding a ``(T_i, d)
 row), and passes every other column through unchanged, so encoders chain in a ``Pipeline``.
 A missing cell (``None`` or NaN) gives a row of NaN (or ``None`` tokens): the fusion models
 read that as "this modality is missing for this row".
+
+A polars DataFrame is read as the pandas frame :func:`as_pandas_frame` makes of it, and
+``set_output(transform="polars")`` returns :func:`to_polars_frame` of the pandas output:
+numeric blocks as float columns, token columns and other cells polars cannot hold natively
+(arrays, event frames) as ``pl.Object`` columns, so that a round trip gives back the same cells.
 """
 
 import numpy as np
@@ -13,12 +18,77 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._compat import _fit_context
+from .._compat import _fit_context, _get_output_config
 
 
 def is_missing_cell(cell):
     """Whether a raw cell stands for a missing modality (``None`` or a float NaN)."""
     return cell is None or (isinstance(cell, float) and np.isnan(cell))
+
+
+def is_polars_frame(X):
+    """Whether ``X`` is a polars DataFrame (without importing polars)."""
+    return type(X).__module__.split(".")[0] == "polars" and type(X).__name__ == "DataFrame"
+
+
+def _innermost(dtype):
+    import polars as pl
+
+    while isinstance(dtype, (pl.List, pl.Array)):
+        dtype = dtype.inner
+    return dtype
+
+
+def _polars_cells(series):
+    """The cells of a polars column as the pandas-style objects the encoders read.
+
+    Nested numbers (``List``/``Array``, any depth) become ndarrays of their dtype; a list of
+    structs (polars' per-row table) becomes a pandas DataFrame with the struct's fields as
+    columns; a polars DataFrame in an ``Object`` column becomes a pandas one; a null is None.
+    """
+    import polars as pl
+
+    inner = _innermost(series.dtype)
+    if series.dtype == pl.Object:
+        cells = series.to_list()
+        return [c.to_pandas() if is_polars_frame(c) else c for c in cells]
+    if isinstance(inner, pl.Struct) and isinstance(series.dtype, pl.List) and series.dtype.inner == inner:
+        fields = [f.name for f in inner.fields]
+        return [None if c is None else pd.DataFrame(c, columns=fields) for c in series.to_list()]
+    if inner.is_numeric():
+        dtype = pl.Series([], dtype=inner).to_numpy().dtype
+        return [None if c is None else np.asarray(c, dtype=dtype) for c in series.to_list()]
+    return series.to_list()
+
+
+def as_pandas_frame(X):
+    """A polars DataFrame as a pandas one (flat columns as pandas dtypes, nested cells as objects)."""
+    import polars as pl
+
+    columns = {}
+    for name in X.columns:
+        series = X[name]
+        if series.dtype == pl.Object or isinstance(series.dtype, (pl.List, pl.Array)):
+            columns[name] = pd.Series(_polars_cells(series), dtype=object)
+        else:
+            columns[name] = series.to_pandas()
+    return pd.DataFrame(columns)
+
+
+def to_polars_frame(frame):
+    """A pandas DataFrame as a polars one; object columns of anything but text become ``pl.Object``."""
+    import polars as pl
+
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype != object:
+            columns.append(pl.from_pandas(column).rename(str(name)))
+            continue
+        cells = [None if is_missing_cell(c) else c for c in column]
+        text = all(c is None or isinstance(c, str) for c in cells)
+        columns.append(pl.Series(str(name), cells, dtype=pl.String if text else pl.Object))
+    return pl.DataFrame(columns)
 
 
 class BaseColumnEncoder(TransformerMixin, BaseEstimator):
@@ -46,7 +116,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
     def _check_frame(self, X, reset):
         if not isinstance(X, pd.DataFrame):
             raise ValueError(
-                f"{type(self).__name__} needs a pandas DataFrame with a raw column "
+                f"{type(self).__name__} needs a pandas DataFrame (or a polars one) with a raw column "
                 f"{self.column!r}; got {type(X).__name__}."
             )
         validate_data(self, X, reset=reset, skip_check_array=True)
@@ -63,7 +133,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : pandas.DataFrame
+        X : pandas.DataFrame or polars.DataFrame
             Frame holding the raw column; other columns are ignored here.
         y : array-like, default=None
             Ignored by unsupervised encoders.
@@ -72,6 +142,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
+        X = as_pandas_frame(X) if is_polars_frame(X) else X
         cells = self._check_frame(X, reset=True)
         present = [c for c in cells if not is_missing_cell(c)]
         if not present:
@@ -84,15 +155,17 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : pandas.DataFrame
+        X : pandas.DataFrame or polars.DataFrame
 
         Returns
         -------
-        Xt : pandas.DataFrame
+        Xt : pandas.DataFrame or polars.DataFrame
             ``X`` without ``column``, plus the ``"{output}__{i}"`` float columns (or the
-            ``"{output}"`` token column) appended at the end, same index.
+            ``"{output}"`` token column) appended at the end, same index. A polars frame
+            with ``set_output(transform="polars")``.
         """
         check_is_fitted(self)
+        X = as_pandas_frame(X) if is_polars_frame(X) else X
         cells = self._check_frame(X, reset=False)
         rows = [i for i, c in enumerate(cells) if not is_missing_cell(c)]
         encoded = self._encode_cells([cells[i] for i in rows]) if rows else None
@@ -108,7 +181,10 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
             if rows:
                 values[rows] = encoded
             block = pd.DataFrame(values, index=X.index, columns=self._block_columns())
-        return pd.concat([rest, block], axis=1)
+        out = pd.concat([rest, block], axis=1)
+        # scikit-learn's own polars conversion goes through pyarrow, which cannot hold
+        # arrays or frames in a cell; the wrapper keeps a polars frame as it is.
+        return to_polars_frame(out) if _get_output_config("transform", self)["dense"] == "polars" else out
 
     def _block_columns(self):
         name = self._output_name()

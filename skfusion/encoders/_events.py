@@ -11,6 +11,8 @@ A cell of an event column is one patient's history up to the prediction time, in
 same thing.
 """
 
+from datetime import timedelta
+from numbers import Real
 from typing import NamedTuple
 
 import numpy as np
@@ -21,7 +23,7 @@ from ._base import is_missing_cell
 EVENT_COLUMNS = ("time", "code", "numeric_value")
 
 
-def as_event_frame(cell, where="cell"):
+def as_event_frame(cell, where="cell", extra=(), accepted_times="numbers (days) or datetimes"):
     """Return ``cell`` as a frame with columns ``time``, ``code``, ``numeric_value``.
 
     Rows are sorted by time (stable, so simultaneous events keep their order).
@@ -32,6 +34,11 @@ def as_event_frame(cell, where="cell"):
         One patient's events.
     where : str
         How to name this cell in error messages (e.g. ``"row 12 of column 'ehr'"``).
+    extra : tuple of str, default=()
+        Further columns of ``cell`` to keep (after the three, in the same sorted order);
+        a column that ``cell`` lacks is filled with None.
+    accepted_times : str, default="numbers (days) or datetimes"
+        What the reader accepts as times, as said in error messages.
 
     Returns
     -------
@@ -40,8 +47,10 @@ def as_event_frame(cell, where="cell"):
     Raises
     ------
     ValueError
-        If the frame lacks ``time`` or ``code``, has a missing time or code, or a value that
-        is not numeric.
+        If the frame lacks ``time`` or ``code``, or an event has a missing code, a missing
+        (NaN/NaT) or non-finite time, a time that is neither a number, a datetime nor a
+        timedelta, or a ``numeric_value`` that is not a finite number. The message names
+        the frame's row (its position) and column.
     """
     if isinstance(cell, pd.DataFrame):
         missing = [c for c in ("time", "code") if c not in cell.columns]
@@ -49,13 +58,17 @@ def as_event_frame(cell, where="cell"):
             raise ValueError(f"{where}: event frame lacks column(s) {missing}; it needs 'time' and 'code'.")
         frame = pd.DataFrame(
             {
-                "time": cell["time"].to_numpy(),
+                "time": _event_times(cell["time"], where, accepted_times),
                 "code": cell["code"].to_numpy(dtype=object),
                 "numeric_value": (
-                    pd.to_numeric(cell["numeric_value"], errors="raise").to_numpy(dtype=float)
+                    _event_values(cell["numeric_value"], where)
                     if "numeric_value" in cell.columns
                     else np.full(len(cell), np.nan)
                 ),
+                **{
+                    name: cell[name].to_numpy(dtype=object) if name in cell.columns else np.full(len(cell), None)
+                    for name in extra
+                },
             }
         )
     elif isinstance(cell, (list, tuple, np.ndarray, pd.Series)):
@@ -65,6 +78,7 @@ def as_event_frame(cell, where="cell"):
                 "time": np.arange(len(codes), dtype=float),
                 "code": np.asarray(codes, dtype=object),
                 "numeric_value": np.full(len(codes), np.nan),
+                **{name: np.full(len(codes), None) for name in extra},
             }
         )
     else:
@@ -72,12 +86,86 @@ def as_event_frame(cell, where="cell"):
             f"{where}: expected an event frame (time, code[, numeric_value]) or a list of codes; "
             f"got {type(cell).__name__}."
         )
-    if frame["time"].isna().any():
-        raise ValueError(f"{where}: event frame has a missing time.")
-    if frame["code"].isna().any():
-        raise ValueError(f"{where}: event frame has a missing code.")
+    no_code = frame["code"].isna().to_numpy()
+    if no_code.any():
+        raise ValueError(f"{where}: {_event_at(no_code, 'code')}: missing code.")
     frame["code"] = frame["code"].astype(str)
     return frame.sort_values("time", kind="stable", ignore_index=True)
+
+
+def _event_at(bad, column):
+    """``"event frame row k (position), column 'c'"`` for the first flagged position."""
+    return f"event frame row {int(np.flatnonzero(bad)[0])} (position), column {column!r}"
+
+
+def _event_values(values, where):
+    """``numeric_value`` as floats (NaN: no value); a ValueError at the first bad entry."""
+    values = pd.Series(values).reset_index(drop=True)
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    not_number = np.isnan(numbers) & values.notna().to_numpy()
+    if not_number.any():
+        shown = values[np.flatnonzero(not_number)[0]]
+        raise ValueError(f"{where}: {_event_at(not_number, 'numeric_value')}: {shown!r} is not a number.")
+    infinite = np.isinf(numbers)
+    if infinite.any():
+        shown = numbers[infinite][0]
+        raise ValueError(f"{where}: {_event_at(infinite, 'numeric_value')}: value {shown:g} is not finite.")
+    return numbers
+
+
+def _event_times(times, where, accepted):
+    """Event times as numbers, datetimes or timedeltas, checked entry by entry.
+
+    Missing (NaN/NaT) times are refused rather than dropped: an event without a time cannot
+    be placed before or after the prediction time, and dropping it silently would change
+    the encoding. Text is parsed as datetimes (and then sorted chronologically, not as text).
+    """
+    times = pd.Series(times).reset_index(drop=True)
+    missing = times.isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"{where}: {_event_at(missing, 'time')}: missing time (NaN/NaT); give every event a time or drop it."
+        )
+    if times.dtype == object and len(times) and all(_is_real(v) for v in times):
+        times = times.astype(float)
+    if is_number(times):
+        infinite = ~np.isfinite(times.to_numpy(dtype=float))
+        if infinite.any():
+            shown = float(times[np.flatnonzero(infinite)[0]])
+            raise ValueError(f"{where}: {_event_at(infinite, 'time')}: time {shown:g} is not finite.")
+        return times.to_numpy()
+    if pd.api.types.is_bool_dtype(times) or times.dtype.kind in "mM" or not len(times):
+        return times.to_numpy()
+    if all(isinstance(v, (pd.Timedelta, np.timedelta64, timedelta)) for v in times):
+        return pd.to_timedelta(times).to_numpy()
+    return parse_datetimes(times, f"{where}: event frame row {{k}} (position), column 'time'", accepted).to_numpy()
+
+
+def _is_real(value):
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+
+
+def parse_datetimes(values, entry, accepted):
+    """Text or timestamps as datetimes; a ValueError naming the first entry that is not one.
+
+    ``entry`` describes position ``k`` in messages (a template with ``{k}``) and ``accepted``
+    what the caller accepts as times.
+    """
+    values = pd.Series(values).reset_index(drop=True)
+    numbers = np.array([_is_real(v) for v in values], dtype=bool)
+    if numbers.any() and not numbers.all():
+        k, other = int(np.flatnonzero(numbers)[0]), int(np.flatnonzero(~numbers)[0])
+        raise ValueError(
+            f"{entry.format(k=other)}: {values[other]!r} is not a number but {entry.format(k=k)} is "
+            f"({values[k]!r}); times must be {accepted}, one kind throughout."
+        )
+    try:
+        return pd.to_datetime(values, format="mixed")
+    except (TypeError, ValueError, OverflowError) as exc:
+        parsed = pd.to_datetime(values, format="mixed", errors="coerce")
+        bad = (parsed.isna() & values.notna()).to_numpy()
+        k = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+        raise ValueError(f"{entry.format(k=k)}: {values[k]!r} is not a time; times must be {accepted} ({exc}).") from exc
 
 
 class _EventCell(NamedTuple):
@@ -101,10 +189,10 @@ def to_days(times, where):
         raise ValueError(f"{where}: event times are booleans; use numbers (days) or datetimes.")
     if is_number(times):
         return times.to_numpy(dtype=float)
-    try:
-        stamps = pd.to_datetime(times, format="mixed")
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: event times must be numbers (days) or datetimes.") from exc
+    if times.dtype.kind == "M":
+        stamps = times
+    else:
+        stamps = parse_datetimes(times, f"{where}, row {{k}} (position)", "numbers (days) or datetimes")
     if stamps.dt.tz is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
     return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
@@ -140,7 +228,14 @@ class EventColumnMixin:
         if times.isna().any():
             label = times.index[times.isna().to_numpy()][0]
             raise ValueError(f"row {label!r} of column {self.prediction_time!r}: missing prediction time.")
-        return list(to_days(times, f"column {self.prediction_time!r}")), is_number(times)
+        days = to_days(times, f"column {self.prediction_time!r}")
+        infinite = ~np.isfinite(days)
+        if infinite.any():
+            label = times.index[infinite][0]
+            raise ValueError(
+                f"row {label!r} of column {self.prediction_time!r}: prediction time {float(times[label]):g} is not finite."
+            )
+        return list(days), is_number(times)
 
     @staticmethod
     def _read_events(cell):

@@ -114,6 +114,11 @@ PLAUSIBLE_RANGES = {
 }
 
 _EPS = 1e-6
+# Below this a standard deviation is a constant channel (the benchmark's Normalizer floor).
+_MIN_STD = 1e-7
+# An event later than this after admission is a unit error (seconds or minutes given as
+# hours), not a long stay; binning it would also ask for millions of bins.
+MAX_STAY_HOURS = 10 * 365.25 * 24
 _N_VARIABLES = len(VARIABLES)
 _IS_CATEGORICAL = np.array([v in CATEGORIES for v in VARIABLES])
 _WIDTH = np.array([len(CATEGORIES.get(v, (v,))) for v in VARIABLES])
@@ -193,6 +198,11 @@ def _hours(time, where):
     hours = hours.to_numpy(dtype=float)
     if np.any(hours < 0):
         raise ValueError(f"{where}: event at {hours.min():g} h, before admission (time 0).")
+    if np.any(hours > MAX_STAY_HOURS):
+        raise ValueError(
+            f"{where}, column 'time': an event at {hours.max():g} h is more than {MAX_STAY_HOURS:g} h "
+            "(10 years) after admission; times must be hours since admission (not seconds or minutes)."
+        )
     return hours
 
 
@@ -203,14 +213,13 @@ def _read_events(cell, where):
             f"{where}: expected an event frame with columns time, code, numeric_value[, text_value]; "
             f"got {type(cell).__name__}."
         )
-    events = as_event_frame(cell, where)
+    events = as_event_frame(
+        cell, where, extra=("text_value",), accepted_times="hours since admission (numbers), timedeltas or datetimes"
+    )
+    raw = events["text_value"].to_numpy(dtype=object)
     text = np.full(len(events), None, dtype=object)
-    if "text_value" in cell.columns:
-        # as_event_frame keeps only time/code/numeric_value; the same stable sort realigns text.
-        order = pd.Series(cell["time"].to_numpy()).sort_values(kind="stable").index.to_numpy()
-        raw = cell["text_value"].to_numpy(dtype=object)[order]
-        present = ~pd.isna(raw)
-        text[present] = [str(t) for t in raw[present]]
+    present = ~pd.isna(raw)
+    text[present] = [str(t) for t in raw[present]]
     hours = _hours(events["time"], where)
     return hours, events["code"].to_numpy(dtype=object), events["numeric_value"].to_numpy(dtype=float), text
 
@@ -224,22 +233,27 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
 
     1. **Bins.** Time is cut into bins of ``timestep`` hours; bin ``k`` holds the events at
        times in ``(k * timestep, (k + 1) * timestep]`` (an event at time 0 goes to bin 0), as
-       in the benchmark's discretizer. The series has as many bins as needed to reach the
-       last event of a known variable, or ``max_hours`` when events go past it (later events
-       are dropped): ``t = floor(end / timestep - 1e-6) + 1``. Numeric times are hours since
-       admission (``start_time='zero'`` in the benchmark); datetimes are measured from the
-       stay's first event; timedeltas from admission. A negative time is an error.
+       in the benchmark's discretizer. The series has ``t = floor(end / timestep - 1e-6) + 1``
+       bins, where ``end`` is ``max_hours`` when it is set (later events are dropped, and a
+       shorter stay is padded to it, as the benchmark's ``transform(X, end=48)`` for
+       in-hospital mortality: always 24 bins of 2 hours), else the stay's last event of a
+       known variable. Numeric times are hours since
+       admission (``start_time='zero'`` in the benchmark); datetimes (or text parsed as
+       datetimes) are measured from the stay's first event; timedeltas from admission. A
+       negative, missing or non-finite time, or one more than 10 years
+       (:data:`MAX_STAY_HOURS`) after admission (seconds given as hours), is an error.
     2. **Within a bin** the last measurement of a variable wins.
-    3. **Imputation.** An empty bin takes the variable's last observed value (carried
-       forward, the benchmark's ``impute_strategy='previous'``), or the normal value of
-       Table 7 (:data:`NORMAL_VALUES`) before the first observation.
+    3. **Imputation.** An empty bin (padding bins included) takes the variable's last
+       observed value (carried forward, the benchmark's ``impute_strategy='previous'``), or
+       the normal value of Table 7 (:data:`NORMAL_VALUES`) before the first observation.
     4. **Encoding.** Categorical variables are one-hot encoded over the benchmark's category
        lists (:data:`CATEGORIES`, several spellings of the same score are separate
-       categories, as there); continuous variables are standardized with the mean and
-       standard deviation learned in ``fit`` over the observed cells (bins whose mask is 1),
-       never over imputed ones.
+       categories, as there); continuous variables are standardized with the mean and the
+       sample standard deviation (``ddof=1``) learned in ``fit`` over every bin of the
+       imputed training series (observed, carried-forward, normal and padding values alike),
+       as the benchmark's ``Normalizer`` is fitted on the discretizer's output.
     5. **Masks.** With ``mask=True`` one column per variable is 1 where the bin holds an
-       observation of it and 0 where it was imputed.
+       observation of it and 0 where it was imputed (every padding bin).
 
     Column layout (``channel_names_`` lists every name), with the benchmark's channel and
     category order: ``Capillary refill rate`` one-hot (2 columns), ``Diastolic blood
@@ -270,8 +284,8 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     the value and its time; with ``implausible="drop"`` such events are dropped instead,
     with one warning per call counting them per variable.
 
-    **Empty and missing stays.** A stay without any usable event is one bin of normal values
-    with an all-zero mask. A missing cell (None/NaN) gives a None token cell (missing
+    **Empty and missing stays.** A stay without any usable event is one bin (``max_hours``
+    worth of bins when it is set) of normal values with an all-zero mask. A missing cell (None/NaN) gives a None token cell (missing
     modality).
 
     Parameters
@@ -283,8 +297,9 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     timestep : float, default=2.0
         Bin width in hours (MedFuse and MedMod: 2 hours).
     max_hours : float, default=None
-        Keep only the events in the first ``max_hours`` hours (48 for in-hospital
-        mortality); None keeps every event.
+        Keep only the events in the first ``max_hours`` hours and give every stay that many
+        hours of bins (48 for in-hospital mortality: 24 bins); None keeps every event and
+        ends each series at its last event.
     mask : bool, default=True
         Append the 17 observed-mask columns (76 features instead of 59).
     implausible : {"raise", "drop"}, default="raise"
@@ -295,13 +310,13 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     channel_names_ : list of str
         Name of each column of a discretized series (:func:`channel_names`).
     mean_ : ndarray of shape (n_channels,)
-        Subtracted from each column: the mean of the observed cells of a continuous
-        variable in ``fit`` (its normal value if it was never observed), 0 for one-hot
-        and mask columns.
+        Subtracted from each column: the mean of a continuous variable over every bin of
+        the imputed training series (its normal value if it was never observed), 0 for
+        one-hot and mask columns.
     scale_ : ndarray of shape (n_channels,)
-        Divides each column: the standard deviation (``ddof=0``) of the observed cells of
-        a continuous variable, 1 where it is 0 or undefined, and for one-hot and mask
-        columns.
+        Divides each column: the sample standard deviation (``ddof=1``) of a continuous
+        variable over the same bins; 1 where it is below 1e-7 (a constant channel) or
+        undefined (a single bin), and for one-hot and mask columns.
     n_features_in_ : int
         Number of columns of ``X`` at fit.
     feature_names_in_ : ndarray of str
@@ -371,18 +386,17 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         return [c if is_missing_cell(c) else _Row(label, c) for label, c in zip(X.index, cells)]
 
     def _fit_cells(self, cells, y):
-        series = self._discretize_all(cells)
-        observed = np.concatenate([np.where(seen, raw, np.nan) for raw, seen in series])
+        # The benchmark's Normalizer: every bin of the imputed training series counts,
+        # carried-forward, normal and padding values included, with the sample std.
+        imputed = np.concatenate([raw for raw, _ in self._discretize_all(cells)])
         self.channel_names_ = channel_names(self.mask)
         self.mean_ = np.zeros(len(self.channel_names_))
         self.scale_ = np.ones(len(self.channel_names_))
-        for v in _CONTINUOUS:
-            values = observed[:, v][~np.isnan(observed[:, v])]
-            if len(values):
-                self.mean_[_START[v]] = values.mean()
-                self.scale_[_START[v]] = values.std() or 1.0
-            else:
-                self.mean_[_START[v]] = _NORMAL_RAW[v]
+        columns = _START[_CONTINUOUS]
+        self.mean_[columns] = imputed[:, _CONTINUOUS].mean(axis=0)
+        if len(imputed) > 1:
+            std = imputed[:, _CONTINUOUS].std(axis=0, ddof=1)
+            self.scale_[columns] = np.where(std < _MIN_STD, 1.0, std)
         return self
 
     def _encode_cells(self, cells):
@@ -433,9 +447,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         variable = np.array([_VARIABLE_INDEX.get(_variable_key(c), -1) for c in names], dtype=int)[position]
         unknown = Counter(codes[variable < 0].tolist())
         end_cap = np.inf if self.max_hours is None else self.max_hours
-        known = variable >= 0
-        past_cap = bool(np.any(known & (hours > end_cap + _EPS)))
-        keep = known & (hours <= end_cap + _EPS)
+        keep = (variable >= 0) & (hours <= end_cap + _EPS)
         hours, variable, numbers, texts = hours[keep], variable[keep], numbers[keep], texts[keep]
         values, bad = self._parse_values(variable, numbers, texts)
         dropped = Counter()
@@ -445,7 +457,9 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
                 raise ValueError(self._implausible_message(where, variable[k], numbers[k], texts[k], hours[k]))
             dropped.update(variable[bad].tolist())
         usable = ~np.isnan(values)
-        end = end_cap if past_cap else (hours[usable].max() if usable.any() else 0.0)
+        # As the benchmark's transform(X, end=48) for in-hospital mortality: a capped series
+        # always reaches the cap, a shorter stay is padded (carried forward, mask 0).
+        end = self.max_hours if self.max_hours is not None else (hours[usable].max() if usable.any() else 0.0)
         return (*self._bin(hours[usable], variable[usable], values[usable], end), unknown, dropped)
 
     @staticmethod
@@ -545,10 +559,11 @@ def events_from_long_table(
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"events_from_long_table: table lacks column(s) {missing}; it has {list(table.columns)}.")
+    for name in (id_column, time_column):
+        if table[name].isna().any():
+            rows = table.index[table[name].isna()].tolist()[:10]
+            raise ValueError(f"events_from_long_table: column {name!r} is missing in row(s) {rows}.")
     ids = table[id_column]
-    if ids.isna().any():
-        rows = table.index[ids.isna()].tolist()[:10]
-        raise ValueError(f"events_from_long_table: column {id_column!r} is missing in row(s) {rows}.")
     raw = table[value_column].to_numpy(dtype=object)
     numbers = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(dtype=float)
     texts = np.full(len(raw), None, dtype=object)
