@@ -120,7 +120,10 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             present = blocks[spec.name]["present"].numpy()
             rows = None if present.all() else np.flatnonzero(present)
             seed = int(rng.randint(np.iinfo(np.int32).max))
-            model = clone(self).set_params(modalities=[spec.name], mode="joint", random_state=seed)
+            own = {m: label for m, label in (self.pretrain_targets or {}).items() if m == spec.name}
+            model = clone(self).set_params(
+                modalities=[spec.name], mode="joint", random_state=seed, pretrain_targets=own or None
+            )
             models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows))
             self._check_same_classes(model, spec.name)
             offsets[spec.name] = model._predict_outputs(take_rows(X, rows)).mean(axis=0)
@@ -219,6 +222,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         mode="joint",
         loss="cox",
         n_durations=20,
@@ -243,6 +247,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.mode = mode
         self.loss = loss
         self.n_durations = n_durations
@@ -318,6 +323,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         mode="joint",
         hidden_dims=None,
         dropout=0.1,
@@ -340,6 +346,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.mode = mode
         self.hidden_dims = hidden_dims
         self.dropout = dropout

@@ -112,6 +112,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -137,6 +138,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -211,6 +213,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         hidden_dims=None,
         dropout=0.1,
         lr=1e-3,
@@ -234,6 +237,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.hidden_dims = hidden_dims
         self.dropout = dropout
         self.lr = lr
