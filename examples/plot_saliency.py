@@ -68,8 +68,9 @@ importance = token_importance(attributions)
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), sharey=True)
 plot_slice_importance(attention, ax=axes[0], labels=patients, colorbar_label="attention weight")
-plot_slice_importance([np.abs(v) for v in importance], ax=axes[1], labels=patients, cmap="magma",
-                      colorbar_label="|integrated gradients|")
+plot_slice_importance(
+    [np.abs(v) for v in importance], ax=axes[1], labels=patients, cmap="magma", colorbar_label="|integrated gradients|"
+)
 for ax in axes:
     for row, patient in enumerate(patients):
         ax.add_patch(plt.Rectangle((lesion_start[patient] - 0.5, row - 0.5), 3, 1, fill=False, ec="red", lw=2))
@@ -86,7 +87,8 @@ change = model.predict(rows) - model.predict(zero_scans)
 print("sum of attributions:", np.round([a.sum() for a in attributions], 3))
 print("risk(x) - risk(0):  ", np.round(change, 3))
 on_lesion = [np.abs(v)[s : s + 3].sum() / np.abs(v).sum() for v, s in zip(importance, lesion_start[patients])]
-print(f"share of |attribution| on the lesion slices: {np.mean(on_lesion):.2f} (uniform: {np.mean(3 / n_slices[patients]):.2f})")
+uniform = np.mean(3 / n_slices[patients])
+print(f"share of |attribution| on the lesion slices: {np.mean(on_lesion):.2f} (uniform: {uniform:.2f})")
 
 # %%
 # Pixels: the image encoder inside the network
@@ -107,7 +109,8 @@ X_img["cxr"] = pd.Series(list(images), dtype=object)
 cnn = torch.nn.Sequential(
     torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()
 )
-pixel_model = ConcatSurvival(image_encoder=cnn, max_epochs=30, lr=3e-3, random_state=0).fit(X_img.iloc[:250], y_img[:250])
+pixel_model = ConcatSurvival(image_encoder=cnn, max_epochs=30, lr=3e-3, random_state=0)
+pixel_model.fit(X_img.iloc[:250], y_img[:250])
 print(f"test C-index: {pixel_model.score(X_img.iloc[250:], y_img[250:]):.3f}")
 
 shown = X_img.iloc[250:254]

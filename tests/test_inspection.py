@@ -147,12 +147,13 @@ def test_pixel_attributions_with_the_image_encoder_in_the_network():
     for im in moved:
         im[0, 3, 4] += eps
     up = rows.assign(cxr=pd.Series(moved, index=rows.index, dtype=object))
-    np.testing.assert_allclose(saliency[:, 0, 3, 4], (model.predict(up) - model.predict(rows)) / eps, rtol=5e-2, atol=1e-3)
+    fd = (model.predict(up) - model.predict(rows)) / eps
+    np.testing.assert_allclose(saliency[:, 0, 3, 4], fd, rtol=5e-2, atol=1e-3)
 
 
 def test_bad_input(tokens, survival_model):
     X, y, labels = tokens
-    with pytest.raises(ValueError, match=r"modality='ct' is not a modality of the fitted model; its modalities are \['ehr', 'img'\]"):
+    with pytest.raises(ValueError, match=r"modality='ct' is not a modality of the fitted model; .* \['ehr', 'img'\]"):
         gradient_saliency(survival_model, X, "ct")
     with pytest.raises(ValueError, match="n_steps must be a positive integer; got 0"):
         integrated_gradients(survival_model, X, "img", n_steps=0)

@@ -248,10 +248,8 @@ def _with_findings(X, seed=1):
 def test_pretrain_targets_pretrain_the_image_encoder_on_its_own_labels(data):
     X, labels, y_surv = data
     X, findings = _with_findings(X)
-    for model, target in [
-        (MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True, "pretrain_targets": {"cxr": "finding"}}), labels),
-        (MedFuseSurvival(**{**TINY, "image": "cxr", "freeze_encoders": True, "pretrain_targets": {"cxr": "finding"}}), y_surv),
-    ]:
+    settings = {**TINY, "image": "cxr", "freeze_encoders": True, "pretrain_targets": {"cxr": "finding"}}
+    for model, target in [(MedFuseClassifier(**settings), labels), (MedFuseSurvival(**settings), y_surv)]:
         model.fit(X, target)
         assert "finding__0" not in model.feature_names_in_
         rng = np.random.RandomState(0)
@@ -265,7 +263,8 @@ def test_pretrain_targets_pretrain_the_image_encoder_on_its_own_labels(data):
             torch.testing.assert_close(value, expected[name])
         # The label columns are not needed to predict, and ignored when there.
         np.testing.assert_allclose(model.predict(X.filter(regex="^(ts|cxr)$")), model.predict(X), atol=1e-6)
-    on_task = MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True}).fit(X.drop(columns=[f"finding__{j}" for j in range(3)]), labels)
+    unlabelled = X.drop(columns=[f"finding__{j}" for j in range(3)])
+    on_task = MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True}).fit(unlabelled, labels)
     assert any(
         not torch.equal(v, expected[k]) for k, v in _state(on_task.net_.module_.encoders["cxr"]).items()
     )

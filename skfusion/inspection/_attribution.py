@@ -44,7 +44,9 @@ def _class_columns(estimator, logits, target):
         return logits.argmax(dim=1)
     matches = np.flatnonzero(estimator.classes_ == target)
     if len(matches) == 0:
-        raise ValueError(f"target={target!r} is not a class of the model; its classes are {estimator.classes_.tolist()}.")
+        raise ValueError(
+            f"target={target!r} is not a class of the model; its classes are {estimator.classes_.tolist()}."
+        )
     return torch.full((len(logits),), int(matches[0]), device=logits.device)
 
 
@@ -63,7 +65,9 @@ def _batches(estimator, X, modality):
     dataset = ModalityDataset(blocks, device=estimator.net_.device)
     if not bool(dataset.blocks[modality]["present"].all()):
         absent = np.flatnonzero(~dataset.blocks[modality]["present"].cpu().numpy())
-        raise ValueError(f"modality {modality!r} is missing in rows {absent[:8].tolist()}: it has no input to attribute.")
+        raise ValueError(
+            f"modality {modality!r} is missing in rows {absent[:8].tolist()}: it has no input to attribute."
+        )
     positions = torch.arange(n_samples, device=dataset.device)
     for chunk in positions.split(estimator.batch_size):
         yield chunk, dataset.batch(chunk)[0]

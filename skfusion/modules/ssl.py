@@ -104,8 +104,9 @@ def _covariance_term(z):
 
 
 def vicreg_loss(z_a, z_b, invariance_weight=25.0, variance_weight=25.0, covariance_weight=1.0):
-    """VICReg as its official code computes it: :math:`\\lambda s + \\frac{\\mu}{2} [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]`.
+    """VICReg as its official code computes it, the variance terms averaged.
 
+    :math:`\\lambda s(Z, Z') + \\frac{\\mu}{2} [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]`, where
     :math:`s` is the mean squared difference of the paired rows (averaged over rows and
     dimensions, as in the paper's Algorithm 1, ``F.mse_loss``), :math:`v(Z) = \\frac{1}{d}
     \\sum_j \\max(0, \\gamma - \\sqrt{\\mathrm{Var}(z^j) + \\epsilon})` with :math:`\\gamma = 1`,

@@ -44,7 +44,8 @@ def _swap_range(fraction):
     """``swap_fraction`` as a float or a ``(low, high)`` tuple, checked."""
     if not isinstance(fraction, (tuple, list)):
         return float(fraction)
-    if len(fraction) != 2 or not all(isinstance(f, Real) for f in fraction) or not 0 <= fraction[0] <= fraction[1] <= 0.5:
+    numbers = len(fraction) == 2 and all(isinstance(f, Real) for f in fraction)
+    if not numbers or not 0 <= fraction[0] <= fraction[1] <= 0.5:
         raise ValueError(
             f"swap_fraction must be a float in [0, 0.5] or a pair (low, high) with 0 <= low <= high <= 0.5; got "
             f"{fraction!r}."
