@@ -100,6 +100,21 @@ DOCS = {
 }
 
 
+# Shared by every family with encoder pre-training (skfusion.fusion._pretraining).
+DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=None
+        Labels other than the task's to pre-train a modality's encoder on:
+        ``{modality: label}``, where ``label`` names columns of ``X``, either one column
+        (binary or multi-class labels) or a block ``label__0, label__1, ...`` (a multi-label
+        indicator matrix, e.g. the 14 radiology findings on which MedFuse pre-trains its chest
+        X-ray encoder). That encoder is pre-trained as a classifier, whatever the task, on the
+        rows that have the modality and a complete label (NaN marks an unlabelled row); the
+        modalities not named are pre-trained on the task. The label columns are targets, not
+        inputs: set aside at fit, and ignored (not needed) at predict. Being columns of ``X``,
+        they follow its rows through cross-validation and pipelines. Needs
+        ``pretrain_encoders=True``."""
+DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
+
+
 def fill_doc(obj):
     """Fill the ``{name}`` fields of ``obj.__doc__`` from :data:`DOCS`."""
     obj.__doc__ = obj.__doc__.format(**DOCS)

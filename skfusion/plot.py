@@ -10,7 +10,14 @@ from sksurv.nonparametric import kaplan_meier_estimator
 from .metrics._calibration import at_horizon_checked, kaplan_meier_at
 from .metrics._checks import as_rows, check_finite, check_lengths, check_survival
 
-__all__ = ["plot_calibration", "plot_comparison", "plot_forest", "plot_km_by_risk_group"]
+__all__ = [
+    "plot_calibration",
+    "plot_comparison",
+    "plot_forest",
+    "plot_km_by_risk_group",
+    "plot_saliency_overlay",
+    "plot_slice_importance",
+]
 
 
 def _pyplot():
@@ -440,3 +447,148 @@ def _check_confidence_level(confidence_level):
         check_scalar(
             confidence_level, "confidence_level", numbers.Real, min_val=0, max_val=1, include_boundaries="neither"
         )
+
+
+# --- attributions (skfusion.inspection) --------------------------------------------------------
+
+
+def plot_slice_importance(importance, *, ax=None, labels=None, cmap="viridis", colorbar_label="importance"):
+    """Heatmap of one value per token (e.g. per CT slice over z), one row per sample.
+
+    Rows may have different numbers of tokens: the cells beyond a row's last token are left
+    blank. Draw the attention weights and an attribution (:func:`skfusion.inspection.token_importance`)
+    on two axes to compare where a model looks with what moves its score, as in Fig. 2 of
+    Zhang et al. [1]_.
+
+    Parameters
+    ----------
+    importance : sequence of array-like of shape (T_i,)
+        One 1-D array per sample.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; default a new figure's.
+    labels : sequence of str, default=None
+        Row labels (e.g. patient ids); default ``0 .. n-1``.
+    cmap : str, default="viridis"
+    colorbar_label : str, default="importance"
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        With the heatmap as its only image (``ax.images[0]``) and a colour bar.
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If ``importance`` is empty, a row is not 1-D or not finite, or ``labels`` has another
+        length.
+
+    References
+    ----------
+    .. [1] Zhang et al. (2026). Fusion is not one-size-fits-all: cross-modal representation
+           alignment for time-to-event modeling. arXiv:2606.15038.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skfusion.plot import plot_slice_importance
+    >>> ax = plot_slice_importance([np.array([0.1, 0.7, 0.2]), np.array([0.5, 0.5])])
+    >>> ax.images[0].get_array().shape
+    (2, 3)
+    """
+    rows = [np.asarray(row, dtype=np.float64) for row in importance]
+    if not rows:
+        raise ValueError("importance is empty: pass one 1-D array per sample.")
+    for i, row in enumerate(rows):
+        if row.ndim != 1 or not len(row) or not np.isfinite(row).all():
+            raise ValueError(f"importance[{i}] must be a non-empty, finite 1-D array; got shape {row.shape}.")
+    labels = [str(i) for i in range(len(rows))] if labels is None else [str(label) for label in labels]
+    if len(labels) != len(rows):
+        raise ValueError(f"labels has {len(labels)} entries for {len(rows)} rows of importance.")
+    width = max(len(row) for row in rows)
+    matrix = np.ma.masked_all((len(rows), width))
+    for i, row in enumerate(rows):
+        matrix[i, : len(row)] = row
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.4 * len(rows) + 1.5))
+    image = ax.imshow(matrix, aspect="auto", cmap=cmap, interpolation="nearest")
+    ax.set_xlabel("slice (z)")
+    ax.set_yticks(range(len(rows)), labels)
+    ax.figure.colorbar(image, ax=ax, label=colorbar_label)
+    return ax
+
+
+def plot_saliency_overlay(image, saliency, *, ax=None, alpha=0.6, cmap="inferno"):
+    """An image in grey with the magnitude of its saliency map drawn over it.
+
+    The magnitude is the largest absolute attribution over the channels at each pixel, the
+    rule of Simonyan et al. [1]_; the image is shown as its mean over channels.
+
+    Parameters
+    ----------
+    image : array-like of shape (H, W) or (C, H, W)
+        One image, as the model reads it (e.g. a row of a raw image column).
+    saliency : array-like of the same shape
+        Its attributions (a row of :func:`skfusion.inspection.gradient_saliency` or
+        :func:`skfusion.inspection.integrated_gradients`).
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; default a new figure's.
+    alpha : float, default=0.6
+        Opacity of the saliency layer, in [0, 1].
+    cmap : str, default="inferno"
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        With two images: the grey image (``ax.images[0]``) and the saliency magnitude
+        (``ax.images[1]``).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If the shapes differ, are not 2-D or 3-D, hold non-finite values, or ``alpha`` is
+        outside [0, 1].
+
+    References
+    ----------
+    .. [1] K. Simonyan, A. Vedaldi and A. Zisserman (2014). Deep inside convolutional
+           networks: visualising image classification models and saliency maps. ICLR
+           workshop.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skfusion.plot import plot_saliency_overlay
+    >>> saliency = np.zeros((1, 4, 4))
+    >>> saliency[0, 1, 2] = -3.0
+    >>> ax = plot_saliency_overlay(np.ones((1, 4, 4)), saliency)
+    >>> float(ax.images[1].get_array()[1, 2])
+    3.0
+    """
+    image = np.asarray(image, dtype=np.float64)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if image.shape != saliency.shape or image.ndim not in (2, 3):
+        raise ValueError(
+            f"image and saliency must have the same (H, W) or (C, H, W) shape; got {image.shape} and {saliency.shape}."
+        )
+    if not (np.isfinite(image).all() and np.isfinite(saliency).all()):
+        raise ValueError("image and saliency must hold finite values only.")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}.")
+    grey = image if image.ndim == 2 else image.mean(axis=0)
+    magnitude = np.abs(saliency) if saliency.ndim == 2 else np.abs(saliency).max(axis=0)
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(grey, cmap="gray", interpolation="nearest")
+    ax.imshow(magnitude, cmap=cmap, alpha=alpha, interpolation="nearest")
+    ax.set_axis_off()
+    return ax

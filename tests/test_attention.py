@@ -1,6 +1,7 @@
 """Cross- and co-attention fusion: the paper's equations, tokens and masks, estimator contracts."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -314,7 +315,7 @@ def test_model_selection(Model, grid, tokens_data):
 
 def test_guide_sets_the_query_modality(tokens_data):
     X, y, _ = tokens_data
-    for guide, expected in [("img", "img<-ehr"), ("ehr", "ehr<-img"), (None, "ehr<-img")]:
+    for guide, expected in [("img", "img<-ehr"), ("ehr", "ehr<-img")]:
         model = CoAttentionSurvival(guide=guide, **{**TINY, "max_epochs": 1}).fit(X, y)
         assert list(model.attention_weights(X.iloc[:2])) == [expected]
 
@@ -378,3 +379,29 @@ EXPECTED_FAILURES = {
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# --- the guide ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("Model", [CoAttentionSurvival, CoAttentionClassifier])
+def test_guide_chosen_by_column_order_is_recorded_and_warned(tokens_data, Model):
+    X, y, _ = tokens_data
+    if Model is CoAttentionClassifier:
+        y = y["event"].astype(int)
+    settings = {**TINY, "max_epochs": 1}
+    with pytest.warns(UserWarning, match=r"guide=None, so the first modality, 'ehr', guides .* \['ehr', 'img'\]"):
+        model = Model(**settings).fit(X, y)
+    assert model.guide_ == "ehr"
+    reordered = X[["img", *[c for c in X.columns if c != "img"]]]
+    with pytest.warns(UserWarning, match="the first modality, 'img', guides"):
+        assert Model(**settings).fit(reordered, y).guide_ == "img"
+    with pytest.warns(UserWarning, match="the first modality, 'img', guides"):
+        assert Model(modalities=["img", "ehr"], **settings).fit(X, y).guide_ == "img"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explicit = Model(guide="img", **settings).fit(X, y)
+    assert explicit.guide_ == "img"
+    # The recorded guide is the one the network uses: its weights are keyed query<-key.
+    assert list(explicit.attention_weights(X.iloc[:3])) == ["img<-ehr"]
+    assert list(model.attention_weights(X.iloc[:3])) == ["ehr<-img"]

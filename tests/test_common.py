@@ -36,6 +36,7 @@ CLASSIFIERS = [
     ConcatClassifier(missing="learn", **FAST_CLF),
     LateFusionClassifier(**FAST_CLF),
     LateFusionClassifier(pretrain_encoders=True, freeze_encoders=True, sequence_encoder="mean", **FAST_CLF),
+    LateFusionClassifier(mode="average", **FAST_CLF),
     UnimodalClassifier(**FAST_CLF),
 ]
 SURVIVAL = [
@@ -43,6 +44,7 @@ SURVIVAL = [
     ConcatSurvival(loss="weibull", **FAST),
     ConcatSurvival(loss="discrete", n_durations=8, **FAST),
     LateFusionSurvival(**FAST),
+    LateFusionSurvival(mode="average", **FAST),
     UnimodalSurvival(modality="img", **FAST),
 ]
 

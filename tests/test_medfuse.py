@@ -231,3 +231,64 @@ def test_survival_contract(data, loss):
 def test_survival_learns(data):
     X, _, y = data
     assert MedFuseSurvival(**{**TINY, "max_epochs": 40}).fit(X, y).score(X, y) > 0.65
+
+
+# --- pre-training on labels other than the task's (MedFuse's CXR encoder on the findings) -----
+
+
+def _with_findings(X, seed=1):
+    """``cxr`` token images (their LSTM has weights) and a ``finding__0..2`` label block; 10 rows unlabelled."""
+    rng = np.random.default_rng(seed)
+    X = X[["ts"]].assign(cxr=[np.vstack([s, s]) for s in X["ts"]])
+    findings = (rng.random((len(X), 3)) < 0.5).astype(float)
+    findings[:10] = np.nan
+    return X.assign(**{f"finding__{j}": findings[:, j] for j in range(3)}), findings
+
+
+def test_pretrain_targets_pretrain_the_image_encoder_on_its_own_labels(data):
+    X, labels, y_surv = data
+    X, findings = _with_findings(X)
+    settings = {**TINY, "image": "cxr", "freeze_encoders": True, "pretrain_targets": {"cxr": "finding"}}
+    for model, target in [(MedFuseClassifier(**settings), labels), (MedFuseSurvival(**settings), y_surv)]:
+        model.fit(X, target)
+        assert "finding__0" not in model.feature_names_in_
+        rng = np.random.RandomState(0)
+        rng.randint(np.iinfo(np.int32).max)  # the EHR encoder's draw (pre-trained on the task)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "weight_decay", "device")}
+        alone = _ClassifierPretrainer(modality="cxr", encoder=model._make_encoder, random_state=seed, **settings)
+        # A multi-label classifier of the findings, on the labelled rows only (the first 10 are not).
+        expected = _state(alone.fit(X[["cxr"]].iloc[10:], findings[10:].astype(int)).net_.module_.encoder)
+        for name, value in _state(model.net_.module_.encoders["cxr"]).items():
+            torch.testing.assert_close(value, expected[name])
+        # The label columns are not needed to predict, and ignored when there.
+        np.testing.assert_allclose(model.predict(X.filter(regex="^(ts|cxr)$")), model.predict(X), atol=1e-6)
+    unlabelled = X.drop(columns=[f"finding__{j}" for j in range(3)])
+    on_task = MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True}).fit(unlabelled, labels)
+    assert any(
+        not torch.equal(v, expected[k]) for k, v in _state(on_task.net_.module_.encoders["cxr"]).items()
+    )
+
+
+def test_pretrain_targets_follow_the_rows_through_cross_validation(data):
+    from sklearn.model_selection import cross_val_score
+
+    X, labels, _ = data
+    X, _ = _with_findings(X)
+    model = MedFuseClassifier(**{**TINY, "image": "cxr", "max_epochs": 3, "pretrain_targets": {"cxr": "finding"}})
+    scores = cross_val_score(model, X, labels, cv=2)
+    assert np.isfinite(scores).all()
+
+
+def test_pretrain_targets_bad_input(data):
+    X, labels, _ = data
+    Xf, _ = _with_findings(X)
+    base = {**TINY, "image": "cxr", "max_epochs": 1}
+    with pytest.raises(ValueError, match="pretrain_targets\\['cxr'\\] = 'labels' names no column of X"):
+        MedFuseClassifier(**base, pretrain_targets={"cxr": "labels"}).fit(Xf, labels)
+    with pytest.raises(ValueError, match="pretrain_targets needs pretrain_encoders=True"):
+        MedFuseClassifier(**{**base, "pretrain_encoders": False}, pretrain_targets={"cxr": "finding"}).fit(Xf, labels)
+    with pytest.raises(ValueError, match="names 'img', which is not a fused modality with an encoder to pre-train"):
+        MedFuseClassifier(**base, pretrain_targets={"img": "finding"}).fit(Xf, labels)
+    with pytest.raises(ValueError, match="X must be a pandas DataFrame; got ndarray"):
+        MedFuseClassifier(**base, pretrain_targets={"cxr": "finding"}).fit(np.zeros((10, 4)), labels[:10])

@@ -14,7 +14,14 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
 from skfusion.metrics import auroc
-from skfusion.modules.ssl import convirt_loss, directional_info_nce, vicreg_loss
+from skfusion.modules.ssl import (
+    ALIGNLoss,
+    PairedOutput,
+    directional_info_nce,
+    swap_pairs,
+    vicreg_loss,
+    weighted_info_nce,
+)
 from skfusion.ssl import ALIGN, ConVIRT, MedCAMAdapter, VICReg
 from skfusion.datasets import make_paired_image_ehr
 
@@ -47,21 +54,79 @@ def test_directional_info_nce_matches_its_equation(batch):
     np.testing.assert_allclose(got.item(), _one_way(a, b, 0.3), rtol=1e-12)
 
 
+def _one_way_negatives(q, k, tau):
+    """MedMod's direction, with loops: -1/B sum_i [s_ii - log sum_{j != i} exp(s_ij)]."""
+    total = 0.0
+    for i in range(len(q)):
+        den = sum(math.exp(_cos(q[i], k[j]) / tau) for j in range(len(k)) if j != i)
+        total -= _cos(q[i], k[i]) / tau - math.log(den)
+    return total / len(q)
+
+
+def test_directional_info_nce_without_the_positive_matches_medmod(batch):
+    a, b = batch
+    got = directional_info_nce(torch.from_numpy(a), torch.from_numpy(b), 1 / 0.3, negatives_only=True)
+    np.testing.assert_allclose(got.item(), _one_way_negatives(a, b, 0.3), rtol=1e-12)
+
+
 @pytest.mark.parametrize("weight", [0.75, 0.5, 0.0])
 def test_convirt_loss_matches_its_equation(batch, weight):
     a, b = batch
     expected = weight * _one_way(a, b, 0.1) + (1 - weight) * _one_way(b, a, 0.1)
-    got = convirt_loss(torch.from_numpy(a), torch.from_numpy(b), 1 / 0.1, weight)
+    got = weighted_info_nce(torch.from_numpy(a), torch.from_numpy(b), 1 / 0.1, weight, 1 - weight)
     np.testing.assert_allclose(got.item(), expected, rtol=1e-12)
 
 
-def test_align_loss_goes_from_the_ehr_to_the_image(batch):
-    from skfusion.modules.ssl import ALIGNLoss, PairedOutput
+def _paired_output(image, ehr, tau):
+    return PairedOutput(torch.from_numpy(image), torch.from_numpy(ehr), None, None, torch.tensor(1 / tau))
 
+
+def test_convirt_reproduces_medmods_loss(batch):
+    # MedMod's ContrastiveLoss: -(nll_img->ehr + nll_ehr->img).mean(), positives out of the denominators.
     image, ehr = batch
-    out = PairedOutput(torch.from_numpy(image), torch.from_numpy(ehr), None, None, torch.tensor(1 / 0.2))
-    np.testing.assert_allclose(ALIGNLoss()(out).item(), _one_way(ehr, image, 0.2), rtol=1e-12)
-    assert abs(_one_way(ehr, image, 0.2) - _one_way(image, ehr, 0.2)) > 1e-3
+    criterion = ConVIRT(image_weight=1.0, ehr_weight=1.0, negatives_only=True, temperature=0.01)._criterion()
+    expected = _one_way_negatives(image, ehr, 0.01) + _one_way_negatives(ehr, image, 0.01)
+    np.testing.assert_allclose(criterion(_paired_output(image, ehr, 0.01)).item(), expected, rtol=1e-12)
+    default = ConVIRT()._criterion()(_paired_output(image, ehr, 0.1)).item()
+    np.testing.assert_allclose(default, 0.75 * _one_way(image, ehr, 0.1) + 0.25 * _one_way(ehr, image, 0.1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("negatives_only", [False, True])
+def test_align_loss_is_the_symmetric_info_nce(batch, negatives_only):
+    image, ehr = batch
+    one_way = _one_way_negatives if negatives_only else _one_way
+    expected = one_way(image, ehr, 0.2) + one_way(ehr, image, 0.2)
+    loss = ALIGNLoss(swap_fraction=0.4, negatives_only=negatives_only).eval()
+    # Out of training (eval mode) no pair is swapped.
+    np.testing.assert_allclose(loss(_paired_output(image, ehr, 0.2)).item(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fraction, counts", [(0.2, {4}), ((0.16, 0.2), {3, 4}), (0.0, {0})])
+def test_swap_pairs_exchanges_two_groups_of_rows(fraction, counts):
+    z = torch.arange(20.0).reshape(20, 1)
+    seen = set()
+    for seed in range(30):
+        torch.manual_seed(seed)
+        got = swap_pairs(z, fraction)[:, 0].long().tolist()
+        moved = [i for i in range(20) if got[i] != i]
+        # Each moved row holds its partner's value and the partner holds its own: transpositions.
+        assert all(got[got[i]] == i for i in moved)
+        assert len(moved) % 2 == 0
+        seen.add(len(moved) // 2)
+    # MedMod: count drawn from floor(0.16 B) .. floor(0.2 B) = 3 .. 4 for B = 20.
+    assert seen == counts
+
+
+def test_align_trains_on_swapped_pairs(batch):
+    image, ehr = batch
+    loss = ALIGNLoss(swap_fraction=(0.16, 0.2), negatives_only=True).train()
+    torch.manual_seed(3)
+    got = loss(_paired_output(image, ehr, 0.2)).item()
+    torch.manual_seed(3)
+    swapped = swap_pairs(torch.from_numpy(ehr), (0.16, 0.2)).numpy()
+    assert not np.array_equal(swapped, ehr)
+    expected = _one_way_negatives(image, swapped, 0.2) + _one_way_negatives(swapped, image, 0.2)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 def _vicreg_reference(a, b, lam, mu, nu, gamma=1.0, eps=1e-4):
@@ -86,7 +151,8 @@ def _vicreg_reference(a, b, lam, mu, nu, gamma=1.0, eps=1e-4):
                     total += c**2
         return total / d
 
-    return lam * invariance + mu * (variance(a) + variance(b)) + nu * (covariance(a) + covariance(b))
+    # The official VICReg code (and MedMod's copy) averages the two variance hinges.
+    return lam * invariance + mu * (variance(a) + variance(b)) / 2 + nu * (covariance(a) + covariance(b))
 
 
 @pytest.mark.parametrize("scale", [0.3, 3.0])
@@ -97,6 +163,17 @@ def test_vicreg_loss_matches_its_equation(batch, scale):
     np.testing.assert_allclose(got.item(), _vicreg_reference(a, b, 25.0, 25.0, 1.0), rtol=1e-12)
     got = vicreg_loss(torch.from_numpy(a), torch.from_numpy(b), 2.0, 3.0, 0.5)
     np.testing.assert_allclose(got.item(), _vicreg_reference(a, b, 2.0, 3.0, 0.5), rtol=1e-12)
+
+
+def test_align_fits_on_medmods_noisy_pairs(data):
+    X, _ = data
+    kwargs = {**SMALL, "max_epochs": 2, "batch_size": 64}
+    noisy = ALIGN(swap_fraction=[0.16, 0.2], negatives_only=True, temperature=0.07, **kwargs).fit(X)
+    clean = ALIGN(negatives_only=True, temperature=0.07, **kwargs).fit(X)
+    z_noisy, z_clean = noisy.transform(X), clean.transform(X)
+    assert np.isfinite(z_noisy.to_numpy()).all()
+    # Same seed, same batches: only the swapped pairs make the two fits differ.
+    assert not np.allclose(z_noisy.to_numpy(), z_clean.to_numpy())
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +258,12 @@ def test_bad_inputs(data):
         ConVIRT(image="img", ehr="img", **SMALL).fit(X)
     with pytest.raises(ValueError, match="'image_weight' parameter of ConVIRT must be a float in the range \\[0.0, 1.0\\]"):
         ConVIRT(image_weight=1.5).fit(X)
+    with pytest.raises(ValueError, match="'swap_fraction' parameter of ALIGN must be"):
+        ALIGN(swap_fraction=0.6).fit(X)
+    with pytest.raises(ValueError, match=r"swap_fraction must be .* a pair \(low, high\).*got \(0.3, 0.2\)"):
+        ALIGN(swap_fraction=(0.3, 0.2), **SMALL).fit(X)
+    with pytest.raises(ValueError, match="'ehr_weight' parameter of ConVIRT must be"):
+        ConVIRT(ehr_weight=-1.0).fit(X)
     with pytest.raises(ValueError, match="'output' parameter of VICReg must be a str among"):
         VICReg(output="text").fit(X)
 

@@ -6,9 +6,15 @@ skorch fit of the same task and training settings, on the rows that have that mo
 then trains the whole network from those weights; ``freeze_encoders=True`` keeps them fixed
 in the second stage (MedFuse's two-stage procedure, MedMod's early and late fusion). Used
 by the concatenation, late-fusion, MedFuse, DAFT and MMTM families.
+
+``pretrain_targets=`` pre-trains a modality's encoder on labels of its own instead of the
+task's (MedFuse pre-trains its chest X-ray encoder on the 14 radiology findings). The labels
+are columns of ``X`` named by the parameter, not arrays held by it: they then follow the
+rows of ``X`` through cross-validation splits and pipelines, and ``clone`` copies a name.
 """
 
 import numpy as np
+import pandas as pd
 from sklearn.utils import check_random_state
 from torch import nn
 
@@ -36,7 +42,12 @@ _SHARED_SETTINGS = (
 
 _BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
 
-PRETRAINING_CONSTRAINTS = {"pretrain_encoders": ["boolean"], "freeze_encoders": ["boolean"]}
+PRETRAINING_CONSTRAINTS = {
+    "pretrain_encoders": ["boolean"],
+    "freeze_encoders": ["boolean"],
+    "pretrain_targets": [dict, None],
+}
+
 IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module]}
 
 
@@ -118,6 +129,48 @@ class _EncoderPretraining:
     def _selects_rows(self):
         return False
 
+    def _label_columns(self, X, required):
+        """``{modality: columns}`` of ``pretrain_targets`` in the frame ``X``."""
+        found = {}
+        for modality, label in (self.pretrain_targets or {}).items():
+            columns = [c for c in X.columns if str(c) == label or str(c).startswith(f"{label}__")]
+            if required and not columns:
+                raise ValueError(
+                    f"pretrain_targets[{modality!r}] = {label!r} names no column of X: give a column {label!r} or a "
+                    f"block '{label}__0', '{label}__1', ..."
+                )
+            found[modality] = columns
+        return found
+
+    def _without_labels(self, X):
+        """``X`` without the ``pretrain_targets`` columns (targets, not modalities)."""
+        if not self.pretrain_targets:
+            return X
+        if not isinstance(X, pd.DataFrame):
+            raise ValueError(
+                f"pretrain_targets names label columns of X, so X must be a pandas DataFrame; got {type(X).__name__}."
+            )
+        return X.drop(columns=[c for cols in self._label_columns(X, required=False).values() for c in cols])
+
+    def _blocks(self, X, reset):
+        return super()._blocks(self._without_labels(X), reset)
+
+    def _pretrain_labels(self, X):
+        """``{modality: (labels, labelled)}`` read from ``X``: 1-d classes or a 2-d indicator matrix."""
+        names = [spec.name for spec in self.layout_]
+        labels = {}
+        for modality, columns in self._label_columns(X, required=True).items():
+            if modality not in names or not has_parameters(self._make_encoder(self.layout_[names.index(modality)])):
+                raise ValueError(
+                    f"pretrain_targets names {modality!r}, which is not a fused modality with an encoder to "
+                    f"pre-train; the modalities are {names}."
+                )
+            frame = X[columns]
+            labelled = frame.notna().all(axis=1).to_numpy()
+            values = frame.to_numpy()
+            labels[modality] = (values[:, 0] if len(columns) == 1 else values, labelled)
+        return labels
+
     def _fine_tuning_rows(self, blocks, rng):
         return None
 
@@ -140,6 +193,8 @@ class _EncoderPretraining:
         """
         if self.freeze_encoders and not self.pretrain_encoders:
             raise ValueError("freeze_encoders=True needs pretrain_encoders=True: there is nothing to freeze.")
+        if self.pretrain_targets and not self.pretrain_encoders:
+            raise ValueError("pretrain_targets needs pretrain_encoders=True: there is no pre-training to target.")
         self._pretrained = {}
         try:
             if self.pretrain_encoders or self._selects_rows():
@@ -159,21 +214,33 @@ class _EncoderPretraining:
         return take_rows(X, rows), take_rows(y, rows)
 
     def _pretrain(self, X, y, blocks, rng):
-        """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows."""
+        """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows.
+
+        On the task's ``y``, or on the modality's ``pretrain_targets`` labels (as a classifier)
+        on the rows that have them.
+        """
+        targets = self._pretrain_labels(X)
+        X = self._without_labels(X)
         survival = isinstance(self, SurvivalMixin)
-        pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
         settings = {key: getattr(self, key) for key in _SHARED_SETTINGS}
-        if survival:
-            settings.update(loss=self.loss, n_durations=self.n_durations)
+        task_settings = {"loss": self.loss, "n_durations": self.n_durations} if survival else {}
         states = {}
         for spec in self.layout_:
             if not has_parameters(self._make_encoder(spec)):
                 continue
             present = blocks[spec.name]["present"].numpy()
+            if spec.name in targets:
+                target, labelled = targets[spec.name]
+                pretrainer, kwargs = _ClassifierPretrainer, settings
+                present = present & labelled
+            else:
+                target = y
+                pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
+                kwargs = {**settings, **task_settings}
             rows = None if present.all() else np.flatnonzero(present)
             seed = int(rng.randint(np.iinfo(np.int32).max))
-            fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **settings)
-            fitted.fit(take_rows(X, rows), take_rows(y, rows))
+            fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **kwargs)
+            fitted.fit(take_rows(X, rows), take_rows(target, rows))
             states[spec.name] = fitted.net_.module_.encoder.state_dict()
         return states
 

@@ -1,5 +1,6 @@
 """Cross-attention and co-attention fusion (paper 000, section 2.2, Fig. 1c-d) over token sequences."""
 
+import warnings
 from numbers import Integral
 
 import torch
@@ -104,11 +105,21 @@ class _CoAttention(_Attention):
         names = [spec.name for spec in layout]
         if self.guide is not None and self.guide not in names:
             raise ValueError(f"guide={self.guide!r} is not a modality of X; the modalities are {names}.")
+        self.guide_ = self.guide if self.guide is not None else names[0]
+        if self.guide is None:
+            # Which modality guides changes the model (paper's Table 1 has one row per guide):
+            # a choice made by column order must not pass unnoticed.
+            warnings.warn(
+                f"{type(self).__name__}: guide=None, so the first modality, {self.guide_!r}, guides (gives the "
+                f"queries); the modalities in order are {names}. Pass guide={self.guide_!r} (or another of them) "
+                "to choose explicitly and silence this warning.",
+                UserWarning,
+                stacklevel=4,
+            )
         return layout
 
     def _build_module(self, n_outputs):
-        guide = self.guide if self.guide is not None else self.layout_[0].name
-        return CoAttentionFusion(self.layout_, guide, n_outputs=n_outputs, **self._module_settings(2))
+        return CoAttentionFusion(self.layout_, self.guide_, n_outputs=n_outputs, **self._module_settings(2))
 
 
 _ATTENTION_DOCS = {
@@ -167,8 +178,14 @@ _ATTENTION_DOCS = {
     modalities, the guide attends over the tokens of all the others together (their tokens
     side by side as one key sequence).""",
     "guide": """guide : str, default=None
-        The guiding modality (gives the queries); ``None`` takes the first modality of ``X``
-        (or of ``modalities``). Must be one of the fused modalities.""",
+        The guiding modality (gives the queries). Must be one of the fused modalities.
+        ``None`` takes the first of them in order: the first name in ``modalities`` when it
+        is given, else the modality of the first column of ``X`` (for a plain array, the
+        first block of ``modality_dims``). That choice depends on column order, so ``fit``
+        then warns (``UserWarning``); ``guide_`` records the modality used.""",
+    "guide_attribute": """guide_ : str
+        The modality that guided the fit: ``guide``, or the first fused modality when
+        ``guide=None``.""",
 }
 
 
@@ -378,6 +395,7 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
 
     Attributes
     ----------
+    {guide_attribute}
     {survival_attributes}
     {attributes}
 
@@ -475,6 +493,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
 
     Attributes
     ----------
+    {guide_attribute}
     {classifier_attributes}
     {attributes}
 

@@ -303,6 +303,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -328,6 +329,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -405,6 +407,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
@@ -428,6 +431,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.hidden_dims = hidden_dims
         self.standardize = standardize
         self.dropout = dropout

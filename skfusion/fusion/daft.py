@@ -117,6 +117,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -144,6 +145,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -220,6 +222,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
@@ -245,6 +248,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.hidden_dims = hidden_dims
         self.standardize = standardize
         self.dropout = dropout

@@ -1,8 +1,19 @@
-"""Late fusion: one encoder and MLP per modality, outputs averaged over the modalities a row has."""
+"""Late fusion: one encoder and MLP per modality, outputs averaged over the modalities a row has.
 
-from .._base import BaseFusion
+Two ways to train it (``mode``): the branches jointly, on the loss of their averaged output,
+or each branch alone as a unimodal model, whose predictions are then averaged (MedMod's late
+fusion). Both are one :class:`~skfusion.modules.late.LateFusion` network at prediction time,
+so ``predict``, ``predict_proba`` and the survival functions are the same code.
+"""
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils import check_random_state
+
+from .._base import BaseFusion, BatchIterator, FusionNet, TaskLoss, resolve_device
 from .._classifier import ClassifierHeadMixin
-from .._data import require_any_present
+from .._compat import StrOptions, _fit_context
+from .._data import ModalityDataset, require_any_present, take_rows
 from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
@@ -10,16 +21,52 @@ from ..modules.late import LateFusion
 from ._pretraining import PRETRAINING_CONSTRAINTS, _EncoderPretraining
 from .concat import _ModalityEncoders
 
+_MODE_DOC = """mode : {"joint", "average"}, default="joint"
+        How the per-modality branches (encoder + MLP head) are trained. ``"joint"``: together,
+        on the loss of their averaged output, on every row. ``"average"``: each branch alone,
+        as a unimodal model (this estimator with ``modalities=[m]``) on the rows that have
+        modality ``m`` (with ``pretrain_encoders`` applied inside each), kept in
+        ``estimators_``; the fitted model averages their predictions over the modalities
+        each row has, and nothing is trained on the average.
+        """
+
+_SURVIVAL_AVERAGE = """Survival: the log relative hazards (``loss="cox"`` only), each model's
+        centred on its own training rows (a Cox log-hazard is defined up to a constant, and a
+        row lacking a modality must not inherit the other model's offset); the Breslow
+        baseline is then fitted on the averaged log-hazards of the training rows."""
+
+_CLASSIFIER_AVERAGE = """Classification: the predicted probabilities, MedMod's
+        :math:`\\hat y = \\frac{1}{M} \\sum_m \\hat y_m` (softmax probabilities of binary and
+        multi-class targets, per-label sigmoids of multi-label ones); ``predict_proba`` returns
+        that mean."""
+
+
+def _fill_mode(average):
+    """Fill the ``{mode}`` field (``{{mode}}`` for :func:`fill_doc`) with the task's averaging rule."""
+
+    def decorate(cls):
+        cls.__doc__ = cls.__doc__.replace("{mode}", _MODE_DOC + average)
+        return cls
+
+    return decorate
+
 
 class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
     _parameter_constraints = {
         **BaseFusion._parameter_constraints,
         **_ModalityEncoders._encoder_constraints,
         **PRETRAINING_CONSTRAINTS,
+        "mode": [StrOptions({"joint", "average"})],
     }
 
     def _check_blocks(self, blocks):
         require_any_present(blocks)
+
+    def _average(self):
+        """What ``mode="average"`` averages: the probabilities of a classifier, else the outputs."""
+        if self.mode == "joint" or not isinstance(self, ClassifierHeadMixin):
+            return "outputs"
+        return "sigmoid" if self.multilabel_ else "softmax"
 
     def _build_module(self, n_outputs):
         encoders = self._encoders(self.layout_)
@@ -27,21 +74,112 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             name: self.hidden_dims if self.hidden_dims is not None else default_hidden_dims(encoder.out_dim)
             for name, encoder in encoders.items()
         }
-        return LateFusion(encoders, hidden, n_outputs, self.dropout)
+        return LateFusion(encoders, hidden, n_outputs, self.dropout, self._average())
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Fit the model: the branches jointly, or each alone (``mode="average"``).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+            Modalities as ``name__i`` column blocks and token columns; an array is split
+            by ``modality_dims``.
+        y : array-like
+            Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
+            Classification: labels, or a label-indicator matrix for multi-label targets.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.mode == "joint":
+            return super().fit(X, y)
+        if isinstance(self, SurvivalMixin) and self.loss != "cox":
+            raise ValueError(
+                f"mode='average' averages log relative hazards and needs loss='cox'; got loss={self.loss!r}, whose "
+                "outputs are in units that depend on each model's training rows (Weibull: the median time; "
+                "discrete: the time bins). Use mode='joint' with it."
+            )
+        blocks, n_samples = self._blocks(X, reset=True)
+        targets = self._encode_target(y, n_samples)
+        self.estimators_, offsets = self._fit_unimodal(X, y, blocks)
+        self.net_ = self._averaging_net(offsets)
+        self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
+        return self
+
+    def _fit_unimodal(self, X, y, blocks):
+        """The unimodal models ``{modality: model}``, each fitted on the rows that have it.
+
+        Also returns each model's mean output over its training rows (the offset that
+        ``_averaging_net`` removes from a survival model).
+        """
+        rng = check_random_state(self.random_state)
+        models, offsets = {}, {}
+        for spec in self.layout_:
+            present = blocks[spec.name]["present"].numpy()
+            rows = None if present.all() else np.flatnonzero(present)
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            own = {m: label for m, label in (self.pretrain_targets or {}).items() if m == spec.name}
+            model = clone(self).set_params(
+                modalities=[spec.name], mode="joint", random_state=seed, pretrain_targets=own or None
+            )
+            models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows))
+            self._check_same_classes(model, spec.name)
+            offsets[spec.name] = model._predict_outputs(take_rows(X, rows)).mean(axis=0)
+        return models, offsets
+
+    def _check_same_classes(self, model, name):
+        if isinstance(self, ClassifierHeadMixin) and not self.multilabel_ and len(model.classes_) < len(self.classes_):
+            absent = sorted(set(self.classes_.tolist()) - set(model.classes_.tolist()))
+            raise ValueError(
+                f"mode='average': no row with modality {name!r} has class(es) {absent}, so its unimodal model "
+                "cannot predict them; use mode='joint', or rows that cover every class."
+            )
+
+    def _averaging_net(self, offsets):
+        """The network averaging the unimodal models' branches (their weights, unchanged)."""
+        self._pretrained = {}
+        try:
+            module = self._build_module(self._n_outputs())
+        finally:
+            del self._pretrained
+        states = {}
+        for model in self.estimators_.values():
+            states.update(model.net_.module_.state_dict())
+        module.load_state_dict(states)
+        if isinstance(self, SurvivalMixin):
+            # A Cox log-hazard is defined up to a constant: centre each model's on its own
+            # training rows, or a row lacking a modality would shift by that model's offset.
+            for name, offset in offsets.items():
+                module.heads[name][-1].bias.data -= module.heads[name][-1].bias.new_tensor(offset)
+        device = resolve_device(self.device)
+        net = FusionNet(
+            module=module,
+            criterion=TaskLoss(self._loss_function()),
+            iterator_valid=BatchIterator,
+            batch_size=self.batch_size,
+            device=device,
+        ).initialize()
+        net.module_.eval()
+        return net
 
 
+@_fill_mode(_SURVIVAL_AVERAGE)
 @fill_doc
 class LateFusionSurvival(SurvivalMixin, _Late):
     """Late fusion for survival (time-to-event): one MLP per modality, outputs averaged over the modalities present.
 
-    The outputs (log-hazards or logits) of the per-modality heads are averaged over the
-    modalities each row has, so a missing modality is handled natively.
+    The per-modality heads' outputs (log-hazards or logits; ``mode="joint"``) or predictions
+    (``mode="average"``) are averaged over the modalities each row has, so a missing
+    modality is handled natively.
 
     Parameters
     ----------
     {modalities}
     {sequence_encoder}
     {pretraining}
+    {{mode}}
     {survival_task}
     {training}
     {modality_dims}
@@ -49,6 +187,9 @@ class LateFusionSurvival(SurvivalMixin, _Late):
     Attributes
     ----------
     {survival_attributes}
+    estimators_ : dict of str to estimator
+        ``mode="average"`` only: the fitted unimodal model of each modality (this class
+        with ``modalities=[m]``).
     {attributes}
 
     See Also
@@ -81,6 +222,8 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
+        mode="joint",
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -105,6 +248,8 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
+        self.mode = mode
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -124,24 +269,30 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.modality_dims = modality_dims
 
 
+@_fill_mode(_CLASSIFIER_AVERAGE)
 @fill_doc
 class LateFusionClassifier(ClassifierHeadMixin, _Late):
     """Late fusion for classification: one MLP per modality, outputs averaged over the modalities present.
 
-    The outputs (log-hazards or logits) of the per-modality heads are averaged over the
-    modalities each row has, so a missing modality is handled natively.
+    The per-modality heads' outputs (log-hazards or logits; ``mode="joint"``) or predictions
+    (``mode="average"``) are averaged over the modalities each row has, so a missing
+    modality is handled natively.
 
     Parameters
     ----------
     {modalities}
     {sequence_encoder}
     {pretraining}
+    {{mode}}
     {training}
     {modality_dims}
 
     Attributes
     ----------
     {classifier_attributes}
+    estimators_ : dict of str to estimator
+        ``mode="average"`` only: the fitted unimodal model of each modality (this class
+        with ``modalities=[m]``).
     {attributes}
 
     See Also
@@ -174,6 +325,8 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
+        mode="joint",
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
@@ -196,6 +349,8 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
+        self.mode = mode
         self.hidden_dims = hidden_dims
         self.standardize = standardize
         self.dropout = dropout

@@ -171,7 +171,9 @@ FAMILY_DOCS = {
         network from those weights.
     freeze_encoders : bool, default=False
         Keep the pre-trained encoders fixed in the second stage (needs
-        ``pretrain_encoders=True``).""",
+        ``pretrain_encoders=True``).
+    """
+    + DOCS["pretrain_targets"],
     "head_training": """hidden_dims : list of int, default=None
         Hidden widths of the prediction head; ``None`` is the papers' single linear layer.
     dropout : float, default=0.1
@@ -285,6 +287,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         image_encoder="resnet34",
         pretrain_encoders=True,
         freeze_encoders=False,
+        pretrain_targets=None,
         fusion_hidden=512,
         projection_dim=None,
         uni_modal_fraction=1.0,
@@ -312,6 +315,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.fusion_hidden = fusion_hidden
         self.projection_dim = projection_dim
         self.uni_modal_fraction = uni_modal_fraction
@@ -386,6 +390,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         image_encoder="resnet34",
         pretrain_encoders=True,
         freeze_encoders=False,
+        pretrain_targets=None,
         fusion_hidden=512,
         projection_dim=None,
         uni_modal_fraction=1.0,
@@ -411,6 +416,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.fusion_hidden = fusion_hidden
         self.projection_dim = projection_dim
         self.uni_modal_fraction = uni_modal_fraction

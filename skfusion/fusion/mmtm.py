@@ -112,6 +112,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         loss="cox",
         n_durations=20,
         hidden_dims=None,
@@ -138,6 +139,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -213,6 +215,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         image_encoder="resnet34",
         pretrain_encoders=False,
         freeze_encoders=False,
+        pretrain_targets=None,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
@@ -237,6 +240,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.image_encoder = image_encoder
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
+        self.pretrain_targets = pretrain_targets
         self.hidden_dims = hidden_dims
         self.standardize = standardize
         self.dropout = dropout

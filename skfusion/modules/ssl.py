@@ -7,10 +7,15 @@ MLP projection, applied to the last valid state (the global EHR embedding) and t
 time step (the local embeddings). The methods differ only in the loss read from its output:
 
 - MedCAM (paper 002, eqs. 3-8): :func:`global_alignment_loss` + :func:`local_alignment_loss`;
-- ConVIRT (Zhang et al. 2022, as in MedMod, paper 004, section 3.3.2): :func:`convirt_loss`;
-- ALIGN (Jia et al. 2021, as MedMod writes it): :func:`directional_info_nce` from the EHR
-  to the image;
-- VICReg (Bardes et al. 2022): :func:`vicreg_loss`.
+- ConVIRT (Zhang et al., "Contrastive learning of medical visual representations from paired
+  images and text", MLHC 2022): :func:`weighted_info_nce` with weights :math:`\\lambda,
+  1 - \\lambda`;
+- ALIGN (Jia et al., "Scaling up visual and vision-language representation learning with noisy
+  text supervision", ICML 2021): :func:`weighted_info_nce` with unit weights (the symmetric
+  InfoNCE), optionally on "noisy pairs" (:func:`swap_pairs`) as MedMod (Elsharief et al.,
+  "MedMod: multimodal benchmark for medical prediction tasks with electronic health records and
+  chest X-ray scans") ran it;
+- VICReg (Bardes, Ponce and LeCun, ICLR 2022): :func:`vicreg_loss`.
 
 Every similarity is the cosine, divided by the temperature :math:`\\tau` (multiplied by the
 logit scale ``scale`` :math:`= 1 / \\tau`).
@@ -32,14 +37,32 @@ VICREG_GAMMA = 1.0
 VICREG_EPS = 1e-4
 
 
-def directional_info_nce(z_query, z_key, scale):
+def directional_info_nce(z_query, z_key, scale, negatives_only=False):
     """One direction of InfoNCE: ``-mean_i log softmax_j(scale * cos(q_i, k_j))[i]``.
 
     Row ``i`` of ``z_query`` must pick its own partner, row ``i`` of ``z_key``, among the
-    batch (paper 002, eq. 3 with query = CXR, key = EHR; eq. 4 the other way round).
+    batch (MedCAM's eq. 3 with query = CXR, key = EHR; eq. 4 the other way round). With
+    ``negatives_only`` the denominator sums over the other rows ``j != i`` only, leaving the
+    positive out, as MedMod's code does: ``-mean_i [s_ii - log sum_{j != i} exp(s_ij)]``.
     """
     logits = scale * F.normalize(z_query, dim=1) @ F.normalize(z_key, dim=1).T
-    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    if not negatives_only:
+        return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+    own = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    return (logits.masked_fill(own, float("-inf")).logsumexp(dim=1) - logits.diagonal()).mean()
+
+
+def weighted_info_nce(z_image, z_ehr, scale, image_weight, ehr_weight, negatives_only=False):
+    """Both directions of InfoNCE, weighted: :math:`w_v \\ell^{v \\to u} + w_u \\ell^{u \\to v}`.
+
+    ``image_weight`` :math:`w_v` weighs the image-to-EHR direction and ``ehr_weight``
+    :math:`w_u` the EHR-to-image one (:func:`directional_info_nce`). ConVIRT's loss is
+    :math:`w_v = \\lambda = 0.75`, :math:`w_u = 1 - \\lambda`; ALIGN's and MedMod's code are the
+    unweighted sum, :math:`w_v = w_u = 1` (MedMod's with ``negatives_only``).
+    """
+    return image_weight * directional_info_nce(z_image, z_ehr, scale, negatives_only) + ehr_weight * (
+        directional_info_nce(z_ehr, z_image, scale, negatives_only)
+    )
 
 
 def global_alignment_loss(z_image, z_ehr, scale):
@@ -47,15 +70,24 @@ def global_alignment_loss(z_image, z_ehr, scale):
     return 0.5 * info_nce(z_image, z_ehr, scale)
 
 
-def convirt_loss(z_image, z_ehr, scale, image_weight):
-    """ConVIRT's bidirectional loss :math:`\\lambda \\ell^{v \\to u} + (1 - \\lambda) \\ell^{u \\to v}`.
+def swap_pairs(z, fraction):
+    """``z`` with the rows of two disjoint random sets of ``count`` rows exchanged.
 
-    ``image_weight`` is :math:`\\lambda`, the weight of the image-to-EHR direction
-    (ConVIRT's 0.75); ``0.5`` gives half MedMod's unweighted sum of the two directions.
+    MedMod's "noisy pairs" for ALIGN: ``count = floor(fraction * B)`` for a float fraction,
+    or drawn uniformly from ``floor(low * B) .. floor(high * B)`` for a pair ``(low, high)``
+    (MedMod's code: ``(0.16, 0.2)``), so ``2 count`` rows of the batch of ``B`` get another
+    row's partner. MedMod swaps two contiguous blocks of its shuffled batch; two random sets
+    of a batch are the same draw. Swapping the EHR embeddings equals swapping the EHR inputs,
+    since the EHR encoder embeds each row on its own. Uses torch's global generator.
     """
-    return image_weight * directional_info_nce(z_image, z_ehr, scale) + (1 - image_weight) * directional_info_nce(
-        z_ehr, z_image, scale
-    )
+    n = len(z)
+    low, high = fraction if isinstance(fraction, tuple) else (fraction, fraction)
+    count = int(torch.randint(int(low * n), int(high * n) + 1, ()))
+    rows = torch.randperm(n)[: 2 * count]
+    index = torch.arange(n)
+    # rows[:count] and rows[count:] take each other's partner.
+    index[rows] = rows.roll(count)
+    return z[index.to(z.device)]
 
 
 def _variance_term(z):
@@ -72,16 +104,19 @@ def _covariance_term(z):
 
 
 def vicreg_loss(z_a, z_b, invariance_weight=25.0, variance_weight=25.0, covariance_weight=1.0):
-    """VICReg: :math:`\\lambda s(Z, Z') + \\mu [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]`.
+    """VICReg as its official code computes it, the variance terms averaged.
 
+    :math:`\\lambda s(Z, Z') + \\frac{\\mu}{2} [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]`, where
     :math:`s` is the mean squared difference of the paired rows (averaged over rows and
     dimensions, as in the paper's Algorithm 1, ``F.mse_loss``), :math:`v(Z) = \\frac{1}{d}
     \\sum_j \\max(0, \\gamma - \\sqrt{\\mathrm{Var}(z^j) + \\epsilon})` with :math:`\\gamma = 1`,
     :math:`\\epsilon = 10^{-4}`, and :math:`c(Z) = \\frac{1}{d} \\sum_{i \\ne j} C(Z)_{ij}^2`
-    with :math:`C(Z)` the unbiased covariance matrix. Needs at least 2 rows.
+    with :math:`C(Z)` the unbiased covariance matrix. The variance terms are averaged, not
+    summed, as in the official implementation (and MedMod's copy of it): the paper's loss
+    written literally is ``variance_weight`` doubled. Needs at least 2 rows.
     """
     invariance = F.mse_loss(z_a, z_b)
-    variance = _variance_term(z_a) + _variance_term(z_b)
+    variance = (_variance_term(z_a) + _variance_term(z_b)) / 2
     covariance = _covariance_term(z_a) + _covariance_term(z_b)
     return invariance_weight * invariance + variance_weight * variance + covariance_weight * covariance
 
@@ -260,21 +295,32 @@ class MedCAMLoss(nn.Module):
 
 
 class ConVIRTLoss(nn.Module):
-    """:func:`convirt_loss` of the global embeddings."""
+    """:func:`weighted_info_nce` of the global embeddings."""
 
-    def __init__(self, image_weight):
+    def __init__(self, image_weight, ehr_weight, negatives_only):
         super().__init__()
-        self.image_weight = image_weight
+        self.weights = (image_weight, ehr_weight)
+        self.negatives_only = negatives_only
 
     def forward(self, out):
-        return convirt_loss(out.image, out.ehr, out.scale, self.image_weight)
+        return weighted_info_nce(out.image, out.ehr, out.scale, *self.weights, self.negatives_only)
 
 
-class ALIGNLoss(nn.Module):
-    """MedMod's ALIGN: :math:`\\mathcal{S}(z_{ehr}, z_{cxr})`, InfoNCE from the EHR to the image."""
+class ALIGNLoss(ConVIRTLoss):
+    """ALIGN's symmetric InfoNCE (unit weights), on noisy pairs while training.
+
+    ``swap_fraction`` (see :func:`swap_pairs`) exchanges the EHR of that share of each
+    training batch before the loss, as MedMod's code does; ``0`` trains on the pairs given.
+    """
+
+    def __init__(self, swap_fraction=0.0, negatives_only=False):
+        super().__init__(1.0, 1.0, negatives_only)
+        self.swap_fraction = swap_fraction
 
     def forward(self, out):
-        return directional_info_nce(out.ehr, out.image, out.scale)
+        if self.training and self.swap_fraction:
+            out = out._replace(ehr=swap_pairs(out.ehr, self.swap_fraction))
+        return super().forward(out)
 
 
 class VICRegLoss(nn.Module):

@@ -40,6 +40,19 @@ class _SSLTransformer(BasePairedPretraining):
     }
 
 
+def _swap_range(fraction):
+    """``swap_fraction`` as a float or a ``(low, high)`` tuple, checked."""
+    if not isinstance(fraction, (tuple, list)):
+        return float(fraction)
+    numbers = len(fraction) == 2 and all(isinstance(f, Real) for f in fraction)
+    if not numbers or not 0 <= fraction[0] <= fraction[1] <= 0.5:
+        raise ValueError(
+            f"swap_fraction must be a float in [0, 0.5] or a pair (low, high) with 0 <= low <= high <= 0.5; got "
+            f"{fraction!r}."
+        )
+    return (float(fraction[0]), float(fraction[1]))
+
+
 _TEMPERATURE = {"temperature": [Interval(Real, 0, None, closed="neither")]}
 
 
@@ -56,8 +69,11 @@ class ConVIRT(_SSLTransformer):
         \\qquad \\ell^{{a \\to b}} = -\\frac{{1}}{{N}} \\sum_i \\log
         \\frac{{e^{{\\cos(a_i, b_i) / \\tau}}}}{{\\sum_j e^{{\\cos(a_i, b_j) / \\tau}}}}
 
-    with ConVIRT's :math:`\\lambda = 0.75` and :math:`\\tau = 0.1` by default
-    (``image_weight=0.5`` is half MedMod's unweighted sum).
+    with ConVIRT's :math:`\\lambda = 0.75` and :math:`\\tau = 0.1` by default. MedMod's code
+    sums the two directions unweighted and leaves the positive out of each denominator
+    (:math:`\\sum_{{j \\ne i}}`), at a fixed :math:`\\tau = 0.01` (its pretraining script):
+    ``ConVIRT(image_weight=1, ehr_weight=1, negatives_only=True, temperature=0.01)``
+    reproduces that loss exactly.
 
     {ssl_notes}
 
@@ -71,6 +87,12 @@ class ConVIRT(_SSLTransformer):
         :math:`\\tau`.
     image_weight : float, default=0.75
         :math:`\\lambda`, the weight of the image-to-EHR direction, in [0, 1].
+    ehr_weight : float, default=None
+        The weight of the EHR-to-image direction; ``None`` is ConVIRT's :math:`1 - \\lambda`,
+        ``1`` with ``image_weight=1`` MedMod's unweighted sum.
+    negatives_only : bool, default=False
+        Sum each denominator over the other rows of the batch only, leaving the positive out
+        (MedMod's code); ``False`` is the InfoNCE of ConVIRT's paper.
     {paired_network}
     {paired_training}
 
@@ -80,7 +102,7 @@ class ConVIRT(_SSLTransformer):
 
     See Also
     --------
-    ALIGN : the one-directional (EHR to image) InfoNCE.
+    ALIGN : the unweighted symmetric InfoNCE, with a learned temperature and noisy pairs.
     VICReg : a non-contrastive objective.
     {ssl_see_also}
 
@@ -107,6 +129,8 @@ class ConVIRT(_SSLTransformer):
         **_SSLTransformer._parameter_constraints,
         **_TEMPERATURE,
         "image_weight": [Interval(Real, 0, 1, closed="both")],
+        "ehr_weight": [Interval(Real, 0, None, closed="left"), None],
+        "negatives_only": ["boolean"],
     }
 
     def __init__(
@@ -118,6 +142,8 @@ class ConVIRT(_SSLTransformer):
         output="both",
         temperature=0.1,
         image_weight=0.75,
+        ehr_weight=None,
+        negatives_only=False,
         projection_dim=128,
         hidden_dim=256,
         lstm_hidden=256,
@@ -136,6 +162,8 @@ class ConVIRT(_SSLTransformer):
         self.output = output
         self.temperature = temperature
         self.image_weight = image_weight
+        self.ehr_weight = ehr_weight
+        self.negatives_only = negatives_only
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
         self.lstm_hidden = lstm_hidden
@@ -149,27 +177,34 @@ class ConVIRT(_SSLTransformer):
         self.modality_dims = modality_dims
 
     def _criterion(self):
-        return ConVIRTLoss(self.image_weight)
+        ehr_weight = 1 - self.image_weight if self.ehr_weight is None else self.ehr_weight
+        return ConVIRTLoss(self.image_weight, ehr_weight, self.negatives_only)
 
 
 @_fill_doc(name="ALIGN")
 class ALIGN(_SSLTransformer):
-    """ALIGN: one-directional contrastive pretraining, from the EHR to the image.
+    """ALIGN: symmetric contrastive pretraining with a learned temperature, on noisy pairs.
 
-    MedMod [2]_ writes ALIGN's [1]_ loss as :math:`\\mathcal{{L}} = \\mathcal{{S}}(z_{{ehr}},
-    z_{{cxr}})` with :math:`\\mathcal{{S}}` the InfoNCE: each EHR embedding must find its own
-    image among the batch,
+    ALIGN's [1]_ normalized-softmax loss, the InfoNCE of both directions summed, with
+    MedMod's [2]_ EHR in place of the text: each image must find its own EHR among the batch,
+    and each EHR its own image,
 
     .. math::
 
-        \\mathcal{{L}} = -\\frac{{1}}{{N}} \\sum_i \\log
-        \\frac{{e^{{\\cos(z_{{ehr,i}}, z_{{img,i}}) / \\tau}}}}{{\\sum_j e^{{\\cos(z_{{ehr,i}}, z_{{img,j}}) / \\tau}}}}.
+        \\mathcal{{L}} = \\ell^{{img \\to ehr}} + \\ell^{{ehr \\to img}}, \\qquad
+        \\ell^{{a \\to b}} = -\\frac{{1}}{{N}} \\sum_i \\log
+        \\frac{{e^{{\\cos(a_i, b_i) / \\tau}}}}{{\\sum_j e^{{\\cos(a_i, b_j) / \\tau}}}}.
 
-    That one direction is what this class implements (ALIGN's own normalized softmax
-    adds the image-to-text direction: that is :class:`ConVIRT` with ``image_weight=0.5``).
     As in ALIGN, the temperature is learned, starting at ``temperature`` (the logit scale
-    :math:`1/\\tau` is clipped at 100). MedMod's "noisy pairs" describe ALIGN's data, not its
-    loss: pass the pairs you have.
+    :math:`1/\\tau` is learned in log space and clipped at 100). ALIGN's pairs are noisy by
+    nature (web alt-texts); MedMod makes EHR-CXR pairs noisy by exchanging the EHR of part of
+    each training batch: ``swap_fraction`` does the same (the default ``0`` trains on the pairs
+    given). MedMod's code is ``ALIGN(swap_fraction=(0.16, 0.2), negatives_only=True,
+    temperature=0.07)``: in each batch of :math:`B` it draws a count between
+    :math:`\\lfloor 0.16 B \\rfloor` and :math:`\\lfloor 0.2 B \\rfloor` and exchanges the EHR of
+    two disjoint groups of that many rows (so 32 to 40 % of the rows are mispaired), and its
+    denominators leave the positive out. It learns :math:`\\tau` itself where skfusion learns
+    :math:`\\log(1/\\tau)`: the same loss, a different parametrisation of its gradient.
 
     {ssl_notes}
 
@@ -181,6 +216,13 @@ class ALIGN(_SSLTransformer):
         concatenated (image first). ``transform`` reads only the columns of what it returns.
     temperature : float, default=0.1
         Initial :math:`\\tau` (learned).
+    swap_fraction : float or tuple of (float, float), default=0.0
+        Share of each training batch whose EHR is exchanged with that of as many other rows
+        (so twice that share is mispaired), in [0, 0.5]; a pair ``(low, high)`` draws the share
+        uniformly per batch, as MedMod's ``(0.16, 0.2)``. ``transform`` is unaffected.
+    negatives_only : bool, default=False
+        Sum each denominator over the other rows only, leaving the positive out (MedMod's
+        code); ``False`` is ALIGN's InfoNCE.
     {paired_network}
     {paired_training}
 
@@ -190,7 +232,7 @@ class ALIGN(_SSLTransformer):
 
     See Also
     --------
-    ConVIRT : both directions.
+    ConVIRT : both directions, weighted, at a fixed temperature.
     VICReg : a non-contrastive objective.
     {ssl_see_also}
 
@@ -211,7 +253,12 @@ class ALIGN(_SSLTransformer):
     (120, 8)
     """
 
-    _parameter_constraints = {**_SSLTransformer._parameter_constraints, **_TEMPERATURE}
+    _parameter_constraints = {
+        **_SSLTransformer._parameter_constraints,
+        **_TEMPERATURE,
+        "swap_fraction": [Interval(Real, 0, 0.5, closed="both"), tuple, list],
+        "negatives_only": ["boolean"],
+    }
 
     def __init__(
         self,
@@ -221,6 +268,8 @@ class ALIGN(_SSLTransformer):
         backbone=None,
         output="both",
         temperature=0.1,
+        swap_fraction=0.0,
+        negatives_only=False,
         projection_dim=128,
         hidden_dim=256,
         lstm_hidden=256,
@@ -238,6 +287,8 @@ class ALIGN(_SSLTransformer):
         self.backbone = backbone
         self.output = output
         self.temperature = temperature
+        self.swap_fraction = swap_fraction
+        self.negatives_only = negatives_only
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
         self.lstm_hidden = lstm_hidden
@@ -251,7 +302,7 @@ class ALIGN(_SSLTransformer):
         self.modality_dims = modality_dims
 
     def _criterion(self):
-        return ALIGNLoss()
+        return ALIGNLoss(_swap_range(self.swap_fraction), self.negatives_only)
 
     def _learn_temperature(self):
         return True
@@ -267,13 +318,17 @@ class VICReg(_SSLTransformer):
 
     .. math::
 
-        \\mathcal{{L}} = \\lambda s(Z, Z') + \\mu [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]
+        \\mathcal{{L}} = \\lambda s(Z, Z') + \\frac{{\\mu}}{{2}} [v(Z) + v(Z')] + \\nu [c(Z) + c(Z')]
 
     with the invariance :math:`s` (mean squared difference of paired rows, as in the paper's
     Algorithm 1), the variance hinge :math:`v(Z) = \\frac{{1}}{{d}} \\sum_j \\max(0, \\gamma -
     \\sqrt{{\\mathrm{{Var}}(z^j) + \\epsilon}})` (:math:`\\gamma = 1`, :math:`\\epsilon = 10^{{-4}}`)
-    and the covariance :math:`c(Z) = \\frac{{1}}{{d}} \\sum_{{i \\ne j}} C(Z)_{{ij}}^2`. The usual
-    coefficients :math:`\\lambda = \\mu = 25`, :math:`\\nu = 1` are the defaults.
+    and the covariance :math:`c(Z) = \\frac{{1}}{{d}} \\sum_{{i \\ne j}} C(Z)_{{ij}}^2` (the unbiased
+    covariance of the batch). The variance terms are averaged (:math:`\\mu / 2`) as in the
+    official implementation, which MedMod's code copies; the paper's formula read literally,
+    :math:`\\mu [v(Z) + v(Z')]`, is ``variance_weight`` doubled. The coefficients
+    :math:`\\lambda = \\mu = 25`, :math:`\\nu = 1` of the paper and of MedMod are the defaults,
+    so ``VICReg()`` is MedMod's loss.
 
     {ssl_notes}
 
@@ -286,7 +341,7 @@ class VICReg(_SSLTransformer):
     invariance_weight : float, default=25.0
         :math:`\\lambda`.
     variance_weight : float, default=25.0
-        :math:`\\mu`.
+        :math:`\\mu`, the weight of the mean of the two variance hinges.
     covariance_weight : float, default=1.0
         :math:`\\nu`.
     {paired_network}
@@ -299,7 +354,7 @@ class VICReg(_SSLTransformer):
     See Also
     --------
     ConVIRT : bidirectional contrastive loss.
-    ALIGN : one-directional contrastive loss.
+    ALIGN : symmetric contrastive loss on noisy pairs.
     {ssl_see_also}
 
     References

@@ -1,0 +1,266 @@
+"""Gradient attributions of a fitted fusion model's score to one modality's input.
+
+Both methods differentiate the score a fitted estimator's ``net_.module_`` computes for each
+row: the risk (log relative hazard) of a Cox survival model, or a class (label) logit of a
+classifier. :func:`gradient_saliency` is the gradient of the score with respect to the
+input (Simonyan, Vedaldi and Zisserman, "Deep inside convolutional networks: visualising
+image classification models and saliency maps", ICLR workshop 2014);
+:func:`integrated_gradients` integrates it along the straight path from a baseline
+(Sundararajan, Taly and Yan, "Axiomatic attribution for deep networks", ICML 2017), so that
+the attributions of a row sum to the change of its score from the baseline (completeness).
+The inputs are those the network reads: the tokens of a token column (per-slice CT
+embeddings, per-step EHR states), the pixels of a raw ``(C, H, W)`` image column when the
+image encoder is in the network (``image_encoder=``), or a numeric block.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from .._classifier import ClassifierHeadMixin
+from .._data import ModalityDataset
+from .._survival import SurvivalMixin
+
+
+def _check_estimator(estimator, modality):
+    check_is_fitted(estimator, "net_")
+    names = [spec.name for spec in estimator.layout_]
+    if modality not in names:
+        raise ValueError(f"modality={modality!r} is not a modality of the fitted model; its modalities are {names}.")
+    if isinstance(estimator, SurvivalMixin) and estimator.loss != "cox":
+        raise ValueError(
+            f"attributions are of the Cox risk (the log relative hazard); the model was fitted with "
+            f"loss={estimator.loss!r}: refit with loss='cox'."
+        )
+
+
+def _class_columns(estimator, logits, target):
+    """Column of ``logits`` scored per row: ``target``'s, or the predicted class's."""
+    if target is None:
+        if estimator.multilabel_:
+            raise ValueError("a multi-label model has no single predicted class: name the label with target=.")
+        return logits.argmax(dim=1)
+    matches = np.flatnonzero(estimator.classes_ == target)
+    if len(matches) == 0:
+        raise ValueError(
+            f"target={target!r} is not a class of the model; its classes are {estimator.classes_.tolist()}."
+        )
+    return torch.full((len(logits),), int(matches[0]), device=logits.device)
+
+
+def _score(estimator, module, blocks, target):
+    """The per-row score the attributions explain: the Cox risk or a class logit."""
+    out = module(**blocks)
+    if isinstance(estimator, ClassifierHeadMixin):
+        columns = _class_columns(estimator, out, target)
+        return out.gather(1, columns[:, None])[:, 0]
+    return out[:, 0]
+
+
+def _batches(estimator, X, modality):
+    """``(positions, blocks)`` batches of ``X`` on the model's device, in order."""
+    blocks, n_samples = estimator._blocks(X, reset=False)
+    dataset = ModalityDataset(blocks, device=estimator.net_.device)
+    if not bool(dataset.blocks[modality]["present"].all()):
+        absent = np.flatnonzero(~dataset.blocks[modality]["present"].cpu().numpy())
+        raise ValueError(
+            f"modality {modality!r} is missing in rows {absent[:8].tolist()}: it has no input to attribute."
+        )
+    positions = torch.arange(n_samples, device=dataset.device)
+    for chunk in positions.split(estimator.batch_size):
+        yield chunk, dataset.batch(chunk)[0]
+
+
+def _path_gradients(estimator, X, modality, alphas, baseline, target):
+    """``(x - baseline, mean over alphas of the gradient at baseline + alpha (x - baseline))`` per batch."""
+    module = estimator.net_.module_.eval()
+    dtype = next(module.parameters()).dtype
+    # cuDNN computes an RNN's backward pass in training mode only; the plain kernels in any mode.
+    with torch.backends.cudnn.flags(enabled=False):
+        for positions, blocks in _batches(estimator, X, modality):
+            x = blocks[modality]["x"].to(dtype)
+            delta = x - baseline
+            total = torch.zeros_like(x)
+            for alpha in alphas:
+                point = (baseline + alpha * delta).requires_grad_(True)
+                score = _score(estimator, module, {**blocks, modality: {**blocks[modality], "x": point}}, target)
+                (grad,) = torch.autograd.grad(score.sum(), point)
+                total += grad
+            yield positions, blocks[modality], delta, total / len(alphas)
+
+
+def _aligned(estimator, modality, parts):
+    """Attributions per batch back to the input's layout: (n, ...) arrays, or a list of (T_i, d) arrays."""
+    spec = next(s for s in estimator.layout_ if s.name == modality)
+    if spec.kind != "sequence":
+        return np.concatenate([values.double().cpu().numpy() for _, values in parts])
+    rows = []
+    for mask, values in parts:
+        lengths = mask.sum(dim=1).cpu().numpy()
+        values = values.double().cpu().numpy()
+        rows += [values[i, : lengths[i]] for i in range(len(values))]
+    out = np.empty(len(rows), dtype=object)
+    out[:] = rows
+    return out
+
+
+def _check_X_frame(X):
+    if not hasattr(X, "shape") or len(X) == 0:
+        raise ValueError("X must hold at least one row to attribute.")
+
+
+def gradient_saliency(estimator, X, modality, *, target=None):
+    """Gradient of a fitted model's score with respect to one modality's input, per row.
+
+    Parameters
+    ----------
+    estimator : fitted skfusion estimator
+        A fusion model with a network (``net_``): a Cox survival model (the score is the
+        risk, ``predict``'s log relative hazard) or a classifier (the score is a class logit).
+    X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+        As for ``predict``; every row must have ``modality``.
+    modality : str
+        The modality whose input is attributed: a token column (each token, e.g. each CT
+        slice), a raw image column read by the network's image encoder (each pixel), or a
+        numeric block (each feature).
+    target : class label, default=None
+        Classifier only: the class whose logit is explained; ``None`` is each row's predicted
+        class (a multi-label model needs one).
+
+    Returns
+    -------
+    saliency : ndarray
+        Shaped like the input: ``(n_samples, C, H, W)`` for an image column,
+        ``(n_samples, d)`` for a numeric block, and for a token column an object array of
+        ``n_samples`` arrays ``(T_i, d)``, one per row with its own tokens (no padding).
+        :func:`token_importance` reduces tokens to one value each.
+
+    See Also
+    --------
+    integrated_gradients : attributions that add up to the change of the score.
+
+    References
+    ----------
+    .. [1] K. Simonyan, A. Vedaldi and A. Zisserman (2014). Deep inside convolutional
+           networks: visualising image classification models and saliency maps. ICLR
+           workshop.
+
+    Examples
+    --------
+    >>> from skfusion import ConcatSurvival
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> from skfusion.inspection import gradient_saliency
+    >>> X, y = make_multimodal_survival(n_samples=100, n_features=(6, 4), random_state=0)
+    >>> model = ConcatSurvival(max_epochs=5, random_state=0).fit(X, y)
+    >>> gradient_saliency(model, X.iloc[:3], "img").shape
+    (3, 6)
+    """
+    _check_estimator(estimator, modality)
+    _check_X_frame(X)
+    parts = [
+        (block.get("mask"), grad)
+        for _, block, _, grad in _path_gradients(estimator, X, modality, [1.0], 0.0, target)
+    ]
+    return _aligned(estimator, modality, parts)
+
+
+def integrated_gradients(estimator, X, modality, *, target=None, baseline=0.0, n_steps=64):
+    """Integrated gradients of a fitted model's score along the path from ``baseline`` to each row.
+
+    :math:`IG_j(x) = (x_j - x'_j) \\int_0^1 \\partial f(x' + \\alpha (x - x')) / \\partial x_j \\, d\\alpha`,
+    the integral taken by the midpoint rule on ``n_steps`` points. Only ``modality``'s input
+    moves; the other modalities stay as in ``X``. Completeness: a row's attributions sum to
+    :math:`f(x) - f(x')`, its score minus the score with ``modality`` set to the baseline
+    (the same tokens, or image size, filled with ``baseline``), up to the quadrature error.
+
+    Parameters
+    ----------
+    estimator : fitted skfusion estimator
+        See :func:`gradient_saliency`.
+    X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+    modality : str
+    target : class label, default=None
+        See :func:`gradient_saliency`.
+    baseline : float, default=0.0
+        The reference input :math:`x'`, every element equal to this value (zero: an
+        all-black image, null tokens, the value of padding).
+    n_steps : int, default=64
+        Points of the midpoint rule.
+
+    Returns
+    -------
+    attributions : ndarray
+        Shaped like the input, as in :func:`gradient_saliency`.
+
+    See Also
+    --------
+    gradient_saliency : the gradient at the input itself.
+
+    References
+    ----------
+    .. [1] M. Sundararajan, A. Taly and Q. Yan (2017). Axiomatic attribution for deep
+           networks. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfusion import ConcatSurvival
+    >>> from skfusion.datasets import make_multimodal_survival
+    >>> from skfusion.inspection import integrated_gradients
+    >>> X, y = make_multimodal_survival(n_samples=100, n_features=(6, 4), random_state=0)
+    >>> model = ConcatSurvival(max_epochs=5, random_state=0).fit(X, y)
+    >>> attributions = integrated_gradients(model, X.iloc[:3], "img")
+    >>> zeroed = X.iloc[:3].assign(**{f"img__{j}": 0.0 for j in range(6)})
+    >>> bool(np.allclose(attributions.sum(axis=1), model.predict(X.iloc[:3]) - model.predict(zeroed), atol=1e-2))
+    True
+    """
+    _check_estimator(estimator, modality)
+    _check_X_frame(X)
+    if not isinstance(n_steps, Integral) or isinstance(n_steps, bool) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}.")
+    if not isinstance(baseline, Real) or not np.isfinite(baseline):
+        raise ValueError(f"baseline must be a finite number; got {baseline!r}.")
+    alphas = (np.arange(n_steps) + 0.5) / n_steps
+    parts = []
+    for _, block, delta, mean_grad in _path_gradients(estimator, X, modality, alphas, float(baseline), target):
+        attribution = delta * mean_grad
+        if "mask" in block:
+            # Padding is not input: its zeros are no token to attribute.
+            attribution = attribution * block["mask"].unsqueeze(-1)
+        parts.append((block.get("mask"), attribution))
+    return _aligned(estimator, modality, parts)
+
+
+def token_importance(attributions, *, absolute=False):
+    """One value per token: the attributions of a token column summed over its features.
+
+    Parameters
+    ----------
+    attributions : object ndarray of (T_i, d) arrays
+        What :func:`gradient_saliency` or :func:`integrated_gradients` return for a token
+        column.
+    absolute : bool, default=False
+        Sum absolute values (the magnitude of a gradient saliency) instead of signed ones
+        (integrated gradients' contributions, which add up to the change of the score).
+
+    Returns
+    -------
+    importance : list of ndarray
+        One ``(T_i,)`` array per row: the importance of each token (each CT slice over z).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skfusion.inspection import token_importance
+    >>> token_importance(np.array([np.ones((3, 2)), -np.ones((1, 2))], dtype=object))[1].tolist()
+    [-2.0]
+    """
+    rows = []
+    for i, values in enumerate(attributions):
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2:
+            raise ValueError(f"attributions[{i}] has shape {values.shape}; token attributions are (T_i, d) arrays.")
+        rows.append((np.abs(values) if absolute else values).sum(axis=1))
+    return rows
