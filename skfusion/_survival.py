@@ -24,6 +24,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 from scipy.special import digamma
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.functions import StepFunction
@@ -139,7 +140,8 @@ class WeibullModel:
     ``_LOG_SCALE_BOUND`` of the median time and the shape to ``[e^-2, e^2]``, so that no
     input can drive the likelihood to overflow, whatever the scale of the features. Times of
     zero (an event on the day of inclusion) are moved to half the smallest positive time,
-    where the Weibull density is finite.
+    where the Weibull density is finite. The network's outputs are offsets from the Weibull
+    fitted without covariates (``offset_``), so training starts from the marginal model.
     """
 
     n_outputs = 2
@@ -149,21 +151,27 @@ class WeibullModel:
         self.time_scale_ = float(np.median(positive)) if len(positive) else 1.0
         scaled = time / self.time_scale_
         floor = scaled[scaled > 0].min() / 2 if len(positive) else 1.0
-        return np.column_stack([np.maximum(scaled, floor), event])
+        scaled = np.maximum(scaled, floor)
+        bounds = np.array([_LOG_SCALE_BOUND, _LOG_SHAPE_BOUND])
+        self.offset_ = bounds * np.arctanh(_marginal_weibull(scaled, event, 0.95 * bounds) / bounds)
+        return np.column_stack([scaled, event])
+
+    def _params(self, out, tanh):
+        return _bounded(_shifted(out, self.offset_), tanh)
 
     def loss(self, out, target):
-        return neg_log_likelihood_weibull(_bounded(out, torch.tanh), target[:, 1].bool(), target[:, 0].to(out.dtype))
+        return neg_log_likelihood_weibull(self._params(out, torch.tanh), target[:, 1].bool(), target[:, 0].to(out.dtype))
 
     def finalize(self, out, target):
         pass
 
     def risk(self, out):
-        log_scale, log_shape = _bounded(out, np.tanh).T
+        log_scale, log_shape = self._params(out, np.tanh).T
         # Minus the expected log event time: E[log T] = log(lambda) - gamma / rho.
         return _EULER_GAMMA * np.exp(-log_shape) - log_scale
 
     def cumulative_hazard(self, out, times):
-        params = _bounded(out, np.tanh)
+        params = self._params(out, np.tanh)
         t = np.asarray(times, dtype=np.float64)[None, :] / self.time_scale_
         with np.errstate(divide="ignore"):
             log_t = np.log(t)
@@ -174,6 +182,28 @@ class WeibullModel:
 _LOG_SCALE_BOUND, _LOG_SHAPE_BOUND = 12.0, 2.0
 
 
+def _shifted(out, offset):
+    """``out + offset`` for a torch or numpy ``out``: the network predicts departures from the marginal fit."""
+    if isinstance(out, torch.Tensor):
+        return out + torch.as_tensor(offset, dtype=out.dtype, device=out.device)
+    return out + offset
+
+
+def _marginal_weibull(time, event, bounds):
+    """``(log scale, log shape)`` of the Weibull fitted without covariates (maximum likelihood)."""
+    log_time = np.log(time)
+
+    def nll(params):
+        log_scale, log_shape = params
+        z = np.exp(log_shape) * (log_time - log_scale)
+        return -(event * (log_shape - log_scale + (np.exp(log_shape) - 1) * (log_time - log_scale))).sum() + np.exp(
+            z
+        ).sum()
+
+    fitted = minimize(nll, x0=np.zeros(2), method="L-BFGS-B", bounds=list(zip(-bounds, bounds)))
+    return fitted.x
+
+
 def _bounded(out, tanh):
     """``(log scale, log shape)`` soft-bounded with ``b * tanh(z / b)`` (``tanh`` of torch or numpy)."""
     bounds = (_LOG_SCALE_BOUND, _LOG_SHAPE_BOUND)
@@ -182,7 +212,12 @@ def _bounded(out, tanh):
 
 
 class DiscreteTimeModel:
-    """Discrete-time logistic hazards on ``n_durations`` bins at event-time quantiles."""
+    """Discrete-time logistic hazards on ``n_durations`` bins at event-time quantiles.
+
+    The network's outputs are offsets from the life-table hazards of the training rows
+    (``offset_``: the maximum-likelihood hazards without covariates), so training starts
+    from the Kaplan-Meier-like marginal model instead of a hazard of 1/2 in every bin.
+    """
 
     def __init__(self, n_durations):
         self.n_durations = n_durations
@@ -197,21 +232,23 @@ class DiscreteTimeModel:
         cuts[-1] = max(cuts[-1], time.max())
         # Pad with the last cut when ties leave fewer distinct quantiles than bins.
         self.cuts_ = np.concatenate([cuts, np.full(self.n_durations - len(cuts), cuts[-1])])
-        return np.column_stack([self.bin_index(time), event]).astype(np.float64)
+        bins = self.bin_index(time)
+        self.offset_ = _life_table_logits(bins, event, self.n_durations)
+        return np.column_stack([bins, event]).astype(np.float64)
 
     def bin_index(self, time):
         """Bin of each time: bin j holds (cut[j-1], cut[j]]."""
         return np.minimum(np.searchsorted(self.cuts_, time, side="left"), self.n_durations - 1)
 
     def loss(self, out, target):
-        return discrete_time_nll(out, target[:, 0].long(), target[:, 1].to(out.dtype))
+        return discrete_time_nll(_shifted(out, self.offset_), target[:, 0].long(), target[:, 1].to(out.dtype))
 
     def finalize(self, out, target):
         pass
 
     def _cumulative(self, out):
         # -log S at the end of each bin: sum over bins k <= j of -log(1 - h_k) = softplus(z_k).
-        return np.cumsum(np.logaddexp(0.0, out), axis=1)
+        return np.cumsum(np.logaddexp(0.0, _shifted(out, self.offset_)), axis=1)
 
     def risk(self, out):
         survival = np.exp(-self._cumulative(out))
@@ -222,6 +259,19 @@ class DiscreteTimeModel:
         n_passed = np.searchsorted(self.cuts_, times, side="right")
         cumulative = np.concatenate([np.zeros((len(out), 1)), self._cumulative(out)], axis=1)
         return cumulative[:, n_passed]
+
+
+def _life_table_logits(bins, event, n_bins):
+    """Logits of the maximum-likelihood hazards without covariates, for :func:`discrete_time_nll`.
+
+    In bin j, the events there and the rows that leave in a later bin are at risk (a row
+    censored in bin j contributes survival through the earlier bins only).
+    """
+    deaths = np.bincount(bins[event], minlength=n_bins)
+    leaving = np.bincount(bins, minlength=n_bins)
+    later = leaving[::-1].cumsum()[::-1] - leaving
+    hazard = np.clip(deaths / np.maximum(deaths + later, 1), 1e-4, 1 - 1e-4)
+    return np.log(hazard) - np.log1p(-hazard)
 
 
 def discrete_time_nll(logits, bin_index, event):
