@@ -72,3 +72,54 @@ def test_head_is_a_low_rank_read_out_of_a_per_piece_representation():
             for k in range(4):
                 np.testing.assert_allclose(out[i, p, k].item(), (beta[k] @ r + c[k]).item(), rtol=1e-12)
     np.testing.assert_allclose(c.numpy(), np.log(np.arange(1.0, 5.0)), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- the synthetic cohort
+
+from skfusion.datasets import make_imaging_ehr_cohort  # noqa: E402
+
+
+def test_cohort_layout_and_truth():
+    X, outcomes, truth = make_imaging_ehr_cohort(n_samples=30, n_codes=5, n_driven=2, random_state=0, return_truth=True)
+    assert list(X.columns) == ["ct", "ehr", "index_time"]
+    assert X["ct"][0].shape == (8, 32, 32) and X["ct"][0].dtype == np.float32
+    assert truth.biomarkers.shape == (30, 2) and truth.outcome_risk.shape == (30, 2)
+    np.testing.assert_array_equal(truth.code_risk[:, 2:], 0.0)  # undriven codes
+    for i in range(30):
+        frame, index = X["ehr"][i], X["index_time"][i]
+        assert list(frame.columns) == ["time", "code", "numeric_value"]
+        assert (frame["time"] < index).sum() >= 3  # history before the scan
+        assert frame["code"].iloc[-1] == "VISIT" and frame["time"].iloc[-1] > index  # follow-up ends in a visit
+        future = frame[frame["time"] > index]
+        assert not future[future["code"] != "VISIT"]["code"].duplicated().any()  # first occurrences
+    for y in outcomes.values():
+        assert y.dtype.names == ("event", "time") and 0 < y["event"].mean() < 1
+    again, _ = make_imaging_ehr_cohort(n_samples=30, n_codes=5, n_driven=2, random_state=0)
+    np.testing.assert_array_equal(again["ct"][3], X["ct"][3])
+
+
+def test_cohort_biomarkers_are_in_the_image_and_drive_the_codes():
+    X, _, truth = make_imaging_ehr_cohort(n_samples=300, random_state=1, return_truth=True)
+    volumes = np.stack(X["ct"].to_list())
+    for j, (z, y, x) in enumerate(truth.biomarker_voxels):  # each nodule brightens with its biomarker
+        patch = volumes[:, z, y - 1 : y + 2, x - 1 : x + 2].mean(axis=(1, 2))
+        assert np.corrcoef(patch, truth.biomarkers[:, j])[0, 1] > 0.5
+    has_code = np.array([(f["code"] == "DX/00").any() and (f["time"][f["code"] == "DX/00"] > t).any()
+                         for f, t in zip(X["ehr"], X["index_time"])])
+    risk = truth.code_risk[:, 0]
+    assert risk[has_code].mean() > risk[~has_code].mean() + 0.3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_samples": 0}, "n_samples must be an integer >= 1"),
+        ({"n_driven": 20, "n_codes": 5}, "n_driven .* cannot exceed n_codes"),
+        ({"volume_shape": (8, 32)}, "volume_shape must be three integers"),
+        ({"follow_up": (0, 10)}, "follow_up must be a pair"),
+        ({"signal": -1.0}, "signal must be a finite non-negative number"),
+    ],
+)
+def test_cohort_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_imaging_ehr_cohort(**kwargs)
