@@ -28,7 +28,7 @@ the preprocessed tensors.
 
 Usage::
 
-    python benchmarks/bench_tte_pretraining.py [--out benchmarks/results/tte_pretraining.md]
+    PYTHONPATH=. python benchmarks/bench_tte_pretraining.py [--out benchmarks/results/tte_pretraining.md]
 """
 
 import argparse
@@ -199,7 +199,7 @@ def main():
     horizons = [f"AUROC at {int(h)} days" for h in HORIZONS]
     text = f"""# Time-to-event pretraining of a CT encoder
 
-`python benchmarks/bench_tte_pretraining.py` ({platform.processor() or platform.machine()}, 1 torch thread,
+`PYTHONPATH=. python benchmarks/bench_tte_pretraining.py` ({platform.processor() or platform.machine()}, 1 torch thread,
 torch {torch.__version__}; whole run {(time.perf_counter() - started) / 60:.1f} min).
 
 Cohort: `make_imaging_ehr_cohort(signal={DATA["signal"]})`, {N_PRETRAIN} pretraining rows (volumes

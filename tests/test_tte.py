@@ -349,3 +349,34 @@ def test_transform_checks_the_slice_size(fitted):
         fitted.transform(pd.DataFrame({"ct": pd.Series([np.zeros((2, 8, 8))], dtype=object)}))
     with pytest.raises(ValueError, match="needs a pandas DataFrame with the image column 'ct'"):
         fitted.transform(pd.DataFrame({"img": [1.0]}))
+
+
+def test_two_dimensional_images_and_nifti_paths(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    from skfusion.encoders._volumes import read_ct_volume
+
+    rng = np.random.default_rng(0)
+    events = [_events((0, "A"), (2 + i % 3, "B"), (5, "A")) for i in range(6)]
+    flat = _frame(events, [1.0] * 6, images=[rng.normal(-500, 200, (8, 8)).astype(np.float32) for _ in range(6)])
+    tte = TimeToEventPretraining(**{**TINY, "max_epochs": 1}).fit(flat)
+    assert tte.slice_shape_ == (8, 8) and tte.transform(flat[["ct"]]).shape == (6, 64)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(rng.normal(-500, 200, (8, 8, 3)).astype(np.float32), np.eye(4)), str(path))
+    by_path = tte.transform(pd.DataFrame({"ct": [str(path)]}))
+    by_array = tte.transform(pd.DataFrame({"ct": pd.Series([read_ct_volume(str(path), "x")], dtype=object)}))
+    np.testing.assert_allclose(by_path.to_numpy(), by_array.to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"window": (100, -100)}, "window=.*low < high"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2)}, "mean=.*1 or 3 numbers"),
+        ({"mean": None}, "mean and std must be both None"),
+        ({"input_size": (8, 0)}, "input_size=.*positive"),
+        ({"slices": (1, 2, 3)}, r"slices=.*\(start, stop\)"),
+    ],
+)
+def test_bad_preprocessing_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        TimeToEventPretraining(**{**TINY, **params}).fit(_good())
