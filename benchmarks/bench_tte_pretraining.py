@@ -128,7 +128,8 @@ def quality():
             random_state=0,
             device="cpu",
         ).fit(train[["ct"]], y_train)
-        rows.append([outcome, "supervised encoder (trained on this outcome)", *_cells(y_train, y_test, supervised.predict(test[["ct"]]))])
+        risk = supervised.predict(test[["ct"]])
+        rows.append([outcome, "supervised encoder (trained on this outcome)", *_cells(y_train, y_test, risk)])
         if outcome in risks:
             rows.append([outcome, "oracle (true risk)", *_cells(y_train, y_test, risks[outcome][N_PRETRAIN:])])
     return rows, pretrained, fit_seconds

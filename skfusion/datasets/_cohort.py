@@ -213,7 +213,8 @@ def _volumes(rng, shape, places, b, v, noise):
     jitter = rng.uniform(-0.08, 0.08, size=(n, len(places), 3))
     volumes = _anatomy(shape)[None] + _blobs(shape, places[None] + jitter, 200.0 * np.exp(b / 2), 0.12)
     if v.shape[1]:
-        spots = np.column_stack([rng.uniform(-0.6, 0.6, (n * v.shape[1], 1)), rng.uniform(-0.6, 0.6, (n * v.shape[1], 2))])
+        m = n * v.shape[1]
+        spots = np.column_stack([rng.uniform(-0.6, 0.6, (m, 1)), rng.uniform(-0.6, 0.6, (m, 2))])
         volumes += _blobs(shape, spots.reshape(n, v.shape[1], 3), 400.0 * np.exp(v / 2), 0.15)
     volumes += rng.normal(0, 30.0, size=(n, 1, 1, 1)) + rng.normal(0, noise, size=volumes.shape)
     return volumes
