@@ -130,7 +130,6 @@ def test_cohort_bad_arguments(kwargs, match):
 import warnings  # noqa: E402
 
 from sklearn.base import clone  # noqa: E402
-from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
 from sksurv.util import Surv  # noqa: E402
 
 from skfusion import UnimodalSurvival  # noqa: E402
@@ -306,7 +305,7 @@ def test_sklearn_conventions(fitted):
 
     with pytest.raises(NotFittedError):
         copy.transform(pd.DataFrame({"ct": [np.zeros((2, 8, 8))]}))
-    with pytest.raises(InvalidParameterError, match="n_pieces"):
+    with pytest.raises(ValueError, match="n_pieces"):
         TimeToEventPretraining(n_pieces=0).fit(_frame([_events((1, "A"))], [0.0]))
 
 
