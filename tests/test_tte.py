@@ -1,13 +1,19 @@
 """Time-to-event pretraining: MOTOR's likelihood against its equation, the cohort, the transformer."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.base import clone
 
+from skfusion import UnimodalSurvival
+from skfusion.datasets import make_imaging_ehr_cohort
+from skfusion.encoders import CTVolumeEmbedder
 from skfusion.modules.tte import PiecewiseExponentialHead, piecewise_exponential_nll
+from skfusion.ssl import TimeToEventPretraining
 
 
 def _nll_loop(log_hazard, time, event, boundaries):
@@ -76,7 +82,6 @@ def test_head_is_a_low_rank_read_out_of_a_per_piece_representation():
 
 # --------------------------------------------------------------------------- the synthetic cohort
 
-from skfusion.datasets import make_imaging_ehr_cohort  # noqa: E402
 
 
 def test_cohort_layout_and_truth():
@@ -127,14 +132,8 @@ def test_cohort_bad_arguments(kwargs, match):
 
 # --------------------------------------------------------------------------- the transformer
 
-import warnings  # noqa: E402
 
-from sklearn.base import clone  # noqa: E402
-from sksurv.util import Surv  # noqa: E402
 
-from skfusion import UnimodalSurvival  # noqa: E402
-from skfusion.encoders import CTVolumeEmbedder  # noqa: E402
-from skfusion.ssl import TimeToEventPretraining  # noqa: E402
 
 TINY = {"window": "pe", "max_epochs": 2, "batch_size": 8, "random_state": 0, "device": "cpu"}
 
