@@ -16,3 +16,7 @@ __all__ = [
     "make_multimodal_survival",
     "make_paired_image_ehr",
 ]
+
+from ._cohort import make_imaging_ehr_cohort  # noqa: E402
+
+__all__ += ["make_imaging_ehr_cohort"]

@@ -15,3 +15,7 @@ from ._baselines import ALIGN, ConVIRT, VICReg
 from ._medcam import MedCAMAdapter, MedCAMClassifier
 
 __all__ = ["ALIGN", "ConVIRT", "MedCAMAdapter", "MedCAMClassifier", "VICReg"]
+
+from ._tte import TimeToEventPretraining  # noqa: E402
+
+__all__ += ["TimeToEventPretraining"]

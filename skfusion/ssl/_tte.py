@@ -1,0 +1,557 @@
+"""Time-to-event pretraining of a CT encoder on the EHR events that follow each scan."""
+
+import json
+import os
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .._base import FusionNet, resolve_device, seeded
+from .._compat import Interval, StrOptions, _fit_context
+from .._data import ModalityDataset
+from ..encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, load_backbone, load_state_dict
+from ..encoders._base import BaseColumnEncoder, is_missing_cell
+from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
+from ..encoders._embedder import as_size
+from ..encoders._events import as_event_frame, is_number, to_days
+from ..encoders._volumes import read_ct_volume, select_slices, series_files
+from ..encoders.ct import CTVolumeEmbedder
+from ..modules.tte import (
+    PiecewiseExponentialHead,
+    PiecewiseExponentialLoss,
+    SliceGeometry,
+    TimeToEventNetwork,
+    VolumeEncoder,
+    default_slice_backbone,
+)
+from ._base import BalancedBatches
+
+_PREPROCESSING_VERSION = 1
+_MIN_ROWS = 2
+
+
+class TimeToEventPretraining(BaseColumnEncoder):
+    """Pretrain a CT encoder to predict the time to the EHR events that follow each scan.
+
+    Time-to-event pretraining (Huo, Fries, Lozano et al., "Time-to-event pretraining for 3D
+    medical imaging", ICLR 2025 [1]_): each row pairs a CT volume with the patient's event
+    history and the scan's time (``index_time``). The ``n_tasks`` codes that occur most
+    often after the index time in the training rows are the tasks; for each row and task,
+    the target is the time from the index time to the code's first occurrence after it (an
+    event), or to the row's last event (censored). The encoder is trained, without labels,
+    to predict these times with MOTOR's piecewise-exponential head (Steinberg et al.,
+    ICLR 2024 [2]_): the embedding is projected to a ``rank``-dimensional representation per
+    time piece, shared by the tasks, and a per-task linear read-out of it gives each task's
+    log-hazard in each piece; the loss is the negative log-likelihood of these
+    piecewise-constant hazards, averaged over rows and tasks. ``transform`` then embeds
+    volumes with the pretrained encoder, for a linear probe, a Cox model or a fusion model.
+
+    The encoder reads a volume as :class:`~skfusion.encoders.CTVolumeEmbedder` does (same
+    readers, ``window``, ``slices``, ``input_size``, ``mean``/``std``), encodes each slice
+    with ``backbone`` and pools the slices by gated attention over ``z`` (Ilse et al.,
+    ICML 2018 [3]_).
+
+    Parameters
+    ----------
+    image : str, default="ct"
+        The raw column of CT volumes: DICOM series folders, DICOM or NIfTI files, ``(z, y,
+        x)`` arrays in Hounsfield units, or ``(y, x)`` arrays (a 2-D image in HU: one
+        slice). Rows with a missing cell (None/NaN) are skipped at fit and get NaN at
+        transform.
+    events : str, default="ehr"
+        The event column: per row, a frame with ``time``, ``code`` and optionally
+        ``numeric_value`` (the frames ``CLMBREmbedder`` and ``OneHotEHREncoder`` read) or a
+        list of codes (times 0, 1, 2, ...). Needed at fit only.
+    index_time : str, default="index_time"
+        The column of scan times, in the events' time unit (numbers), or datetimes when the
+        event times are datetimes (then times are counted in days). Events after it define
+        the tasks; events at or before it are ignored. Needed at fit only.
+    n_tasks : int, default=8192
+        Number of tasks: the codes occurring after the index time in the most training rows
+        (ties broken by code), 8,192 as in [1]_; fewer when fewer codes occur.
+    n_pieces : int, default=8
+        Number of pieces of the piecewise-constant hazards. The boundaries are the
+        quantiles of the observed times to event over every row and task, from 0 to
+        infinity (fewer pieces when quantiles coincide).
+    rank : int, default=32
+        Width of the per-piece representation shared by the tasks (MOTOR's low-rank
+        read-out).
+    backbone : None, torch.nn.Module or str, default=None
+        The 2-D slice encoder, as in ``CTVolumeEmbedder``: a module mapping ``(B, 3, H,
+        W)`` (the windowed slice replicated to 3 channels and normalised) to ``(B, d)``,
+        copied at fit and never modified, or the name of a torchvision architecture built
+        without weights. None is a small ResNet (one basic block per stage, 8 to 64
+        channels, ``d = 64``) that trains on the CPU.
+    weights : None, str or os.PathLike, default=None
+        A local state-dict file (safetensors, or ``torch.save`` read with
+        ``weights_only=True``): the backbone's weights (as ``CTVolumeEmbedder`` loads
+        them), or a whole encoder written by :meth:`save_pretrained` (backbone and
+        attention pooling). Nothing is ever downloaded.
+    window : {"pe", "mace"} or tuple of (float, float), default="pe"
+        HU window, as in ``CTVolumeEmbedder``.
+    slices : None, tuple of (int, int), float or callable, default=None
+        Which axial slices to keep, as in ``CTVolumeEmbedder``.
+    input_size : None, int or tuple of (int, int), default=None
+        Resize each slice (bilinear, antialiased) before the backbone. Every volume must
+        then have slices of one size: set a pair when volumes differ.
+    mean, std : tuple of float or None, default=ImageNet's
+        Normalisation of the backbone input, as in ``CTVolumeEmbedder``.
+    attention_dim : int, default=32
+        Hidden width of the attention pooling over slices.
+    lr : float, default=1e-3
+        Adam learning rate.
+    weight_decay : float, default=0.0
+    batch_size : int, default=16
+        Volumes per mini-batch (never a batch of one volume).
+    max_epochs : int, default=20
+        Epochs of pretraining; 0 keeps the initial encoder (random, or ``weights``): the
+        untrained baseline.
+    device : str, default="auto"
+        ``"auto"`` is CUDA when available, else the CPU.
+    cache_dir : None, str or os.PathLike, default=None
+        Folder of ``CTVolumeEmbedder``'s content-addressed cache, here holding the
+        windowed, resized slices of each volume (keyed by the volume's bytes and by
+        ``window``, ``slices`` and ``input_size``), so reading and preprocessing a volume
+        happens once across fits and transforms.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights and the batch order.
+    verbose : int, default=0
+        skorch's per-epoch log when positive.
+
+    Attributes
+    ----------
+    tasks_ : ndarray of str, shape (n_tasks_,)
+        The task codes, most frequent first.
+    task_event_counts_ : ndarray of int, shape (n_tasks_,)
+        Training rows in which each task code occurs after the index time.
+    piece_boundaries_ : ndarray of shape (n_pieces_ + 1,)
+        Start of each piece, then ``inf``, in the events' time unit (days for datetimes).
+    n_pieces_ : int
+    encoder_ : skfusion.modules.tte.VolumeEncoder
+        The pretrained encoder (backbone and attention pooling), in evaluation mode; it
+        reads windowed slices ``(n, Z, H, W)`` with a ``(n, Z)`` mask of real slices.
+    backbone_ : torch.nn.Module
+        The pretrained slice encoder (``encoder_.backbone``): the ``backbone=`` of a
+        ``CTVolumeEmbedder`` with the same ``window``, ``input_size``, ``mean`` and ``std``.
+    image_encoder_ : torch.nn.Sequential
+        The encoder behind the windowing and resizing: ``(n, Z, H, W)`` volumes in HU to
+        ``(n, d)``; the ``image_encoder=`` of the fusion estimators on a raw column of
+        equal-shaped ``(Z, H, W)`` HU arrays, which they fine-tune with the task head.
+    net_ : skfusion._base.FusionNet
+        The skorch network (encoder and piecewise-exponential head) and its history.
+    embedding_dim_ : int
+        Width ``d`` of the embedding.
+    slice_shape_ : tuple of (int, int)
+        Slice size the encoder was trained on; ``transform`` requires it.
+    n_rows_used_ : int
+        Training rows (with an image and some follow-up after the index time).
+    window_ : tuple of (float, float)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+
+    See Also
+    --------
+    skfusion.encoders.CTVolumeEmbedder : training-free or pretrained slice embeddings.
+
+    Notes
+    -----
+    Rows whose events end at or before the index time (no follow-up) carry no information
+    for the likelihood: they are left out with a warning that counts them. Events are
+    compared with the index time strictly (an event at the index time is history). The
+    preprocessed volumes of the training rows are held in memory (on ``device``) during
+    fit.
+
+    References
+    ----------
+    .. [1] Huo, Z., Fries, J. A., Lozano, A. et al. "Time-to-event pretraining for 3D
+           medical imaging." ICLR 2025.
+    .. [2] Steinberg, E., Fries, J. A., Xu, Y., Shah, N. H. "MOTOR: a time-to-event
+           foundation model for structured medical records." ICLR 2024.
+    .. [3] Ilse, M., Tomczak, J. M., Welling, M. "Attention-based deep multiple instance
+           learning." ICML 2018.
+
+    Examples
+    --------
+    >>> from skfusion.datasets import make_imaging_ehr_cohort
+    >>> from skfusion.ssl import TimeToEventPretraining
+    >>> X, outcomes = make_imaging_ehr_cohort(n_samples=24, random_state=0)
+    >>> tte = TimeToEventPretraining(window="mace", max_epochs=1, random_state=0).fit(X)
+    >>> Xt = tte.transform(X[["ct"]])
+    >>> Xt.shape
+    (24, 64)
+    >>> list(Xt.columns[:2])
+    ['ct__0', 'ct__1']
+    """
+
+    _parameter_constraints = {
+        "image": [str],
+        "events": [str],
+        "index_time": [str],
+        "n_tasks": [Interval(Integral, 1, None, closed="left")],
+        "n_pieces": [Interval(Integral, 1, None, closed="left")],
+        "rank": [Interval(Integral, 1, None, closed="left")],
+        "backbone": [None, str, torch.nn.Module],
+        "weights": [None, str, os.PathLike],
+        "window": [StrOptions({"pe", "mace"}), tuple, list],
+        "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), callable],
+        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "mean": [None, tuple, list],
+        "std": [None, tuple, list],
+        "attention_dim": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 2, None, closed="left")],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str],
+        "cache_dir": [None, str, os.PathLike],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        image="ct",
+        events="ehr",
+        index_time="index_time",
+        n_tasks=8192,
+        n_pieces=8,
+        rank=32,
+        backbone=None,
+        weights=None,
+        window="pe",
+        slices=None,
+        input_size=None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        attention_dim=32,
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=16,
+        max_epochs=20,
+        device="auto",
+        cache_dir=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.image = image
+        self.events = events
+        self.index_time = index_time
+        self.n_tasks = n_tasks
+        self.n_pieces = n_pieces
+        self.rank = rank
+        self.backbone = backbone
+        self.weights = weights
+        self.window = window
+        self.slices = slices
+        self.input_size = input_size
+        self.mean = mean
+        self.std = std
+        self.attention_dim = attention_dim
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.device = device
+        self.cache_dir = cache_dir
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # BaseColumnEncoder reads ``column`` and writes ``output``: here the image column.
+    @property
+    def column(self):
+        return self.image
+
+    output = None
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Pretrain the encoder on the rows that have an image and follow-up after the index time.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            The ``image``, ``events`` and ``index_time`` columns (others are ignored).
+        y : None
+            Ignored: the targets come from the events.
+
+        Returns
+        -------
+        self : object
+        """
+        images = self._check_frame(X, reset=True)
+        # The CT preprocessing parameters mean what they mean in CTVolumeEmbedder: same checks.
+        CTVolumeEmbedder._check_own_params(self)
+        CTVolumeEmbedder._check_normalisation(self)
+        rows = [i for i, cell in enumerate(images) if not is_missing_cell(cell)]
+        if not rows:
+            raise ValueError(f"{type(self).__name__}: column {self.image!r} has no non-missing cell.")
+        futures, censoring = self._follow_up(X, rows)
+        kept = [i for i, c in zip(rows, censoring) if c is not None]
+        if len(rows) > len(kept):
+            warnings.warn(
+                f"{type(self).__name__}: {len(rows) - len(kept)} row(s) with an image have no event after their "
+                f"index time (no follow-up) and are left out of the pretraining.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if len(kept) < _MIN_ROWS:
+            raise ValueError(
+                f"{type(self).__name__} needs at least {_MIN_ROWS} rows with an image and follow-up after the index "
+                f"time; got {len(kept)}."
+            )
+        futures = [f for f, c in zip(futures, censoring) if c is not None]
+        censoring = np.array([c for c in censoring if c is not None])
+        time, event = self._targets(futures, censoring)
+        volumes = self._preprocess(
+            [images[i] for i in kept], [f"row {X.index[i]!r} of column {self.image!r}" for i in kept]
+        )
+        self.slice_shape_ = tuple(volumes[0].shape[1:])
+        self.n_rows_used_ = len(kept)
+        self._train(volumes, time, event)
+        return self
+
+    def _check_frame(self, X, reset):
+        if not reset:
+            # transform needs the image column only, so the frame seen at fit is not required.
+            if not isinstance(X, pd.DataFrame) or self.image not in X.columns:
+                raise ValueError(
+                    f"{type(self).__name__}.transform needs a pandas DataFrame with the image column {self.image!r}."
+                )
+            return X[self.image].tolist()
+        cells = super()._check_frame(X, reset)
+        for name in ("events", "index_time"):
+            if getattr(self, name) not in X.columns:
+                raise ValueError(f"{type(self).__name__}: {name} column {getattr(self, name)!r} is not in X.")
+        return cells
+
+    def _index_days(self, X, rows):
+        """Index times of ``rows`` as floats, and whether they were numbers (not datetimes)."""
+        column = X[self.index_time]
+        numeric = is_number(column)
+        if not (numeric or pd.api.types.is_datetime64_any_dtype(column)):
+            raise ValueError(
+                f"index_time column {self.index_time!r} must hold numbers (in the events' time unit) or datetimes; "
+                f"it has dtype {column.dtype}."
+            )
+        values = to_days(column.iloc[rows], f"column {self.index_time!r}")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            label = X.index[rows[int(np.flatnonzero(bad)[0])]]
+            raise ValueError(
+                f"row {label!r} of column {self.index_time!r}: the index time is missing or not finite "
+                f"({int(bad.sum())} row(s))."
+            )
+        return values, numeric
+
+    def _follow_up(self, X, rows):
+        """Per row: ``{code: first time after the index}`` and the censoring time (None: no follow-up)."""
+        index, numeric = self._index_days(X, rows)
+        futures, censoring = [], []
+        for i, start in zip(rows, index):
+            cell = X[self.events].iloc[i]
+            if is_missing_cell(cell):
+                futures.append({})
+                censoring.append(None)
+                continue
+            where = f"row {X.index[i]!r} of column {self.events!r}"
+            frame = as_event_frame(cell, where)
+            if len(frame) and is_number(frame["time"]) != numeric:
+                raise ValueError(
+                    f"{where}: event times and the index time ({self.index_time!r}) must both be numbers or both "
+                    "datetimes."
+                )
+            days = to_days(frame["time"], where)
+            if not np.isfinite(days).all():
+                raise ValueError(f"{where}: event times must be finite.")
+            after = days > start
+            codes, delays = frame["code"].to_numpy()[after], days[after] - start
+            first = {}
+            for code, delay in zip(codes, delays):  # sorted by time: the first one wins
+                first.setdefault(code, delay)
+            futures.append(first)
+            censoring.append(float(delays.max()) if after.any() else None)
+        return futures, censoring
+
+    def _targets(self, futures, censoring):
+        """Choose the tasks and pieces; return the ``(n, n_tasks)`` times and event indicators."""
+        counts = pd.Series([code for f in futures for code in f], dtype=object).value_counts()
+        if counts.empty:
+            raise ValueError("no event code occurs after the index time in any training row: there is no task.")
+        order = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.n_tasks]
+        self.tasks_ = np.array([code for code, _ in order], dtype=object)
+        self.task_event_counts_ = np.array([count for _, count in order], dtype=np.int64)
+        time = np.repeat(censoring[:, None], len(self.tasks_), axis=1)
+        event = np.zeros(time.shape, dtype=bool)
+        for i, first in enumerate(futures):
+            for k, code in enumerate(self.tasks_):
+                if code in first:
+                    time[i, k], event[i, k] = first[code], True
+        inner = np.quantile(time[event], np.linspace(0, 1, self.n_pieces + 1)[1:-1])
+        self.piece_boundaries_ = np.unique(np.concatenate([[0.0], inner[inner > 0], [np.inf]]))
+        self.n_pieces_ = len(self.piece_boundaries_) - 1
+        return time, event
+
+    # ------------------------------------------------------------------ images
+
+    def _geometry(self):
+        return SliceGeometry(self.window_, as_size(self.input_size))
+
+    def _preprocess(self, cells, wheres):
+        """Windowed, resized ``(Z_i, H, W)`` float32 slices of every cell, all of one slice size."""
+        geometry = self._geometry()
+        cache = None if self.cache_dir is None else EmbeddingCache(self.cache_dir)
+        fingerprint = self._cache_fingerprint() if cache is not None else None
+        volumes = []
+        for cell, where in zip(cells, wheres):
+            key = None if cache is None else cache_key(content_hash(cell, series_files), fingerprint)
+            volume = None if cache is None else cache.get(key)
+            if volume is None:
+                volume = self._read_volume(cell, where, geometry)
+                if cache is not None:
+                    cache.put(key, volume)
+            expected = getattr(self, "slice_shape_", volumes[0].shape[1:] if volumes else volume.shape[1:])
+            if tuple(volume.shape[1:]) != tuple(expected):
+                raise ValueError(
+                    f"{where}: its slices are {tuple(volume.shape[1:])} after preprocessing but the encoder reads "
+                    f"{tuple(expected)} slices; set input_size=(height, width) to resize every volume."
+                )
+            volumes.append(volume)
+        return volumes
+
+    def _read_volume(self, cell, where, geometry):
+        if isinstance(cell, np.ndarray) and cell.ndim == 2:
+            cell = cell[None]
+        volume = read_ct_volume(cell, where)
+        indices = select_slices(volume, self.slices, where)
+        volume = volume if len(indices) == len(volume) else volume[indices]
+        with torch.inference_mode():
+            return geometry(torch.from_numpy(np.ascontiguousarray(volume))[None])[0].numpy()
+
+    def _cache_fingerprint(self):
+        slices = self.slices
+        if callable(slices):
+            slices = "callable " + callable_fingerprint(slices, "slices")
+        return fingerprint_of(
+            {
+                "encoder": f"{type(self).__name__} slices v{_PREPROCESSING_VERSION}",
+                "window": self.window_,
+                "slices": slices,
+                "input_size": as_size(self.input_size),
+            }
+        )
+
+    @staticmethod
+    def _padded(volumes):
+        """Stack ``(Z_i, H, W)`` volumes into zero-padded ``(n, Z_max, H, W)`` and a ``(n, Z_max)`` mask."""
+        depth = max(len(v) for v in volumes)
+        x = np.zeros((len(volumes), depth, *volumes[0].shape[1:]), dtype=np.float32)
+        mask = np.zeros((len(volumes), depth), dtype=bool)
+        for i, v in enumerate(volumes):
+            x[i, : len(v)], mask[i, : len(v)] = v, True
+        return torch.from_numpy(x), torch.from_numpy(mask)
+
+    # ------------------------------------------------------------------ training
+
+    def _build_encoder(self):
+        """The initial encoder: the (copied) backbone with its weights, and a fresh attention pooling."""
+        state = None if self.weights is None else load_state_dict(self.weights)
+        whole = state is not None and any(key.startswith("pool.") for key in state)
+        backbone = default_slice_backbone() if self.backbone is None else self.backbone
+        backbone = load_backbone(backbone, None if whole else self.weights)
+        with torch.no_grad():
+            out_dim = int(backbone(torch.zeros(1, 3, *self.slice_shape_)).shape[1])
+        encoder = VolumeEncoder(backbone, out_dim, self.mean, self.std, self.attention_dim)
+        if whole:
+            missing, unexpected = encoder.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(
+                    f"weights {str(self.weights)!r} do not match the encoder: missing keys {missing[:5]}, "
+                    f"unexpected keys {unexpected[:5]}."
+                )
+        return encoder
+
+    def _log_rates(self, time, event):
+        """Each task's constant-hazard maximum-likelihood rate, events over time at risk (log)."""
+        return np.log(event.sum(axis=0) / time.sum(axis=0))
+
+    def _train(self, volumes, time, event):
+        device = resolve_device(self.device)
+        x, mask = self._padded(volumes)
+        blocks = {self.image: {"x": x, "present": torch.ones(len(x), dtype=torch.bool), "mask": mask}}
+        targets = torch.from_numpy(np.stack([time, event.astype(np.float64)], axis=1).astype(np.float32))
+        dataset = ModalityDataset(blocks, targets, device)
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        with seeded(seed, device):
+            encoder = self._build_encoder()
+            head = PiecewiseExponentialHead(
+                encoder.out_dim, self.n_pieces_, len(self.tasks_), self.rank, self._log_rates(time, event)
+            )
+            self.net_ = FusionNet(
+                module=TimeToEventNetwork(self.image, encoder, head),
+                criterion=PiecewiseExponentialLoss(self.piece_boundaries_),
+                optimizer=torch.optim.Adam,
+                optimizer__weight_decay=self.weight_decay,
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                iterator_train=BalancedBatches,
+                iterator_train__shuffle=True,
+                iterator_train__seed=seed,
+                train_split=None,
+                device=device,
+                verbose=self.verbose,
+            )
+            self.net_.fit(dataset, None)
+        self.net_.module_.eval()
+        self.encoder_ = self.net_.module_.encoder
+        self.backbone_ = self.encoder_.backbone
+        self.image_encoder_ = torch.nn.Sequential(self._geometry(), self.encoder_).to(self.net_.device)
+        self.embedding_dim_ = self.encoder_.out_dim
+
+    # ------------------------------------------------------------------ transform
+
+    def _encode_cells(self, cells):
+        volumes = self._preprocess(cells, [f"non-missing cell {i} of column {self.image!r}" for i in range(len(cells))])
+        device = self.net_.device
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(volumes), self.batch_size):
+                x, mask = self._padded(volumes[start : start + self.batch_size])
+                parts.append(self.encoder_(x.to(device), mask.to(device)).float().cpu().numpy())
+        return np.concatenate(parts)
+
+    def _embedding_dim(self):
+        return self.embedding_dim_
+
+    def save_pretrained(self, path):
+        """Write the fitted encoder (backbone and attention pooling) to a safetensors file.
+
+        The file loads back with ``TimeToEventPretraining(weights=path, max_epochs=0)``
+        (same ``backbone`` and ``attention_dim``); its metadata records the preprocessing
+        (window, input size, normalisation) and the tasks.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        """
+        from safetensors.torch import save_file
+
+        check_is_fitted(self)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.encoder_.state_dict().items()}
+        metadata = {
+            "window": json.dumps(self.window_),
+            "input_size": json.dumps(as_size(self.input_size)),
+            "mean": json.dumps(self.mean and list(self.mean)),
+            "std": json.dumps(self.std and list(self.std)),
+            "slice_shape": json.dumps(self.slice_shape_),
+            "tasks": json.dumps([str(t) for t in self.tasks_]),
+        }
+        save_file(state, str(path), metadata=metadata)
