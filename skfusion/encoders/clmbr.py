@@ -36,6 +36,16 @@ from ._events import EventColumnMixin, to_days
 # The birth code of MEDS 0.1.3, which femr 0.2.2/0.2.3 (and CLMBR-T-base's inputs) use.
 MEDS_BIRTH_CODE = "SNOMED/184099003"
 SECONDS_PER_DAY = 86400.0
+# An age beyond this is not a time in days but a unit or parsing error; refused by name.
+MAX_AGE_DAYS = 1000 * 365.25
+# femr squares the standardised age in float16 (as it stores it): beyond this the square is inf.
+MAX_NORMED_AGE = float(np.sqrt(np.finfo(np.float16).max))
+# Fields femr's tokenizer reads from each kind of vocabulary entry (flat, hierarchical).
+VOCAB_FIELDS = {
+    "code": (("code_string",), ("code_string",)),
+    "text": (("code_string", "text_string"), ("text_string",)),
+    "numeric": (("code_string", "val_start", "val_end"), ("val_start",)),
+}
 
 
 class _Tokens(NamedTuple):
@@ -45,6 +55,19 @@ class _Tokens(NamedTuple):
     weights: np.ndarray | None
     ages: np.ndarray  # days since birth, float32 (rotary positions)
     normed_ages: np.ndarray  # standardised age in seconds, float16 as femr stores it
+    where: str
+
+
+def _check_normed_ages(tokens, vocabulary, source):
+    """Standardised ages whose float16 square (femr's age feature) is finite."""
+    normed = (tokens.ages.astype(float) * SECONDS_PER_DAY - vocabulary.age_mean) / vocabulary.age_std
+    if len(normed) and np.abs(normed).max() > MAX_NORMED_AGE:
+        age = tokens.ages[np.argmax(np.abs(normed))]
+        raise ValueError(
+            f"{tokens.where}: column 'time' gives an age of {age:g} days, more than {MAX_NORMED_AGE:.0f} "
+            f"standard deviations (age_stats of {source}) from the mean age: the model's float16 age "
+            "features cannot hold it."
+        )
 
 
 class _Vocabulary:
@@ -127,6 +150,91 @@ class _Events(NamedTuple):
     days: np.ndarray
     birth: float
     has_birth: bool
+    where: str
+
+
+def _is_real(value):
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _first_bad(series, bad):
+    """Index label and value of the first True of ``bad`` in ``series``."""
+    position = int(np.flatnonzero(np.asarray(bad))[0])
+    return series.index[position], series.iloc[position]
+
+
+def _numeric_values(values, where):
+    """``numeric_value`` as finite floats (NaN: no value); ValueError naming the row and event."""
+    parsed = pd.to_numeric(values, errors="coerce").astype(float)
+    bad = parsed.isna() & values.notna()
+    if bad.any():
+        label, value = _first_bad(values, bad)
+        raise ValueError(f"{where}: column 'numeric_value' holds {value!r} at event {label!r}, which is not a number.")
+    if np.isinf(parsed).any():
+        label, value = _first_bad(parsed, np.isinf(parsed))
+        raise ValueError(f"{where}: column 'numeric_value' holds {value} at event {label!r}, which is not finite.")
+    return parsed
+
+
+def _object_times(times, where):
+    """An object or string ``time`` column as float days (all numbers) or datetimes.
+
+    A mix of numbers and strings would otherwise fail deep inside pandas' sort, and numbers
+    stored as objects would be read as nanosecond timestamps.
+    """
+    numbers = times.map(_is_real)
+    if numbers.any():
+        if not numbers[times.notna()].all():
+            label, value = _first_bad(times, ~numbers & times.notna())
+            raise ValueError(
+                f"{where}: column 'time' holds {value!r} at event {label!r} among numbers (days); "
+                "times must be all numbers or all datetimes."
+            )
+        return times.astype(float)
+    parsed = pd.to_datetime(times, format="mixed", errors="coerce")
+    bad = parsed.isna() & times.notna()
+    if bad.any():
+        label, value = _first_bad(times, bad)
+        raise ValueError(
+            f"{where}: column 'time' holds {value!r} at event {label!r}, which is neither a number (days) "
+            "nor a datetime."
+        )
+    return parsed
+
+
+def _checked_cell(cell):
+    """``cell`` with its frame's ``time`` and ``numeric_value`` checked and typed (a copy).
+
+    Everything after this reads a frame whose times are numbers or datetimes and whose
+    values are finite floats or NaN.
+    """
+    raw = cell.value
+    if not isinstance(raw, pd.DataFrame):
+        return cell
+    typed = {}
+    if "numeric_value" in raw.columns:
+        values = _numeric_values(raw["numeric_value"], cell.where)
+        if raw["numeric_value"].dtype != values.dtype:
+            typed["numeric_value"] = values
+    if "time" in raw.columns and (
+        pd.api.types.is_object_dtype(raw["time"]) or pd.api.types.is_string_dtype(raw["time"])
+    ):
+        typed["time"] = _object_times(raw["time"], cell.where)
+    return cell._replace(value=raw.assign(**typed)) if typed else cell
+
+
+def _check_ages(days, birth, where):
+    """Finite event times whose ages (days from birth) are within ``MAX_AGE_DAYS``."""
+    if not np.isfinite(days).all():
+        value = days[~np.isfinite(days)][0]
+        raise ValueError(f"{where}: column 'time' holds {float(value)}, which is not a finite time.")
+    ages = days - birth
+    if len(ages) and np.abs(ages).max() > MAX_AGE_DAYS:
+        age = ages[np.argmax(np.abs(ages))]
+        raise ValueError(
+            f"{where}: column 'time' gives an event {age:g} days from birth (or the first event); "
+            f"more than {MAX_AGE_DAYS / 365.25:g} years is not a time in days."
+        )
 
 
 def _texts(raw, n_events, where):
@@ -228,6 +336,12 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     -----
     A patient with no token (no event in the vocabulary) gets the zero vector, with a
     warning: the model has no state to read for an empty history.
+
+    No input makes a NaN embedding (only a missing cell does, which the fusion models read
+    as a missing modality): event times must be finite and within 1000 years of birth,
+    values finite numbers, and a checkpoint's weights finite with a positive
+    ``age_stats.std``; anything else is a ValueError naming the row and column, or the file
+    and the tensor or field.
 
     References
     ----------
@@ -350,10 +464,11 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         file = Path(self.pretrained) / DICTIONARY_FILE
         if not file.is_file():
             raise ValueError(f"{file}: no such file.")
-        dictionary = msgpack.unpackb(file.read_bytes(), strict_map_key=False)
-        for key in ("vocab", "is_hierarchical", "age_stats"):
-            if key not in dictionary:
-                raise ValueError(f"{file}: has no {key!r} entry.")
+        try:
+            dictionary = msgpack.unpackb(file.read_bytes(), strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise ValueError(f"{file}: is not a msgpack file ({type(exc).__name__}: {exc}).") from exc
+        _check_dictionary(dictionary, file)
         return dictionary
 
     def _check_vocabulary_fits(self):
@@ -401,6 +516,11 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
+                if not np.isfinite(losses[-1]):
+                    raise ValueError(
+                        f"CLMBREmbedder: the next-code loss became {losses[-1]} in epoch {epoch + 1}; "
+                        f"training diverged: lower lr (now {self.lr:g})."
+                    )
             self.loss_curve_.append(float(np.mean(losses)))
             if self.verbose:
                 print(f"CLMBREmbedder epoch {epoch + 1}/{self.max_epochs}: next-code loss {self.loss_curve_[-1]:.4f}")
@@ -425,6 +545,14 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             out[rows] = self._embed_batch([tokens[i] for i in rows])
+        # Finite inputs can still overflow float32 in a model with huge weights; a NaN row
+        # would be read downstream as a missing modality, so it is refused here.
+        broken = ~np.isfinite(out).all(axis=1)
+        if broken.any():
+            raise ValueError(
+                f"CLMBREmbedder: the model's embedding of {broken.sum()} row(s) of column {self.column!r} "
+                f"(first: {tokens[np.flatnonzero(broken)[0]].where}) is not finite: its weights overflow float32."
+            )
         return out
 
     def _embed_batch(self, tokens):
@@ -458,17 +586,28 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         return events
 
     def _read_one(self, cell):
+        cell = _checked_cell(cell)
         frame, days, _ = self._read_events(cell)
         codes = frame["code"].to_numpy(dtype=object)
         births = np.flatnonzero(codes == self.birth_code) if self.birth_code is not None else []
         has_birth = len(births) > 0
         birth = days[births[0]] if has_birth else (days[0] if len(days) else 0.0)
+        _check_ages(days, birth, cell.where)
         values = frame["numeric_value"].to_numpy(dtype=float)
-        return _Events(codes, values, _texts(cell.value, len(frame), cell.where), days, birth, has_birth)
+        texts = _texts(cell.value, len(frame), cell.where)
+        return _Events(codes, values, texts, days, birth, has_birth, cell.where)
 
     def _tokenize_all(self, events):
         vocabulary = _Vocabulary(self.dictionary_, self.code_parents)
-        return [_tokenize_patient(e, vocabulary, self.max_length) for e in events]
+        tokens = [_tokenize_patient(e, vocabulary, self.max_length) for e in events]
+        for t in tokens:
+            _check_normed_ages(t, vocabulary, self._dictionary_source())
+        return tokens
+
+    def _dictionary_source(self):
+        if self.pretrained is None:
+            return "the vocabulary fitted here"
+        return str(Path(self.pretrained) / DICTIONARY_FILE)
 
     def _collate(self, tokens):
         """Right-padded batch tensors on ``device_`` and the true lengths."""
@@ -529,8 +668,9 @@ def _tokenize_patient(events, vocabulary, max_length):
         for row, (f, w) in enumerate(zip(ids, weights)):
             id_array[row, : len(f)] = f
             weight_array[row, : len(f)] = w
-        return _Tokens(id_array, weight_array.astype(np.float32), age_days.astype(np.float32), normed)
-    return _Tokens(np.array([f[0] for f in ids], dtype=np.int64), None, age_days.astype(np.float32), normed)
+        return _Tokens(id_array, weight_array.astype(np.float32), age_days.astype(np.float32), normed, events.where)
+    ids = np.array([f[0] for f in ids], dtype=np.int64)
+    return _Tokens(ids, None, age_days.astype(np.float32), normed, events.where)
 
 
 def _build_dictionary(events, min_count, n_value_bins):
@@ -538,7 +678,10 @@ def _build_dictionary(events, min_count, n_value_bins):
 
     Entries are ordered by decreasing frequency (femr orders by an entropy weight; the
     next-code head covers them all here). ``age_stats`` are the mean and standard deviation
-    of event ages in seconds, birth-time events excluded, as femr computes them.
+    of event ages in seconds, birth-time events excluded, as femr computes them; the standard
+    deviation is raised where needed so that every training age, the births included, is
+    within ``MAX_NORMED_AGE / 2`` of the mean (a cohort of one age would otherwise put its birth
+    tokens beyond float16).
     """
     codes = np.concatenate([e.codes for e in events])
     values = np.concatenate([e.values for e in events])
@@ -562,9 +705,43 @@ def _build_dictionary(events, min_count, n_value_bins):
             )
     vocab.sort(key=lambda e: (e["weight"], e["code_string"], e.get("val_start", -np.inf)))
     aged = ages[ages != 0]
+    mean = float(aged.mean()) if len(aged) else 0.0
     std = float(aged.std()) if len(aged) > 1 else 0.0
+    # Half the float16 range, so that later patients a little further out still fit.
+    spread = 2 * float(np.abs(ages - mean).max()) / MAX_NORMED_AGE if len(ages) else 0.0
     return {
         "vocab": [{**e, "weight": float(e["weight"])} for e in vocab],
         "is_hierarchical": False,
-        "age_stats": {"mean": float(aged.mean()) if len(aged) else 0.0, "std": std if std > 0 else 1.0},
+        "age_stats": {"mean": mean, "std": max(std, spread, 1.0)},
     }
+
+
+def _check_dictionary(dictionary, file):
+    """femr's ``dictionary.msgpack`` layout; ValueError naming the file and the field."""
+    if not isinstance(dictionary, dict):
+        raise ValueError(
+            f"{file}: holds a {type(dictionary).__name__}, not femr's dictionary (a map with 'vocab', "
+            "'is_hierarchical' and 'age_stats')."
+        )
+    for key in ("vocab", "is_hierarchical", "age_stats"):
+        if key not in dictionary:
+            raise ValueError(f"{file}: has no {key!r} entry.")
+    if not isinstance(dictionary["vocab"], list):
+        raise ValueError(f"{file}: 'vocab' is a {type(dictionary['vocab']).__name__}, not a list of entries.")
+    hierarchical = bool(dictionary["is_hierarchical"])
+    for i, entry in enumerate(dictionary["vocab"]):
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise ValueError(f"{file}: vocab entry {i} is not a map with a 'type'.")
+        missing = [f for f in VOCAB_FIELDS.get(entry["type"], ((), ()))[hierarchical] if f not in entry]
+        if missing:
+            raise ValueError(f"{file}: vocab entry {i} of type {entry['type']!r} lacks {missing}.")
+        bounds = [entry[f] for f in ("val_start", "val_end") if f in entry and entry["type"] == "numeric"]
+        if not all(_is_real(b) and not np.isnan(b) for b in bounds):
+            raise ValueError(f"{file}: vocab entry {i} has value bounds {bounds} that are not numbers.")
+    stats = dictionary["age_stats"]
+    for field in ("mean", "std"):
+        value = stats.get(field) if isinstance(stats, dict) else None
+        if not _is_real(value) or not np.isfinite(value):
+            raise ValueError(f"{file}: age_stats.{field} is {value!r}; it must be a finite number of seconds.")
+    if stats["std"] <= 0:
+        raise ValueError(f"{file}: age_stats.std is {stats['std']!r}; ages are divided by it, so it must be positive.")
