@@ -307,6 +307,101 @@ def test_hierarchical_checkpoint_embeds_code_bags(tmp_path):
     np.testing.assert_allclose(got.to_numpy()[0], want[-1].numpy(), rtol=1e-4, atol=1e-5)
 
 
+# A hierarchical vocabulary for pbcseq's codes: two parent codes, three global value bins
+# (listed out of order: femr sorts them by val_start) and three unit texts.
+PBCSEQ_HIERARCHICAL_VOCAB = [
+    {"type": "code", "code_string": BIRTH, "weight": -1},  # 0
+    {"type": "code", "code_string": "Gender/F", "weight": -1},  # 1
+    {"type": "code", "code_string": "LOINC/LP-chemistry", "weight": -1},  # 2
+    {"type": "code", "code_string": "LOINC/1975-2", "weight": -1},  # 3 bilirubin
+    {"type": "code", "code_string": "LOINC/1751-7", "weight": -1},  # 4 albumin
+    {"type": "code", "code_string": "LOINC/777-3", "weight": -1},  # 5 platelets
+    {"type": "code", "code_string": "PBCSEQ/finding", "weight": -1},  # 6
+    {"type": "code", "code_string": "PBCSEQ/ascites", "weight": -1},  # 7
+    {"type": "numeric", "val_start": float("-inf"), "val_end": 5.0, "weight": -1},  # 8
+    {"type": "numeric", "val_start": 100.0, "val_end": float("inf"), "weight": -1},  # 9
+    {"type": "numeric", "val_start": 5.0, "val_end": 100.0, "weight": -1},  # 10
+    {"type": "text", "text_string": "mg/dl", "weight": -1},  # 11
+    {"type": "text", "text_string": "g/dl", "weight": -1},  # 12
+    {"type": "text", "text_string": "10*3/ul", "weight": -1},  # 13
+]
+PBCSEQ_PARENTS = {
+    **{code: ["LOINC/LP-chemistry"] for code in ("LOINC/1975-2", "LOINC/1751-7", "LOINC/6768-6", "LOINC/1920-8")},
+    **{code: ["PBCSEQ/finding"] for code in ("PBCSEQ/ascites", "PBCSEQ/hepatomegaly", "PBCSEQ/spiders")},
+}
+# Units as a source system might spell them; femr lower-cases them and removes spaces.
+PBCSEQ_UNITS = {
+    "LOINC/1975-2": "mg/dL", "LOINC/1751-7": "g/dL", "LOINC/6768-6": "U/L", "LOINC/1920-8": "U/mL",
+    "LOINC/2093-3": "MG/DL", "LOINC/777-3": "10*3 / uL", "LOINC/5902-2": "s",
+}
+# The bags femr 0.2.3 makes of pbcseq patient 1 (events in the order load_pbcseq_events
+# gives), worked out by hand from femr/models/tokenizer.py (FEMRTokenizer.get_feature_codes:
+# the code and its ancestors with weights 1 / n, then the normalised unit's text entry, the
+# global value bin found by bisect on the sorted val_starts, the text value, each weight 1)
+# and femr/models/processor.py (BatchCreator.add_patient: a measurement whose features were
+# all seen earlier the same day is skipped). Day and {vocabulary index: weight}.
+PBCSEQ_PATIENT1_BAGS = [
+    (-21464, {0: 1.0}),  # birth
+    (-21464, {1: 1.0}),  # Gender/F
+    # day 0: D-penicillamine has no token; histologic stage 4 only its value bin
+    (0, {8: 1.0}),
+    (0, {3: 0.5, 2: 0.5, 11: 1.0, 10: 1.0}),  # bilirubin 14.5 mg/dL
+    (0, {4: 0.5, 2: 0.5, 12: 1.0, 8: 1.0}),  # albumin 2.6 g/dL
+    (0, {2: 1.0, 9: 1.0}),  # alk. phosphatase 1718 U/L: parent only, unit not in the vocabulary
+    # AST 138 U/mL -> {2, 9}, cholesterol 261 MG/DL -> {11, 9}: all seen today, skipped
+    (0, {5: 1.0, 13: 1.0, 9: 1.0}),  # platelets 190, "10*3 / uL" normalised to "10*3/ul"
+    # prothrombin time 12.2 s -> {10}: seen, skipped
+    (0, {7: 0.5, 6: 0.5}),  # ascites
+    # hepatomegaly, spiders -> {6}; edema 1.0 -> {8}: seen, skipped
+    (192, {3: 0.5, 2: 0.5, 11: 1.0, 10: 1.0}),  # bilirubin 21.3 on a new day
+    (192, {4: 0.5, 2: 0.5, 12: 1.0, 8: 1.0}),  # albumin 2.94
+    (192, {2: 1.0, 9: 1.0}),  # alk. phosphatase 1612
+    # AST 6.2 -> {2, 10}: seen, skipped
+    (192, {5: 1.0, 13: 1.0, 9: 1.0}),  # platelets 183
+    # prothrombin time 11.2 -> {10}: seen
+    (192, {7: 0.5, 6: 0.5}),  # ascites
+    # hepatomegaly, spiders, edema: seen
+]
+
+
+def test_hierarchical_tokens_on_pbcseq_follow_femr(tmp_path, pbcseq):
+    state = write_checkpoint(
+        tmp_path / "ckpt", config={**TINY, "vocab_size": 14}, vocab=PBCSEQ_HIERARCHICAL_VOCAB, hierarchical=True
+    )
+    frame = pbcseq[0].loc[1, "ehr"]
+    frame = frame.assign(unit=frame["code"].map(PBCSEQ_UNITS))
+    X = pd.DataFrame({"ehr": [frame]}, index=[1])
+    emb = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_parents=PBCSEQ_PARENTS).fit(X)
+    (tokens,) = emb._tokenize_all(emb._read_all(emb._check_frame(X, reset=False)))
+    bags = [
+        {int(i): float(w) for i, w in zip(ids, weights) if w > 0} for ids, weights in zip(tokens.ids, tokens.weights)
+    ]
+    assert bags == [bag for _, bag in PBCSEQ_PATIENT1_BAGS]
+    birth = -21464.0
+    np.testing.assert_array_equal(tokens.ages, [day - birth for day, _ in PBCSEQ_PATIENT1_BAGS])
+    # The embedding reads those bags: the reference network on their weighted sums.
+    table = state["transformer.embed_bag.weight"].double()
+    embedded = torch.stack([sum(w * table[i] for i, w in bag.items()) for _, bag in PBCSEQ_PATIENT1_BAGS])
+    ages = torch.tensor([day - birth for day, _ in PBCSEQ_PATIENT1_BAGS], dtype=torch.float64)
+    normed = ((ages.numpy() * 86400 - AGE_STATS["mean"]) / AGE_STATS["std"]).astype(np.float16)
+    config = small_config(vocab_size=14)
+    state64 = {k: v.double() for k, v in state.items()}
+    want = reference_forward(state64, config, embedded, ages, torch.from_numpy(normed).double())
+    # Rotary angles of ages near 21,500 days are only good to ~1e-3 in float32 (as in femr).
+    np.testing.assert_allclose(emb.transform(X).to_numpy()[0], want[-1].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_units_are_ignored_by_a_flat_vocabulary(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    frame = patient_frame()
+    emb = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(pd.DataFrame({"ehr": [frame]}))
+    with_units = frame.assign(unit="mg/dL")
+    np.testing.assert_array_equal(
+        emb.transform(pd.DataFrame({"ehr": [frame]})).to_numpy(),
+        emb.transform(pd.DataFrame({"ehr": [with_units]})).to_numpy(),
+    )
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [

@@ -76,8 +76,9 @@ class _Vocabulary:
     Flat: a measurement with a value maps to the numeric entry of its code whose
     ``[val_start, val_end)`` holds the value; one with a text value to its (code, text)
     entry; any other to its code entry; nothing found means no token. Hierarchical: a bag of
-    the code and its ancestors in the vocabulary (weights ``1 / n``), plus the global numeric
-    bin of the value and the text entry, each with weight 1.
+    the code and its ancestors in the vocabulary (weights ``1 / n``), then the text entry of
+    the unit (lower case, spaces removed), the global numeric bin of the value and the text
+    entry of the text value, each with weight 1 (femr 0.2.3's ``get_feature_codes``).
     """
 
     def __init__(self, dictionary, code_parents=None):
@@ -105,10 +106,10 @@ class _Vocabulary:
         self.numeric_ids = [i for _, i in numeric]
         self._ancestors = {}
 
-    def features(self, code, value, text):
-        """Token ids and (hierarchical) weights of one measurement."""
+    def features(self, code, value, text, unit=None):
+        """Token ids and (hierarchical) weights of one measurement; flat tokens ignore the unit."""
         if self.is_hierarchical:
-            return self._bag(code, value, text)
+            return self._bag(code, value, text, unit)
         if not np.isnan(value):
             for start, end, i in self.numeric.get(code, ()):
                 if start <= value < end:
@@ -120,9 +121,13 @@ class _Vocabulary:
         i = self.codes.get(code)
         return ([] if i is None else [i]), None
 
-    def _bag(self, code, value, text):
+    def _bag(self, code, value, text, unit):
         ids = [self.codes[c] for c in self.ancestors(code) if c in self.codes]
         weights = [1.0 / len(ids) for _ in ids]
+        unit = _normalize_unit(unit)
+        if unit is not None and unit in self.texts:
+            ids.append(self.texts[unit])
+            weights.append(1.0)
         if not np.isnan(value) and self.numeric_ids:
             ids.append(self.numeric_ids[bisect.bisect(self.numeric_starts, value)])
             weights.append(1.0)
@@ -141,12 +146,18 @@ class _Vocabulary:
         return self._ancestors[code]
 
 
+def _normalize_unit(unit):
+    """femr's unit text: lower case without spaces; None for no (or an empty) unit."""
+    return unit.lower().replace(" ", "") if unit else None
+
+
 class _Events(NamedTuple):
     """One patient's events up to the prediction time, read from a cell."""
 
     codes: np.ndarray
     values: np.ndarray
     texts: np.ndarray | None
+    units: np.ndarray | None
     days: np.ndarray
     birth: float
     has_birth: bool
@@ -237,15 +248,15 @@ def _check_ages(days, birth, where):
         )
 
 
-def _texts(raw, n_events, where):
-    """``text_value`` of a raw event frame, in the order :func:`as_event_frame` sorts events.
+def _strings(raw, column, n_events, where):
+    """A text column of a raw event frame, in the order :func:`as_event_frame` sorts events.
 
     Events cut at the prediction time are a prefix of that order: the first ``n_events``.
     """
-    if not isinstance(raw, pd.DataFrame) or "text_value" not in raw.columns:
+    if not isinstance(raw, pd.DataFrame) or column not in raw.columns:
         return None
     order = np.argsort(to_days(raw["time"], where), kind="stable")
-    texts = raw["text_value"].to_numpy(dtype=object)[order][:n_events]
+    texts = raw[column].to_numpy(dtype=object)[order][:n_events]
     return np.array([None if pd.isna(t) else str(t) for t in texts], dtype=object)
 
 
@@ -253,8 +264,9 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     """CLMBR patient representation of each row's event history (paper 000's EHR encoder).
 
     Each cell is one patient's events up to the prediction time: a MEDS-style frame with
-    ``time`` (days or datetimes), ``code``, optional ``numeric_value`` (and ``text_value``,
-    read when a released vocabulary has text entries), or a plain ordered list of codes.
+    ``time`` (days or datetimes), ``code``, optional ``numeric_value`` (and ``text_value``
+    and ``unit``, read when a released vocabulary has text entries; the unit, femr's
+    ``metadata["unit"]``, only by a hierarchical one), or a plain ordered list of codes.
     Events become tokens as in femr 0.2.2/0.2.3: codes outside the vocabulary are dropped, a
     token already produced the same calendar day is not repeated, ages are counted from the
     birth event. The output block ``"{output}__0" ... "{output}__{d-1}"`` is the model's
@@ -594,8 +606,9 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         birth = days[births[0]] if has_birth else (days[0] if len(days) else 0.0)
         _check_ages(days, birth, cell.where)
         values = frame["numeric_value"].to_numpy(dtype=float)
-        texts = _texts(cell.value, len(frame), cell.where)
-        return _Events(codes, values, texts, days, birth, has_birth, cell.where)
+        texts = _strings(cell.value, "text_value", len(frame), cell.where)
+        units = _strings(cell.value, "unit", len(frame), cell.where)
+        return _Events(codes, values, texts, units, days, birth, has_birth, cell.where)
 
     def _tokenize_all(self, events):
         vocabulary = _Vocabulary(self.dictionary_, self.code_parents)
@@ -646,11 +659,13 @@ def _tokenize_patient(events, vocabulary, max_length):
     """
     ids, weights, days = [], [], []
     seen, today = set(), None
-    texts = events.texts if events.texts is not None else [None] * len(events.codes)
-    for code, value, text, day in zip(events.codes, events.values, texts, events.days):
+    none = [None] * len(events.codes)
+    texts = events.texts if events.texts is not None else none
+    units = events.units if events.units is not None else none
+    for code, value, text, unit, day in zip(events.codes, events.values, texts, units, events.days):
         if np.floor(day) != today:
             today, seen = np.floor(day), set()
-        features, bag_weights = vocabulary.features(code, value, text)
+        features, bag_weights = vocabulary.features(code, value, text, unit)
         if not features or all(f in seen for f in features):
             continue
         seen.update(features)
