@@ -453,8 +453,10 @@ def test_saved_model_round_trips(tmp_path, tiny_events):
 
 
 # ------------------------------------------------------------------- fitting and contract
+# The transformer alone: the code summary has tests of its own below.
 TINY_FIT = dict(
-    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu"
+    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu",
+    code_summary=False,
 )
 
 
@@ -501,7 +503,7 @@ def test_empty_history_and_unknown_codes(tiny_events):
         Z = emb.transform(X).to_numpy()
     messages = " | ".join(str(w.message) for w in caught)
     assert "1 row(s) of column 'ehr' have no birth event" in messages
-    assert "2 row(s) of column 'ehr' have no event in the vocabulary; their embedding is the zero vector" in messages
+    assert "2 row(s) of column 'ehr' have no event in the vocabulary; their transformer state is the zero vector" in messages
     assert np.all(Z[:2] == 0) and np.isnan(Z[3]).all()
     np.testing.assert_allclose(Z[2], Z[4])
 
@@ -560,3 +562,45 @@ def test_embedding_carries_survival_signal_in_a_pipeline(pbcseq):
     # Every pbcseq patient has a birth event and in-vocabulary events.
     assert not [w for w in caught if "CLMBREmbedder" in str(w.message)]
     assert pipe.score(X, y) > 0.65
+
+
+# ------------------------------------------------------------------------- code summary
+def summary_frames():
+    return [
+        pd.DataFrame({"time": [0.0, 1.0, 2.0], "code": ["Dx/A", "Lab/B", "Lab/B"], "numeric_value": [np.nan, 1.0, 3.0]}),
+        pd.DataFrame({"time": [0.0], "code": ["Lab/B"], "numeric_value": [2.0]}),
+        pd.DataFrame({"time": [0.0, 5.0], "code": ["Dx/A", "Dx/A"], "numeric_value": [np.nan, np.nan]}),
+    ]
+
+
+def test_code_summary_is_log_counts_then_last_value_mid_ranks():
+    X = pd.DataFrame({"ehr": summary_frames()})
+    emb = CLMBREmbedder(**{**TINY_FIT, "code_summary": True}, birth_code=None, random_state=0).fit(X)
+    assert emb.summary_codes_ == ["Dx/A", "Lab/B"] and list(emb.value_quantiles_) == ["Lab/B"]
+    np.testing.assert_allclose(emb.value_quantiles_["Lab/B"], np.linspace(1.0, 3.0, 101))
+    got = emb.transform(X).to_numpy()[:, 8:]
+    # Lab/B's training values 1, 2, 3: the last value 3 is at mid-rank (100 + 101) / 202 of the
+    # 101 quantiles, 2 at (50 + 51) / 202; no value is the median, 0.5.
+    want = [
+        [np.log(2), np.log(3), 201 / 202],
+        [0.0, np.log(2), 101 / 202],
+        [np.log(3), 0.0, 0.5],
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    new = pd.DataFrame({"ehr": [pd.DataFrame({"time": [0.0, 1.0], "code": ["Never/Seen", "Lab/B"],
+                                              "numeric_value": [np.nan, 50.0]})]})
+    np.testing.assert_allclose(emb.transform(new).to_numpy()[0, 8:], [0.0, np.log(2), 1.0], rtol=1e-6)
+
+
+def test_code_summary_auto_only_without_a_checkpoint(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    X = pd.DataFrame({"ehr": [patient_frame()] * 5})
+    released = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X)
+    assert released.summary_codes_ == [] and released.transform(X).shape == (5, 8)
+    with_summary = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_summary=True).fit(X)
+    np.testing.assert_array_equal(with_summary.transform(X).to_numpy()[:, :8], released.transform(X).to_numpy())
+    # Codes with at least min_count=5 events: every code of patient_frame (each patient is the same).
+    assert with_summary.summary_codes_ == sorted(set(patient_frame()["code"]))
+    fitted = CLMBREmbedder(**{**TINY_FIT, "code_summary": "auto"}, random_state=0).fit(X)
+    assert fitted.summary_codes_ == with_summary.summary_codes_
+    assert fitted.transform(X).shape == (5, 8 + len(fitted.summary_codes_) + len(fitted.value_quantiles_))
