@@ -503,7 +503,10 @@ def test_empty_history_and_unknown_codes(tiny_events):
         Z = emb.transform(X).to_numpy()
     messages = " | ".join(str(w.message) for w in caught)
     assert "1 row(s) of column 'ehr' have no birth event" in messages
-    assert "2 row(s) of column 'ehr' have no event in the vocabulary; their transformer state is the zero vector" in messages
+    assert (
+        "2 row(s) of column 'ehr' have no event in the vocabulary; their transformer state is the zero vector"
+        in messages
+    )
     assert np.all(Z[:2] == 0) and np.isnan(Z[3]).all()
     np.testing.assert_allclose(Z[2], Z[4])
 
@@ -567,7 +570,9 @@ def test_embedding_carries_survival_signal_in_a_pipeline(pbcseq):
 # ------------------------------------------------------------------------- code summary
 def summary_frames():
     return [
-        pd.DataFrame({"time": [0.0, 1.0, 2.0], "code": ["Dx/A", "Lab/B", "Lab/B"], "numeric_value": [np.nan, 1.0, 3.0]}),
+        pd.DataFrame(
+            {"time": [0.0, 1.0, 2.0], "code": ["Dx/A", "Lab/B", "Lab/B"], "numeric_value": [np.nan, 1.0, 3.0]}
+        ),
         pd.DataFrame({"time": [0.0], "code": ["Lab/B"], "numeric_value": [2.0]}),
         pd.DataFrame({"time": [0.0, 5.0], "code": ["Dx/A", "Dx/A"], "numeric_value": [np.nan, np.nan]}),
     ]
