@@ -307,6 +307,101 @@ def test_hierarchical_checkpoint_embeds_code_bags(tmp_path):
     np.testing.assert_allclose(got.to_numpy()[0], want[-1].numpy(), rtol=1e-4, atol=1e-5)
 
 
+# A hierarchical vocabulary for pbcseq's codes: two parent codes, three global value bins
+# (listed out of order: femr sorts them by val_start) and three unit texts.
+PBCSEQ_HIERARCHICAL_VOCAB = [
+    {"type": "code", "code_string": BIRTH, "weight": -1},  # 0
+    {"type": "code", "code_string": "Gender/F", "weight": -1},  # 1
+    {"type": "code", "code_string": "LOINC/LP-chemistry", "weight": -1},  # 2
+    {"type": "code", "code_string": "LOINC/1975-2", "weight": -1},  # 3 bilirubin
+    {"type": "code", "code_string": "LOINC/1751-7", "weight": -1},  # 4 albumin
+    {"type": "code", "code_string": "LOINC/777-3", "weight": -1},  # 5 platelets
+    {"type": "code", "code_string": "PBCSEQ/finding", "weight": -1},  # 6
+    {"type": "code", "code_string": "PBCSEQ/ascites", "weight": -1},  # 7
+    {"type": "numeric", "val_start": float("-inf"), "val_end": 5.0, "weight": -1},  # 8
+    {"type": "numeric", "val_start": 100.0, "val_end": float("inf"), "weight": -1},  # 9
+    {"type": "numeric", "val_start": 5.0, "val_end": 100.0, "weight": -1},  # 10
+    {"type": "text", "text_string": "mg/dl", "weight": -1},  # 11
+    {"type": "text", "text_string": "g/dl", "weight": -1},  # 12
+    {"type": "text", "text_string": "10*3/ul", "weight": -1},  # 13
+]
+PBCSEQ_PARENTS = {
+    **{code: ["LOINC/LP-chemistry"] for code in ("LOINC/1975-2", "LOINC/1751-7", "LOINC/6768-6", "LOINC/1920-8")},
+    **{code: ["PBCSEQ/finding"] for code in ("PBCSEQ/ascites", "PBCSEQ/hepatomegaly", "PBCSEQ/spiders")},
+}
+# Units as a source system might spell them; femr lower-cases them and removes spaces.
+PBCSEQ_UNITS = {
+    "LOINC/1975-2": "mg/dL", "LOINC/1751-7": "g/dL", "LOINC/6768-6": "U/L", "LOINC/1920-8": "U/mL",
+    "LOINC/2093-3": "MG/DL", "LOINC/777-3": "10*3 / uL", "LOINC/5902-2": "s",
+}
+# The bags femr 0.2.3 makes of pbcseq patient 1 (events in the order load_pbcseq_events
+# gives), worked out by hand from femr/models/tokenizer.py (FEMRTokenizer.get_feature_codes:
+# the code and its ancestors with weights 1 / n, then the normalised unit's text entry, the
+# global value bin found by bisect on the sorted val_starts, the text value, each weight 1)
+# and femr/models/processor.py (BatchCreator.add_patient: a measurement whose features were
+# all seen earlier the same day is skipped). Day and {vocabulary index: weight}.
+PBCSEQ_PATIENT1_BAGS = [
+    (-21464, {0: 1.0}),  # birth
+    (-21464, {1: 1.0}),  # Gender/F
+    # day 0: D-penicillamine has no token; histologic stage 4 only its value bin
+    (0, {8: 1.0}),
+    (0, {3: 0.5, 2: 0.5, 11: 1.0, 10: 1.0}),  # bilirubin 14.5 mg/dL
+    (0, {4: 0.5, 2: 0.5, 12: 1.0, 8: 1.0}),  # albumin 2.6 g/dL
+    (0, {2: 1.0, 9: 1.0}),  # alk. phosphatase 1718 U/L: parent only, unit not in the vocabulary
+    # AST 138 U/mL -> {2, 9}, cholesterol 261 MG/DL -> {11, 9}: all seen today, skipped
+    (0, {5: 1.0, 13: 1.0, 9: 1.0}),  # platelets 190, "10*3 / uL" normalised to "10*3/ul"
+    # prothrombin time 12.2 s -> {10}: seen, skipped
+    (0, {7: 0.5, 6: 0.5}),  # ascites
+    # hepatomegaly, spiders -> {6}; edema 1.0 -> {8}: seen, skipped
+    (192, {3: 0.5, 2: 0.5, 11: 1.0, 10: 1.0}),  # bilirubin 21.3 on a new day
+    (192, {4: 0.5, 2: 0.5, 12: 1.0, 8: 1.0}),  # albumin 2.94
+    (192, {2: 1.0, 9: 1.0}),  # alk. phosphatase 1612
+    # AST 6.2 -> {2, 10}: seen, skipped
+    (192, {5: 1.0, 13: 1.0, 9: 1.0}),  # platelets 183
+    # prothrombin time 11.2 -> {10}: seen
+    (192, {7: 0.5, 6: 0.5}),  # ascites
+    # hepatomegaly, spiders, edema: seen
+]
+
+
+def test_hierarchical_tokens_on_pbcseq_follow_femr(tmp_path, pbcseq):
+    state = write_checkpoint(
+        tmp_path / "ckpt", config={**TINY, "vocab_size": 14}, vocab=PBCSEQ_HIERARCHICAL_VOCAB, hierarchical=True
+    )
+    frame = pbcseq[0].loc[1, "ehr"]
+    frame = frame.assign(unit=frame["code"].map(PBCSEQ_UNITS))
+    X = pd.DataFrame({"ehr": [frame]}, index=[1])
+    emb = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_parents=PBCSEQ_PARENTS).fit(X)
+    (tokens,) = emb._tokenize_all(emb._read_all(emb._check_frame(X, reset=False)))
+    bags = [
+        {int(i): float(w) for i, w in zip(ids, weights) if w > 0} for ids, weights in zip(tokens.ids, tokens.weights)
+    ]
+    assert bags == [bag for _, bag in PBCSEQ_PATIENT1_BAGS]
+    birth = -21464.0
+    np.testing.assert_array_equal(tokens.ages, [day - birth for day, _ in PBCSEQ_PATIENT1_BAGS])
+    # The embedding reads those bags: the reference network on their weighted sums.
+    table = state["transformer.embed_bag.weight"].double()
+    embedded = torch.stack([sum(w * table[i] for i, w in bag.items()) for _, bag in PBCSEQ_PATIENT1_BAGS])
+    ages = torch.tensor([day - birth for day, _ in PBCSEQ_PATIENT1_BAGS], dtype=torch.float64)
+    normed = ((ages.numpy() * 86400 - AGE_STATS["mean"]) / AGE_STATS["std"]).astype(np.float16)
+    config = small_config(vocab_size=14)
+    state64 = {k: v.double() for k, v in state.items()}
+    want = reference_forward(state64, config, embedded, ages, torch.from_numpy(normed).double())
+    # Rotary angles of ages near 21,500 days are only good to ~1e-3 in float32 (as in femr).
+    np.testing.assert_allclose(emb.transform(X).to_numpy()[0], want[-1].numpy(), rtol=2e-3, atol=2e-3)
+
+
+def test_units_are_ignored_by_a_flat_vocabulary(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    frame = patient_frame()
+    emb = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(pd.DataFrame({"ehr": [frame]}))
+    with_units = frame.assign(unit="mg/dL")
+    np.testing.assert_array_equal(
+        emb.transform(pd.DataFrame({"ehr": [frame]})).to_numpy(),
+        emb.transform(pd.DataFrame({"ehr": [with_units]})).to_numpy(),
+    )
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
@@ -358,8 +453,10 @@ def test_saved_model_round_trips(tmp_path, tiny_events):
 
 
 # ------------------------------------------------------------------- fitting and contract
+# The transformer alone: the code summary has tests of its own below.
 TINY_FIT = dict(
-    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu"
+    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu",
+    code_summary=False,
 )
 
 
@@ -406,7 +503,10 @@ def test_empty_history_and_unknown_codes(tiny_events):
         Z = emb.transform(X).to_numpy()
     messages = " | ".join(str(w.message) for w in caught)
     assert "1 row(s) of column 'ehr' have no birth event" in messages
-    assert "2 row(s) of column 'ehr' have no event in the vocabulary; their embedding is the zero vector" in messages
+    assert (
+        "2 row(s) of column 'ehr' have no event in the vocabulary; their transformer state is the zero vector"
+        in messages
+    )
     assert np.all(Z[:2] == 0) and np.isnan(Z[3]).all()
     np.testing.assert_allclose(Z[2], Z[4])
 
@@ -416,7 +516,7 @@ def test_empty_history_and_unknown_codes(tiny_events):
     [
         (42, r"row 'b' of column 'ehr'.*got int"),
         (pd.DataFrame({"time": [0.0], "value": ["x"]}), r"row 'b' of column 'ehr'.*lacks column.*code"),
-        (pd.DataFrame({"time": ["not a time"], "code": ["x"]}), r"row 'b' of column 'ehr'.*numbers \(days\)"),
+        (pd.DataFrame({"time": ["not a time"], "code": ["x"]}), r"row 'b' of column 'ehr'.*'time'.*number \(days\)"),
     ],
 )
 def test_bad_cells_name_row_and_column(tiny_events, cell, message):
@@ -465,3 +565,47 @@ def test_embedding_carries_survival_signal_in_a_pipeline(pbcseq):
     # Every pbcseq patient has a birth event and in-vocabulary events.
     assert not [w for w in caught if "CLMBREmbedder" in str(w.message)]
     assert pipe.score(X, y) > 0.65
+
+
+# ------------------------------------------------------------------------- code summary
+def summary_frames():
+    return [
+        pd.DataFrame(
+            {"time": [0.0, 1.0, 2.0], "code": ["Dx/A", "Lab/B", "Lab/B"], "numeric_value": [np.nan, 1.0, 3.0]}
+        ),
+        pd.DataFrame({"time": [0.0], "code": ["Lab/B"], "numeric_value": [2.0]}),
+        pd.DataFrame({"time": [0.0, 5.0], "code": ["Dx/A", "Dx/A"], "numeric_value": [np.nan, np.nan]}),
+    ]
+
+
+def test_code_summary_is_log_counts_then_last_value_mid_ranks():
+    X = pd.DataFrame({"ehr": summary_frames()})
+    emb = CLMBREmbedder(**{**TINY_FIT, "code_summary": True}, birth_code=None, random_state=0).fit(X)
+    assert emb.summary_codes_ == ["Dx/A", "Lab/B"] and list(emb.value_quantiles_) == ["Lab/B"]
+    np.testing.assert_allclose(emb.value_quantiles_["Lab/B"], np.linspace(1.0, 3.0, 101))
+    got = emb.transform(X).to_numpy()[:, 8:]
+    # Lab/B's training values 1, 2, 3: the last value 3 is at mid-rank (100 + 101) / 202 of the
+    # 101 quantiles, 2 at (50 + 51) / 202; no value is the median, 0.5.
+    want = [
+        [np.log(2), np.log(3), 201 / 202],
+        [0.0, np.log(2), 101 / 202],
+        [np.log(3), 0.0, 0.5],
+    ]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    new = pd.DataFrame({"ehr": [pd.DataFrame({"time": [0.0, 1.0], "code": ["Never/Seen", "Lab/B"],
+                                              "numeric_value": [np.nan, 50.0]})]})
+    np.testing.assert_allclose(emb.transform(new).to_numpy()[0, 8:], [0.0, np.log(2), 1.0], rtol=1e-6)
+
+
+def test_code_summary_auto_only_without_a_checkpoint(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    X = pd.DataFrame({"ehr": [patient_frame()] * 5})
+    released = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X)
+    assert released.summary_codes_ == [] and released.transform(X).shape == (5, 8)
+    with_summary = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_summary=True).fit(X)
+    np.testing.assert_array_equal(with_summary.transform(X).to_numpy()[:, :8], released.transform(X).to_numpy())
+    # Codes with at least min_count=5 events: every code of patient_frame (each patient is the same).
+    assert with_summary.summary_codes_ == sorted(set(patient_frame()["code"]))
+    fitted = CLMBREmbedder(**{**TINY_FIT, "code_summary": "auto"}, random_state=0).fit(X)
+    assert fitted.summary_codes_ == with_summary.summary_codes_
+    assert fitted.transform(X).shape == (5, 8 + len(fitted.summary_codes_) + len(fitted.value_quantiles_))

@@ -269,11 +269,16 @@ def read_femr_config(path):
             f"{file}: no such file; a CLMBR checkpoint folder holds {CONFIG_FILE}, "
             f"{DICTIONARY_FILE} and {WEIGHTS_FILE}."
         )
-    raw = json.loads(file.read_text())
+    try:
+        raw = json.loads(file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{file}: is not a JSON file ({exc}).") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file}: holds a JSON {type(raw).__name__}, not an object with 'transformer_config'.")
     if "FEMRModel" not in (raw.get("architectures") or []):
         raise ValueError(f"{file}: architectures {raw.get('architectures')!r} does not name 'FEMRModel'.")
-    if "transformer_config" not in raw:
-        raise ValueError(f"{file}: has no 'transformer_config'.")
+    if not isinstance(raw.get("transformer_config"), dict):
+        raise ValueError(f"{file}: has no 'transformer_config' object.")
     config = complete_config(raw["transformer_config"], str(file))
     task = raw.get("task_config") or {}
     task_type = task.get("task_type", "")
@@ -304,17 +309,16 @@ def load_femr_checkpoint(path, map_location="cpu"):
     Raises
     ------
     ValueError
-        If a weight is missing, unused or of the wrong shape, naming every such key.
+        If a file is unreadable, or a weight is missing, unused, of the wrong shape or not
+        finite, naming the file and every such key.
     """
-    from safetensors.torch import load_file
-
     config, head = read_femr_config(path)
     with torch.random.fork_rng(devices=[]):
         model = CLMBRModel(config, head)
     file = Path(path) / WEIGHTS_FILE
     if not file.is_file():
         raise ValueError(f"{file}: no such file.")
-    state = load_file(str(file), device=str(map_location))
+    state = _read_weights(file, map_location)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unused = sorted(set(state) - set(expected))
@@ -323,6 +327,22 @@ def load_femr_checkpoint(path, map_location="cpu"):
         raise ValueError(_mismatch_message(file, missing, unused, wrong, state, expected))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval()
+
+
+def _read_weights(file, map_location):
+    """The tensors of a safetensors file; ValueError naming the file if unreadable or not finite."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(file), device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{file}: is not a readable safetensors file (truncated or corrupted?): {exc}") from exc
+    # Checked in float32, the dtype the model runs in: a float16 weight is finite in float32 too.
+    not_finite = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v.float()).all())
+    if not_finite:
+        raise ValueError(f"{file}: tensor(s) {not_finite} hold NaN or infinite values.")
+    return state
 
 
 def _mismatch_message(file, missing, unused, wrong, state, expected):
