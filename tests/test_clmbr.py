@@ -516,7 +516,7 @@ def test_empty_history_and_unknown_codes(tiny_events):
     [
         (42, r"row 'b' of column 'ehr'.*got int"),
         (pd.DataFrame({"time": [0.0], "value": ["x"]}), r"row 'b' of column 'ehr'.*lacks column.*code"),
-        (pd.DataFrame({"time": ["not a time"], "code": ["x"]}), r"row 'b' of column 'ehr'.*'time'.*number \(days\)"),
+        (pd.DataFrame({"time": ["not a time"], "code": ["x"]}), r"row 'b' of column 'ehr'.*'time'.*numbers \(days\) or datetimes"),
     ],
 )
 def test_bad_cells_name_row_and_column(tiny_events, cell, message):

@@ -170,77 +170,8 @@ def _is_real(value):
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-def _first_bad(series, bad):
-    """Index label and value of the first True of ``bad`` in ``series``."""
-    position = int(np.flatnonzero(np.asarray(bad))[0])
-    return series.index[position], series.iloc[position]
-
-
-def _numeric_values(values, where):
-    """``numeric_value`` as finite floats (NaN: no value); ValueError naming the row and event."""
-    parsed = pd.to_numeric(values, errors="coerce").astype(float)
-    bad = parsed.isna() & values.notna()
-    if bad.any():
-        label, value = _first_bad(values, bad)
-        raise ValueError(f"{where}: column 'numeric_value' holds {value!r} at event {label!r}, which is not a number.")
-    if np.isinf(parsed).any():
-        label, value = _first_bad(parsed, np.isinf(parsed))
-        raise ValueError(f"{where}: column 'numeric_value' holds {value} at event {label!r}, which is not finite.")
-    return parsed
-
-
-def _object_times(times, where):
-    """An object or string ``time`` column as float days (all numbers) or datetimes.
-
-    A mix of numbers and strings would otherwise fail deep inside pandas' sort, and numbers
-    stored as objects would be read as nanosecond timestamps.
-    """
-    numbers = times.map(_is_real)
-    if numbers.any():
-        if not numbers[times.notna()].all():
-            label, value = _first_bad(times, ~numbers & times.notna())
-            raise ValueError(
-                f"{where}: column 'time' holds {value!r} at event {label!r} among numbers (days); "
-                "times must be all numbers or all datetimes."
-            )
-        return times.astype(float)
-    parsed = pd.to_datetime(times, format="mixed", errors="coerce")
-    bad = parsed.isna() & times.notna()
-    if bad.any():
-        label, value = _first_bad(times, bad)
-        raise ValueError(
-            f"{where}: column 'time' holds {value!r} at event {label!r}, which is neither a number (days) "
-            "nor a datetime."
-        )
-    return parsed
-
-
-def _checked_cell(cell):
-    """``cell`` with its frame's ``time`` and ``numeric_value`` checked and typed (a copy).
-
-    Everything after this reads a frame whose times are numbers or datetimes and whose
-    values are finite floats or NaN.
-    """
-    raw = cell.value
-    if not isinstance(raw, pd.DataFrame):
-        return cell
-    typed = {}
-    if "numeric_value" in raw.columns:
-        values = _numeric_values(raw["numeric_value"], cell.where)
-        if raw["numeric_value"].dtype != values.dtype:
-            typed["numeric_value"] = values
-    if "time" in raw.columns and (
-        pd.api.types.is_object_dtype(raw["time"]) or pd.api.types.is_string_dtype(raw["time"])
-    ):
-        typed["time"] = _object_times(raw["time"], cell.where)
-    return cell._replace(value=raw.assign(**typed)) if typed else cell
-
-
 def _check_ages(days, birth, where):
-    """Finite event times whose ages (days from birth) are within ``MAX_AGE_DAYS``."""
-    if not np.isfinite(days).all():
-        value = days[~np.isfinite(days)][0]
-        raise ValueError(f"{where}: column 'time' holds {float(value)}, which is not a finite time.")
+    """Event times (finite: see :func:`~skfusion.encoders._events.as_event_frame`) whose ages are within ``MAX_AGE_DAYS``."""
     ages = days - birth
     if len(ages) and np.abs(ages).max() > MAX_AGE_DAYS:
         age = ages[np.argmax(np.abs(ages))]
@@ -636,7 +567,6 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         return events
 
     def _read_one(self, cell):
-        cell = _checked_cell(cell)
         frame, days, _ = self._read_events(cell)
         codes = frame["code"].to_numpy(dtype=object)
         births = np.flatnonzero(codes == self.birth_code) if self.birth_code is not None else []
