@@ -1,6 +1,6 @@
 """
 MedCAM: adapt an image embedding with the EHR, then classify from the image alone
-================================================================================
+=================================================================================
 
 MedCAM (paper 002) aligns a pre-trained image representation with the patient's EHR time
 series, globally (a bidirectional InfoNCE between the image and the whole series) and
