@@ -44,7 +44,8 @@ def test_sphinx_build_has_no_warning(tmp_path):
     )
     assert build.returncode == 0, build.stderr
     pages = {p.relative_to(tmp_path / "html").as_posix() for p in (tmp_path / "html").rglob("*.html")}
-    assert {"index.html", "api.html", "design.html", "medmod_mapping.html", "auto_examples/index.html"} <= pages
+    expected = {"index.html", "api.html", "design.html", "medmod_mapping.html", "references.html", "auto_examples/index.html"}
+    assert expected <= pages
     assert "generated/skfusion.datasets.load_pbcseq_events.html" in pages
 
 

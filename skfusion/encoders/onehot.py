@@ -1,6 +1,6 @@
 """Curated one-hot EHR features: code presence in look-back windows and binned values.
 
-Paper 000 (section 2.1) contrasts the CLMBR embedding with "a manually curated 1-hot
+Zhang et al. (2026, section 2.1) contrast the CLMBR embedding with "a manually curated 1-hot
 encoding, where task-specific features - including demographics, laboratory results,
 medications, diagnoses, and procedure codes - are selected and binarized into 1-hot
 vectors". :class:`OneHotEHREncoder` builds that table from the same per-patient event frames
@@ -96,8 +96,8 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.1.
 
     Examples
     --------

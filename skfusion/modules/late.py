@@ -1,7 +1,7 @@
 """Late fusion: one encoder and MLP per modality, outputs averaged over the modalities a row has.
 
-A missing modality simply drops out of the average (MedMod's late fusion; paper 000's
-"late" baseline), so partially paired rows are used as they are.
+A missing modality simply drops out of the average (MedMod's late fusion; the "late"
+baseline of Zhang et al., 2026), so partially paired rows are used as they are.
 """
 
 import torch

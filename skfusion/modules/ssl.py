@@ -6,8 +6,8 @@ adapter, the EHR time series through the MedFuse LSTM (:class:`LSTMEncoder`) fol
 MLP projection, applied to the last valid state (the global EHR embedding) and to every
 time step (the local embeddings). The methods differ only in the loss read from its output:
 
-- MedCAM (paper 002, eqs. 3-8): :func:`global_alignment_loss` + :func:`local_alignment_loss`;
-- ConVIRT (Zhang et al. 2022, as in MedMod, paper 004, section 3.3.2): :func:`convirt_loss`;
+- MedCAM (under review, eqs. 3-8): :func:`global_alignment_loss` + :func:`local_alignment_loss`;
+- ConVIRT (Zhang et al. 2022, as in MedMod, Elsharief et al. 2025, section 3.3.2): :func:`convirt_loss`;
 - ALIGN (Jia et al. 2021, as MedMod writes it): :func:`directional_info_nce` from the EHR
   to the image;
 - VICReg (Bardes et al. 2022): :func:`vicreg_loss`.
@@ -36,14 +36,14 @@ def directional_info_nce(z_query, z_key, scale):
     """One direction of InfoNCE: ``-mean_i log softmax_j(scale * cos(q_i, k_j))[i]``.
 
     Row ``i`` of ``z_query`` must pick its own partner, row ``i`` of ``z_key``, among the
-    batch (paper 002, eq. 3 with query = CXR, key = EHR; eq. 4 the other way round).
+    batch (MedCAM paper, eq. 3 with query = CXR, key = EHR; eq. 4 the other way round).
     """
     logits = scale * F.normalize(z_query, dim=1) @ F.normalize(z_key, dim=1).T
     return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
 
 
 def global_alignment_loss(z_image, z_ehr, scale):
-    """MedCAM's global loss (paper 002, eq. 5): the mean of eqs. 3 and 4."""
+    """MedCAM's global loss (MedCAM paper, eq. 5): the mean of eqs. 3 and 4."""
     return 0.5 * info_nce(z_image, z_ehr, scale)
 
 
@@ -114,7 +114,7 @@ def top_k_timesteps(attention, mask, top_k):
 
 
 def local_alignment_loss(z_image, z_steps, mask, scale, top_k):
-    """MedCAM's local loss (paper 002, eqs. 6a, 6b and 7).
+    """MedCAM's local loss (MedCAM paper, eqs. 6a, 6b and 7).
 
     For each image ``b`` the ``top_k`` EHR steps of highest attention (:func:`timestep_attention`,
     selected without gradient) are its positives. Eq. 6a: each selected step ``j`` against
@@ -247,7 +247,7 @@ class PairedEncoders(nn.Module):
 
 
 class MedCAMLoss(nn.Module):
-    """Paper 002, eq. 8: global (eq. 5) + local (eq. 7) alignment."""
+    """MedCAM paper, eq. 8: global (eq. 5) + local (eq. 7) alignment."""
 
     def __init__(self, top_k):
         super().__init__()
@@ -289,7 +289,7 @@ class VICRegLoss(nn.Module):
 
 
 class AdaptedImageClassifier(nn.Module):
-    """An adapted image encoder with a linear head (paper 002, eq. 9): image-only logits.
+    """An adapted image encoder with a linear head (MedCAM paper, eq. 9): image-only logits.
 
     Parameters
     ----------
