@@ -1,7 +1,7 @@
 """Quality of the fusion strategies: ``compare_fusion`` on real and synthetic data, beside scikit-survival.
 
 1. **GSE7390 breast cancer** (``load_breast_cancer_multimodal``: 76 gene-expression probes +
-   clinical variables, 198 patients): ``compare_fusion`` with paper 000's models and
+   clinical variables, 198 patients): ``compare_fusion`` with the models of Zhang et al. (2026) and
    scikit-survival's CoxPH (ridge), Coxnet (elastic net) and RandomSurvivalForest on the
    concatenated features, all on the same repeated 5-fold splits and the same bootstrap
    resamples (so the peers get intervals and p-values too). Every model standardises the
@@ -9,7 +9,7 @@
 2. **Synthetic, balanced versus imbalanced signal** (``make_multimodal_survival``, the true
    log hazard known): the same models fitted on a large training set and scored on a large
    held-out set, next to the oracle (the true log hazard) and a linear Cox model (the
-   attainable ceiling: E[latent | features] is linear). Paper 000's finding to check: fusion
+   attainable ceiling: E[latent | features] is linear). The finding of Zhang et al. (2026) to check: fusion
    gains most over the best single modality when the modalities contribute comparably.
 
 Usage::
@@ -163,7 +163,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     header = [
-        "# Fusion strategies compared (paper 000, Table 1) beside scikit-survival",
+        "# Fusion strategies compared (Zhang et al., 2026, Table 1) beside scikit-survival",
         "",
         f"Command: `python {' '.join(['benchmarks/bench_compare_fusion.py', *sys.argv[1:]])}`",
         "",

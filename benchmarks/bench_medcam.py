@@ -7,7 +7,7 @@ quarter of the steps). So the EHR says which part of the image matters. (The rad
 of ``make_icu_timeseries`` is not used: its labels load mostly on a radiographic factor that
 the EHR never sees, so aligning the image with the EHR cannot help there by construction.)
 
-Three cohorts, as in paper 002's out-of-distribution setting: a paired cohort (image + EHR,
+Three cohorts, as in the out-of-distribution setting of MedCAM (under review): a paired cohort (image + EHR,
 no labels) for the alignment, a small labelled cohort without EHR for the image-only
 classifiers, and an image-only test cohort.
 

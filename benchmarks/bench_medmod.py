@@ -233,7 +233,7 @@ def main():
         "width of 2 (C_ehr + C_img) / 4 and keeps unimodal heads, skfusion follows the MMTM paper's "
         "(C_ehr + C_img) / 4 and one joint head. Concat and late fusion read the EHR series with the "
         "same 2-layer LSTM (`sequence_encoder=\"lstm\"`, `lstm_hidden=256`); their MLP heads are "
-        "scaled to the input width (paper 000), and late fusion adds a second MLP on the image.",
+        "scaled to the input width (Zhang et al., 2026), and late fusion adds a second MLP on the image.",
         "",
         "| model | trainable parameters (M) | + ResNet-34 (M) | forward (ms) | predict_proba (ms) |",
         "|---|---|---|---|---|",

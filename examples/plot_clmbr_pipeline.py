@@ -2,7 +2,7 @@
 CLMBR embeddings of longitudinal labs, fused with baseline variables
 ====================================================================
 
-Paper 000 encodes each patient's coded EHR history with CLMBR, a causal transformer trained
+Zhang et al. (2026, arXiv:2606.15038) encode each patient's coded EHR history with CLMBR, a causal transformer trained
 to predict the next code, and fuses that embedding with other modalities for time-to-event
 prediction. Here the history is real: the Mayo Clinic PBC follow-up visits (R's ``pbcseq``),
 turned into coded events (labs with values, findings) up to a one-year landmark. A small

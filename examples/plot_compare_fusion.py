@@ -2,7 +2,7 @@
 Compare fusion strategies in one call
 =====================================
 
-Paper 000's Table 1 for your own data: the unimodal baselines and every fusion strategy
+Table 1 of Zhang et al. (2026, arXiv:2606.15038) for your own data: the unimodal baselines and every fusion strategy
 (concatenation, late fusion, 2-step contrastive alignment, cross-attention, co-attention
 guided by each modality) fitted on the same cross-validation folds and on the whole training
 set for an external cohort, with bootstrap confidence intervals and paired tests against the

@@ -2,7 +2,8 @@
 CT volumes to a survival model: windowing, slice embeddings and z-averaging
 ===========================================================================
 
-Paper 000 turns each CT volume into one vector before fusing it with the EHR: it keeps
+Zhang et al. (2026, arXiv:2606.15038) turn each CT volume into one vector before fusing it
+with the EHR: they keep
 the axial slices, clips them to a Hounsfield window ([-1350, 150] HU for pulmonary
 embolism, [-125, 225] HU for cardiovascular events), encodes every slice with a 2-D
 foundation model and averages the slice embeddings over z.
@@ -86,8 +87,8 @@ X = pd.DataFrame({"ct": paths})
 print(f"{n_patients} series in {workdir}, {y['event'].mean():.0%} events")
 
 # %%
-# The two windows of paper 000
-# ----------------------------
+# The two windows of Zhang et al. (2026)
+# --------------------------------------
 # The embedder clips each slice to the window and scales it to [0, 1]. The wide PE
 # window keeps lung and soft tissue apart; the narrow MACE window spends its contrast on
 # fat, muscle, blood and calcium.

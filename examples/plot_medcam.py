@@ -1,8 +1,8 @@
 """
 MedCAM: adapt an image embedding with the EHR, then classify from the image alone
-================================================================================
+=================================================================================
 
-MedCAM (paper 002) aligns a pre-trained image representation with the patient's EHR time
+MedCAM (under review) aligns a pre-trained image representation with the patient's EHR time
 series, globally (a bidirectional InfoNCE between the image and the whole series) and
 locally (each image with the ``top_k`` time steps it attends to most). The adapted
 encoder then needs no EHR: here it is aligned on a paired cohort (image + EHR, no labels)

@@ -2,7 +2,7 @@
 Self-supervised image-EHR pretraining and linear probing
 ========================================================
 
-MedMod (paper 004) pretrains image and EHR encoders without labels with ConVIRT, VICReg
+MedMod (Elsharief et al. 2025) pretrains image and EHR encoders without labels with ConVIRT, VICReg
 and ALIGN, and evaluates the representations by linear probing. In skfusion these methods
 are transformers, so a probe is a ``Pipeline``: the pretraining step ignores ``y`` and
 ``transform`` hands the embedding to any scikit-learn (or scikit-survival) model.

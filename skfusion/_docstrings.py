@@ -21,7 +21,7 @@ DOCS = {
         How a sequence modality (a token column of ``(T_i, d)`` arrays) becomes one vector
         per row: ``"lstm"`` is the MedFuse EHR encoder, a two-layer LSTM whose last valid
         hidden state is the vector (dropout ``dropout`` on it); ``"mean"`` is the masked mean
-        over the tokens (paper 000's average of slice embeddings over z). A vector block is
+        over the tokens (the average of slice embeddings over z of Zhang et al., 2026). A vector block is
         always used as it is.
     lstm_hidden : int, default=256
         Hidden width of that LSTM (MedFuse's :math:`m = 256`).
@@ -41,7 +41,7 @@ DOCS = {
         ``pretrain_encoders=True``): MedMod's early and late fusion.""",
     "training": """hidden_dims : list of int, default=None
         Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
-        input width (one layer of ``d // 2`` units within [16, 512]), as in paper 000.
+        input width (one layer of ``d // 2`` units within [16, 512]), as in Zhang et al. (2026).
     standardize : bool, default=True
         Standardize every feature of the vector blocks and token columns to zero mean
         and unit variance over the training rows that have it (learnt in ``fit``, applied
@@ -53,7 +53,7 @@ DOCS = {
         Adam learning rate.
     weight_decay : float, default=1e-4
         L2 penalty on the trainable parameters (Adam's weight decay: the
-        :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of paper 000's loss, up to a factor 2).
+        :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).
     batch_size : int, default=256
         Mini-batch size. Survival batches are stratified so each has events.
     max_epochs : int, default=100

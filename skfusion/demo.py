@@ -4,7 +4,7 @@ Run with ``python -m skfusion.demo`` (the README's demo command). It
 
 1. fits the unimodal baselines and the fusion models on synthetic image + EHR embeddings
    with an internal and a shifted external cohort, and prints their C-index;
-2. runs :func:`~skfusion.model_selection.compare_fusion` (paper 000's Table 1: every fusion
+2. runs :func:`~skfusion.model_selection.compare_fusion` (Table 1 of Zhang et al., 2026: every fusion
    strategy and the unimodal baselines, with scikit-survival's ridge Cox model beside them)
    by 5-fold cross-validation on the real GSE7390 breast-cancer data (gene expression +
    clinical variables), with bootstrap intervals and paired tests, and draws its forest plot

@@ -1,4 +1,4 @@
-"""Compare fusion strategies on the same splits: Table 1 of paper 000 in one call.
+"""Compare fusion strategies on the same splits: Table 1 of Zhang et al. (2026) in one call.
 
 :func:`compare_fusion` fits every model on the same cross-validation splits (and/or on the
 whole training set, scored on held-out or external cohorts), then reports per cohort the
@@ -63,7 +63,7 @@ def _task(y):
 
 
 def fusion_models(X, task="survival", **params):
-    """The models of paper 000's Table 1 for the modalities of ``X``.
+    """The models of Table 1 of Zhang et al. (2026) for the modalities of ``X``.
 
     One unimodal model per modality, then concatenation (the cross-modal reference), late
     fusion, 2-step contrastive alignment, bidirectional cross-attention (when ``X`` has
@@ -141,7 +141,7 @@ def compare_fusion(
 ):
     """Fit fusion strategies and unimodal baselines on the same splits and compare them.
 
-    The "mean (95% CI)" table of paper 000 (Table 1) with its "p < 0.05 versus image-only"
+    The "mean (95% CI)" table of Zhang et al. (2026, Table 1) with its "p < 0.05 versus image-only"
     and "versus concatenation" markers, for any set of estimators.
 
     - **Cross-validation** (``cv``): every model is fitted on the same training folds and
@@ -175,7 +175,7 @@ def compare_fusion(
     cohorts : dict of str to (X, y), default=None
         Evaluation cohorts for the models fitted on all of ``(X, y)``.
     reference : str, default=None
-        The unimodal reference of the p-values (paper 000: image only); default the first
+        The unimodal reference of the p-values (Zhang et al., 2026: image only); default the first
         model.
     fusion_reference : str or None, default="concatenation"
         The cross-modal reference (the "+" marker); ``None`` skips that test.
@@ -221,8 +221,8 @@ def compare_fusion(
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), Table 1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, Table 1.
 
     Examples
     --------
@@ -295,7 +295,7 @@ def compare_fusion(
 
 
 def format_comparison(table, *, alpha=0.05, digits=3):
-    """Paper 000's Table 1 layout of a :func:`compare_fusion` result.
+    """The Table 1 layout of Zhang et al. (2026) for a :func:`compare_fusion` result.
 
     Parameters
     ----------

@@ -82,8 +82,8 @@ def plot_forest(
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (CT + EHR). Table 1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, Table 1.
 
     Examples
     --------

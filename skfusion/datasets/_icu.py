@@ -345,8 +345,8 @@ def make_icu_timeseries(
            clinical time-series data and chest X-ray images. Machine Learning for
            Healthcare, PMLR 182.
     .. [2] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
-           F. E. Shamout. MedMod: Multimodal benchmark for medical prediction
-           tasks with electronic health records and chest X-ray scans.
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287.
 
     Examples
     --------

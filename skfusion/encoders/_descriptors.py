@@ -24,7 +24,7 @@ CT adds a Hounsfield block (18 features, from the slice in HU clipped to [-1024,
 - mean and standard deviation of the slice in HU, divided by 1000.
 
 The CT descriptor's intensity block is computed on the windowed slice, so the window
-chosen (e.g. paper 000's PE or MACE window) shapes it.
+chosen (e.g. the PE or MACE window of Zhang et al., 2026) shapes it.
 """
 
 import torch

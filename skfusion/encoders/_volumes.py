@@ -17,7 +17,7 @@ import numpy as np
 
 from ._cardiac import cardiac_slices_or_all
 
-#: Hounsfield windows of paper 000 (section 2.1): PE and MACE soft-tissue windows.
+#: Hounsfield windows of Zhang et al. (2026, section 2.1): PE and MACE soft-tissue windows.
 NAMED_WINDOWS = {"pe": (-1350.0, 150.0), "mace": (-125.0, 225.0)}
 
 # Largest relative deviation of one slice gap from the median gap before a series is

@@ -1,4 +1,4 @@
-"""CLMBR patient embeddings from per-patient event frames (paper 000, section 2.1).
+"""CLMBR patient embeddings from per-patient event frames (Zhang et al., 2026, section 2.1).
 
 :class:`CLMBREmbedder` either loads a released CLMBR checkpoint (CLMBR-T-base, femr layout)
 and reads out its representation, or pretrains a small CLMBR-style model on the training
@@ -194,7 +194,7 @@ def _strings(raw, column, n_events, where):
 
 
 class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
-    """CLMBR patient representation of each row's event history (paper 000's EHR encoder).
+    """CLMBR patient representation of each row's event history (the EHR encoder of Zhang et al., 2026).
 
     Each cell is one patient's events up to the prediction time: a MEDS-style frame with
     ``time`` (days or datetimes), ``code``, optional ``numeric_value`` (and ``text_value``
@@ -313,8 +313,8 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
            technique for electronic health record data. J Biomed Inform 113 (2021).
     .. [2] Wornow M, et al. EHRSHOT: An EHR benchmark for few-shot evaluation of foundation
            models. NeurIPS Datasets and Benchmarks (2023).
-    .. [3] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.1.
+    .. [3] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.1.
 
     Examples
     --------

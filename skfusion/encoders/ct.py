@@ -1,4 +1,4 @@
-"""CT volumes to embeddings: paper 000's windowing, slice selection and z-averaging."""
+"""CT volumes to embeddings: the windowing, slice selection and z-averaging of Zhang et al. (2026)."""
 
 from numbers import Integral, Real
 
@@ -23,7 +23,7 @@ class CTVolumeEmbedder(SliceEmbedder):
     reoriented to the axial DICOM layout), the axial slices named by ``slices`` are kept,
     each is windowed (clipped to ``window`` and scaled to [0, 1]) and encoded by
     ``backbone`` in batches, and ``pool="mean"`` averages the slice embeddings into one
-    vector per volume, as in paper 000 [1]_ (section 2.1). ``pool=None`` keeps the
+    vector per volume, as in Zhang et al. (2026) [1]_ (section 2.1). ``pool=None`` keeps the
     per-slice embeddings as tokens for the attention models.
 
     With ``backbone=None`` (the default) each slice is described by a deterministic,
@@ -44,8 +44,8 @@ class CTVolumeEmbedder(SliceEmbedder):
         Name of the output block (``"{output}__{i}"`` columns, or the ``"{output}"`` token
         column); None uses ``column``.
     window : {"pe", "mace"} or tuple of (float, float), default="pe"
-        HU window: ``"pe"`` is [-1350, 150] and ``"mace"`` is [-125, 225] (paper 000's
-        windows for pulmonary embolism and cardiovascular events); a ``(low, high)`` pair
+        HU window: ``"pe"`` is [-1350, 150] and ``"mace"`` is [-125, 225] (the windows of
+        Zhang et al. (2026) for pulmonary embolism and cardiovascular events); a ``(low, high)`` pair
         sets another. Values are clipped to the window and scaled to [0, 1].
     slices : None, tuple of (int, int), float, "heart" or callable, default=None
         Which axial slices to encode (``z`` runs from feet to head): None keeps all;
@@ -75,7 +75,7 @@ class CTVolumeEmbedder(SliceEmbedder):
         0.225)`` by default, as MedImageInsight and torchvision models expect. Not used by
         the descriptor.
     pool : {"mean"} or None, default="mean"
-        ``"mean"`` averages the slice embeddings (the z-average of paper 000) into
+        ``"mean"`` averages the slice embeddings (the z-average of Zhang et al., 2026) into
         ``"{output}__{i}"`` columns; None returns one object column ``"{output}"``
         holding a ``(n_slices, d)`` float32 array per row.
     batch_size : int, default=32
@@ -138,7 +138,7 @@ class CTVolumeEmbedder(SliceEmbedder):
     are reoriented to LPS axis codes and transposed to ``(z, y, x)`` so that they match that
     layout; their values are taken as HU after the NIfTI scaling.
 
-    **MedImageInsight.** Paper 000 encodes each slice with MedImageInsight (MII), whose
+    **MedImageInsight.** Zhang et al. (2026) encode each slice with MedImageInsight (MII), whose
     image tower is a DaViT network; skfusion does not re-implement it and never
     substitutes another network for it. To reproduce the paper, build the MII image
     tower from your own local copy (the community release ships
@@ -154,8 +154,8 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.1.
 
     Examples
     --------

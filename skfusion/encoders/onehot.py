@@ -1,9 +1,9 @@
 """Curated one-hot EHR features: code presence in look-back windows and binned values.
 
-Zhang et al. ("Fusion is not one-size-fits-all", arXiv:2606.15038, 2026) contrast the CLMBR
-embedding with "a manually curated 1-hot encoding, where task-specific features - including
-demographics, laboratory results, medications, diagnoses, and procedure codes - are selected
-and binarized into 1-hot vectors". :class:`OneHotEHREncoder` builds that table from the same per-patient event frames
+Zhang et al. (2026, section 2.1) contrast the CLMBR embedding with "a manually curated 1-hot
+encoding, where task-specific features - including demographics, laboratory results,
+medications, diagnoses, and procedure codes - are selected and binarized into 1-hot
+vectors". :class:`OneHotEHREncoder` builds that table from the same per-patient event frames
 the CLMBR encoder reads.
 
 Time is counted in days throughout the EHR encoders: numeric event times are days, datetime
@@ -96,9 +96,8 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
 
     References
     ----------
-    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all:
-           cross-modal representation alignment for time-to-event modeling.
-           arXiv:2606.15038 (methods: the EHR representations).
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.1.
 
     Examples
     --------

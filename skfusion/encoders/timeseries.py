@@ -331,13 +331,13 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     .. [1] H. Harutyunyan, H. Khachatrian, D. C. Kale, G. Ver Steeg and A. Galstyan (2019).
            Multitask learning and benchmarking with clinical time series data. Scientific
            Data 6, 96 (``YerevaNN/mimic3-benchmarks``, ``mimic3models/preprocessing.py``).
-    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: Multi-modal fusion with
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
            clinical time-series data and chest X-ray images. Machine Learning for
-           Healthcare, PMLR 182, section 4.1.
+           Healthcare (MLHC), PMLR 182, section 4.1.
     .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
-           F. E. Shamout. MedMod: Multimodal benchmark for medical prediction
-           tasks with electronic health records and chest X-ray scans. Section 3.2.2 and
-           appendix A, Table 7.
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.2.2
+           and appendix A, Table 7.
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Cross-attention and co-attention fusion (paper 000, section 2.2, Fig. 1c-d) over token sequences."""
+"""Cross-attention and co-attention fusion (Zhang et al., 2026, section 2.2, Fig. 1c-d) over token sequences."""
 
 import warnings
 from numbers import Integral
@@ -142,8 +142,8 @@ _ATTENTION_DOCS = {
     :math:`\\mathrm{softmax}(Q K^\\top / \\sqrt{d_k}) V` with :math:`Q = W_Q Z_q`,
     :math:`K = W_K Z_k`, :math:`V = W_V Z_k`, in ``n_heads`` heads of
     :math:`d_k` = ``attention_dim / n_heads`` dimensions whose outputs are concatenated.
-    ``weight_decay`` is the :math:`\\lambda \\lVert\\theta\\rVert_2^2` penalty of paper 000's
-    loss on every trainable parameter (projections, attention, head).
+    ``weight_decay`` is the :math:`\\lambda \\lVert\\theta\\rVert_2^2` penalty of the
+    loss of Zhang et al. (2026) on every trainable parameter (projections, attention, head).
     :meth:`attention_weights` returns the weights.""",
     "attention_parameters": """missing : {"raise", "learn"}, default="raise"
         What to do with a row that lacks a modality: raise a ValueError naming the modality
@@ -155,19 +155,19 @@ _ATTENTION_DOCS = {
         Width of the projected tokens and of each attention output; :math:`d_k` when
         ``n_heads=1``.
     n_heads : int, default=1
-        Number of attention heads (paper 000 uses one); must divide ``attention_dim``.""",
-    "attention_references": """.. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+        Number of attention heads (Zhang et al., 2026, use one); must divide ``attention_dim``.""",
+    "attention_references": """.. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
     .. [2] Vaswani et al. Attention is all you need. NeurIPS 2017 (scaled dot-product and
            multi-head attention).""",
-    "cross_notes": """Bidirectional cross-attention of paper 000 (Fig. 1d): for the two modalities
+    "cross_notes": """Bidirectional cross-attention of Zhang et al. (2026, Fig. 1d): for the two modalities
     ``a`` and ``b`` (in the order of ``modalities``, or of ``X``),
     :math:`h_{fused} = [h_a, A_{a \\leftarrow b}, h_b, A_{b \\leftarrow a}]`, where
     :math:`A_{a \\leftarrow b}` takes its queries from ``a`` and its keys and values from
     ``b``, and each direction has its own :math:`W_Q, W_K, W_V`; an MLP head reads
     :math:`h_{fused}` (width ``4 * attention_dim``). Exactly two modalities are fused: with
     more in ``X``, name two with ``modalities=``.""",
-    "co_notes": """Co-attention of paper 000 (Fig. 1c): the guiding modality gives the queries, the
+    "co_notes": """Co-attention of Zhang et al. (2026, Fig. 1c): the guiding modality gives the queries, the
     other gives the keys and values, and
     :math:`h_{fused} = [h_{guide}, \\mathrm{softmax}(Q_{guide} K_{other}^\\top / \\sqrt{d_k}) V_{other}]`
     (width ``2 * attention_dim``) feeds an MLP head. ``guide="img"`` is Table 1's "image

@@ -1,4 +1,4 @@
-"""Concatenation fusion and the unimodal baselines (paper 000, Fig. 1a and Table 1)."""
+"""Concatenation fusion and the unimodal baselines (Zhang et al., 2026, Fig. 1a and Table 1)."""
 
 from numbers import Integral
 
@@ -77,7 +77,7 @@ class _Unimodal(_ModalityEncoders, BaseFusion):
 
 @fill_doc
 class UnimodalSurvival(SurvivalMixin, _Unimodal):
-    """MLP survival (time-to-event) model on one modality: the image-only and EHR-only baselines of paper 000.
+    """MLP survival (time-to-event) model on one modality: the image-only and EHR-only baselines of Zhang et al. (2026).
 
     Parameters
     ----------
@@ -99,8 +99,8 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
 
     Examples
     --------
@@ -164,7 +164,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
 
 @fill_doc
 class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
-    """MLP classification model on one modality: the image-only and EHR-only baselines of paper 000.
+    """MLP classification model on one modality: the image-only and EHR-only baselines of Zhang et al. (2026).
 
     Parameters
     ----------
@@ -185,8 +185,8 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
 
     Examples
     --------
@@ -248,7 +248,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
 class ConcatSurvival(SurvivalMixin, _Concat):
     """Concatenation fusion for survival (time-to-event): the modality embeddings side by side, then an MLP.
 
-    The cross-modal reference of paper 000 (Fig. 1a). Every row must have every modality
+    The cross-modal reference of Zhang et al. (2026, Fig. 1a). Every row must have every modality
     unless ``missing='learn'``.
 
     Parameters
@@ -276,10 +276,11 @@ class ConcatSurvival(SurvivalMixin, _Concat):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
-    .. [2] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
-           and chest X-ray images (2022), appendix A.5 (learnable missing-image vector).
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, appendix A.5 (learnable missing-image vector).
 
     Examples
     --------
@@ -353,7 +354,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
 class ConcatClassifier(ClassifierHeadMixin, _Concat):
     """Concatenation fusion for classification: the modality embeddings side by side, then an MLP.
 
-    The cross-modal reference of paper 000 (Fig. 1a). Every row must have every modality
+    The cross-modal reference of Zhang et al. (2026, Fig. 1a). Every row must have every modality
     unless ``missing='learn'``.
 
     Parameters
@@ -380,10 +381,11 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
-    .. [2] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
-           and chest X-ray images (2022), appendix A.5 (learnable missing-image vector).
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, appendix A.5 (learnable missing-image vector).
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Contrastive alignment fusion (paper 000, section 2.2, Fig. 1b): CLIP-style pre-alignment, then the task."""
+"""Contrastive alignment fusion (Zhang et al., 2026, section 2.2, Fig. 1b): CLIP-style pre-alignment, then the task."""
 
 import copy
 from numbers import Integral, Real
@@ -120,7 +120,7 @@ class _Contrastive(BaseFusion):
 
 
 _CONTRASTIVE_DOCS = {
-    "contrastive_notes": """Two steps, as in paper 000 (inspired by CLIP). Each modality embedding :math:`h_m`
+    "contrastive_notes": """Two steps, as in Zhang et al. (2026), inspired by CLIP. Each modality embedding :math:`h_m`
     (a token sequence is first averaged over its real tokens) gets a linear projection
     :math:`g_m` to ``projection_dim``.
 
@@ -148,7 +148,7 @@ _CONTRASTIVE_DOCS = {
     learn_temperature : bool, default=False
         Learn :math:`\\log(1/\\tau)` in step 1, starting from ``temperature`` (CLIP's
         learnable logit scale, clipped at 100 and exempt from weight decay). With
-        ``False``, :math:`\\tau` stays fixed, as in paper 000's formula.
+        ``False``, :math:`\\tau` stays fixed, as in the formula of Zhang et al. (2026).
     alignment_epochs : int, default=50
         Epochs of step 1; 0 skips it (the projections start at random).
     freeze_projections : bool, default=False
@@ -157,8 +157,8 @@ _CONTRASTIVE_DOCS = {
     "contrastive_attributes": """alignment_net_ : skorch.NeuralNet
         The step-1 network (the projections before step 2); ``alignment_net_.history``
         holds the contrastive loss of each epoch.""",
-    "contrastive_references": """.. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (paper 000 in the project's seeds), section 2.2 and Table 1.
+    "contrastive_references": """.. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, section 2.2 and Table 1.
     .. [2] Radford et al. Learning transferable visual models from natural language
            supervision (CLIP). ICML 2021.""",
 }

@@ -88,9 +88,12 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
     ----------
     .. [1] Pölsterl, Wolf, Wachinger. Combining 3D image and tabular data via the Dynamic
            Affine Feature Map Transform. MICCAI 2021.
-    .. [2] Hayat, Geras, Shamout. MedFuse (paper 003 in the project's seeds), section 4.3.
-    .. [3] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 4.3.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1.
 
     Examples
     --------
@@ -194,9 +197,12 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     ----------
     .. [1] Pölsterl, Wolf, Wachinger. Combining 3D image and tabular data via the Dynamic
            Affine Feature Map Transform. MICCAI 2021.
-    .. [2] Hayat, Geras, Shamout. MedFuse (paper 003 in the project's seeds), section 4.3.
-    .. [3] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 4.3.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1.
 
     Examples
     --------

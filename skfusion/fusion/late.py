@@ -198,8 +198,9 @@ class LateFusionSurvival(SurvivalMixin, _Late):
 
     References
     ----------
-    .. [1] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), late fusion baseline.
+    .. [1] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1 (late fusion).
 
     Examples
     --------
@@ -301,8 +302,9 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
 
     References
     ----------
-    .. [1] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), late fusion baseline.
+    .. [1] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1 (late fusion).
 
     Examples
     --------

@@ -257,9 +257,9 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
 
     References
     ----------
-    .. [1] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
-           and chest X-ray images. MLHC 2022 (paper 003 in the project's seeds), section 3.2,
-           eq. 3-5, section 4.2 and appendix A.3.
+    .. [1] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 3.2, eq. 3-5, section 4.2 and appendix A.3.
 
     Examples
     --------
@@ -364,9 +364,9 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
 
     References
     ----------
-    .. [1] Hayat, Geras, Shamout. MedFuse: multi-modal fusion with clinical time-series data
-           and chest X-ray images. MLHC 2022 (paper 003 in the project's seeds), section 3.2,
-           eq. 3-5, section 4.2 and appendix A.3.
+    .. [1] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 3.2, eq. 3-5, section 4.2 and appendix A.3.
 
     Examples
     --------

@@ -84,9 +84,12 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
     ----------
     .. [1] Vaezi Joze, Shaban, Iuzzolino, Koishida. MMTM: multimodal transfer module for
            CNN fusion. CVPR 2020, section 3.
-    .. [2] Hayat, Geras, Shamout. MedFuse (paper 003 in the project's seeds), section 4.3 and appendix A.2.
-    .. [3] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 4.3 and appendix A.2.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1.
 
     Examples
     --------
@@ -188,9 +191,12 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     ----------
     .. [1] Vaezi Joze, Shaban, Iuzzolino, Koishida. MMTM: multimodal transfer module for
            CNN fusion. CVPR 2020, section 3.
-    .. [2] Hayat, Geras, Shamout. MedFuse (paper 003 in the project's seeds), section 4.3 and appendix A.2.
-    .. [3] MedMod: a multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.1.
+    .. [2] N. Hayat, K. J. Geras and F. E. Shamout (2022). MedFuse: multi-modal fusion with
+           clinical time-series data and chest X-ray images. Machine Learning for
+           Healthcare (MLHC), PMLR 182, section 4.3 and appendix A.2.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.1.
 
     Examples
     --------

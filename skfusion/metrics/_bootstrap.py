@@ -197,10 +197,11 @@ def bootstrap_ci(
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (CT + EHR). Table 1.
-    .. [2] MedCAM: modular multimodal alignment using time-series EHR for medical image
-           classification. Tables 2-4.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, Table 1.
+    .. [2] Anonymous authors (under review). Modular multimodal alignment using time-series
+           EHR data for enhancing medical image classification (MedCAM). Paper under
+           double-blind review, Tables 2-4.
     .. [3] Efron, B., Tibshirani, R. J. (1993). An Introduction to the Bootstrap. Chapman &
            Hall. Chapters 13-14.
 
@@ -300,8 +301,8 @@ def paired_bootstrap_test(
 
     References
     ----------
-    .. [1] Fusion is not one-size-fits-all: cross-modal representation alignment for
-           time-to-event modeling (CT + EHR). Table 1.
+    .. [1] Z. Zhang, W. Chen, D. Le et al. (2026). Fusion is not one-size-fits-all: cross-modal
+           representation alignment for time-to-event modeling. arXiv:2606.15038, Table 1.
     .. [2] Efron, B., Tibshirani, R. J. (1993). An Introduction to the Bootstrap. Chapman &
            Hall. Section 16.4 (bootstrap tests from confidence intervals).
     .. [3] Davison, A. C., Hinkley, D. V. (1997). Bootstrap Methods and their Application.

@@ -54,9 +54,12 @@ def auroc(y_true, y_score, *, average="macro", labels=None, pos_label=None):
 
     References
     ----------
-    .. [1] MedCAM: modular multimodal alignment using time-series EHR for medical image
-           classification. Section 4 (macro-averaged AUROC and AUPRC).
-    .. [2] MedMod: a multimodal benchmark with EHR and CXR. Section 4.
+    .. [1] Anonymous authors (under review). Modular multimodal alignment using time-series
+           EHR data for enhancing medical image classification (MedCAM). Paper under
+           double-blind review, section 4 (macro-averaged AUROC and AUPRC).
+    .. [2] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 4.
 
     Examples
     --------
@@ -175,7 +178,9 @@ def expected_calibration_error(
            neural networks". ICML.
     .. [2] Naeini, M. P., Cooper, G., Hauskrecht, M. (2015). "Obtaining well calibrated
            probabilities using Bayesian binning". AAAI.
-    .. [3] MedMod: a multimodal benchmark with EHR and CXR. Appendix F, Table 10.
+    .. [3] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, appendix F, Table 10.
 
     Examples
     --------
@@ -246,7 +251,9 @@ def linear_weighted_kappa(y_true, y_pred, *, labels=None, sample_weight=None):
 
     References
     ----------
-    .. [1] MedMod: a multimodal benchmark with EHR and CXR. Section 4, Table 3.
+    .. [1] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 4, Table 3.
     .. [2] Harutyunyan, H., Khachatrian, H., Kale, D. C., Ver Steeg, G., Galstyan, A. (2019).
            "Multitask learning and benchmarking with clinical time series data".
            Scientific Data, 6, 96.
@@ -306,7 +313,9 @@ def mean_absolute_deviation(y_true, y_pred, *, bin_values=None):
 
     References
     ----------
-    .. [1] MedMod: a multimodal benchmark with EHR and CXR. Section 4, Table 3.
+    .. [1] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 4, Table 3.
     .. [2] Harutyunyan, H., Khachatrian, H., Kale, D. C., Ver Steeg, G., Galstyan, A. (2019).
            "Multitask learning and benchmarking with clinical time series data".
            Scientific Data, 6, 96.

@@ -5,7 +5,7 @@ from torch import nn
 
 
 def default_hidden_dims(in_dim):
-    """Hidden widths scaled to the input width (paper 000, section 2.2): one layer of
+    """Hidden widths scaled to the input width (Zhang et al., 2026, section 2.2): one layer of
     ``in_dim // 2`` units, kept within [16, 512]."""
     return (int(min(512, max(16, in_dim // 2))),)
 

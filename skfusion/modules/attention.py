@@ -1,4 +1,4 @@
-"""Cross- and co-attention fusion over token sequences (paper 000, section 2.2, Fig. 1c-d).
+"""Cross- and co-attention fusion over token sequences (Zhang et al., 2026, section 2.2, Fig. 1c-d).
 
 Attention needs several keys: softmax over a single key is identically 1, which turns
 "attention" into a linear layer. Every modality is therefore read as a sequence of tokens
@@ -161,7 +161,7 @@ class AttentionDirection(nn.Module):
 
 
 class CrossAttentionFusion(nn.Module):
-    """Bidirectional cross-attention (paper 000, Fig. 1d) and an MLP head.
+    """Bidirectional cross-attention (Zhang et al., 2026, Fig. 1d) and an MLP head.
 
     For modalities ``a`` and ``b`` (in this order),
     :math:`h_{fused} = [h_a, A_{a \\leftarrow b}, h_b, A_{b \\leftarrow a}]`, each direction
@@ -202,7 +202,7 @@ class CrossAttentionFusion(nn.Module):
 
 
 class CoAttentionFusion(nn.Module):
-    """Co-attention (paper 000, Fig. 1c) guided by one modality, and an MLP head.
+    """Co-attention (Zhang et al., 2026, Fig. 1c) guided by one modality, and an MLP head.
 
     The guide's tokens give the queries; the tokens of every other modality, side by side,
     give the keys and values: :math:`h_{fused} = [h_{guide}, A_{guide \\leftarrow others}]`.

@@ -1,7 +1,7 @@
 """The CLMBR transformer in plain torch, laid out as femr 0.2.2/0.2.3 saves it.
 
 CLMBR (Steinberg et al. 2021) is a causal transformer over a patient's coded events, trained
-to predict the next code. CLMBR-T-base (Wornow et al. 2023), the EHR encoder of paper 000
+to predict the next code. CLMBR-T-base (Wornow et al. 2023), the EHR encoder of Zhang et al. (2026)
 (section 2.1), was released as a femr ``FEMRModel`` checkpoint; this module rebuilds that
 network so the released ``model.safetensors`` loads key for key:
 

@@ -1,4 +1,4 @@
-"""Concatenation fusion (paper 000, Fig. 1a): the modality embeddings side by side, then an MLP.
+"""Concatenation fusion (Zhang et al., 2026, Fig. 1a): the modality embeddings side by side, then an MLP.
 
 Each modality first goes through its own encoder (:mod:`skfusion.modules.encoders`: the
 identity for a vector block, an LSTM or the token mean for a sequence). With one modality

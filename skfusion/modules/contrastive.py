@@ -1,8 +1,8 @@
-"""Contrastive alignment fusion (paper 000, section 2.2, Fig. 1b): CLIP-style, in two steps.
+"""Contrastive alignment fusion (Zhang et al., 2026, section 2.2, Fig. 1b): CLIP-style, in two steps.
 
 Each modality embedding :math:`h_m` (a sequence is first averaged over its real tokens) gets
 a linear projection :math:`g_m(h_m)` to a shared width. Step 1 trains the projections alone
-with the symmetric InfoNCE objective of CLIP, in paper 000's notation, for a batch of
+with the symmetric InfoNCE objective of CLIP, in the notation of Zhang et al. (2026), for a batch of
 :math:`N` rows with both modalities:
 
 .. math::

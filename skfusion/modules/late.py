@@ -2,7 +2,8 @@
 
 A missing modality simply drops out of the average, so partially paired rows are used as
 they are. The average is of the raw outputs (log-hazards, logits) or of the probabilities
-(MedMod's late fusion averages the unimodal models' predicted probabilities).
+(MedMod's late fusion averages the unimodal models' predicted probabilities; late fusion is
+also a baseline of Zhang et al., 2026).
 """
 
 import torch

@@ -6,7 +6,7 @@ adapter, the EHR time series through the MedFuse LSTM (:class:`LSTMEncoder`) fol
 MLP projection, applied to the last valid state (the global EHR embedding) and to every
 time step (the local embeddings). The methods differ only in the loss read from its output:
 
-- MedCAM (paper 002, eqs. 3-8): :func:`global_alignment_loss` + :func:`local_alignment_loss`;
+- MedCAM (under review, eqs. 3-8): :func:`global_alignment_loss` + :func:`local_alignment_loss`;
 - ConVIRT (Zhang et al., "Contrastive learning of medical visual representations from paired
   images and text", MLHC 2022): :func:`weighted_info_nce` with weights :math:`\\lambda,
   1 - \\lambda`;
@@ -41,7 +41,7 @@ def directional_info_nce(z_query, z_key, scale, negatives_only=False):
     """One direction of InfoNCE: ``-mean_i log softmax_j(scale * cos(q_i, k_j))[i]``.
 
     Row ``i`` of ``z_query`` must pick its own partner, row ``i`` of ``z_key``, among the
-    batch (MedCAM's eq. 3 with query = CXR, key = EHR; eq. 4 the other way round). With
+    batch (MedCAM paper, eq. 3 with query = CXR, key = EHR; eq. 4 the other way round). With
     ``negatives_only`` the denominator sums over the other rows ``j != i`` only, leaving the
     positive out, as MedMod's code does: ``-mean_i [s_ii - log sum_{j != i} exp(s_ij)]``.
     """
@@ -66,7 +66,7 @@ def weighted_info_nce(z_image, z_ehr, scale, image_weight, ehr_weight, negatives
 
 
 def global_alignment_loss(z_image, z_ehr, scale):
-    """MedCAM's global loss (paper 002, eq. 5): the mean of eqs. 3 and 4."""
+    """MedCAM's global loss (MedCAM paper, eq. 5): the mean of eqs. 3 and 4."""
     return 0.5 * info_nce(z_image, z_ehr, scale)
 
 
@@ -149,7 +149,7 @@ def top_k_timesteps(attention, mask, top_k):
 
 
 def local_alignment_loss(z_image, z_steps, mask, scale, top_k):
-    """MedCAM's local loss (paper 002, eqs. 6a, 6b and 7).
+    """MedCAM's local loss (MedCAM paper, eqs. 6a, 6b and 7).
 
     For each image ``b`` the ``top_k`` EHR steps of highest attention (:func:`timestep_attention`,
     selected without gradient) are its positives. Eq. 6a: each selected step ``j`` against
@@ -282,7 +282,7 @@ class PairedEncoders(nn.Module):
 
 
 class MedCAMLoss(nn.Module):
-    """Paper 002, eq. 8: global (eq. 5) + local (eq. 7) alignment."""
+    """MedCAM paper, eq. 8: global (eq. 5) + local (eq. 7) alignment."""
 
     def __init__(self, top_k):
         super().__init__()
@@ -335,7 +335,7 @@ class VICRegLoss(nn.Module):
 
 
 class AdaptedImageClassifier(nn.Module):
-    """An adapted image encoder with a linear head (paper 002, eq. 9): image-only logits.
+    """An adapted image encoder with a linear head (MedCAM paper, eq. 9): image-only logits.
 
     Parameters
     ----------

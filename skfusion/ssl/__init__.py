@@ -1,9 +1,9 @@
 """Image-EHR pretraining without labels: MedCAM's adaptation and MedMod's SSL baselines.
 
-- :class:`MedCAMAdapter` adapts an image embedding to the EHR time series (paper 002's
-  global + local top-k alignment); :class:`MedCAMClassifier` fine-tunes it with a linear
+- :class:`MedCAMAdapter` adapts an image embedding to the EHR time series (the global
+  + local top-k alignment of MedCAM, under review); :class:`MedCAMClassifier` fine-tunes it with a linear
   head and predicts from the image alone.
-- :class:`ConVIRT`, :class:`ALIGN` and :class:`VICReg` (MedMod, paper 004, section 3.3.2)
+- :class:`ConVIRT`, :class:`ALIGN` and :class:`VICReg` (MedMod, Elsharief et al. 2025, section 3.3.2)
   learn image and EHR embeddings; ``transform`` returns them for linear probing in a
   ``Pipeline``.
 

@@ -1,4 +1,4 @@
-"""The self-supervised image-EHR baselines of MedMod (paper 004, section 3.3.2): ConVIRT, VICReg, ALIGN."""
+"""The self-supervised image-EHR baselines of MedMod (Elsharief et al. 2025, section 3.3.2): ConVIRT, VICReg, ALIGN."""
 
 from numbers import Real
 
@@ -110,8 +110,9 @@ class ConVIRT(_SSLTransformer):
     ----------
     .. [1] Y. Zhang, H. Jiang, Y. Miura, C. D. Manning and C. P. Langlotz (2022). Contrastive
            learning of medical visual representations from paired images and text. MLHC.
-    .. [2] MedMod: multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.2.
+    .. [2] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.2.
 
     Examples
     --------
@@ -240,8 +241,9 @@ class ALIGN(_SSLTransformer):
     ----------
     .. [1] C. Jia et al. (2021). Scaling up visual and vision-language representation
            learning with noisy text supervision. ICML.
-    .. [2] MedMod: multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.2.
+    .. [2] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.2.
 
     Examples
     --------
@@ -361,8 +363,9 @@ class VICReg(_SSLTransformer):
     ----------
     .. [1] A. Bardes, J. Ponce and Y. LeCun (2022). VICReg: variance-invariance-covariance
            regularization for self-supervised learning. ICLR.
-    .. [2] MedMod: multimodal benchmark with EHR and chest X-rays (paper 004 in the
-           project's seeds), section 3.3.2.
+    .. [2] S. Elsharief, S. Shurrab, B. Al Jorf, L. J. Lechuga López, K. J. Geras and
+           F. E. Shamout (2025). MedMod: multimodal benchmark for medical prediction tasks
+           with electronic health records and chest X-ray scans. PMLR 287, section 3.3.2.
 
     Examples
     --------

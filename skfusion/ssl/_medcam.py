@@ -1,4 +1,4 @@
-"""MedCAM (paper 002): adapt an image embedding to the EHR, then classify from the image alone."""
+"""MedCAM (under review): adapt an image embedding to the EHR, then classify from the image alone."""
 
 import copy
 from numbers import Integral, Real
@@ -30,7 +30,7 @@ class MedCAMAdapter(BasePairedPretraining):
 
     The image embedding :math:`z_{{CXR}}` and the EHR series (MedFuse's two-layer LSTM, then
     an MLP projection) meet in a shared space of width ``projection_dim``. The adaptation
-    loss of paper 002 [1]_ is :math:`\\mathcal{{L}} = \\mathcal{{L}}_{{global}} +
+    loss of MedCAM [1]_ is :math:`\\mathcal{{L}} = \\mathcal{{L}}_{{global}} +
     \\mathcal{{L}}_{{local}}` (eq. 8):
 
     - global (eqs. 3-5): the symmetric InfoNCE between the image and the whole EHR series
@@ -80,8 +80,9 @@ class MedCAMAdapter(BasePairedPretraining):
 
     References
     ----------
-    .. [1] Modular multimodal alignment using time-series EHR data for enhancing medical
-           image classification (MedCAM; paper 002 in the project's seeds), section 3.3.
+    .. [1] Anonymous authors (under review). Modular multimodal alignment using time-series
+           EHR data for enhancing medical image classification (MedCAM). Paper under
+           double-blind review, section 3.3.
 
     Examples
     --------
@@ -148,7 +149,7 @@ class MedCAMAdapter(BasePairedPretraining):
 class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     """MedCAM: the EHR-adapted image encoder with a linear head, predicting from the image alone.
 
-    ``fit`` runs the two steps of paper 002 [1]_:
+    ``fit`` runs the two steps of MedCAM [1]_:
 
     1. the ``adapter`` (a :class:`MedCAMAdapter` by default) is fitted without labels on the
        rows of ``X`` that have both an image and an EHR series;
@@ -193,8 +194,9 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
 
     References
     ----------
-    .. [1] Modular multimodal alignment using time-series EHR data for enhancing medical
-           image classification (MedCAM; paper 002 in the project's seeds), eqs. 3-9.
+    .. [1] Anonymous authors (under review). Modular multimodal alignment using time-series
+           EHR data for enhancing medical image classification (MedCAM). Paper under
+           double-blind review, eqs. 3-9.
 
     Examples
     --------
