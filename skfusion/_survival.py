@@ -39,10 +39,6 @@ from ._compat import Interval, StrOptions
 
 _EULER_GAMMA = -digamma(1.0)
 
-# A fitted risk (a log hazard for Cox) beyond this means the training diverged: exp() of it
-# overflows Breslow's estimator.
-MAX_RISK = 500.0
-
 # early_stopping="auto" holds out a validation split when it would hold at least this many events.
 MIN_VALIDATION_EVENTS = 100
 
@@ -106,6 +102,8 @@ class CoxModel:
     """
 
     n_outputs = 1
+    # A fitted log hazard beyond this means the training diverged: Breslow's exp() overflows.
+    max_output = 500.0
 
     def prepare(self, time, event):
         rank = np.unique(time, return_inverse=True)[1]
@@ -145,6 +143,7 @@ class WeibullModel:
     """
 
     n_outputs = 2
+    max_output = np.inf  # soft-bounded: any finite output is a valid Weibull
 
     def prepare(self, time, event):
         positive = time[time > 0]
@@ -218,6 +217,8 @@ class DiscreteTimeModel:
     (``offset_``: the maximum-likelihood hazards without covariates), so training starts
     from the Kaplan-Meier-like marginal model instead of a hazard of 1/2 in every bin.
     """
+
+    max_output = np.inf  # any finite logit is a valid hazard
 
     def __init__(self, n_durations):
         self.n_durations = n_durations
@@ -338,9 +339,8 @@ class SurvivalMixin(SurvivalAnalysisMixin):
     def _finish_fit(self, dataset, targets):
         # The baseline hazard (Breslow) or nothing, from the fitted network's training outputs.
         outputs = self.net_.predict_outputs(dataset)
-        risk = self.survival_model_.risk(outputs)
-        if not np.isfinite(outputs).all() or np.abs(risk).max() > MAX_RISK:
-            raise divergence_error(f"the training rows' risk scores reach {np.abs(risk).max():.3g}", self.lr)
+        if not np.isfinite(outputs).all() or np.abs(outputs).max() > self.survival_model_.max_output:
+            raise divergence_error(f"the training rows' network outputs reach {np.abs(outputs).max():.3g}", self.lr)
         self.survival_model_.finalize(outputs, targets.numpy())
 
     def predict(self, X):

@@ -18,6 +18,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sksurv.metrics import as_concordance_index_ipcw_scorer, as_integrated_brier_score_scorer
 from sksurv.util import Surv
 
+from _batch_invariance import FLOAT32_BATCH_CHECKS, assert_batch_invariant, skip_float32_batch_check
+
 from skfusion import (
     ConcatClassifier,
     ConcatSurvival,
@@ -110,7 +112,14 @@ PLAIN_TARGET = [
 
 @parametrize_with_checks(PLAIN_TARGET)
 def test_sklearn_compatible_survival(estimator, check):
+    # A Weibull risk amplifies float32 batch-size rounding of the network's outputs (1.8e-7 seen).
+    skip_float32_batch_check(check, list(FLOAT32_BATCH_CHECKS))
     check(estimator)
+
+
+@pytest.mark.parametrize("estimator", PLAIN_TARGET, ids=repr)
+def test_survival_row_outputs_do_not_depend_on_the_batch(estimator):
+    assert_batch_invariant(estimator)
 
 
 @pytest.mark.parametrize("estimator", SURVIVAL, ids=repr)

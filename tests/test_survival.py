@@ -88,8 +88,9 @@ def test_weibull_survival_matches_torchsurv():
     model.prepare(time, np.ones(50, dtype=bool))
     times = np.linspace(0.5, 20, 7)
     ours = np.exp(-model.cumulative_hazard(out, times))
-    # The network's outputs are soft-bounded log scale and log shape: b * tanh(z / b).
-    params = np.column_stack([12 * np.tanh(out[:, 0] / 12), 2 * np.tanh(out[:, 1] / 2)])
+    # The network's outputs are offsets from the marginal Weibull fit, soft-bounded: b * tanh(z / b).
+    z = out + model.offset_
+    params = np.column_stack([12 * np.tanh(z[:, 0] / 12), 2 * np.tanh(z[:, 1] / 2)])
     theirs = survival_function_weibull(torch.tensor(params), torch.tensor(times / model.time_scale_)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
     # Risk is minus the expected log time, E[log T] = log(lambda) - gamma / rho.
@@ -148,12 +149,43 @@ def test_discrete_survival_is_product_of_bin_survivals():
     # An event at exactly a cut belongs to that cut's bin: (cut[j-1], cut[j]].
     assert model.bin_index(model.cuts_[:3]).tolist() == [0, 1, 2]
     logits = rng.normal(size=(2, 4))
-    hazards = 1.0 / (1.0 + np.exp(-logits))
+    # The network's outputs are offsets from the life-table logits.
+    hazards = 1.0 / (1.0 + np.exp(-(logits + model.offset_)))
     times = np.array([0.0, model.cuts_[0], (model.cuts_[1] + model.cuts_[2]) / 2, model.cuts_[-1]])
     expected = np.column_stack(
         [np.ones(2), 1 - hazards[:, 0], np.prod(1 - hazards[:, :2], axis=1), np.prod(1 - hazards, axis=1)]
     )
     np.testing.assert_allclose(np.exp(-model.cumulative_hazard(logits, times)), expected, rtol=1e-12)
+
+
+def test_life_table_offsets_are_the_covariate_free_maximum_likelihood():
+    rng = np.random.default_rng(4)
+    time = rng.exponential(size=300)
+    event = rng.random(300) < 0.6
+    model = DiscreteTimeModel(n_durations=5)
+    target = torch.from_numpy(model.prepare(time, event))
+    logits = torch.zeros(300, 5, requires_grad=True)
+    discrete_time_nll(logits + torch.from_numpy(model.offset_), target[:, 0].long(), target[:, 1]).backward()
+    # The offset is the stationary point (up to the clipping of hazards to [1e-4, 1 - 1e-4]).
+    assert logits.grad.sum(dim=0).abs().max() < 1e-4
+    # By hand: events in bin j over the events there plus the rows leaving in later bins.
+    bins = model.bin_index(time)
+    j = 2
+    hazard = (event & (bins == j)).sum() / ((event & (bins == j)).sum() + (bins > j).sum())
+    assert model.offset_[j] == pytest.approx(np.log(hazard / (1 - hazard)), rel=1e-10)
+
+
+def test_marginal_weibull_offset_is_the_covariate_free_maximum_likelihood():
+    rng = np.random.default_rng(5)
+    time = 3.0 * rng.weibull(1.5, size=4000)
+    model = WeibullModel()
+    target = model.prepare(time, np.ones(4000, dtype=bool))
+    out = torch.zeros(4000, 2, requires_grad=True)
+    model.loss(out, torch.from_numpy(target)).backward()
+    assert out.grad.sum(dim=0).abs().max() < 1e-4
+    log_scale, log_shape = model._params(np.zeros((1, 2)), np.tanh)[0]
+    assert np.exp(log_shape) == pytest.approx(1.5, rel=0.05)
+    assert np.exp(log_scale) * model.time_scale_ == pytest.approx(3.0, rel=0.05)
 
 
 def test_cox_batches_always_hold_events():

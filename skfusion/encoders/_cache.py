@@ -177,6 +177,9 @@ class EmbeddingCache:
     ----------
     folder : str or os.PathLike
         The encoder's ``cache_dir``.
+    ndim : int, default=2
+        Dimensions of a valid entry: 2 for per-slice embeddings ``(T, d)``, 3 for the
+        preprocessed volumes of :class:`~skfusion.ssl.TimeToEventPretraining`.
 
     Raises
     ------
@@ -185,8 +188,9 @@ class EmbeddingCache:
         ``cache_dir`` and the path.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, ndim=2):
         self.folder = Path(folder)
+        self.ndim = ndim
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._remove_stale_temporaries()
@@ -210,11 +214,11 @@ class EmbeddingCache:
                     tmp.unlink()
 
     def get(self, key):
-        """The stored ``(T, d)`` float32 array, or None when the entry is missing or damaged.
+        """The stored float32 array (``ndim`` dimensions), or None when the entry is missing or damaged.
 
         Damaged means: not this format, a checksum mismatch, another key inside, a payload
         that is not a plain ``.npy`` array (object arrays are never unpickled), or an array
-        that is not a non-empty 2-D float array of finite values.
+        that is not a non-empty ``ndim``-D float array of finite values.
         """
         try:
             blob = self._path(key).read_bytes()
@@ -234,7 +238,7 @@ class EmbeddingCache:
         if (
             not isinstance(array, np.ndarray)
             or not np.issubdtype(array.dtype, np.floating)
-            or array.ndim != 2
+            or array.ndim != self.ndim
             or 0 in array.shape
             or not np.isfinite(array).all()
         ):

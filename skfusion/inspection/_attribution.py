@@ -74,21 +74,31 @@ def _batches(estimator, X, modality):
 
 
 def _path_gradients(estimator, X, modality, alphas, baseline, target):
-    """``(x - baseline, mean over alphas of the gradient at baseline + alpha (x - baseline))`` per batch."""
+    """``(x - baseline, mean over alphas of the gradient at baseline + alpha (x - baseline))`` per batch.
+
+    Both in the units of ``X``: the network reads standardized features
+    ``z = (x - mean) / scale`` (``standardization_``), so the baseline is standardized the
+    same way and the gradients are divided by the scale.
+    """
     module = estimator.net_.module_.eval()
     dtype = next(module.parameters()).dtype
+    device = estimator.net_.device
+    mean, scale = (
+        torch.as_tensor(v, dtype=dtype, device=device) for v in estimator.standardization_.get(modality, (0.0, 1.0))
+    )
     # cuDNN computes an RNN's backward pass in training mode only; the plain kernels in any mode.
     with torch.backends.cudnn.flags(enabled=False):
         for positions, blocks in _batches(estimator, X, modality):
             x = blocks[modality]["x"].to(dtype)
-            delta = x - baseline
+            start = (baseline - mean) / scale
+            delta = x - start
             total = torch.zeros_like(x)
             for alpha in alphas:
-                point = (baseline + alpha * delta).requires_grad_(True)
+                point = (start + alpha * delta).requires_grad_(True)
                 score = _score(estimator, module, {**blocks, modality: {**blocks[modality], "x": point}}, target)
                 (grad,) = torch.autograd.grad(score.sum(), point)
                 total += grad
-            yield positions, blocks[modality], delta, total / len(alphas)
+            yield positions, blocks[modality], delta * scale, total / len(alphas) / scale
 
 
 def _aligned(estimator, modality, parts):

@@ -125,11 +125,11 @@ class TimeToEventPretraining(BaseColumnEncoder):
 
     Attributes
     ----------
-    tasks_ : ndarray of str, shape (n_tasks_,)
+    tasks_ : ndarray of str, shape ``(n_tasks_,)``
         The task codes, most frequent first.
-    task_event_counts_ : ndarray of int, shape (n_tasks_,)
+    task_event_counts_ : ndarray of int, shape ``(n_tasks_,)``
         Training rows in which each task code occurs after the index time.
-    piece_boundaries_ : ndarray of shape (n_pieces_ + 1,)
+    piece_boundaries_ : ndarray of shape ``(n_pieces_ + 1,)``
         Start of each piece, then ``inf``, in the events' time unit (days for datetimes).
     n_pieces_ : int
     encoder_ : skfusion.modules.tte.VolumeEncoder
@@ -407,7 +407,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
     def _preprocess(self, cells, wheres):
         """Windowed, resized ``(Z_i, H, W)`` float32 slices of every cell, all of one slice size."""
         geometry = self._geometry()
-        cache = None if self.cache_dir is None else EmbeddingCache(self.cache_dir)
+        cache = None if self.cache_dir is None else EmbeddingCache(self.cache_dir, ndim=3)
         fingerprint = self._cache_fingerprint() if cache is not None else None
         volumes = []
         for cell, where in zip(cells, wheres):
