@@ -15,7 +15,7 @@ DOCS = {
     "survival_task": """loss : {"cox", "weibull", "discrete"}, default="cox"
         Survival likelihood: Cox partial likelihood with Efron ties (torchsurv) and a
         Breslow baseline, a Weibull model (torchsurv), or discrete-time logistic hazards.
-    n_durations : int, default=20
+    n_durations : int, default=10
         Number of time bins (at event-time quantiles) for ``loss="discrete"``.""",
     "sequence_encoder": """sequence_encoder : {"lstm", "mean"}, default="lstm"
         How a sequence modality (a token column of ``(T_i, d)`` arrays) becomes one vector

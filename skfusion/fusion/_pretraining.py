@@ -69,7 +69,7 @@ class _EncoderPretrainer(BaseFusion):
         modality,
         encoder,
         loss="cox",
-        n_durations=20,
+        n_durations=10,
         standardize=True,
         lr=1e-3,
         weight_decay=1e-4,

@@ -122,7 +122,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         freeze_encoders=False,
         pretrain_targets=None,
         loss="cox",
-        n_durations=20,
+        n_durations=10,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

@@ -226,7 +226,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         pretrain_targets=None,
         mode="joint",
         loss="cox",
-        n_durations=20,
+        n_durations=10,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

@@ -292,7 +292,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         projection_dim=None,
         uni_modal_fraction=1.0,
         loss="cox",
-        n_durations=20,
+        n_durations=10,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

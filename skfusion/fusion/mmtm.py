@@ -117,7 +117,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         freeze_encoders=False,
         pretrain_targets=None,
         loss="cox",
-        n_durations=20,
+        n_durations=10,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
