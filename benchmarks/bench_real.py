@@ -72,8 +72,10 @@ from sksurv.metrics import concordance_index_censored, integrated_brier_score
 from sksurv.nonparametric import kaplan_meier_estimator
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).parent))
+# This checkout's skfusion (not an installed copy), and real_data beside this file.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
 
+import skfusion  # noqa: E402
 from real_data import DATASETS, categorical_columns, load_pbcseq, numeric_columns  # noqa: E402
 
 from skfusion import CoAttentionSurvival, ConcatSurvival, LateFusionSurvival, UnimodalSurvival  # noqa: E402
@@ -511,9 +513,10 @@ def cpu_name():
 
 
 def git_commit():
+    where = dict(capture_output=True, text=True, cwd=Path(skfusion.__file__).parent)
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, **where)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **where)
         return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -634,7 +637,7 @@ def write_report(results, meta, out):
         "# Real survival data: skfusion next to scikit-survival and pycox",
         "",
         f"Machine: {meta['platform']}, {meta['cpu']}; torch {meta['torch']} with {meta['threads']} thread(s). "
-        f"skfusion commit {meta['commit']}.",
+        f"skfusion from `{meta['skfusion']}`, commit {meta['commit']}.",
         "",
         "Command(s):",
         "",
@@ -684,6 +687,7 @@ def main():
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "commit": git_commit(),
+        "skfusion": str(Path(skfusion.__file__).parent),
         "commands": stored["commands"] + [command],
     }
     with threadpool_limits(args.threads):

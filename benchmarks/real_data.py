@@ -21,6 +21,7 @@ scikit-survival's ``load_breast_cancer``; pbcseq is :func:`skfusion.datasets.loa
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ import pandas as pd
 from sksurv.datasets import load_breast_cancer
 from sksurv.util import Surv
 
-from skfusion.datasets import load_pbcseq_events
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's skfusion
+
+from skfusion.datasets import load_pbcseq_events  # noqa: E402
 
 SPLITS = Path(__file__).parent / "real_splits.json"
 
