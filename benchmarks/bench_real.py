@@ -311,7 +311,7 @@ class _CoxnetCV:
         return self
 
 
-def skfusion(cls, all_in_one=False, **params):
+def skfusion_model(cls, all_in_one=False, **params):
     def factory(seed, threads):
         return Estimator(lambda X: cls(device="cpu", random_state=seed, **params), all_in_one=all_in_one)
 
@@ -334,9 +334,9 @@ def _skfusion_rows():
         ("concat-discrete", ConcatSurvival, {"loss": "discrete"}, ""),
     ]:
         one = cls is UnimodalSurvival
-        rows[name] = ("skfusion", _label(cls, extra, suffix), skfusion(cls, one, **extra))
+        rows[name] = ("skfusion", _label(cls, extra, suffix), skfusion_model(cls, one, **extra))
         tuned = {**extra, **TUNED}
-        rows[f"{name}-tuned"] = ("skfusion", _label(cls, {**extra, "TUNED": True}, suffix), skfusion(cls, one, **tuned))
+        rows[f"{name}-tuned"] = ("skfusion", _label(cls, {**extra, "TUNED": True}, suffix), skfusion_model(cls, one, **tuned))
     return rows
 
 
