@@ -43,7 +43,8 @@ Usage::
 
 ``--models`` takes names or shell globs (``python benchmarks/bench_real.py --list`` prints
 them) and the groups ``skfusion``, ``defaults``, ``tuned`` and ``peers``. ``--merge`` adds
-the new rows to those already in ``--out``'s JSON sidecar instead of starting afresh.
+the new rows to those already in ``--out``'s JSON sidecar instead of starting afresh;
+``--report-only`` rewrites ``--out`` from that sidecar.
 """
 
 import argparse
@@ -596,8 +597,9 @@ def summary(results):
         "`concat-discrete` against `concat` (loss cox): C difference (target >= -0.01, and no failed fold). "
         "A model with a failed fold fails its target.",
         "",
-        "| data | best Cox peer | concat dC | concat dIBS | late dC | late dIBS | weibull dC | discrete dC | all hold |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| data | best Cox peer | Kaplan-Meier IBS | concat dC | concat dIBS | late dC | late dIBS | weibull dC "
+        "| discrete dC | all hold |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, result in results.items():
         if name == "pbcseq-target":
@@ -618,8 +620,10 @@ def summary(results):
             cells.append(text)
             holds.append(ok)
         peer_text = f"`{best}` C {_mean(peer, 'c'):.3f}, IBS {_mean(peer, 'ibs'):.3f}" if peer else "n/a"
+        km = _mean(models.get("km"), "ibs")
+        km_text = "n/a" if km is None else f"{km:.3f}"
         verdict = "yes" if all(holds) else "**NO**"
-        lines.append(f"| {name} | {peer_text} | " + " | ".join(cells) + f" | {verdict} |")
+        lines.append(f"| {name} | {peer_text} | {km_text} | " + " | ".join(cells) + f" | {verdict} |")
     if "pbcseq-target" in results:
         models = results["pbcseq-target"]["models"]
         text, _ = _margin(
@@ -667,6 +671,7 @@ def main():
     parser.add_argument("--merge", action="store_true", help="keep the rows already in --out's JSON sidecar")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--list", action="store_true", help="print the model names and groups, then exit")
+    parser.add_argument("--report-only", action="store_true", help="rewrite --out from its JSON sidecar, run nothing")
     args = parser.parse_args()
     if args.list:
         for m, (kind, label, _) in MODELS.items():
@@ -679,7 +684,8 @@ def main():
     warnings.simplefilter("ignore")
     sidecar = args.out.with_suffix(".json")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    stored = json.loads(sidecar.read_text()) if args.merge and sidecar.exists() else {"results": {}, "commands": []}
+    keep = (args.merge or args.report_only) and sidecar.exists()
+    stored = json.loads(sidecar.read_text()) if keep else {"results": {}, "commands": []}
     results = stored["results"]
     meta = {
         "platform": platform.platform(),
@@ -690,6 +696,11 @@ def main():
         "skfusion": str(Path(skfusion.__file__).parent),
         "commands": stored["commands"] + [command],
     }
+    if args.report_only:
+        meta["commands"] = stored["commands"]
+        write_report(results, {**stored.get("meta", meta), "commands": stored["commands"]}, args.out)
+        print(f"wrote {args.out}")
+        return
     with threadpool_limits(args.threads):
         for name in args.datasets:
             print(f"{name}:", flush=True)
@@ -702,7 +713,7 @@ def main():
                 results[name] = result
             print(f"{name}: {results[name]['seconds'] / 60:.1f} min", flush=True)
             sidecar.parent.mkdir(parents=True, exist_ok=True)
-            sidecar.write_text(json.dumps({"results": results, "commands": meta["commands"]}, indent=1))
+            sidecar.write_text(json.dumps({"results": results, "commands": meta["commands"], "meta": meta}, indent=1))
             write_report(results, meta, args.out)
     print(f"wrote {args.out}")
 
