@@ -580,7 +580,10 @@ def _mean(score, key):
     return float(np.mean(score[key]))
 
 
-def _margin(value, reference, bound, higher_is_better):
+def _margin(score, reference, key, bound, higher_is_better):
+    if score is not None and score["failed"]:
+        return f"fails in {len(score['failed'])} folds **NO**", False
+    value, reference = _mean(score, key), _mean(reference, key)
     if value is None or reference is None:
         return "n/a", False
     delta = value - reference
@@ -612,11 +615,11 @@ def summary(results):
         cells, holds = [], []
         for m in ("concat", "late"):
             for key, bound, higher in (("c", 0.005, True), ("ibs", 0.005, False)):
-                text, ok = _margin(_mean(models.get(m), key), _mean(peer, key), bound, higher)
+                text, ok = _margin(models.get(m), peer, key, bound, higher)
                 cells.append(text)
                 holds.append(ok)
         for m in ("concat-weibull", "concat-discrete"):
-            text, ok = _margin(_mean(models.get(m), "c"), _mean(models.get("concat"), "c"), 0.01, True)
+            text, ok = _margin(models.get(m), models.get("concat"), "c", 0.01, True)
             cells.append(text)
             holds.append(ok)
         peer_text = f"`{best}` C {_mean(peer, 'c'):.3f}, IBS {_mean(peer, 'ibs'):.3f}" if peer else "n/a"
@@ -626,9 +629,7 @@ def summary(results):
         lines.append(f"| {name} | {peer_text} | {km_text} | " + " | ".join(cells) + f" | {verdict} |")
     if "pbcseq-target" in results:
         models = results["pbcseq-target"]["models"]
-        text, _ = _margin(
-            _mean(models["target-clmbr-coattention"], "c"), _mean(models["target-onehot-cox"], "c"), 0.0, True
-        )
+        text, _ = _margin(models["target-clmbr-coattention"], models["target-onehot-cox"], "c", 0.0, True)
         lines += [
             "",
             f"pbcseq target line: mean C of CLMBR + CoAttention minus one-hot + ridge Cox: {text} (target >= 0).",
