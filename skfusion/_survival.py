@@ -20,6 +20,7 @@ on any time grid, computed for the whole batch at once.
 """
 
 import warnings
+from functools import partial
 from numbers import Integral
 
 import numpy as np
@@ -302,9 +303,33 @@ def make_survival_model(loss, n_durations):
 _GRID_BLOCK = 1 << 22
 
 
-def step_functions(values, times):
-    """One :class:`~sksurv.functions.StepFunction` per row of ``values`` on ``times`` (rows are views)."""
-    return np.array([StepFunction(times, row) for row in values], dtype=object)
+class RowFunction(StepFunction):
+    """One row's :class:`~sksurv.functions.StepFunction` on ``times``, its values computed when read.
+
+    It holds the row's network outputs, not its values on the grid: ``n`` functions on a
+    grid of ``T`` training times cost ``n`` output rows, not an ``(n, T)`` array. ``values``
+    maps ``(1, n_outputs)`` outputs and the times to ``(1, T)`` values (picklable: a bound
+    method or a partial).
+    """
+
+    def __init__(self, times, outputs, values):
+        self.outputs = outputs
+        self.values = values
+        super().__init__(times, times)
+
+    @property
+    def y(self):
+        return self.values(self.outputs[None, :], self.x)[0]
+
+    @y.setter
+    def y(self, _):
+        # StepFunction.__init__ assigns y; here the values always come from the outputs.
+        pass
+
+
+def survival_values(survival_model, outputs, times):
+    """``S(t) = exp(-H(t))`` of ``survival_model``'s cumulative hazards."""
+    return np.exp(-survival_model.cumulative_hazard(outputs, times))
 
 
 class SurvivalMixin(SurvivalAnalysisMixin):
@@ -387,8 +412,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        hazard = self._function_grid(X, lambda block: block)
-        return hazard if return_array else step_functions(hazard, self.unique_times_)
+        if return_array:
+            return self._function_grid(X, lambda block: block)
+        return self._row_functions(X, self.survival_model_.cumulative_hazard)
 
     def predict_survival_function(self, X, return_array=False):
         """Predict survival functions.
@@ -405,8 +431,14 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        survival = self._function_grid(X, lambda block: np.exp(-block))
-        return survival if return_array else step_functions(survival, self.unique_times_)
+        if return_array:
+            return self._function_grid(X, lambda block: np.exp(-block))
+        return self._row_functions(X, partial(survival_values, self.survival_model_))
+
+    def _row_functions(self, X, values):
+        functions = np.empty(len(outputs := self._predict_outputs(X)), dtype=object)
+        functions[:] = [RowFunction(self.unique_times_, row, values) for row in outputs]
+        return functions
 
     def _split_strata(self, targets):
         event = targets[:, 1].numpy().astype(bool)

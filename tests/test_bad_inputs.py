@@ -224,6 +224,10 @@ def test_survival_grids_are_computed_by_blocks_of_rows(data, fitted, monkeypatch
     np.testing.assert_array_equal(fitted.predict_survival_function(X, return_array=True), whole)
     funcs = fitted.predict_cumulative_hazard_function(X.iloc[:4])
     np.testing.assert_allclose(np.vstack([f(fitted.unique_times_) for f in funcs]), -np.log(whole[:4]), rtol=1e-10)
+    # StepFunctions hold their row's network outputs, not its values on every training time.
+    curves = fitted.predict_survival_function(X)
+    assert "y" not in vars(curves[0]) and curves[0].outputs.shape == (1,)
+    np.testing.assert_allclose(np.vstack([f(fitted.unique_times_) for f in curves]), whole, rtol=1e-12)
 
 
 def test_large_times_keep_their_order_for_the_cox_loss():
