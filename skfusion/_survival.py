@@ -414,7 +414,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         """
         if return_array:
             return self._function_grid(X, lambda block: block)
-        return self._row_functions(X, self.survival_model_.cumulative_hazard)
+        return self._row_functions(X, survival=False)
 
     def predict_survival_function(self, X, return_array=False):
         """Predict survival functions.
@@ -433,10 +433,14 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         """
         if return_array:
             return self._function_grid(X, lambda block: np.exp(-block))
-        return self._row_functions(X, partial(survival_values, self.survival_model_))
+        return self._row_functions(X, survival=True)
 
-    def _row_functions(self, X, values):
-        functions = np.empty(len(outputs := self._predict_outputs(X)), dtype=object)
+    def _row_functions(self, X, survival):
+        """One :class:`RowFunction` per row: survival or cumulative hazard functions."""
+        outputs = self._predict_outputs(X)
+        model = self.survival_model_
+        values = partial(survival_values, model) if survival else model.cumulative_hazard
+        functions = np.empty(len(outputs), dtype=object)
         functions[:] = [RowFunction(self.unique_times_, row, values) for row in outputs]
         return functions
 
