@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
 from ._base import FusionNet
+from .modules.encoders import ImageEncoder
 
 
 def _require_process_group():
@@ -121,6 +122,8 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
     ----------
     .. [1] D. R. Cox (1972). Regression models and life-tables. Journal of the Royal
            Statistical Society, Series B, 34(2), 187-220.
+    .. [2] B. Efron (1977). The efficiency of Cox's likelihood function for censored data.
+           Journal of the American Statistical Association, 72(359), 557-565 (ties).
 
     Examples
     --------
@@ -218,9 +221,14 @@ class DataParallelNet(FusionNet):
     def initialize_module(self):
         super().initialize_module()
         device = torch.device(self.device)
+        # An image encoder skips its network for a share without images, which DDP must be
+        # told of (it costs a graph traversal per batch, so only then).
+        may_skip = any(isinstance(module, ImageEncoder) for module in self.module_.modules())
         # DDP broadcasts rank 0's weights, so every process starts from the same network.
         self.module_ = DistributedDataParallel(
-            self.module_.to(device), device_ids=None if device.type == "cpu" else [device]
+            self.module_.to(device),
+            device_ids=None if device.type == "cpu" else [device],
+            find_unused_parameters=may_skip,
         )
         return self
 

@@ -1,4 +1,4 @@
-"""One process of the 2-process job of tests/test_distributed.py: ``torchrun --standalone --nproc_per_node=2 <this> OUT``.
+"""One process of the 2-process job of tests/test_distributed.py (``torchrun --nproc_per_node=2 <this> OUT``).
 
 Every process computes the same things on its share of the rows and writes them to
 ``OUT/rank{r}.pt``; the test compares them with one process computing on every row.
@@ -8,10 +8,12 @@ import pickle
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 
-from skfusion import ConcatSurvival, global_neg_partial_log_likelihood
+from skfusion import ConcatSurvival, MedFuseClassifier, global_neg_partial_log_likelihood
 from skfusion._distributed import gather_rows, process_shares
 
 # (rows of rank 0, rows of rank 1, tied times, ties method) of the loss cases; the rows of
@@ -73,7 +75,7 @@ def gathered_dtypes(rank):
 FITS = {
     "dropout": {},
     "exact": {"dropout": 0.0},
-    "early": {"dropout": 0.0, "early_stopping": True, "n_iter_no_change": 2, "max_epochs": 60},
+    "early": {"dropout": 0.0, "early_stopping": True, "n_iter_no_change": 2, "lr": 0.01},
 }
 
 
@@ -90,6 +92,32 @@ def fits(X, y, params, rank, out):
             with open(out / f"model_{name}.pkl", "wb") as f:
                 pickle.dump(model, f)
     return results
+
+
+def image_frame(n=48, size=8):
+    """A (1, size, size) image column, every other image missing, an EHR series column and labels of both."""
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=n)
+    images = rng.normal(scale=0.5, size=(n, 1, size, size)).astype(np.float32)
+    images[:, :, : size // 2] += signal[:, None, None, None].astype(np.float32)
+    series = [(rng.normal(size=(t, 3)) + signal[i]).astype(np.float32) for i, t in enumerate(rng.integers(2, 6, n))]
+    cells = [None if i % 2 == 0 else image for i, image in enumerate(images)]
+    X = pd.DataFrame({"ehr": pd.Series(series, dtype=object), "cxr": pd.Series(cells, dtype=object)})
+    return X, (signal > 0).astype(int)
+
+
+def image_fit():
+    """MedFuse training a CNN on an image column: shares of 2 rows often hold no image, so
+    the CNN is unused in that process's batch (DDP must look for unused parameters)."""
+    X, labels = image_frame()
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    model = MedFuseClassifier(
+        image_encoder=cnn, pretrain_encoders=False, max_epochs=3, batch_size=4, random_state=0, device="cpu"
+    ).fit(X, labels)
+    return {"state": dict(model.net_.module_.state_dict()), "accuracy": model.score(X, labels)}
 
 
 def errors(X, y, params):
@@ -118,6 +146,7 @@ def main(out):
         "ddp": ddp_gradients(rank),
         "gathered": gathered_dtypes(rank),
         "fits": fits(X, y, params, rank, out),
+        "image": image_fit(),
         "errors": errors(X, y, params),
     }
     torch.save(results, out / f"rank{rank}.pt")

@@ -48,7 +48,8 @@ def job(data, tmp_path_factory):
         pickle.dump((X, y, PARAMS), f)
     # --standalone: the rendezvous picks a free localhost port.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     run = subprocess.run(
         [*command, worker.__file__, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -135,6 +136,8 @@ def test_data_parallel_fit_without_dropout_follows_the_one_process_fit(job, data
         parallel = pickle.load(f)
     losses = [result["fits"][name]["train_loss"] for result in results]
     assert len(losses[0]) == len(losses[1]) == len(single.net_.history)  # early stopping agreed everywhere
+    if name == "early":
+        assert len(single.net_.history) < PARAMS["max_epochs"]
     np.testing.assert_allclose(losses[0], single.net_.history[:, "train_loss"], rtol=1e-5)
     np.testing.assert_allclose(parallel.predict(X_test), single.predict(X_test), atol=1e-2)
     assert abs(parallel.score(X_test, y_test) - single.score(X_test, y_test)) < 0.005
@@ -145,6 +148,12 @@ def test_every_process_ends_with_the_same_network(job, name):
     states = [result["fits"][name]["state"] for result in job[0]]
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
+def test_data_parallel_fit_of_an_image_encoder_with_images_missing_from_a_share(job):
+    states = [result["image"]["state"] for result in job[0]]
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+    assert job[0][0]["image"]["accuracy"] > 0.8
 
 
 @pytest.mark.parametrize(
