@@ -28,8 +28,8 @@ from .modules.encoders import ImageEncoder
 def _require_process_group():
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError(
-            "this function gathers rows from every process of a torch.distributed job: call "
-            "torch.distributed.init_process_group first (torchrun sets its environment)."
+            "gathering the rows of every process needs a torch.distributed job: call "
+            "torch.distributed.init_process_group first, in every process that torchrun starts."
         )
 
 
@@ -198,7 +198,7 @@ class ProcessShare:
             yield dataset.batch(positions.to(dataset.device))
 
     def __len__(self):
-        return len(self.batches)
+        return len(process_shares(self.batches._groups()))
 
 
 class DataParallelNet(FusionNet):
