@@ -20,6 +20,7 @@ from .fusion import (
     UnimodalClassifier,
     UnimodalSurvival,
 )
+from ._distributed import global_neg_partial_log_likelihood
 from .model_selection import compare_fusion
 from .ssl import ALIGN, ConVIRT, MedCAMAdapter, MedCAMClassifier, VICReg
 
@@ -50,4 +51,5 @@ __all__ = [
     "MedCAMAdapter",
     "MedCAMClassifier",
     "VICReg",
+    "global_neg_partial_log_likelihood",
 ]

@@ -8,6 +8,7 @@ and its validation (the template method), and trains through :class:`FusionNet`,
 ``NeuralNet`` that iterates over tensors already on the device, by index.
 """
 
+import os
 import warnings
 from contextlib import contextmanager
 from math import ceil
@@ -47,10 +48,22 @@ def divergence_error(what, lr):
     )
 
 
+def data_parallel():
+    """Whether this process is one of a ``torch.distributed`` job (torchrun): then ``fit`` trains data-parallel."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _process_device(device):
+    """In a data-parallel job, plain ``"cuda"`` is this process's GPU: torchrun's ``LOCAL_RANK``."""
+    if device == "cuda" and data_parallel():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', torch.cuda.current_device()))}"
+    return device
+
+
 def resolve_device(device):
     """``"auto"`` means CUDA when available, else the CPU; anything else must be a torch device."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return _process_device("cuda") if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):
@@ -60,7 +73,7 @@ def resolve_device(device):
         ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"The 'device' parameter is {device!r} but CUDA is not available here; use device='auto'.")
-    return device
+    return _process_device(device)
 
 
 @contextmanager
@@ -301,12 +314,17 @@ class BaseFusion(BaseEstimator):
         targets = self._encode_target(y, n_samples)
         dataset = ModalityDataset(blocks, targets, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        net_class = FusionNet
+        if data_parallel():
+            from ._distributed import DataParallelNet, shared_seed  # _distributed builds on FusionNet
+
+            net_class, seed = DataParallelNet, shared_seed(seed, device)
         early_stopping = self._early_stopping(targets)
         split = None
         if early_stopping:
             split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
         with seeded(seed, device):
-            self.net_ = FusionNet(
+            self.net_ = net_class(
                 module=self._build_module(self._n_outputs()),
                 criterion=TaskLoss(self._loss_function()),
                 optimizer=torch.optim.Adam,

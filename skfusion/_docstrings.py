@@ -55,7 +55,8 @@ DOCS = {
         L2 penalty on the trainable parameters (Adam's weight decay: the
         :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).
     batch_size : int, default=256
-        Mini-batch size. Survival batches are stratified so each has events.
+        Mini-batch size. Survival batches are stratified so each has events. In a
+        ``torchrun`` job, the size of the batch that the processes share.
     max_epochs : int, default=100
         Number of passes over the training data.
     early_stopping : bool or "auto", default="auto"
@@ -71,7 +72,11 @@ DOCS = {
         Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
         tuples or callback objects.
     device : {"auto", "cpu", "cuda"} or str, default="auto"
-        Torch device; ``"auto"`` picks CUDA when available.
+        Torch device; ``"auto"`` picks CUDA when available. Called in every process of a
+        ``torchrun`` job (``torch.distributed`` initialised), ``fit`` trains data-parallel,
+        one process per device (``"auto"`` and ``"cuda"`` are the GPU of ``LOCAL_RANK``),
+        with each batch's loss over the whole batch (for Cox, its global risk set); every
+        process ends with the same fitted model.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch order and dropout; the same value gives the same
         predictions on the same device.
