@@ -274,6 +274,8 @@ class BaseFusion(BaseEstimator):
 
     def _blocks(self, X, reset):
         X = check_X(self, X, reset=reset)
+        if reset and len(X) < 2:
+            raise ValueError(f"n_samples={len(X)}: fitting needs at least 2 samples.")
         if reset:
             self.layout_ = self._layout(X)
         blocks = to_blocks(X, self.layout_)
@@ -309,8 +311,6 @@ class BaseFusion(BaseEstimator):
         """
         device = resolve_device(self.device)
         blocks, n_samples = self._blocks(X, reset=True)
-        if n_samples < 2:
-            raise ValueError(f"n_samples={n_samples}: fitting needs at least 2 samples.")
         targets = self._encode_target(y, n_samples)
         dataset = ModalityDataset(blocks, targets, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))

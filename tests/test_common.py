@@ -21,10 +21,16 @@ from sksurv.util import Surv
 from _batch_invariance import FLOAT32_BATCH_CHECKS, assert_batch_invariant, skip_float32_batch_check
 
 from skfusion import (
+    CoAttentionSurvival,
     ConcatClassifier,
     ConcatSurvival,
+    ContrastiveSurvival,
+    CrossAttentionSurvival,
+    DAFTSurvival,
     LateFusionClassifier,
     LateFusionSurvival,
+    MedFuseSurvival,
+    MMTMSurvival,
     UnimodalClassifier,
     UnimodalSurvival,
 )
@@ -101,12 +107,45 @@ class PlainTargetUnimodalSurvival(_PlainTarget, UnimodalSurvival):
     pass
 
 
+class PlainTargetCrossAttentionSurvival(_PlainTarget, CrossAttentionSurvival):
+    pass
+
+
+class PlainTargetCoAttentionSurvival(_PlainTarget, CoAttentionSurvival):
+    pass
+
+
+class PlainTargetContrastiveSurvival(_PlainTarget, ContrastiveSurvival):
+    pass
+
+
+class PlainTargetMedFuseSurvival(_PlainTarget, MedFuseSurvival):
+    pass
+
+
+class PlainTargetDAFTSurvival(_PlainTarget, DAFTSurvival):
+    pass
+
+
+class PlainTargetMMTMSurvival(_PlainTarget, MMTMSurvival):
+    pass
+
+
+# The classifier twins' settings in their own test modules.
+ATTENTION = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 10, "lr": 0.05, "random_state": 0}
+EHR_IMAGE = {"ehr_hidden": 8, "max_epochs": 10, "lr": 0.05, "random_state": 0}
 PLAIN_TARGET = [
     PlainTargetConcatSurvival(**FAST),
     PlainTargetConcatSurvival(loss="weibull", **FAST),
     PlainTargetConcatSurvival(loss="discrete", n_durations=8, **FAST),
     PlainTargetLateFusionSurvival(**FAST),
     PlainTargetUnimodalSurvival(**FAST),
+    PlainTargetCrossAttentionSurvival(**ATTENTION),
+    PlainTargetCoAttentionSurvival(guide="m0", **ATTENTION),
+    PlainTargetContrastiveSurvival(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0),
+    PlainTargetMedFuseSurvival(fusion_hidden=8, **EHR_IMAGE),
+    PlainTargetDAFTSurvival(bottleneck_factor=1.0, **EHR_IMAGE),
+    PlainTargetMMTMSurvival(**EHR_IMAGE),
 ]
 
 
