@@ -34,10 +34,10 @@ EPOCHS = {2000: 20, 20000: 4, 100000: 2}
 DIMS = (1024, 768)
 
 
-def _data(n, seed=0):
+def _data(n, dims=DIMS, seed=0):
     from skfusion.datasets import make_multimodal_survival
 
-    return make_multimodal_survival(n_samples=n, n_features=DIMS, n_informative=8, random_state=seed)
+    return make_multimodal_survival(n_samples=n, n_features=tuple(dims), n_informative=8, random_state=seed)
 
 
 def _rss_kib(field):
@@ -50,8 +50,12 @@ def _rss_kib(field):
 def _network(in_dim):
     import torch
 
+    from skfusion.modules._blocks import default_hidden_dims
+
+    # skfusion's default width (512 for the 1792-wide shape, in_dim // 2 below 1024).
+    (hidden,) = default_hidden_dims(in_dim)
     return torch.nn.Sequential(
-        torch.nn.Linear(in_dim, 512), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(512, 1)
+        torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1)
     )
 
 
@@ -125,7 +129,7 @@ def run_sksurv(X, y, epochs, device):
 RUNNERS = {"skfusion": run_skfusion, "hand": run_hand_loop, "skorch": run_skorch, "sksurv": run_sksurv}
 
 
-def _child(method, n, device):
+def _child(method, n, device, dims, epochs):
     # Import everything first so that library loading is not counted as the fit's memory.
     import sksurv.linear_model  # noqa: F401
     import skorch  # noqa: F401
@@ -134,12 +138,12 @@ def _child(method, n, device):
 
     import skfusion  # noqa: F401
 
-    X, y = _data(n)
+    X, y = _data(n, dims)
     data_bytes = X.shape[0] * X.shape[1] * 4
     before = _rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     start, cpu_start = time.perf_counter(), time.process_time()
-    RUNNERS[method](X, y, EPOCHS[n], device)
+    RUNNERS[method](X, y, epochs, device)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak = _rss_kib("VmHWM")
     print(
@@ -147,10 +151,10 @@ def _child(method, n, device):
     )
 
 
-def _measure(method, n, device, timeout):
+def _measure(method, n, device, timeout, dims, epochs):
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", method, str(n), device],
+            [sys.executable, __file__, "--child", method, str(n), device, ",".join(map(str, dims)), str(epochs)],
             capture_output=True,
             text=True,
             check=True,
@@ -169,28 +173,34 @@ def main():
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is stopped")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the hand loop and of skfusion (fastest kept)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the Markdown table")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="the modalities' widths")
+    parser.add_argument("--epochs", type=int, help="epochs at every N (default: 20, 4, 2 at 2k, 20k, 100k)")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child[0], int(args.child[1]), args.child[2])
+        method, n, device, dims, epochs = args.child
+        _child(method, int(n), device, [int(d) for d in dims.split(",")], int(epochs))
         return
 
     import torch
 
+    from skfusion.modules._blocks import default_hidden_dims
+
     rows = []
     for n in args.sizes:
         methods = ["hand", "skfusion", "skorch"] + (["sksurv"] if n <= args.sksurv_max else [])
-        res = {m: _measure(m, n, args.device, args.timeout) for m in methods}
+        n_epochs = args.epochs or EPOCHS[n]
+        res = {m: _measure(m, n, args.device, args.timeout, args.dims, n_epochs) for m in methods}
         # The floor and ours are re-run, interleaved, and the fastest run of each is kept:
         # on a shared machine the minimum is the least disturbed measurement.
         for _ in range(args.repeats - 1):
             for m in ("hand", "skfusion"):
-                again = _measure(m, n, args.device, args.timeout)
+                again = _measure(m, n, args.device, args.timeout, args.dims, n_epochs)
                 if again["cpu"] < res[m]["cpu"]:
                     res[m] = again
         hand = res["hand"]
         for m, r in res.items():
-            epochs = EPOCHS[n] if m != "sksurv" else "-"
+            epochs = n_epochs if m != "sksurv" else "-"
             if r is None:
                 rows.append(f"| {n} | {epochs} | {m} | > {args.timeout:.0f} (stopped) | - | - | - | - |")
             else:
@@ -204,13 +214,14 @@ def main():
         "# ConcatSurvival fit: time and memory against the hand-written loop and peers",
         "",
         f"Command: `python benchmarks/bench_fit.py --sizes {' '.join(map(str, args.sizes))} --device {args.device} "
-        f"--repeats {args.repeats} --timeout {args.timeout:.0f}`",
+        f"--repeats {args.repeats} --timeout {args.timeout:.0f} --dims {' '.join(map(str, args.dims))}"
+        + (f" --epochs {args.epochs}`" if args.epochs else "`"),
         "",
         f"Machine: {platform.machine()} {platform.processor() or ''}, {__import__('os').cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, device {args.device}.",
         "",
-        f"Data: N samples x ({DIMS[0]} + {DIMS[1]}) float32 features, Cox loss, Adam, batch 256, network "
-        "1792 -> 512 -> 1. The machine is shared with other jobs, so wall times are noisy: the "
+        f"Data: N samples x ({' + '.join(map(str, args.dims))}) float32 features, Cox loss, Adam, batch 256, network "
+        f"{sum(args.dims)} -> {default_hidden_dims(sum(args.dims))[0]} -> 1. The machine is shared with other jobs, so wall times are noisy: the "
         "ratio to the hand loop is taken on CPU time (all threads of the process), which the other "
         "jobs disturb far less; the wall-time ratio is shown beside it. `peak/data` = peak resident "
         "memory added by the fit / float32 size of the data.",

@@ -1,0 +1,194 @@
+"""Prediction-time benchmark of ConcatSurvival against the hand-written forward pass and pycox.
+
+On the narrow shape of issue 15 (two modalities x 256 float32 features, the default network
+512 -> 256 -> 1, Cox loss), a ``ConcatSurvival`` is fitted briefly, then:
+
+- ``predict`` on ``--predict-rows`` rows (a DataFrame, as a user calls it) is timed against a
+  hand-written forward pass of the same module (``model.net_.module_`` in eval mode under
+  ``torch.inference_mode()``, consecutive batches of ``batch_size``) on the same float32
+  tensors, already built: the floor for this workload;
+- ``predict_survival_function(return_array=True)`` and
+  ``predict_cumulative_hazard_function(return_array=True)`` on ``--grid-rows`` rows are timed
+  against pycox's ``CoxPH.predict_surv`` of the identical network (the fitted module wrapped
+  to take the concatenated tensor), its Breslow baseline computed on the same training rows.
+
+Each timing is the median of ``--repeats`` runs, interleaved, on CPU time with one torch
+thread. Peak memory is measured in separate runs with ``tracemalloc`` (NumPy's allocations are
+traced, torch's are not) and reported as a multiple of the output's size.
+
+Usage::
+
+    python benchmarks/bench_predict.py [--predict-rows 200000] [--grid-rows 20000]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results" / "predict.md"
+DIMS = (256, 256)
+
+
+def _data(n, seed):
+    from skfusion.datasets import make_multimodal_survival
+
+    return make_multimodal_survival(n_samples=n, n_features=DIMS, n_informative=8, random_state=seed)
+
+
+def _tensors(model, X):
+    """The float32 blocks skfusion feeds its module, built once (not timed)."""
+    blocks, _ = model._blocks(X, reset=False)
+    return blocks
+
+
+def hand_forward(module, blocks, batch_size):
+    module.eval()
+    n = len(next(iter(blocks.values()))["present"])
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = {name: {k: v[start : start + batch_size] for k, v in b.items()} for name, b in blocks.items()}
+            outputs.append(module(**batch))
+    return torch.cat(outputs).numpy()
+
+
+class ConcatInput(torch.nn.Module):
+    """The fitted skfusion module taking one concatenated tensor, as pycox feeds a network."""
+
+    def __init__(self, module, names, dims):
+        super().__init__()
+        self.module = module
+        self.names = names
+        self.bounds = np.cumsum([0, *dims])
+
+    def forward(self, x):
+        present = torch.ones(len(x), dtype=torch.bool)
+        blocks = {
+            name: {"x": x[:, lo:hi], "present": present}
+            for name, lo, hi in zip(self.names, self.bounds[:-1], self.bounds[1:])
+        }
+        return self.module(**blocks)
+
+
+def _concat(blocks):
+    return torch.cat([b["x"] for b in blocks.values()], dim=1).numpy()
+
+
+def _cpu(fn):
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
+
+
+def _peak(fn):
+    tracemalloc.start()
+    out = fn()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fit-rows", type=int, default=4000)
+    parser.add_argument("--fit-epochs", type=int, default=2)
+    parser.add_argument("--predict-rows", type=int, default=200_000)
+    parser.add_argument("--grid-rows", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    import torchtuples as tt  # noqa: F401  (pycox's dependency, imported before timing)
+    from pycox.models import CoxPH
+
+    from skfusion import ConcatSurvival
+
+    X_fit, y_fit = _data(args.fit_rows, seed=0)
+    model = ConcatSurvival(max_epochs=args.fit_epochs, batch_size=256, random_state=0).fit(X_fit, y_fit)
+    X_pred, _ = _data(args.predict_rows, seed=1)
+    X_grid = X_pred.iloc[: args.grid_rows]
+    module, bs = model.net_.module_, model.batch_size
+    pred_blocks = _tensors(model, X_pred)
+
+    names = list(pred_blocks)
+    pycox = CoxPH(ConcatInput(module, names, [pred_blocks[n]["x"].shape[1] for n in names]))
+    x_train = _concat(_tensors(model, X_fit))
+    pycox.compute_baseline_hazards(
+        input=x_train, target=(y_fit["time"].astype("float32"), y_fit["event"].astype("float32"))
+    )
+    x_grid = _concat(_tensors(model, X_grid))
+
+    cases = {
+        "predict": {
+            "skfusion": lambda: model.predict(X_pred),
+            "hand forward": lambda: hand_forward(module, pred_blocks, bs),
+        },
+        "survival": {
+            "skfusion": lambda: model.predict_survival_function(X_grid, return_array=True),
+            "pycox predict_surv": lambda: pycox.predict_surv(x_grid, batch_size=bs, numpy=True),
+        },
+        "cumulative hazard": {
+            "skfusion": lambda: model.predict_cumulative_hazard_function(X_grid, return_array=True),
+            "pycox predict_surv": lambda: pycox.predict_surv(x_grid, batch_size=bs, numpy=True),
+        },
+    }
+    # Sanity: the hand pass and skfusion agree (float32, same batches), and so do the grids.
+    np.testing.assert_allclose(model.predict(X_grid), hand_forward(module, _tensors(model, X_grid), bs)[:, 0], rtol=1e-4, atol=1e-5)
+
+    times = {case: {name: [] for name in fns} for case, fns in cases.items()}
+    for _ in range(args.repeats):
+        for case, fns in cases.items():
+            for name, fn in fns.items():
+                times[case][name].append(_cpu(fn)[0])
+    peaks = {}
+    for case, fns in cases.items():
+        for name, fn in fns.items():
+            peak, out = _peak(fn)
+            peaks[case, name] = (peak, np.asarray(out).nbytes, np.asarray(out).dtype, np.asarray(out).shape)
+
+    rows = []
+    for case, fns in cases.items():
+        ref = statistics.median(times[case][list(fns)[1]])
+        for name in fns:
+            med = statistics.median(times[case][name])
+            peak, nbytes, dtype, shape = peaks[case, name]
+            runs = ", ".join(f"{t:.3f}" for t in times[case][name])
+            rows.append(
+                f"| {case} | {shape[0]} | {name} | {med:.3f} | {runs} | {med / ref:.2f} | "
+                f"{'x'.join(map(str, shape))} {dtype} | {peak / 2**20:.1f} | {peak / nbytes:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    header = [
+        "# ConcatSurvival prediction: time and memory against the hand-written forward pass and pycox",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__} (1 thread), CPU. Load average at the end: {os.getloadavg()[0]:.1f}.",
+        "",
+        f"Model: ConcatSurvival (Cox loss, default network {sum(DIMS)} -> 256 -> 1) fitted on "
+        f"{args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for {args.fit_epochs} epochs; "
+        f"{len(model.unique_times_)} unique training times (the grid's width). CPU seconds, median of "
+        f"{args.repeats} interleaved runs. `ratio` = median / the case's reference (second row). "
+        "`peak/output` = tracemalloc peak (NumPy and Python allocations; torch's own buffers are not "
+        "traced) / the output's size, in a separate run. skfusion is called on the DataFrame (validation "
+        "and conversion included); the hand pass and pycox get the ready float32 tensor.",
+        "",
+        "| case | rows | method | CPU s (median) | runs | ratio | output | peak MiB | peak/output |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text("\n".join(header + rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
