@@ -372,11 +372,8 @@ def fit_standardization(blocks):
         mean = np.zeros(x.shape[-1])
         scale = np.ones(x.shape[-1])
         if rows.any():
-            every_row = bool(rows.all())
             for start in range(0, x.shape[-1], _COPY_CHUNK):
-                values = x[..., start : start + _COPY_CHUNK]
-                # A boolean gather copies the slice even when it keeps every row.
-                values = (values.reshape(-1, values.shape[-1]) if every_row else values[rows]).double()
+                values = x[..., start : start + _COPY_CHUNK][rows].double()
                 centred = values - values.mean(dim=0)
                 mean[start : start + _COPY_CHUNK] = values.mean(dim=0).numpy()
                 scale[start : start + _COPY_CHUNK] = centred.square().mean(dim=0).sqrt().numpy()
