@@ -16,9 +16,12 @@ of the float32 size of the data. The hand loop and skfusion run ``--repeats`` ti
 run of each (least CPU time) is reported; the peers run once. Ratios are on CPU time, which
 other jobs on a shared machine disturb far less than wall time.
 
+``--dims`` sets the modalities' widths (e.g. ``--dims 256 256``, the narrow shape of issue 15;
+the networks then take skfusion's default width) and ``--epochs`` the epochs at every N.
+
 Usage::
 
-    python benchmarks/bench_fit.py [--sizes 2000 20000 100000] [--device cpu]
+    python benchmarks/bench_fit.py [--sizes 2000 20000 100000] [--device cpu] [--dims 256 256] [--epochs 5]
 """
 
 import argparse
@@ -220,8 +223,9 @@ def main():
         f"Machine: {platform.machine()} {platform.processor() or ''}, {__import__('os').cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, device {args.device}.",
         "",
-        f"Data: N samples x ({' + '.join(map(str, args.dims))}) float32 features, Cox loss, Adam, batch 256, network "
-        f"{sum(args.dims)} -> {default_hidden_dims(sum(args.dims))[0]} -> 1. The machine is shared with other jobs, so wall times are noisy: the "
+        f"Data: N samples x ({' + '.join(map(str, args.dims))}) float32 features, Cox loss, Adam, batch 256, "
+        f"network {sum(args.dims)} -> {default_hidden_dims(sum(args.dims))[0]} -> 1. The machine is shared "
+        "with other jobs, so wall times are noisy: the "
         "ratio to the hand loop is taken on CPU time (all threads of the process), which the other "
         "jobs disturb far less; the wall-time ratio is shown beside it. `peak/data` = peak resident "
         "memory added by the fit / float32 size of the data.",

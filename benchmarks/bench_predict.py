@@ -142,7 +142,8 @@ def main():
         },
     }
     # Sanity: the hand pass and skfusion agree (float32, same batches), and so do the grids.
-    np.testing.assert_allclose(model.predict(X_grid), hand_forward(module, _tensors(model, X_grid), bs)[:, 0], rtol=1e-4, atol=1e-5)
+    hand = hand_forward(module, _tensors(model, X_grid), bs)[:, 0]
+    np.testing.assert_allclose(model.predict(X_grid), hand, rtol=1e-4, atol=1e-5)
 
     times = {case: {name: [] for name in fns} for case, fns in cases.items()}
     for _ in range(args.repeats):
