@@ -26,6 +26,7 @@ from skorch.callbacks import EarlyStopping
 from ._compat import Interval, SequenceOf, StrOptions, _fit_context
 from ._data import (
     ModalityDataset,
+    _rows,
     check_X,
     fit_standardization,
     infer_layout,
@@ -38,6 +39,11 @@ from ._data import (
 
 # The widest hidden layer accepted: wider ones exhaust memory before they help.
 MAX_WIDTH = 1 << 16
+
+
+def _int_in(low, high):
+    """Predicate: an int (not a bool) in ``[low, high]``, for :class:`~skfusion._compat.SequenceOf`."""
+    return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and low <= v <= high
 
 
 def divergence_error(what, lr):
@@ -204,15 +210,12 @@ class BaseFusion(BaseEstimator):
     _parameter_constraints = {
         "modalities": [SequenceOf(lambda v: isinstance(v, str), "modality names (str)"), None],
         "modality_dims": [
-            SequenceOf(lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1, "positive ints"),
+            SequenceOf(_int_in(1, np.inf), "positive ints"),
             dict,
             None,
         ],
         "hidden_dims": [
-            SequenceOf(
-                lambda v: isinstance(v, Integral) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH,
-                f"layer widths (ints in [1, {MAX_WIDTH}])",
-            ),
+            SequenceOf(_int_in(1, MAX_WIDTH), f"layer widths (ints in [1, {MAX_WIDTH}])"),
             None,
         ],
         "standardize": ["boolean"],
@@ -355,7 +358,7 @@ class BaseFusion(BaseEstimator):
         bad = ~np.isfinite(outputs).all(axis=1)
         if bad.any():
             raise ValueError(
-                f"the network's outputs are not finite for rows {np.flatnonzero(bad)[:8].tolist()}: their inputs are "
+                f"the network's outputs are not finite for rows {_rows(bad)}: their inputs are "
                 "far outside the range seen in fit (or the model diverged while training)."
             )
         return outputs

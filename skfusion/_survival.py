@@ -37,6 +37,7 @@ from torchsurv.loss.weibull import neg_log_likelihood_weibull
 
 from ._base import divergence_error
 from ._compat import Interval, StrOptions
+from ._data import _rows
 
 _EULER_GAMMA = -digamma(1.0)
 
@@ -89,7 +90,7 @@ def check_survival_target(y, n_samples):
         (raw_time > _MAX_TIME, f"times above {_MAX_TIME:.1e} (rescale the time unit)"),
     ):
         if bad.any():
-            raise ValueError(f"y field {time_field!r} has {what} in rows {np.flatnonzero(bad)[:8].tolist()}.")
+            raise ValueError(f"y field {time_field!r} has {what} in rows {_rows(bad)}.")
     event, time = check_y_survival(y, allow_time_zero=True)
     return event, time.astype(np.float64)
 
@@ -156,22 +157,22 @@ class WeibullModel:
         self.offset_ = bounds * np.arctanh(_marginal_weibull(scaled, event, 0.95 * bounds) / bounds)
         return np.column_stack([scaled, event])
 
-    def _params(self, out, tanh):
-        return _bounded(_shifted(out, self.offset_), tanh)
+    def _params(self, out):
+        return _bounded(_shifted(out, self.offset_))
 
     def loss(self, out, target):
-        return neg_log_likelihood_weibull(self._params(out, torch.tanh), target[:, 1].bool(), target[:, 0].to(out.dtype))
+        return neg_log_likelihood_weibull(self._params(out), target[:, 1].bool(), target[:, 0].to(out.dtype))
 
     def finalize(self, out, target):
         pass
 
     def risk(self, out):
-        log_scale, log_shape = self._params(out, np.tanh).T
+        log_scale, log_shape = self._params(out).T
         # Minus the expected log event time: E[log T] = log(lambda) - gamma / rho.
         return _EULER_GAMMA * np.exp(-log_shape) - log_scale
 
     def cumulative_hazard(self, out, times):
-        params = self._params(out, np.tanh)
+        params = self._params(out)
         t = np.asarray(times, dtype=np.float64)[None, :] / self.time_scale_
         with np.errstate(divide="ignore"):
             log_t = np.log(t)
@@ -204,11 +205,13 @@ def _marginal_weibull(time, event, bounds):
     return fitted.x
 
 
-def _bounded(out, tanh):
-    """``(log scale, log shape)`` soft-bounded with ``b * tanh(z / b)`` (``tanh`` of torch or numpy)."""
+def _bounded(out):
+    """``(log scale, log shape)`` soft-bounded with ``b * tanh(z / b)``, for a torch or numpy ``out``."""
+    torch_out = isinstance(out, torch.Tensor)
+    tanh = torch.tanh if torch_out else np.tanh
     bounds = (_LOG_SCALE_BOUND, _LOG_SHAPE_BOUND)
     columns = [bound * tanh(out[:, k] / bound) for k, bound in enumerate(bounds)]
-    return torch.stack(columns, dim=1) if isinstance(out, torch.Tensor) else np.stack(columns, axis=1)
+    return torch.stack(columns, dim=1) if torch_out else np.stack(columns, axis=1)
 
 
 class DiscreteTimeModel:
@@ -382,19 +385,25 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         outputs = self._predict_outputs(X)
         return self.survival_model_.risk(outputs)
 
-    def _function_grid(self, X, transform):
-        """``transform(H)`` of the cumulative hazards on ``unique_times_``, a block of rows at a time.
+    def _functions(self, X, survival, return_array):
+        """Survival (``survival=True``) or cumulative hazard functions of ``X`` on ``unique_times_``.
 
-        The grid is written into one preallocated array, so the peak memory is the output
-        plus one block, whatever the number of rows.
+        With ``return_array``, the grid is written a block of rows at a time into one
+        preallocated array, so the peak memory is the output plus one block, whatever the
+        number of rows; otherwise one :class:`RowFunction` per row.
         """
         outputs = self._predict_outputs(X)
+        model = self.survival_model_
+        values = partial(survival_values, model) if survival else model.cumulative_hazard
         times = self.unique_times_
+        if not return_array:
+            functions = np.empty(len(outputs), dtype=object)
+            functions[:] = [RowFunction(times, row, values) for row in outputs]
+            return functions
         grid = np.empty((len(outputs), len(times)))
         step = max(1, _GRID_BLOCK // max(len(times), 1))
         for start in range(0, len(outputs), step):
-            block = self.survival_model_.cumulative_hazard(outputs[start : start + step], times)
-            grid[start : start + step] = transform(block)
+            grid[start : start + step] = values(outputs[start : start + step], times)
         return grid
 
     def predict_cumulative_hazard_function(self, X, return_array=False):
@@ -412,9 +421,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        if return_array:
-            return self._function_grid(X, lambda block: block)
-        return self._row_functions(X, survival=False)
+        return self._functions(X, survival=False, return_array=return_array)
 
     def predict_survival_function(self, X, return_array=False):
         """Predict survival functions.
@@ -431,18 +438,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
             ``(n_samples, len(unique_times_))`` float array.
         """
-        if return_array:
-            return self._function_grid(X, lambda block: np.exp(-block))
-        return self._row_functions(X, survival=True)
-
-    def _row_functions(self, X, survival):
-        """One :class:`RowFunction` per row: survival or cumulative hazard functions."""
-        outputs = self._predict_outputs(X)
-        model = self.survival_model_
-        values = partial(survival_values, model) if survival else model.cumulative_hazard
-        functions = np.empty(len(outputs), dtype=object)
-        functions[:] = [RowFunction(self.unique_times_, row, values) for row in outputs]
-        return functions
+        return self._functions(X, survival=True, return_array=return_array)
 
     def _split_strata(self, targets):
         event = targets[:, 1].numpy().astype(bool)
