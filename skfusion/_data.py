@@ -374,9 +374,9 @@ def fit_standardization(blocks):
         if rows.any():
             for start in range(0, x.shape[-1], _COPY_CHUNK):
                 values = x[..., start : start + _COPY_CHUNK][rows].double()
-                centred = values - values.mean(dim=0)
-                mean[start : start + _COPY_CHUNK] = values.mean(dim=0).numpy()
-                scale[start : start + _COPY_CHUNK] = centred.square().mean(dim=0).sqrt().numpy()
+                std, centre = torch.std_mean(values, dim=0, correction=0)
+                mean[start : start + _COPY_CHUNK] = centre.numpy()
+                scale[start : start + _COPY_CHUNK] = std.numpy()
         scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
         stats[name] = (mean, scale)
     return stats
