@@ -31,7 +31,7 @@ from ..modules.clmbr import (
     save_femr_checkpoint,
 )
 from ._base import BaseColumnEncoder
-from ._events import EventColumnMixin, to_days
+from ._events import EventColumnMixin, _is_real, to_days
 
 # The birth code of MEDS 0.1.3, which femr 0.2.2/0.2.3 (and CLMBR-T-base's inputs) use.
 MEDS_BIRTH_CODE = "SNOMED/184099003"
@@ -166,12 +166,8 @@ class _Events(NamedTuple):
     where: str
 
 
-def _is_real(value):
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def _check_ages(days, birth, where):
-    """Event times (finite: see :func:`~skfusion.encoders._events.as_event_frame`) whose ages are within ``MAX_AGE_DAYS``."""
+    """Refuse event ages beyond ``MAX_AGE_DAYS`` (the times are finite: ``as_event_frame`` checks them)."""
     ages = days - birth
     if len(ages) and np.abs(ages).max() > MAX_AGE_DAYS:
         age = ages[np.argmax(np.abs(ages))]
