@@ -409,7 +409,10 @@ def standardize_blocks(blocks, stats):
 
 def _check_standard_scores(name, x):
     # One reduction pass (no |x| copy of the block); the offending entry is located only on failure.
-    if not x.numel() or max(-float(x.min()), float(x.max())) <= MAX_STANDARD_SCORE:
+    if not x.numel():
+        return
+    low, high = torch.aminmax(x)
+    if max(-float(low), float(high)) <= MAX_STANDARD_SCORE:
         return
     where = torch.nonzero(x.abs() > MAX_STANDARD_SCORE)[0].tolist()
     raise ValueError(
