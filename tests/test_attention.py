@@ -161,9 +161,12 @@ def test_attention_direction_reference(n_heads):
     mk = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0]], dtype=bool)
     torch.manual_seed(0)
     direction = AttentionDirection(6, n_heads).double()
-    pooled, weights = direction(torch.tensor(zq), torch.tensor(mq), torch.tensor(zk), torch.tensor(mk))
+    inputs = torch.tensor(zq), torch.tensor(mq), torch.tensor(zk), torch.tensor(mk)
+    pooled, weights = direction(*inputs, need_weights=True)
     expected_pooled, expected_weights = slow_attention(zq, mq, zk, mk, direction, n_heads)
     np.testing.assert_allclose(np_(pooled), expected_pooled, rtol=1e-12, atol=1e-12)
+    # The scaled_dot_product_attention path, without weights, gives the same output.
+    np.testing.assert_allclose(np_(direction(*inputs)[0]), expected_pooled, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np_(weights), expected_weights, rtol=1e-12, atol=1e-12)
     # Padded keys and padded queries get exactly zero weight.
     assert np.all(np_(weights)[~np.broadcast_to(mk[:, None, None, :], weights.shape)] == 0.0)
@@ -174,8 +177,67 @@ def test_row_without_keys_gets_zero_weights_not_nan():
     direction = AttentionDirection(4, 1)
     zq, zk = torch.randn(2, 2, 4), torch.randn(2, 3, 4)
     mk = torch.tensor([[True, True, False], [False, False, False]])
-    pooled, weights = direction(zq, torch.ones(2, 2, dtype=torch.bool), zk, mk)
+    pooled, weights = direction(zq, torch.ones(2, 2, dtype=torch.bool), zk, mk, need_weights=True)
     assert torch.isfinite(pooled).all() and torch.all(weights[1] == 0) and torch.all(pooled[1] == 0)
+    zk.requires_grad_(True)
+    pooled, weights = direction(zq, torch.ones(2, 2, dtype=torch.bool), zk, mk)
+    assert weights is None and torch.isfinite(pooled).all() and torch.all(pooled[1] == 0)
+    pooled.sum().backward()
+    assert torch.isfinite(zk.grad).all() and torch.all(zk.grad[1] == 0)
+
+
+def padded_tokens(n_heads, seed=0):
+    """Float32 queries and keys of width 8 with padded keys, padded queries and rows without keys."""
+    generator = torch.Generator().manual_seed(seed)
+    zq, zk = torch.randn(6, 4, 8, generator=generator), torch.randn(6, 5, 8, generator=generator)
+    mq = torch.tensor([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0]])
+    mk = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [0] * 5])
+    torch.manual_seed(seed)
+    return AttentionDirection(8, n_heads), (zq, mq.bool(), zk, mk.bool())
+
+
+def pooled_and_gradients(direction, inputs, need_weights):
+    """Output and the gradients of a fixed projection of it for the inputs and every parameter."""
+    zq, mq, zk, mk = inputs
+    zq, zk = zq.clone().requires_grad_(True), zk.clone().requires_grad_(True)
+    direction.zero_grad()
+    pooled, _ = direction(zq, mq, zk, mk, need_weights=need_weights)
+    projection = torch.linspace(-1, 1, pooled.numel()).view_as(pooled)
+    (pooled * projection).sum().backward()
+    return pooled.detach(), [zq.grad, zk.grad] + [p.grad.clone() for p in direction.parameters()]
+
+
+@pytest.mark.parametrize("n_heads", [1, 2, 4])
+def test_sdpa_path_equals_explicit_path(n_heads):
+    direction, inputs = padded_tokens(n_heads)
+    pooled, grads = pooled_and_gradients(direction, inputs, need_weights=False)
+    expected, expected_grads = pooled_and_gradients(direction, inputs, need_weights=True)
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    # Rows without keys (2 and 5) and without queries (4) give a zero output on both paths.
+    assert torch.all(pooled[[2, 4, 5]] == 0)
+
+
+def test_forward_uses_sdpa_and_only_the_weights_use_the_explicit_path(monkeypatch):
+    blocks, specs, _, _, _ = random_blocks(dtype=torch.float32)
+    torch.manual_seed(0)
+    module = CrossAttentionFusion(specs, n_tokens=4, width=6, n_heads=2, hidden_dims=(5,), n_outputs=1, dropout=0.0)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    out = module(**blocks)
+    assert len(calls) == 2 and module.fuse(blocks)[1] is None
+    calls.clear()
+    fused, weights = module.fuse(blocks, need_weights=True)
+    assert calls == [] and sorted(weights) == ["s<-v", "v<-s"]
+    torch.testing.assert_close(module.head(fused), out, rtol=0, atol=1e-6)
 
 
 def test_cross_attention_fusion_reference():
@@ -183,7 +245,8 @@ def test_cross_attention_fusion_reference():
     torch.manual_seed(0)
     module = CrossAttentionFusion(specs, n_tokens=4, width=6, n_heads=2, hidden_dims=(5,), n_outputs=1, dropout=0.0)
     module.double()
-    fused, weights = module.fuse(blocks)
+    fused, weights = module.fuse(blocks, need_weights=True)
+    np.testing.assert_allclose(np_(module.fuse(blocks)[0]), np_(fused), rtol=1e-12, atol=1e-12)
 
     z_v = slow_vector_tokens(vec, module.tokenizers["v"], 10, 4)
     m_v = np.ones(z_v.shape[:2], dtype=bool)
@@ -203,7 +266,8 @@ def test_co_attention_fusion_reference(guide):
     torch.manual_seed(0)
     module = CoAttentionFusion(specs, guide, n_tokens=4, width=6, n_heads=1, hidden_dims=(5,), n_outputs=1, dropout=0.0)
     module.double()
-    fused, weights = module.fuse(blocks)
+    fused, weights = module.fuse(blocks, need_weights=True)
+    np.testing.assert_allclose(np_(module.fuse(blocks)[0]), np_(fused), rtol=1e-12, atol=1e-12)
 
     z_v = slow_vector_tokens(vec, module.tokenizers["v"], 10, 4)
     m_v = np.ones(z_v.shape[:2], dtype=bool)
@@ -226,7 +290,8 @@ def test_co_attention_over_several_key_modalities():
     torch.manual_seed(0)
     module = CoAttentionFusion(specs, "s", n_tokens=3, width=6, n_heads=1, hidden_dims=(), n_outputs=1, dropout=0.0)
     module.double()
-    fused, weights = module.fuse(blocks)
+    fused, weights = module.fuse(blocks, need_weights=True)
+    np.testing.assert_allclose(np_(module.fuse(blocks)[0]), np_(fused), rtol=1e-12, atol=1e-12)
 
     z_v = slow_vector_tokens(vec, module.tokenizers["v"], 10, 3)
     z_u = slow_vector_tokens(extra, module.tokenizers["u"], 6, 3)

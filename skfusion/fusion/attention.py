@@ -85,7 +85,7 @@ class _Attention(BaseFusion):
         batch, _ = dataset.batch(torch.arange(n_samples, device=dataset.device))
         module = self.net_.module_.eval()
         with torch.inference_mode():
-            _, weights = module.fuse(batch)
+            _, weights = module.fuse(batch, need_weights=True)
         return {name: w.double().cpu().numpy() for name, w in weights.items()}
 
 

@@ -37,6 +37,7 @@ from math import ceil, sqrt
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ._blocks import masked_mean, mlp
 
@@ -142,22 +143,29 @@ class AttentionDirection(nn.Module):
         n, t, width = x.shape
         return x.view(n, t, self.n_heads, width // self.n_heads).transpose(1, 2)
 
-    def forward(self, query, query_mask, keys, key_mask):
-        """Pooled attended vector ``(n, width)`` and weights ``(n, n_heads, T_q, T_k)``.
+    def forward(self, query, query_mask, keys, key_mask, need_weights=False):
+        """Pooled attended vector ``(n, width)`` and weights ``(n, n_heads, T_q, T_k)`` or ``None``.
 
         Weights are zero on padded keys and on padded query tokens; a row without any key
-        gets zero weights (and a zero output) rather than NaN.
+        gets zero weights (and a zero output) rather than NaN. Without ``need_weights`` the
+        attention runs in :func:`torch.nn.functional.scaled_dot_product_attention`, which
+        never forms the weights, and ``None`` is returned in their place; with it, the
+        explicit softmax gives the same output and its weights.
         """
         q, k, v = self._heads(self.w_q(query)), self._heads(self.w_k(keys)), self._heads(self.w_v(keys))
-        scores = q @ k.transpose(-2, -1) / sqrt(q.shape[-1])
         has_key = key_mask.any(dim=1)
-        # An all-masked row would make the softmax 0/0: let it see its padding, then zero it.
-        visible = key_mask | ~has_key[:, None]
-        scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-        keep = (has_key[:, None] & query_mask).to(scores.dtype)
-        weights = torch.softmax(scores, dim=-1) * keep[:, None, :, None]
-        attended = (weights @ v).transpose(1, 2).flatten(2)
-        return masked_mean(attended, query_mask), weights
+        # An all-masked row would make the softmax 0/0 (NaN in some SDPA kernels too): let it
+        # see its padding, then zero it.
+        visible = (key_mask | ~has_key[:, None])[:, None, None, :]
+        keep = (has_key[:, None] & query_mask).to(q.dtype)[:, None, :, None]
+        if need_weights:
+            scores = (q @ k.transpose(-2, -1) / sqrt(q.shape[-1])).masked_fill(~visible, float("-inf"))
+            weights = torch.softmax(scores, dim=-1) * keep
+            attended = weights @ v
+        else:
+            weights = None
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=visible) * keep
+        return masked_mean(attended.transpose(1, 2).flatten(2), query_mask), weights
 
 
 class CrossAttentionFusion(nn.Module):
@@ -187,15 +195,17 @@ class CrossAttentionFusion(nn.Module):
         self.directions = nn.ModuleDict({name: AttentionDirection(width, n_heads) for name in self.names})
         self.head = mlp(4 * width, hidden_dims, n_outputs, dropout)
 
-    def fuse(self, blocks):
-        """``h_fused`` and ``{"a<-b": weights, "b<-a": weights}``."""
+    def fuse(self, blocks, need_weights=False):
+        """``h_fused`` and ``{"a<-b": weights, "b<-a": weights}`` (``None`` without ``need_weights``)."""
         a, b = self.names
         tokens = {name: self.tokenizers[name](blocks[name]) for name in self.names}
         parts, weights = [], {}
         for query, key in ((a, b), (b, a)):
-            attended, weights[f"{query}<-{key}"] = self.directions[query](*tokens[query], *tokens[key])
+            attended, weights[f"{query}<-{key}"] = self.directions[query](
+                *tokens[query], *tokens[key], need_weights=need_weights
+            )
             parts += [masked_mean(*tokens[query]), attended]
-        return torch.cat(parts, dim=1), weights
+        return torch.cat(parts, dim=1), weights if need_weights else None
 
     def forward(self, **blocks):
         return self.head(self.fuse(blocks)[0])
@@ -230,16 +240,22 @@ class CoAttentionFusion(nn.Module):
         self.direction = AttentionDirection(width, n_heads)
         self.head = mlp(2 * width, hidden_dims, n_outputs, dropout)
 
-    def fuse(self, blocks):
-        """``h_fused`` and ``{"guide<-other": weights}``, the weights split by key modality."""
+    def fuse(self, blocks, need_weights=False):
+        """``h_fused`` and ``{"guide<-other": weights}`` split by key modality (``None`` without ``need_weights``)."""
         query, query_mask = self.tokenizers[self.guide](blocks[self.guide])
         keys = [self.tokenizers[name](blocks[name]) for name in self.others]
         attended, weights = self.direction(
-            query, query_mask, torch.cat([k for k, _ in keys], dim=1), torch.cat([m for _, m in keys], dim=1)
+            query,
+            query_mask,
+            torch.cat([k for k, _ in keys], dim=1),
+            torch.cat([m for _, m in keys], dim=1),
+            need_weights=need_weights,
         )
+        fused = torch.cat([masked_mean(query, query_mask), attended], dim=1)
+        if not need_weights:
+            return fused, None
         split = weights.split([k.shape[1] for k, _ in keys], dim=-1)
-        named = {f"{self.guide}<-{name}": w for name, w in zip(self.others, split)}
-        return torch.cat([masked_mean(query, query_mask), attended], dim=1), named
+        return fused, {f"{self.guide}<-{name}": w for name, w in zip(self.others, split)}
 
     def forward(self, **blocks):
         return self.head(self.fuse(blocks)[0])
