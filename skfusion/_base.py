@@ -32,10 +32,12 @@ from ._data import (
     infer_layout,
     require_kinds,
     require_present,
+    sized_images,
     standardize_blocks,
     to_blocks,
     warn_wholly_missing,
 )
+from ._images import read_batches
 
 # The widest hidden layer accepted: wider ones exhaust memory before they help.
 MAX_WIDTH = 1 << 16
@@ -98,32 +100,57 @@ class BatchIterator:
     indicator), positives are dealt round-robin over the batches, so every batch has at least
     one; the number of batches is reduced if there are fewer positives than batches.
     Without targets (prediction), rows keep their order.
+
+    The images of a column of file paths are read per batch by a DataLoader with
+    ``num_workers`` worker processes (pinned memory for a CUDA device), augmented when
+    ``augment`` (training), centre-cropped otherwise (:mod:`skfusion._images`).
     """
 
-    def __init__(self, dataset, batch_size, shuffle=False, seed=0, strata=None):
+    def __init__(self, dataset, batch_size, shuffle=False, seed=0, strata=None, augment=False, num_workers=0):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.strata = strata
+        self.seed = seed
+        self.augment = augment
+        self.num_workers = num_workers
         self.generator = torch.Generator().manual_seed(seed)
+
+    def _stratified(self):
+        return self.strata is not None and self.dataset.targets is not None
 
     def _groups(self):
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        targets = self.dataset.target_values()
-        if self.strata is None or targets is None:
+        if not self._stratified():
             return order.split(self.batch_size)
-        positive = self.strata(targets)[order]
+        positive = self.strata(self.dataset.target_values())[order]
         pos, neg = order[positive], order[~positive]
         n_batches = max(1, min(ceil(n / self.batch_size), len(pos)))
         return [torch.cat([pos[b::n_batches], neg[b::n_batches]]) for b in range(n_batches)]
 
     def __iter__(self):
-        for positions in self._groups():
-            yield self.dataset.batch(positions.to(self.dataset.device))
+        return self.load(self._groups())
+
+    def load(self, groups):
+        """Yield the batch of each group of row positions, with the images of the file columns read."""
+        device = self.dataset.device
+        groups = [positions.to(device) for positions in groups]
+        if not self.dataset.files:
+            for positions in groups:
+                yield self.dataset.batch(positions)
+            return
+        seeds = torch.randint(1 << 62, (len(groups),), generator=self.generator).tolist()
+        batches = [(self.dataset.rows(positions).cpu(), seed) for positions, seed in zip(groups, seeds)]
+        images = read_batches(self.dataset.files, batches, self.augment, self.num_workers, device.type == "cuda")
+        for positions, batch_images in zip(groups, images):
+            yield self.dataset.batch(positions, batch_images)
 
     def __len__(self):
-        return len(self._groups())
+        n_batches = ceil(len(self.dataset) / self.batch_size)
+        if self._stratified():
+            n_batches = max(1, min(n_batches, int(self.strata(self.dataset.target_values()).sum())))
+        return n_batches
 
 
 class ValidationSplit:
@@ -167,13 +194,48 @@ class TaskLoss(torch.nn.Module):
         return self.loss(y_pred, y_true)
 
 
+def training_precision(device, layout):
+    """The autocast dtype for training: bfloat16 for a network with a CNN on a CUDA device that supports it.
+
+    bfloat16 keeps float32's exponent range, so no loss scaling is needed; everything else
+    trains in float32.
+    """
+    device = torch.device(device)
+    has_cnn = any(spec.kind == "image" for spec in layout)
+    if device.type == "cuda" and has_cnn and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 class FusionNet(NeuralNet):
     """The skorch network behind every skfusion estimator.
 
     Data arrive as a :class:`~skfusion._data.ModalityDataset` whose tensors already sit on
     the device; :class:`BatchIterator` gathers batches by index, so there is no per-row
-    collation and no host-to-device copy per batch.
+    collation and no host-to-device copy per batch. With ``amp_dtype`` (see
+    :func:`training_precision`) the forward passes run under autocast and the outputs are
+    cast back to float32 before the loss.
     """
+
+    def __init__(self, *args, amp_dtype=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.amp_dtype = amp_dtype
+
+    def autocast(self):
+        """The autocast context of the forward passes (a no-op without ``amp_dtype``)."""
+        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def infer(self, x, **fit_params):
+        with self.autocast():
+            y = super().infer(x, **fit_params)
+        return y.float() if isinstance(y, torch.Tensor) else y
+
+    def get_iterator(self, dataset, training=False):
+        iterator = super().get_iterator(dataset, training=training)
+        # skorch builds the iterator anew each epoch: offset its seed by the epoch, so every
+        # epoch is shuffled (and augmented) differently.
+        iterator.generator.manual_seed(iterator.seed + len(self.history))
+        return iterator
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         split = "training" if training else "validation"
@@ -191,9 +253,10 @@ class FusionNet(NeuralNet):
         outputs line up with the rows and their targets.
         """
         self.module_.eval()
-        rows = torch.arange(len(dataset), device=dataset.device)
-        with torch.inference_mode():
-            outputs = [self.module_(**dataset.batch(chunk)[0]) for chunk in rows.split(self.batch_size)]
+        workers = self.get_params_for("iterator_valid").get("num_workers", 0)
+        batches = BatchIterator(dataset, self.batch_size, num_workers=workers)
+        with torch.inference_mode(), self.autocast():
+            outputs = [self.module_(**X).float() for X, _ in batches]
         return torch.cat(outputs).double().cpu().numpy()
 
 
@@ -248,10 +311,20 @@ class BaseFusion(BaseEstimator):
     def _infer_layout(self, X):
         return infer_layout(X, self.modalities, self.modality_dims)
 
+    def _image_files(self):
+        """``(image_size, augment, num_workers)``: how image columns of file paths are read.
+
+        None for a family that reads no images; the families that train an image encoder
+        take them from their parameters.
+        """
+        return None
+
     def _layout(self, X):
         """``_infer_layout`` of validated ``X``, refusing the modality kinds the family cannot read."""
         layout = self._infer_layout(X)
         require_kinds(layout, self._modality_kinds, self)
+        if self._image_files() is not None:
+            layout = sized_images(layout, self._image_files()[0])
         if not isinstance(X, pd.DataFrame) and self.modality_dims is None and len(layout) > 1:
             # A transformer with array output in front of the model loses the modality names.
             warnings.warn(
@@ -328,7 +401,7 @@ class BaseFusion(BaseEstimator):
             split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
         with seeded(seed, device):
             self.net_ = net_class(
-                module=self._build_module(self._n_outputs()),
+                module=self._build_module(self._n_outputs()).to(memory_format=self._weight_format(device)),
                 criterion=TaskLoss(self._loss_function()),
                 optimizer=torch.optim.Adam,
                 optimizer__weight_decay=self.weight_decay,
@@ -345,11 +418,29 @@ class BaseFusion(BaseEstimator):
                 callbacks=self._callbacks(early_stopping),
                 device=device,
                 verbose=self.verbose,
+                amp_dtype=training_precision(device, self.layout_),
+                **self._loader_settings(),
             )
             self.net_.fit(dataset, None)
         self.net_.module_.eval()  # the fitted network is used for inference only
         self._finish_fit(dataset, targets)
         return self
+
+    def _loader_settings(self):
+        """The iterators' settings for the image-file loader (none for a family that reads no images)."""
+        if self._image_files() is None:
+            return {}
+        _, augment, workers = self._image_files()
+        return {
+            "iterator_train__augment": augment,
+            "iterator_train__num_workers": workers,
+            "iterator_valid__num_workers": workers,
+        }
+
+    def _weight_format(self, device):
+        # A CNN on a CUDA device runs fastest channels-last (its batches are, see ModalityDataset).
+        has_cnn = any(spec.kind == "image" for spec in self.layout_)
+        return torch.channels_last if has_cnn and torch.device(device).type == "cuda" else torch.preserve_format
 
     def _predict_outputs(self, X):
         check_is_fitted(self)

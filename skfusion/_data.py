@@ -6,8 +6,10 @@
 - a *sequence* modality is one object column ``"{name}"`` holding, per row, a ``(T_i, d)``
   array (per-slice CT embeddings, per-timestep EHR states, a clinical time series);
 - an *image* modality is one object column ``"{name}"`` holding, per row, a ``(C, H, W)``
-  array, the same shape in every row (a chest X-ray as ``(1, H, W)``): the estimators that
-  train an image encoder (a CNN) read it.
+  array, the same shape in every row (a chest X-ray as ``(1, H, W)``), or the path of an
+  image file (``str`` or ``os.PathLike``): the estimators that train an image encoder (a
+  CNN) read it. Files are read batch by batch while the model trains (see
+  :mod:`skfusion._images`), never all at once.
 
 A row whose block is entirely NaN (or whose cell is ``None``, or has ``T_i = 0``) is *missing*
 that modality. NaN inside a partly observed block, and inf anywhere, are errors.
@@ -24,13 +26,15 @@ grouped by the part after that prefix. A polars DataFrame is read like the panda
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.utils.validation import validate_data
+
+from ._images import ImageFiles, check_image_files, is_path
 
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
@@ -49,6 +53,7 @@ class ModalitySpec:
     columns: tuple
     dim: int  # features per row (vector), per token (sequence), channels (image)
     shape: tuple = ()  # (C, H, W) of an image
+    files: bool = False  # an image column of file paths (its shape set by the estimator's image_size)
 
 
 def _rows(mask):
@@ -100,6 +105,8 @@ def _raw_spec(name, series):
     if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 3:
         shape = tuple(int(v) for v in cell.shape)
         return ModalitySpec(name, "image", (series.name,), shape[0], shape)
+    if is_path(cell):
+        return ModalitySpec(name, "image", (series.name,), 3, (3, None, None), files=True)
     kind = type(cell).__name__ if cell is not None else "only missing cells"
     if isinstance(cell, (np.ndarray, torch.Tensor)):
         kind = f"{cell.ndim}-D arrays"
@@ -120,7 +127,12 @@ def require_kinds(layout, kinds, estimator):
             )
 
 
-_KIND_NAMES = {"vector": "embedding blocks", "sequence": "token columns", "image": "(C, H, W) images"}
+_KIND_NAMES = {"vector": "embedding blocks", "sequence": "token columns", "image": "(C, H, W) images or image files"}
+
+
+def sized_images(layout, size):
+    """``layout`` with every image column of file paths read as ``(3, size, size)`` images."""
+    return tuple(replace(spec, shape=(3, size, size)) if spec.files else spec for spec in layout)
 
 
 def _transformer_prefixed(X):
@@ -316,11 +328,19 @@ def _sequence_block(X, spec):
 
 def _image_block(X, spec):
     cells = X[spec.columns[0]].tolist()
+    if spec.files:
+        paths, present = check_image_files(cells, spec.name)
+        return {"files": ImageFiles(paths, spec.shape[-1]), "present": torch.from_numpy(present)}
     x = np.zeros((len(cells), *spec.shape), dtype=np.float32)
     present = np.zeros(len(cells), dtype=bool)
     for i, cell in enumerate(cells):
         if cell is None or (isinstance(cell, float) and np.isnan(cell)):
             continue
+        if is_path(cell):
+            raise ValueError(
+                f"column {spec.name!r}, row {i}: holds a file path where the column's first image is an array; "
+                "give every image of a column the same way (all arrays or all paths)."
+            )
         arr = np.asarray(cell, dtype=np.float32)
         if arr.shape != spec.shape:
             raise ValueError(
@@ -365,7 +385,7 @@ def fit_standardization(blocks):
     """
     stats = {}
     for name, block in blocks.items():
-        if block["x"].ndim == 4:
+        if "files" in block or block["x"].ndim == 4:
             continue
         x = block["x"]
         rows = block["mask"] if "mask" in block else block["present"]
@@ -460,12 +480,16 @@ class ModalityDataset(torch.utils.data.Dataset):
     """Modality blocks and targets held as tensors on one device, batched by index.
 
     Batches are gathered with tensor indexing (no per-row collation). ``indices`` selects a
-    subset without copying the blocks (used for the validation split).
+    subset without copying the blocks (used for the validation split). An image column of
+    file paths stays on disk (``files``): :meth:`batch` is given its images, read by the
+    :class:`~skfusion._base.BatchIterator`'s loader, or reads them itself.
     """
 
     def __init__(self, blocks, targets=None, device="cpu", indices=None):
+        self.files = {name: block["files"] for name, block in blocks.items() if "files" in block}
         self.blocks = {
-            name: {key: value.to(device) for key, value in block.items()} for name, block in blocks.items()
+            name: {key: value.to(device) for key, value in block.items() if key != "files"}
+            for name, block in blocks.items()
         }
         self.targets = None if targets is None else targets.to(device)
         self.device = torch.device(device)
@@ -489,15 +513,32 @@ class ModalityDataset(torch.utils.data.Dataset):
         """Targets of the rows of this dataset, on the CPU."""
         return None if self.targets is None else self.targets[self.indices].cpu()
 
-    def batch(self, positions):
-        """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest."""
-        rows = self.indices[positions]
+    def rows(self, positions):
+        """The rows of the full blocks that ``positions`` (relative to this dataset) select."""
+        return self.indices[positions]
+
+    def batch(self, positions, images=None):
+        """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest.
+
+        ``images`` holds the preprocessed images of the file columns for these rows (from
+        :func:`~skfusion._images.read_batches`); without it they are read here, as at
+        prediction time (centre crop).
+        """
+        rows = self.rows(positions)
+        if self.files and images is None:
+            images = {name: column.read(rows.cpu()) for name, column in self.files.items()}
         out = {}
         for name, block in self.blocks.items():
             gathered = {key: value[rows] for key, value in block.items()}
+            if name in self.files:
+                gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=self._image_format())
             if "mask" in gathered:
                 width = max(int(gathered["mask"].sum(dim=1).max()), 1)
                 gathered["x"] = gathered["x"][:, :width]
                 gathered["mask"] = gathered["mask"][:, :width]
             out[name] = gathered
         return out, (None if self.targets is None else self.targets[rows])
+
+    def _image_format(self):
+        # cuDNN's convolutions are fastest on NHWC (channels-last) images; the CPU's on NCHW.
+        return torch.channels_last if self.device.type == "cuda" else torch.preserve_format

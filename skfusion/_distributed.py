@@ -193,9 +193,7 @@ class ProcessShare:
         self.batches = batches
 
     def __iter__(self):
-        dataset = self.batches.dataset
-        for positions in process_shares(self.batches._groups()):
-            yield dataset.batch(positions.to(dataset.device))
+        return self.batches.load(process_shares(self.batches._groups()))
 
     def __len__(self):
         return len(process_shares(self.batches._groups()))

@@ -25,12 +25,7 @@ DOCS = {
         always used as it is.
     lstm_hidden : int, default=256
         Hidden width of that LSTM (MedFuse's :math:`m = 256`).
-    image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
-        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
-        per column): a randomly initialised ResNet-34 (MedFuse's and MedMod's image encoder,
-        512 features) or ResNet-18, or your own module mapping ``(n, C, H, W)`` to
-        ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()`` and weights
-        loaded from a local file), deep-copied at fit. Unused without an image modality.""",
+""",
     "pretraining": """pretrain_encoders : bool, default=False
         Train each encoder with parameters (the LSTM of a sequence modality with
         ``sequence_encoder="lstm"``) alone on the task first, with its own temporary linear
@@ -118,6 +113,31 @@ DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=Non
         they follow its rows through cross-validation and pipelines. Needs
         ``pretrain_encoders=True``."""
 DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
+
+
+DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
+        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
+        per column, or of image file paths): a randomly initialised ResNet-34 (MedFuse's and
+        MedMod's image encoder, 512 features) or ResNet-18, or your own module mapping
+        ``(n, C, H, W)`` to ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()``
+        and weights loaded from a local file), deep-copied at fit. Unused without an image
+        modality.
+    image_size : int, default=224
+        For an image column of file paths (PNG, JPEG, TIFF, DICOM, 2-D NIfTI; ``None`` where
+        a row has no image): the side of the square the images are cropped to, after a
+        resize of their shorter side to ``256 / 224`` of it, as MedFuse's preprocessing; the
+        images are replicated to 3 channels and normalised with ImageNet's statistics. The
+        files are read batch by batch while training, never all at once. A column of arrays
+        is used as it is.
+    augment : bool, default=True
+        At training time, flip each image horizontally with probability 1/2, give it
+        MedFuse's random affine transform (rotation up to 45 degrees, scale 0.85 to 1.15,
+        translation up to 15 %) and crop it at a random position; prediction always uses
+        the centre crop. File columns only.
+    num_workers : int, default=0
+        DataLoader worker processes that read and preprocess the image files ahead of the
+        training loop (0: read in the main process)."""
+DOCS["sequence_encoder"] = DOCS["sequence_encoder"].rstrip() + "\n    " + DOCS["image_encoder"]
 
 
 def fill_doc(obj):

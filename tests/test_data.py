@@ -107,11 +107,13 @@ def test_multilabel_and_multiclass_targets():
          r"modality 'img' has NaN in rows \[4\] .*column 'img__2'"),
         (lambda X: X.assign(**{"ehr__1": np.where(np.arange(len(X)) == 9, np.inf, X["ehr__1"])}),
          r"modality 'ehr' contains inf \(first in row 9, column 'ehr__1'\)"),
-        (lambda X: X.assign(ct=["/scans/a.dcm"] * len(X)), r"column 'ct' holds raw inputs \(str\).*encode it first"),
+        (lambda X: X.assign(ct=["/scans/a.dcm"] * len(X)), r"column 'ct', row 0: image file '/scans/a.dcm' does not exist"),
+        (lambda X: X.assign(ct=["/"] * len(X)), r"column 'ct', row 0: '/' is a folder, not an image file .*CTVolumeEmbedder"),
+        (lambda X: X.assign(ct=[b"x"] * len(X)), r"column 'ct' holds raw inputs \(bytes\).*encode it first"),
         (lambda X: X.assign(age=1.0), r"column 'age' is not part of a modality block"),
         (lambda X: X.iloc[:0], r"0 sample"),
     ],
-    ids=["partial-nan", "inf", "raw-column", "ungrouped-column", "empty"],
+    ids=["partial-nan", "inf", "missing-file", "folder", "raw-column", "ungrouped-column", "empty"],
 )
 def test_bad_X(data, mutate, match):
     X, y = data

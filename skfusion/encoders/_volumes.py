@@ -381,8 +381,9 @@ def read_image(cell, where):
     Parameters
     ----------
     cell : str, os.PathLike or ndarray
-        A PNG/JPEG (anything Pillow opens) or DICOM file (recognised by a ``.dcm`` or
-        ``.dicom`` suffix or by the ``DICM`` preamble), or an array ``(H, W)`` or
+        A PNG/JPEG/TIFF (anything Pillow opens), DICOM (recognised by a ``.dcm`` or
+        ``.dicom`` suffix or by the ``DICM`` preamble) or 2-D NIfTI (``.nii``, ``.nii.gz``)
+        file, or an array ``(H, W)`` or
         ``(H, W, C)`` with ``C`` 1 or 3. Integer arrays are divided by their dtype's
         maximum; float arrays must already lie in [0, 1]. Files: 8-bit images are divided
         by 255, integer ("I" mode) images by 65535 and must lie in [0, 65535],
@@ -394,7 +395,8 @@ def read_image(cell, where):
     -------
     image : ndarray of shape (C, H, W), float32
         ``C`` is 1 for grayscale and 3 for colour. A grayscale DICOM goes through its
-        modality and VOI LUTs, is inverted when MONOCHROME1, then min-max scaled.
+        modality and VOI LUTs, is inverted when MONOCHROME1, then min-max scaled; a NIfTI
+        image (its scaling applied) is min-max scaled.
     """
     if isinstance(cell, np.ndarray):
         return _image_from_array(cell, where)
@@ -405,6 +407,8 @@ def read_image(cell, where):
         raise ValueError(f"{where}: {str(path)!r} is not a file.")
     if path.suffix.lower() in (".dcm", ".dicom") or _has_dicom_preamble(path):
         return _image_from_dicom(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return _image_from_nifti(path)
     return _image_from_pillow(path)
 
 
@@ -473,6 +477,31 @@ def _image_from_pillow(path):
     return _image_from_array(pixels.astype(np.float32), str(path))
 
 
+def _min_max(values):
+    """``values`` scaled to [0, 1] (all zeros when constant)."""
+    span = values.max() - values.min()
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def _image_from_nifti(path):
+    import nibabel as nib
+
+    try:
+        data = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+    except Exception as exc:
+        raise ValueError(f"{str(path)!r} is not a readable NIfTI image ({exc}).") from exc
+    data = data.reshape([n for n in data.shape if n != 1] if data.size else data.shape)
+    if data.ndim != 2:
+        raise ValueError(
+            f"NIfTI file {str(path)!r} has shape {data.shape}; an image cell is one 2-D image (a volume "
+            "goes to CTVolumeEmbedder)."
+        )
+    if not np.isfinite(data).all():
+        raise ValueError(f"NIfTI file {str(path)!r} holds NaN or infinite values.")
+    # NIfTI stores (x, y): the transpose gives (rows, columns) as a DICOM image has them.
+    return _image_from_array(_min_max(data.T.astype(np.float64)).astype(np.float32), str(path))
+
+
 def _image_from_dicom(path):
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -486,6 +515,4 @@ def _image_from_dicom(path):
     values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         values = -values
-    span = values.max() - values.min()
-    scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values)
-    return _image_from_array(scaled.astype(np.float32), str(path))
+    return _image_from_array(_min_max(values).astype(np.float32), str(path))

@@ -13,6 +13,8 @@ are columns of ``X`` named by the parameter, not arrays held by it: they then fo
 rows of ``X`` through cross-validation splits and pipelines, and ``clone`` copies a name.
 """
 
+from numbers import Integral
+
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
@@ -20,7 +22,7 @@ from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import StrOptions, _fit_context
+from .._compat import Interval, StrOptions, _fit_context
 from .._data import infer_layout, take_rows
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
@@ -38,6 +40,9 @@ _SHARED_SETTINGS = (
     "device",
     "verbose",
     "modality_dims",
+    "image_size",
+    "augment",
+    "num_workers",
 )
 
 _BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
@@ -48,10 +53,22 @@ PRETRAINING_CONSTRAINTS = {
     "pretrain_targets": [dict, None],
 }
 
-IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module]}
+IMAGE_ENCODER_CONSTRAINTS = {
+    "image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module],
+    "image_size": [Interval(Integral, 32, None, closed="left")],
+    "augment": ["boolean"],
+    "num_workers": [Interval(Integral, 0, None, closed="left")],
+}
 
 
-class _EncoderPretrainer(BaseFusion):
+class ImageFileInputs:
+    """``image_size=`` / ``augment=`` / ``num_workers=``: how an image column of file paths is read (left of BaseFusion)."""
+
+    def _image_files(self):
+        return self.image_size, self.augment, self.num_workers
+
+
+class _EncoderPretrainer(ImageFileInputs, BaseFusion):
     """One modality's encoder and a linear head, fitted alone on the task: the first stage."""
 
     _parameter_constraints = {
@@ -59,6 +76,7 @@ class _EncoderPretrainer(BaseFusion):
         "modality": [str],
         "encoder": [callable],
         **SurvivalMixin._task_parameter_constraints,
+        **{k: v for k, v in IMAGE_ENCODER_CONSTRAINTS.items() if k != "image_encoder"},
     }
 
     _modality_kinds = ("vector", "sequence", "image")
@@ -83,6 +101,9 @@ class _EncoderPretrainer(BaseFusion):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        image_size=224,
+        augment=True,
+        num_workers=0,
     ):
         self.modality = modality
         self.encoder = encoder
@@ -101,6 +122,9 @@ class _EncoderPretrainer(BaseFusion):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
 
     def _infer_layout(self, X):
         return infer_layout(X, [self.modality], self.modality_dims)

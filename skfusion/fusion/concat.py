@@ -13,10 +13,10 @@ from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.concat import ConcatFusion
 from ..modules.encoders import make_encoder
-from ._pretraining import IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
+from ._pretraining import IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, ImageFileInputs, _EncoderPretraining
 
 
-class _ModalityEncoders:
+class _ModalityEncoders(ImageFileInputs):
     """``sequence_encoder=`` / ``lstm_hidden=``: one encoder per modality (left of BaseFusion).
 
     The identity for a vector block; for a sequence modality the MedFuse EHR encoder (a
@@ -121,6 +121,9 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         loss="cox",
         n_durations=10,
         hidden_dims=None,
@@ -143,6 +146,9 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.loss = loss
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
@@ -207,6 +213,9 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
@@ -227,6 +236,9 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.hidden_dims = hidden_dims
         self.standardize = standardize
         self.dropout = dropout
@@ -302,6 +314,9 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -328,6 +343,9 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
@@ -407,6 +425,9 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -431,6 +452,9 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets

@@ -118,6 +118,9 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         bottleneck_factor=7.0,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -146,6 +149,9 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.bottleneck_factor = bottleneck_factor
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
@@ -226,6 +232,9 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         bottleneck_factor=7.0,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -252,6 +261,9 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.bottleneck_factor = bottleneck_factor
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets

@@ -221,6 +221,9 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -247,6 +250,9 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
@@ -325,6 +331,9 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         sequence_encoder="lstm",
         lstm_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -349,6 +358,9 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.sequence_encoder = sequence_encoder
         self.lstm_hidden = lstm_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets

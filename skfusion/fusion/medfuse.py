@@ -22,12 +22,18 @@ from .._docstrings import DOCS
 from .._survival import SurvivalMixin
 from ..modules.encoders import LSTMEncoder, make_encoder
 from ..modules.medfuse import MedFuseNet
-from ._pretraining import _BASE_CONSTRAINTS, IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, _EncoderPretraining
+from ._pretraining import (
+    _BASE_CONSTRAINTS,
+    IMAGE_ENCODER_CONSTRAINTS,
+    PRETRAINING_CONSTRAINTS,
+    ImageFileInputs,
+    _EncoderPretraining,
+)
 
 _EHR_LAYERS = 2
 
 
-class _EhrImageFusion(_EncoderPretraining, BaseFusion):
+class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
     """A family fusing an EHR time series (``ehr=``) with an image embedding (``image=``).
 
     ``layout_`` is ``(ehr, image)``. The EHR modality gets the MedFuse LSTM encoder; a
@@ -152,16 +158,12 @@ FAMILY_DOCS = {
         array or a frame without one: the first modality, read as a length-1 sequence).
     image : str, default=None
         The image modality: a pre-computed embedding block (e.g. 512-d ResNet-34 features
-        ``img__0 ... img__511``), or a raw column of ``(C, H, W)`` images read by
-        ``image_encoder``. ``None`` takes the first vector or image modality other than
+        ``img__0 ... img__511``), or a raw column of ``(C, H, W)`` images or image file
+        paths read by ``image_encoder``. ``None`` takes the first vector or image modality other than
         ``ehr`` (else the next modality). A token column in this role is read by its own
         LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.
-    image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
-        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
-        per column): a randomly initialised ResNet-34 (MedFuse's and MedMod's image encoder,
-        512 features) or ResNet-18, or your own module mapping ``(n, C, H, W)`` to
-        ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()`` and weights
-        loaded from a local file), deep-copied at fit. Unused without an image modality.""",
+    """
+    + DOCS["image_encoder"],
     "encoders": """ehr_hidden : int, default=256
         Hidden width of the two-layer LSTM encoding ``ehr`` (MedFuse's :math:`m = 256`).
     pretrain_encoders : bool, default={pretrain_default}
@@ -285,6 +287,9 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         image=None,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -313,6 +318,9 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.image = image
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
@@ -388,6 +396,9 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         image=None,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -414,6 +425,9 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.image = image
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets

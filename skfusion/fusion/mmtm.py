@@ -113,6 +113,9 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         reduction=4.0,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -140,6 +143,9 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.reduction = reduction
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
@@ -219,6 +225,9 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         reduction=4.0,
         ehr_hidden=256,
         image_encoder="resnet34",
+        image_size=224,
+        augment=True,
+        num_workers=0,
         pretrain_encoders=False,
         freeze_encoders=False,
         pretrain_targets=None,
@@ -244,6 +253,9 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.reduction = reduction
         self.ehr_hidden = ehr_hidden
         self.image_encoder = image_encoder
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
