@@ -114,7 +114,7 @@ if __name__ == "__main__":
         resumed = embedder.transform(X)
     pd.testing.assert_frame_equal(single, resumed, check_exact=True)
     untouched = sum(entry.stat().st_mtime_ns == mtime for entry, mtime in kept.items())
-    print(f"{len(entries)} entries, {len(entries) - len(kept)} removed and computed again, {untouched} read back")
+    print(f"{len(entries)} entries: {len(entries) - len(kept)} computed again, {untouched} read back")
     print("entries after the rerun:", len(list((workdir / "cache").glob("*.emb"))))
 
 # %%
