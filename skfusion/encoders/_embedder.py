@@ -3,15 +3,21 @@
 :class:`SliceEmbedder` is a :class:`~skfusion.encoders._base.BaseColumnEncoder` whose cells
 are read into stacks of 2-D slices (one slice for an image), encoded slice by slice by a
 backbone or a training-free descriptor (:func:`~._backbone.extract_tokens`), optionally
-through the on-disk cache. Subclasses say how to read a cell, how to turn raw slices into
-the model's input, which descriptor to use, and which of their parameters change the output.
+through the on-disk cache, in this process or sharded over joblib workers (a Dask cluster
+under ``joblib.parallel_backend("dask")``). Subclasses say how to read a cell, how to turn
+raw slices into the model's input, which descriptor to use, and which of their parameters
+change the output.
 """
 
+import copy
 import os
 from numbers import Integral, Real
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
+from sklearn.utils import gen_even_slices
+from sklearn.utils.parallel import Parallel, delayed
 
 from .._compat import Interval
 from ._backbone import (
@@ -67,6 +73,11 @@ class SliceEmbedder(BaseColumnEncoder):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "cache_dir": [None, str, os.PathLike],
+        "n_jobs": [
+            None,
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+        ],
         "verbose": ["verbose"],
     }
 
@@ -137,15 +148,32 @@ class SliceEmbedder(BaseColumnEncoder):
     def _extract(self, cells, pool):
         """Per-cell ``(T_i, d)`` slice embeddings, or their means over slices when ``pool``.
 
-        Goes through the cache when ``cache_dir`` is set.
+        Goes through the cache when ``cache_dir`` is set. With more than one joblib job the
+        cells are cut into one contiguous chunk per job, each encoded by a worker that
+        receives the fitted encoder once, and the chunks are put back in row order.
         """
         if self.cache_dir is not None and self.fingerprint_ is None:
             raise ValueError(
                 f"{type(self).__name__}: cache_dir was set after fit; fit again to use the cache."
             )
+        chunks = list(gen_even_slices(len(cells), min(effective_n_jobs(self.n_jobs), len(cells))))
+        if len(chunks) == 1:
+            return self._extract_chunk(cells, pool, start=0, verbose=self.verbose)
+        shipped = copy.copy(self)
+        if isinstance(self.backbone, torch.nn.Module):
+            # The user's module and its fitted copy would both travel with every chunk;
+            # pointing the parameter at the copy lets pickle send the weights once.
+            shipped.backbone = self.backbone_
+        parts = Parallel(n_jobs=self.n_jobs, verbose=self.verbose)(
+            delayed(_extract_chunk)(shipped, cells[chunk], pool, chunk.start) for chunk in chunks
+        )
+        return [tokens for part in parts for tokens in part]
+
+    def _extract_chunk(self, cells, pool, start, verbose):
+        """:meth:`_extract` of ``cells``, the non-missing cells ``start, start + 1, ...`` of the column."""
         return extract_tokens(
             cells,
-            load=lambda i: self._read_cell(cells[i], self._where(i)),
+            load=lambda i: self._read_cell(cells[i], self._where(start + i)),
             prepare=self._prepare,
             model=self.backbone_,
             batch_size=self.batch_size,
@@ -154,14 +182,19 @@ class SliceEmbedder(BaseColumnEncoder):
             cache=None if self.cache_dir is None else EmbeddingCache(self.cache_dir),
             fingerprint=self.fingerprint_,
             files_of_folder=series_files,
-            verbose=self.verbose,
+            verbose=verbose,
             desc=type(self).__name__,
-            where=self._where,
+            where=lambda i: self._where(start + i),
             reduce=_mean_over_slices if pool else None,
         )
 
     def _embedding_dim(self):
         return self.embedding_dim_
+
+
+def _extract_chunk(encoder, cells, pool, start):
+    """One worker's share of a sharded extraction (silent: joblib reports progress per chunk)."""
+    return encoder._extract_chunk(cells, pool, start, verbose=0)
 
 
 def _mean_over_slices(tokens):

@@ -96,8 +96,22 @@ class CTVolumeEmbedder(SliceEmbedder):
         code, defaults and closure (globals it reads are not: change ``cache_dir`` after
         editing those); one whose closure or defaults cannot be pickled is refused with a
         ValueError at fit.
+    n_jobs : int, default=None
+        Number of joblib jobs that volumes are shared out to: the non-missing cells are cut
+        into one contiguous chunk per job, and each job receives the fitted encoder (its
+        backbone included) once with its chunk. None means 1 unless in a
+        :func:`joblib.parallel_backend` context, whose setting it then follows: inside
+        ``with joblib.parallel_backend("dask"):`` the chunks run on the workers of the active
+        ``distributed.Client`` (``n_jobs=None`` or -1: one chunk per worker thread). -1 uses
+        all processors (or workers). The output, its row order and its missing rows are
+        those of the single-process run, and a bad cell fails with the same ValueError.
+        Workers encode on ``device_`` and share ``cache_dir``, which must then be a folder
+        every worker sees (entries are written atomically, so workers never read one
+        another's half-written entries, and an interrupted job resumes from what any worker
+        finished).
     verbose : int, default=0
-        Show a progress bar over volumes (tqdm, if installed) when positive.
+        Show a progress bar over volumes (tqdm, if installed) when positive; with
+        several jobs, joblib's progress messages over chunks instead.
 
     Attributes
     ----------
@@ -197,6 +211,7 @@ class CTVolumeEmbedder(SliceEmbedder):
         batch_size=32,
         device="auto",
         cache_dir=None,
+        n_jobs=None,
         verbose=0,
     ):
         self.column = column
@@ -212,6 +227,7 @@ class CTVolumeEmbedder(SliceEmbedder):
         self.batch_size = batch_size
         self.device = device
         self.cache_dir = cache_dir
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def _check_own_params(self):
