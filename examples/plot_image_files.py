@@ -11,7 +11,8 @@ estimator reads the images of each batch while it trains, with MedFuse's preproc
 image, which MedFuse handles as the shorter modality sequence.
 
 The cohort here is synthetic: 200 patients with an EHR time series, and for 70 % of them
-a PNG radiograph-like image whose bright blob's position carries part of the label. One
+a PNG radiograph-like image in which a bright blob high up or low down carries part of
+the label (a vertical position survives MedFuse's horizontal flips). One
 real radiograph from ``pydicom-data`` (``RG1_UNCI.dcm``, a 1955 x 1841 DICOM) joins the
 folder to show that DICOM files mix with the PNGs.
 """
@@ -35,11 +36,11 @@ rng = np.random.default_rng(0)
 n = 200
 folder = Path(tempfile.mkdtemp())
 grid = np.linspace(0, 1, 96)
-blob_left = rng.random(n) < 0.5
+blob_high = rng.random(n) < 0.5
 paths = []
 for row in range(n):
-    centre = (0.3 if blob_left[row] else 0.7) + 0.05 * rng.normal(size=2)
-    blob = np.exp(-((grid[:, None] - 0.5) ** 2 + (grid[None, :] - centre[0]) ** 2) * 40)
+    centre = (0.25 if blob_high[row] else 0.75) + 0.05 * rng.normal()
+    blob = np.exp(-((grid[:, None] - centre) ** 2 + (grid[None, :] - 0.5) ** 2) * 40)
     pixels = np.clip(0.2 + 0.6 * blob + 0.15 * rng.random((96, 96)), 0, 1)
     path = folder / f"patient{row:03d}.png"
     Image.fromarray((pixels * 255).astype(np.uint8)).save(path)
@@ -51,7 +52,7 @@ has_image[0] = True
 lengths = rng.integers(4, 9, size=n)
 ehr = [np.cumsum(rng.normal(size=(t, 4)), axis=0).astype(np.float32) / np.sqrt(t) for t in lengths]
 latest = np.array([series[-1, 0] for series in ehr])
-labels = ((1.2 * latest + 1.5 * np.where(blob_left, 1, -1) + 0.5 * rng.normal(size=n)) > 0).astype(int)
+labels = ((1.2 * latest + 1.5 * np.where(blob_high, 1, -1) + 0.5 * rng.normal(size=n)) > 0).astype(int)
 
 X = pd.DataFrame({"ehr": pd.Series(ehr, dtype=object), "cxr": np.where(has_image, paths, None)})
 X.head()
@@ -84,12 +85,12 @@ print(f"test AUROC, patients without an image: {roc_auc_score(labels[test][~with
 # %%
 # Some of the files
 # -----------------
-# Two synthetic images (blob left: label pushed up; right: down) and the real radiograph.
+# Two synthetic images (blob high: label pushed up; low: down) and the real radiograph.
 import pydicom  # noqa: E402
 
 fig, axes = plt.subplots(1, 3, figsize=(7, 2.5))
-left, right = np.flatnonzero(blob_left[1:])[0] + 1, np.flatnonzero(~blob_left[1:])[0] + 1
-for ax, row in zip(axes[:2], (left, right)):
+high, low = np.flatnonzero(blob_high[1:])[0] + 1, np.flatnonzero(~blob_high[1:])[0] + 1
+for ax, row in zip(axes[:2], (high, low)):
     ax.imshow(np.asarray(Image.open(paths[row])), cmap="gray")
     ax.set_title(f"patient {row}")
 axes[2].imshow(pydicom.dcmread(paths[0]).pixel_array, cmap="gray")
