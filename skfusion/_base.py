@@ -194,6 +194,12 @@ class TaskLoss(torch.nn.Module):
         return self.loss(y_pred, y_true)
 
 
+def weight_format(device, layout):
+    """Channels-last for a network with a CNN on a CUDA device (its batches are, see ModalityDataset)."""
+    has_cnn = any(spec.kind == "image" for spec in layout)
+    return torch.channels_last if has_cnn and torch.device(device).type == "cuda" else torch.preserve_format
+
+
 def training_precision(device, layout):
     """The autocast dtype for training: bfloat16 for a network with a CNN on a CUDA device that supports it.
 
@@ -401,7 +407,7 @@ class BaseFusion(BaseEstimator):
             split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
         with seeded(seed, device):
             self.net_ = net_class(
-                module=self._build_module(self._n_outputs()).to(memory_format=self._weight_format(device)),
+                module=self._build_module(self._n_outputs()).to(memory_format=weight_format(device, self.layout_)),
                 criterion=TaskLoss(self._loss_function()),
                 optimizer=torch.optim.Adam,
                 optimizer__weight_decay=self.weight_decay,
@@ -436,11 +442,6 @@ class BaseFusion(BaseEstimator):
             "iterator_train__num_workers": workers,
             "iterator_valid__num_workers": workers,
         }
-
-    def _weight_format(self, device):
-        # A CNN on a CUDA device runs fastest channels-last (its batches are, see ModalityDataset).
-        has_cnn = any(spec.kind == "image" for spec in self.layout_)
-        return torch.channels_last if has_cnn and torch.device(device).type == "cuda" else torch.preserve_format
 
     def _predict_outputs(self, X):
         check_is_fitted(self)

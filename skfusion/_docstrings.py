@@ -115,14 +115,7 @@ DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=Non
 DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
 
 
-DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
-        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
-        per column, or of image file paths): a randomly initialised ResNet-34 (MedFuse's and
-        MedMod's image encoder, 512 features) or ResNet-18, or your own module mapping
-        ``(n, C, H, W)`` to ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()``
-        and weights loaded from a local file), deep-copied at fit. Unused without an image
-        modality.
-    image_size : int, default=224
+DOCS["image_files"] = """image_size : int, default=224
         For an image column of file paths (PNG, JPEG, TIFF, DICOM, 2-D NIfTI; ``None`` where
         a row has no image): the side of the square the images are cropped to, after a
         resize of their shorter side to ``256 / 224`` of it, as MedFuse's preprocessing; the
@@ -137,6 +130,14 @@ DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.
     num_workers : int, default=0
         DataLoader worker processes that read and preprocess the image files ahead of the
         training loop (0: read in the main process)."""
+DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
+        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
+        per column, or of image file paths): a randomly initialised ResNet-34 (MedFuse's and
+        MedMod's image encoder, 512 features) or ResNet-18, or your own module mapping
+        ``(n, C, H, W)`` to ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()``
+        and weights loaded from a local file), deep-copied at fit. Unused without an image
+        modality.
+    """ + DOCS["image_files"]
 DOCS["sequence_encoder"] = DOCS["sequence_encoder"].rstrip() + "\n    " + DOCS["image_encoder"]
 
 
@@ -150,8 +151,8 @@ DOCS["paired_modalities"] = """image : str, default=None
         The image modality: a pre-computed embedding block ``"{image}__0", ...`` (e.g. from
         :class:`~skfusion.encoders.ImageEmbedder` or a foundation model), adapted by an MLP;
         ``None`` takes the first vector modality other than ``ehr``. With a ``backbone``: a raw
-        column holding one ``(C, H, W)`` image array per row, one shape per column
-        (``None``: the first such column).
+        column holding one ``(C, H, W)`` image array per row, one shape per column, or one
+        image file path per row (``None``: the first such column).
     ehr : str, default=None
         The EHR time series: an object column of ``(T_i, d)`` arrays (e.g. the 76-feature
         output of :class:`~skfusion.encoders.timeseries.ClinicalTimeSeriesDiscretizer`),
@@ -163,7 +164,8 @@ DOCS["paired_modalities"] = """image : str, default=None
         with weights you load from a local file). When given, a copy of it is fine-tuned
         together with the adapter on the raw images of ``image``, and ``transform`` runs
         it; the estimator's own module is never modified. ``None``: the image is a frozen
-        embedding and only the MLP adapter is trained."""
+        embedding and only the MLP adapter is trained.
+    """ + DOCS["image_files"]
 DOCS["paired_network"] = """projection_dim : int, default=128
         Width ``p`` of the shared space: the adapted image embedding and the projected EHR
         embeddings.

@@ -23,14 +23,23 @@ the first batch that holds it, never wrapped by the DataLoader.
 
 import math
 import os
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ._compat import Interval
 from .encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
 from .encoders._volumes import read_image
+
+# The parameters of an estimator that reads image files (see the estimators' docstrings).
+IMAGE_FILE_CONSTRAINTS = {
+    "image_size": [Interval(Integral, 32, None, closed="left")],
+    "augment": ["boolean"],
+    "num_workers": [Interval(Integral, 0, None, closed="left")],
+}
 
 # MedFuse resizes to 256 and crops 224: the resize is this multiple of the crop side.
 RESIZE_RATIO = 256 / 224

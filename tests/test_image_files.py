@@ -254,3 +254,21 @@ def test_read_image_matches_the_file(tmp_path):
     pixels = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     Image.fromarray(pixels).save(tmp_path / "p.png")
     np.testing.assert_allclose(read_image(tmp_path / "p.png", "x")[0], pixels / 255.0, atol=1e-7)
+
+
+def test_ssl_backbone_reads_paths(image_frame):
+    from skfusion.ssl import ConVIRT
+
+    X, _ = image_frame
+    rng = np.random.default_rng(7)
+    ehr = pd.Series([rng.normal(size=(4, 3)).astype(np.float32) for _ in range(N_ROWS)], dtype=object)
+    X = X[["img"]].assign(ehr=ehr)
+    X.loc[2, "img"] = None
+    network = {"projection_dim": 4, "hidden_dim": 8, "lstm_hidden": 8}
+    model = ConVIRT(
+        image="img", ehr="ehr", output="image", backbone=tiny_cnn(), image_size=32, max_epochs=2, batch_size=16,
+        random_state=0, num_workers=2, **network,
+    ).fit(X)
+    assert model.image_spec_.shape == (3, 32, 32)
+    Z = model.transform(X[["img"]])
+    assert Z.shape == (N_ROWS, 4) and Z.iloc[2].isna().all() and np.isfinite(Z.drop(index=2)).all().all()

@@ -13,8 +13,6 @@ are columns of ``X`` named by the parameter, not arrays held by it: they then fo
 rows of ``X`` through cross-validation splits and pipelines, and ``clone`` copies a name.
 """
 
-from numbers import Integral
-
 import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
@@ -22,8 +20,9 @@ from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import Interval, StrOptions, _fit_context
+from .._compat import StrOptions, _fit_context
 from .._data import infer_layout, take_rows
+from .._images import IMAGE_FILE_CONSTRAINTS
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
 
@@ -53,12 +52,7 @@ PRETRAINING_CONSTRAINTS = {
     "pretrain_targets": [dict, None],
 }
 
-IMAGE_ENCODER_CONSTRAINTS = {
-    "image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module],
-    "image_size": [Interval(Integral, 32, None, closed="left")],
-    "augment": ["boolean"],
-    "num_workers": [Interval(Integral, 0, None, closed="left")],
-}
+IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module], **IMAGE_FILE_CONSTRAINTS}
 
 
 class ImageFileInputs:
@@ -76,7 +70,7 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         "modality": [str],
         "encoder": [callable],
         **SurvivalMixin._task_parameter_constraints,
-        **{k: v for k, v in IMAGE_ENCODER_CONSTRAINTS.items() if k != "image_encoder"},
+        **IMAGE_FILE_CONSTRAINTS,
     }
 
     _modality_kinds = ("vector", "sequence", "image")

@@ -15,15 +15,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._base import BatchIterator, resolve_device, seeded
+from .._base import BatchIterator, resolve_device, seeded, training_precision, weight_format
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import (
     SEPARATOR,
     ModalityDataset,
     infer_layout,
     is_grouped_frame,
+    sized_images,
     to_blocks,
 )
+from .._images import IMAGE_FILE_CONSTRAINTS
 from ..fusion.contrastive import AlignmentNet
 from ..modules.encoders import image_encoder
 from ..modules.ssl import PairedEncoders
@@ -118,6 +120,7 @@ _PAIRED_PARAMETERS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "modality_dims": [list, tuple, dict, None],
+    **IMAGE_FILE_CONSTRAINTS,
 }
 
 
@@ -153,9 +156,10 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
             if not is_grouped_frame(X):
                 # Check a plain array before splitting it into modalities.
                 X = validate_data(self, X, reset=True, dtype=np.float32, ensure_all_finite=False)
-            self.image_spec_, self.ehr_spec_ = find_pair(
+            image_spec, self.ehr_spec_ = find_pair(
                 X, self.image, self.ehr, self.modality_dims, raw_image=self.backbone is not None
             )
+            (self.image_spec_,) = sized_images((image_spec,), self.image_size)
         outputs = self._output_specs()
         others = [s for s in (self.image_spec_, self.ehr_spec_) if s not in outputs]
         return read_blocks(self, X, outputs, reset, also=others)
@@ -215,7 +219,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 self._temperature(),
                 self._learn_temperature(),
                 encoder,
-            )
+            ).to(memory_format=weight_format(device, [self.image_spec_]))
             self.net_ = AlignmentNet(
                 module=module,
                 criterion=self._criterion(),
@@ -229,9 +233,12 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 iterator_train=BalancedBatches,
                 iterator_train__shuffle=True,
                 iterator_train__seed=seed,
+                iterator_train__augment=self.augment,
+                iterator_train__num_workers=self.num_workers,
                 train_split=None,
                 device=device,
                 verbose=self.verbose,
+                amp_dtype=training_precision(device, [self.image_spec_]),
             )
             self.net_.fit(dataset, None)
         self.net_.module_.eval()
@@ -243,8 +250,8 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         module = self.net_.module_.eval()
         dataset = ModalityDataset({spec.name: blocks[spec.name]}, device=self.net_.device)
         parts = []
-        with torch.inference_mode():
-            for batch, _ in BatchIterator(dataset, self.batch_size):
+        with torch.inference_mode(), self.net_.autocast():
+            for batch, _ in BatchIterator(dataset, self.batch_size, num_workers=self.num_workers):
                 block = batch[spec.name]
                 z = module.embed_image(block) if role == "image" else module.embed_ehr(block)[0]
                 parts.append(z.float().cpu())

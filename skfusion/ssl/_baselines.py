@@ -140,6 +140,9 @@ class ConVIRT(_SSLTransformer):
         image=None,
         ehr=None,
         backbone=None,
+        image_size=224,
+        augment=True,
+        num_workers=0,
         output="both",
         temperature=0.1,
         image_weight=0.75,
@@ -160,6 +163,9 @@ class ConVIRT(_SSLTransformer):
         self.image = image
         self.ehr = ehr
         self.backbone = backbone
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.output = output
         self.temperature = temperature
         self.image_weight = image_weight
@@ -268,6 +274,9 @@ class ALIGN(_SSLTransformer):
         image=None,
         ehr=None,
         backbone=None,
+        image_size=224,
+        augment=True,
+        num_workers=0,
         output="both",
         temperature=0.1,
         swap_fraction=0.0,
@@ -287,6 +296,9 @@ class ALIGN(_SSLTransformer):
         self.image = image
         self.ehr = ehr
         self.backbone = backbone
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.output = output
         self.temperature = temperature
         self.swap_fraction = swap_fraction
@@ -390,6 +402,9 @@ class VICReg(_SSLTransformer):
         image=None,
         ehr=None,
         backbone=None,
+        image_size=224,
+        augment=True,
+        num_workers=0,
         output="both",
         invariance_weight=25.0,
         variance_weight=25.0,
@@ -409,6 +424,9 @@ class VICReg(_SSLTransformer):
         self.image = image
         self.ehr = ehr
         self.backbone = backbone
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.output = output
         self.invariance_weight = invariance_weight
         self.variance_weight = variance_weight

@@ -107,6 +107,9 @@ class MedCAMAdapter(BasePairedPretraining):
         image=None,
         ehr=None,
         backbone=None,
+        image_size=224,
+        augment=True,
+        num_workers=0,
         top_k=10,
         temperature=0.1,
         projection_dim=128,
@@ -124,6 +127,9 @@ class MedCAMAdapter(BasePairedPretraining):
         self.image = image
         self.ehr = ehr
         self.backbone = backbone
+        self.image_size = image_size
+        self.augment = augment
+        self.num_workers = num_workers
         self.top_k = top_k
         self.temperature = temperature
         self.projection_dim = projection_dim
