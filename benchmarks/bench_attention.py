@@ -10,14 +10,18 @@ median of ``--repeats`` timed steps after one warm-up step each.
 Usage::
 
     PYTHONPATH=. python benchmarks/bench_attention.py [--repeats 5]
+
+Writes ``benchmarks/results/attention.md`` (``--out`` to change).
 """
 
 import argparse
+import os
 import platform
 import shlex
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,6 +55,7 @@ def main():
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attention.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -63,14 +68,26 @@ def main():
         medians[need_weights] = statistics.median(
             step_seconds(module, blocks, need_weights) for _ in range(args.repeats)
         )
-    print(f"{shlex.join(['python', *sys.argv])}; torch {torch.__version__}, 1 thread, {platform.machine()}")
-    print(
-        f"batch {args.batch}, {args.tokens} tokens, width {args.width}, {args.heads} heads, "
-        f"median of {args.repeats} forward+backward steps"
-    )
-    print(f"SDPA (need_weights=False):     {medians[False] * 1e3:8.1f} ms")
-    print(f"explicit (need_weights=True):  {medians[True] * 1e3:8.1f} ms")
-    print(f"speed-up: {medians[True] / medians[False]:.2f}x")
+    lines = [
+        "# Co-attention: F.scaled_dot_product_attention against the explicit softmax",
+        "",
+        f"Command: `{shlex.join(['python', *sys.argv])}`",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch "
+        f"{torch.__version__} (1 thread), CPU. Load average at the end: {os.getloadavg()[0]:.1f}.",
+        "",
+        f"One `CoAttentionFusion` training step (forward and backward): batch {args.batch}, two token modalities "
+        f"of {args.tokens} tokens (a quarter of the rows padded to half), width {args.width}, {args.heads} heads; "
+        f"median of {args.repeats} steps after a warm-up.",
+        "",
+        "| path | ms per step | ratio |",
+        "|---|---|---|",
+        f"| SDPA (training and prediction, `need_weights=False`) | {medians[False] * 1e3:.1f} | 1.00 |",
+        f"| explicit softmax (`attention_weights`, `need_weights=True`) | {medians[True] * 1e3:.1f} | "
+        f"{medians[True] / medians[False]:.2f} |",
+    ]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ copied asynchronously, training under bfloat16 autocast.
 
 Usage::
 
-    python benchmarks/bench_images.py [--images 128] [--workers 2] [--memory-sizes 250 1000 2500]
+    OMP_NUM_THREADS=1 python benchmarks/bench_images.py [--images 128] [--workers 2] [--memory-sizes 250 1000 2500]
+    python benchmarks/bench_images.py --peak-tflops 989  # on a CUDA device: its dense bf16 ceiling
 """
 
 import argparse
@@ -175,6 +176,7 @@ def child_memory(folder, n):
     cnn = nn.Sequential(nn.Conv2d(3, 8, 7, 4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = ConcatClassifier(image_encoder=cnn, max_epochs=1, batch_size=32, early_stopping=False, random_state=0)
     X = pd.DataFrame({"img": paths})
+    model.fit(X.iloc[:32], labels[:32])  # lazy imports, thread pools and allocator caches are paid here
     before = _resident("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # Linux: the peak (VmHWM) restarts from now
     model.fit(X, labels)
@@ -237,7 +239,7 @@ def main():
         f"Command: `python benchmarks/bench_images.py {' '.join(sys.argv[1:])}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch "
-        f"{torch.__version__}, device {device}"
+        f"{torch.__version__} ({torch.get_num_threads()} threads), device {device}"
         + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else "")
         + f". Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
@@ -268,7 +270,8 @@ def main():
         "",
         "## Memory: peak resident set growth during `fit`, against the number of images",
         "",
-        "A fresh process per size (Linux's VmHWM, reset just before `fit`); `ConcatClassifier` with a small CNN (the network's memory is not the "
+        "A fresh process per size, after a warm-up `fit` on 32 of the images (imports, thread pools); the peak "
+        "is Linux's VmHWM, reset just before `fit`. `ConcatClassifier` with a small CNN (the network's memory is not the "
         "question), one epoch, batch 32, no workers. `as float32` is what the images would take held "
         f"in memory as one {SIDE} x {SIDE} channel each.",
         "",

@@ -272,3 +272,14 @@ def test_ssl_backbone_reads_paths(image_frame):
     assert model.image_spec_.shape == (3, 32, 32)
     Z = model.transform(X[["img"]])
     assert Z.shape == (N_ROWS, 4) and Z.iloc[2].isna().all() and np.isfinite(Z.drop(index=2)).all().all()
+
+
+def test_compressed_dicom_without_its_plugin_names_file_and_plugin(monkeypatch):
+    pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels.decoders import JPEGLosslessSV1Decoder
+
+    monkeypatch.setattr(JPEGLosslessSV1Decoder, "_available", {})
+    monkeypatch.setattr(JPEGLosslessSV1Decoder, "_unavailable", {"pylibjpeg": ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1")})
+    with pytest.raises(ValueError, match=r"(?s)JPEG-LL\.dcm': its pixel data cannot be decoded .*pylibjpeg-libjpeg.*skfusion\[imaging\]"):
+        read_image(get_testdata_file("JPEG-LL.dcm"), "x")

@@ -274,7 +274,9 @@ def _read_dicom(path):
     try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise ValueError(f"DICOM file {str(path)!r}: its pixel data cannot be decoded ({exc}).") from exc
+        # pydicom names the decoding plugins a compressed transfer syntax needs.
+        hint = " The imaging extra installs them: pip install 'skfusion[imaging]'." if "plugins" in str(exc) else ""
+        raise ValueError(f"DICOM file {str(path)!r}: its pixel data cannot be decoded ({exc}).{hint}") from exc
     return ds, pixels
 
 
