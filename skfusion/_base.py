@@ -111,7 +111,6 @@ class BatchIterator:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.strata = strata
-        self.seed = seed
         self.augment = augment
         self.num_workers = num_workers
         self.generator = torch.Generator().manual_seed(seed)
@@ -235,13 +234,6 @@ class FusionNet(NeuralNet):
         with self.autocast():
             y = super().infer(x, **fit_params)
         return y.float() if isinstance(y, torch.Tensor) else y
-
-    def get_iterator(self, dataset, training=False):
-        iterator = super().get_iterator(dataset, training=training)
-        # skorch builds the iterator anew each epoch: offset its seed by the epoch, so every
-        # epoch is shuffled (and augmented) differently.
-        iterator.generator.manual_seed(iterator.seed + len(self.history))
-        return iterator
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         split = "training" if training else "validation"
