@@ -120,6 +120,31 @@ def image_fit():
     return {"state": dict(model.net_.module_.state_dict()), "accuracy": model.score(X, labels)}
 
 
+def image_files_fit(folder):
+    """The same MedFuse fit with the images as PNG files read by the loader (augmented, one worker)."""
+    from PIL import Image
+
+    X, labels = image_frame()
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for row, cell in enumerate(X["cxr"]):
+        if cell is not None:
+            paths.append(str(folder / f"{row}.png"))
+            Image.fromarray(np.clip(cell[0] * 60 + 128, 0, 255).astype(np.uint8)).save(paths[-1])
+        else:
+            paths.append(None)
+    X = X.assign(cxr=pd.Series(paths, dtype=object))
+    torch.manual_seed(0)
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    model = MedFuseClassifier(
+        image_encoder=cnn, image_size=32, num_workers=1, pretrain_encoders=False, max_epochs=2, batch_size=4,
+        random_state=0, device="cpu",
+    ).fit(X, labels)
+    return {"state": dict(model.net_.module_.state_dict())}
+
+
 def errors(X, y, params):
     """The messages of the data-parallel run's own errors."""
     messages = {}
@@ -147,6 +172,7 @@ def main(out):
         "gathered": gathered_dtypes(rank),
         "fits": fits(X, y, params, rank, out),
         "image": image_fit(),
+        "image_files": image_files_fit(out / f"images{rank}"),
         "errors": errors(X, y, params),
     }
     torch.save(results, out / f"rank{rank}.pt")

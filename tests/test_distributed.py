@@ -156,6 +156,11 @@ def test_data_parallel_fit_of_an_image_encoder_with_images_missing_from_a_share(
     assert job[0][0]["image"]["accuracy"] > 0.8
 
 
+def test_data_parallel_fit_over_image_files(job):
+    states = [result["image_files"]["state"] for result in job[0]]
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
 @pytest.mark.parametrize(
     ("error", "match"),
     [
