@@ -15,8 +15,10 @@ DOCS = {
     "survival_task": """loss : {"cox", "weibull", "discrete"}, default="cox"
         Survival likelihood: Cox partial likelihood with Efron ties (torchsurv) and a
         Breslow baseline, a Weibull model (torchsurv), or discrete-time logistic hazards.
-    n_durations : int, default=10
-        Number of time bins (at event-time quantiles) for ``loss="discrete"``.""",
+    n_durations : int or "auto", default="auto"
+        Number of time bins (at event-time quantiles) for ``loss="discrete"``. ``"auto"``
+        takes 5 bins when the training rows hold fewer than 1,000 events and 10 otherwise:
+        on a few hundred events, 10 bins are noisy hazards (``docs/design.md``).""",
     "sequence_encoder": """sequence_encoder : {"lstm", "mean"}, default="lstm"
         How a sequence modality (a token column of ``(T_i, d)`` arrays) becomes one vector
         per row: ``"lstm"`` is the MedFuse EHR encoder, a two-layer LSTM whose last valid

@@ -214,12 +214,18 @@ def _bounded(out):
     return torch.stack(columns, dim=1) if torch_out else np.stack(columns, axis=1)
 
 
+# n_durations="auto": 5 bins below this many training events, 10 from it on (docs/design.md).
+AUTO_BINS_EVENTS = 1000
+AUTO_BINS = (5, 10)
+
+
 class DiscreteTimeModel:
     """Discrete-time logistic hazards on ``n_durations`` bins at event-time quantiles.
 
     The network's outputs are offsets from the life-table hazards of the training rows
     (``offset_``: the maximum-likelihood hazards without covariates), so training starts
     from the Kaplan-Meier-like marginal model instead of a hazard of 1/2 in every bin.
+    ``n_durations="auto"`` is resolved from the number of training events in ``prepare``.
     """
 
     max_output = np.inf  # any finite logit is a valid hazard
@@ -232,6 +238,8 @@ class DiscreteTimeModel:
         return self.n_durations
 
     def prepare(self, time, event):
+        if self.n_durations == "auto":
+            self.n_durations = AUTO_BINS[0] if event.sum() < AUTO_BINS_EVENTS else AUTO_BINS[1]
         quantiles = np.linspace(0.0, 1.0, self.n_durations + 1)[1:]
         cuts = np.unique(np.quantile(time[event], quantiles))
         cuts[-1] = max(cuts[-1], time.max())
@@ -345,7 +353,7 @@ class SurvivalMixin(SurvivalAnalysisMixin):
 
     _task_parameter_constraints = {
         "loss": [StrOptions({"cox", "weibull", "discrete"})],
-        "n_durations": [Interval(Integral, 2, None, closed="left")],
+        "n_durations": [Interval(Integral, 2, None, closed="left"), StrOptions({"auto"})],
     }
 
     def _encode_target(self, y, n_samples):

@@ -158,6 +158,23 @@ def test_discrete_survival_is_product_of_bin_survivals():
     np.testing.assert_allclose(np.exp(-model.cumulative_hazard(logits, times)), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize(("n_events", "n_bins"), [(999, 5), (1000, 10)])
+def test_auto_bins_follow_the_number_of_training_events(n_events, n_bins):
+    rng = np.random.default_rng(5)
+    time = rng.exponential(size=1500)
+    event = np.arange(1500) < n_events
+    model = DiscreteTimeModel(n_durations="auto")
+    assert model.prepare(time, event)[:, 0].max() == n_bins - 1
+    assert model.n_outputs == n_bins and len(model.cuts_) == n_bins
+
+
+def test_auto_bins_in_a_fitted_model():
+    X, y = make_multimodal_survival(n_samples=200, random_state=0)
+    model = ConcatSurvival(loss="discrete", max_epochs=2, random_state=0).fit(X, y)
+    assert model.survival_model_.n_durations == 5 and model.n_durations == "auto"
+    assert model._predict_outputs(X.iloc[:3]).shape == (3, 5)
+
+
 def test_life_table_offsets_are_the_covariate_free_maximum_likelihood():
     rng = np.random.default_rng(4)
     time = rng.exponential(size=300)

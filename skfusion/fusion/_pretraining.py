@@ -81,7 +81,7 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         modality,
         encoder,
         loss="cox",
-        n_durations=10,
+        n_durations="auto",
         standardize=True,
         lr=1e-3,
         weight_decay=1e-4,

@@ -222,7 +222,7 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
         alignment_epochs=50,
         freeze_projections=False,
         loss="cox",
-        n_durations=10,
+        n_durations="auto",
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

@@ -229,7 +229,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         pretrain_targets=None,
         mode="joint",
         loss="cox",
-        n_durations=10,
+        n_durations="auto",
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

@@ -297,7 +297,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         projection_dim=None,
         uni_modal_fraction=1.0,
         loss="cox",
-        n_durations=10,
+        n_durations="auto",
         hidden_dims=None,
         standardize=True,
         dropout=0.1,

@@ -120,7 +120,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         freeze_encoders=False,
         pretrain_targets=None,
         loss="cox",
-        n_durations=10,
+        n_durations="auto",
         hidden_dims=None,
         standardize=True,
         dropout=0.1,
