@@ -48,6 +48,17 @@ def _int_in(low, high):
     return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and low <= v <= high
 
 
+def resolve_batch_size(batch_size, n_samples):
+    """``batch_size``, with ``"auto"`` as a sixteenth of the rows within [32, 256].
+
+    Small data then gets at least 16 optimizer steps per epoch (a few hundred rows in
+    batches of 256 would be one step an epoch), large data batches of 256.
+    """
+    if batch_size == "auto":
+        return int(np.clip(n_samples // 16, 32, 256))
+    return batch_size
+
+
 def divergence_error(what, lr):
     """The error for a training run that diverged: ``what`` went wrong, and what to change."""
     return ValueError(
@@ -283,7 +294,7 @@ class BaseFusion(BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
@@ -405,7 +416,7 @@ class BaseFusion(BaseEstimator):
                 optimizer__weight_decay=self.weight_decay,
                 lr=self.lr,
                 max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
+                batch_size=resolve_batch_size(self.batch_size, n_samples),
                 iterator_train=BatchIterator,
                 iterator_train__shuffle=True,
                 iterator_train__seed=seed,

@@ -48,12 +48,13 @@ DOCS = {
         Dropout after each hidden layer.
     lr : float, default=1e-3
         Adam learning rate.
-    weight_decay : float, default=1e-4
+    weight_decay : float, default=1e-2
         L2 penalty on the trainable parameters (Adam's weight decay: the
         :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).
-    batch_size : int, default=256
-        Mini-batch size. Survival batches are stratified so each has events. In a
-        ``torchrun`` job, the size of the batch that the processes share.
+    batch_size : int or "auto", default=256
+        Mini-batch size; ``"auto"`` is a sixteenth of the training rows within [32, 256].
+        Survival batches are stratified so each has events. In a ``torchrun`` job, the size
+        of the batch that the processes share.
     max_epochs : int, default=100
         Number of passes over the training data.
     early_stopping : bool or "auto", default="auto"
@@ -115,6 +116,23 @@ DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=Non
         they follow its rows through cross-validation and pipelines. Needs
         ``pretrain_encoders=True``."""
 DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
+
+# The classifiers' training defaults differ from the survival models' (docs/design.md).
+CLASSIFIER_DEFAULTS = (
+    ("weight_decay : float, default=1e-2", "weight_decay : float, default=1e-4"),
+    ('batch_size : int or "auto", default=256', 'batch_size : int or "auto", default="auto"'),
+)
+
+
+def classifier_version(text):
+    """``text`` with the classifiers' training defaults."""
+    for survival, classifier in CLASSIFIER_DEFAULTS:
+        assert survival in text
+        text = text.replace(survival, classifier)
+    return text
+
+
+DOCS["classifier_training"] = classifier_version(DOCS["training"])
 
 
 DOCS["image_files"] = """image_size : int, default=224

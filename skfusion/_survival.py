@@ -6,9 +6,10 @@ Three parametrisations of the network output, chosen with ``loss=``:
   log-likelihood (Efron ties); after training, Breslow's estimator (scikit-survival's
   :class:`~sksurv.linear_model.coxph.BreslowEstimator`) gives the cumulative baseline hazard
   :math:`H_0`, and :math:`H_i(t) = H_0(t) e^{\\eta_i}`.
-- ``"weibull"``: log scale and log shape per sample, trained with torchsurv's Weibull
-  negative log-likelihood; :math:`H_i(t) = (t / \\lambda_i)^{\\rho_i}`. Times are divided by
-  their median internally so the network starts near the data's time scale.
+- ``"weibull"``: a log scale per sample and one shape for all, the shape of the Weibull
+  fitted without covariates, trained with torchsurv's Weibull negative log-likelihood;
+  :math:`H_i(t) = (t / \\lambda_i)^{\\rho}` (a Weibull proportional-hazards model). Times are
+  divided by their median internally so the network starts near the data's time scale.
 - ``"discrete"``: ``n_durations`` logits of discrete-time hazards on a grid of event-time
   quantiles (Gensheimer & Narasimhan 2019, nnet-survival; Kvamme & Borgan 2021, logistic
   hazard). An event in bin :math:`j` contributes
@@ -26,7 +27,6 @@ from numbers import Integral
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from scipy.special import digamma
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.functions import StepFunction
 from sksurv.linear_model.coxph import BreslowEstimator
@@ -39,7 +39,6 @@ from ._base import divergence_error
 from ._compat import Interval, StrOptions
 from ._data import _rows
 
-_EULER_GAMMA = -digamma(1.0)
 
 # early_stopping="auto" holds out a validation split when it would hold at least this many events.
 MIN_VALIDATION_EVENTS = 100
@@ -134,17 +133,20 @@ class CoxModel:
 
 
 class WeibullModel:
-    """Weibull AFT: outputs = (log scale, log shape) in units of the median training time.
+    """Weibull proportional hazards: output = log scale in units of the median training time.
 
-    Both outputs are soft-bounded, ``b * tanh(z / b)``: the log scale to within
-    ``_LOG_SCALE_BOUND`` of the median time and the shape to ``[e^-2, e^2]``, so that no
-    input can drive the likelihood to overflow, whatever the scale of the features. Times of
-    zero (an event on the day of inclusion) are moved to half the smallest positive time,
-    where the Weibull density is finite. The network's outputs are offsets from the Weibull
-    fitted without covariates (``offset_``), so training starts from the marginal model.
+    The shape :math:`\\rho` is common to all rows: that of the Weibull fitted without
+    covariates (maximum likelihood, ``offset_[1]``), so the network predicts one number per
+    row, as the Cox model does; a shape per row made the risk ranking noisy on small cohorts
+    (``docs/design.md``). The log scale is soft-bounded, ``b * tanh(z / b)``, to within
+    ``_LOG_SCALE_BOUND`` of the median time, so that no input can drive the likelihood to
+    overflow, whatever the scale of the features. Times of zero (an event on the day of
+    inclusion) are moved to half the smallest positive time, where the Weibull density is
+    finite. The output is an offset from the marginal fit's log scale, so training starts
+    from the marginal model.
     """
 
-    n_outputs = 2
+    n_outputs = 1
     max_output = np.inf  # soft-bounded: any finite output is a valid Weibull
 
     def prepare(self, time, event):
@@ -158,7 +160,14 @@ class WeibullModel:
         return np.column_stack([scaled, event])
 
     def _params(self, out):
-        return _bounded(_shifted(out, self.offset_))
+        """``(log scale, log shape)`` per row, for a torch or numpy ``out`` of shape (n, 1)."""
+        log_scale = out[:, :1]
+        if isinstance(out, torch.Tensor):
+            both = torch.cat([log_scale, torch.zeros_like(log_scale)], dim=1)
+        else:
+            both = np.hstack([log_scale, np.zeros_like(log_scale)])
+        # The shape column is the marginal fit's (a zero offset) for every row.
+        return _bounded(_shifted(both, self.offset_))
 
     def loss(self, out, target):
         return neg_log_likelihood_weibull(self._params(out), target[:, 1].bool(), target[:, 0].to(out.dtype))
@@ -167,9 +176,8 @@ class WeibullModel:
         pass
 
     def risk(self, out):
-        log_scale, log_shape = self._params(out).T
-        # Minus the expected log event time: E[log T] = log(lambda) - gamma / rho.
-        return _EULER_GAMMA * np.exp(-log_shape) - log_scale
+        # With one shape, minus the log scale orders the rows as any risk summary does.
+        return -self._params(out)[:, 0]
 
     def cumulative_hazard(self, out, times):
         params = self._params(out)

@@ -82,20 +82,23 @@ def test_breslow_matches_sksurv_for_same_linear_predictor(linear_data):
 
 def test_weibull_survival_matches_torchsurv():
     rng = np.random.default_rng(1)
-    out = rng.normal(scale=0.3, size=(5, 2))
+    out = rng.normal(scale=0.3, size=(5, 1))
     model = WeibullModel()
     time = rng.exponential(size=50) * 10
     model.prepare(time, np.ones(50, dtype=bool))
     times = np.linspace(0.5, 20, 7)
     ours = np.exp(-model.cumulative_hazard(out, times))
-    # The network's outputs are offsets from the marginal Weibull fit, soft-bounded: b * tanh(z / b).
-    z = out + model.offset_
-    params = np.column_stack([12 * np.tanh(z[:, 0] / 12), 2 * np.tanh(z[:, 1] / 2)])
+    # The output is an offset from the marginal fit's log scale, soft-bounded (b * tanh(z / b));
+    # every row has the marginal fit's shape.
+    log_scale = 12 * np.tanh((out[:, 0] + model.offset_[0]) / 12)
+    log_shape = np.full(5, 2 * np.tanh(model.offset_[1] / 2))
+    params = np.column_stack([log_scale, log_shape])
     theirs = survival_function_weibull(torch.tensor(params), torch.tensor(times / model.time_scale_)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-6)
-    # Risk is minus the expected log time, E[log T] = log(lambda) - gamma / rho.
+    # One shape: the risk orders rows as minus the expected log time, E[log T] = log(lambda) - gamma / rho.
+    np.testing.assert_array_equal(np.argsort(model.risk(out)), np.argsort(-(log_scale - 0.5772 / np.exp(log_shape))))
     samples = np.exp(params[0, 0]) * rng.weibull(np.exp(params[0, 1]), size=400_000)
-    assert abs(model.risk(out)[0] + np.log(samples).mean()) < 5e-3
+    assert abs(-model.risk(out)[0] - np.euler_gamma / np.exp(params[0, 1]) - np.log(samples).mean()) < 5e-3
 
 
 def test_weibull_stays_finite_on_unscaled_inputs_and_zero_times():
@@ -197,10 +200,10 @@ def test_marginal_weibull_offset_is_the_covariate_free_maximum_likelihood():
     time = 3.0 * rng.weibull(1.5, size=4000)
     model = WeibullModel()
     target = model.prepare(time, np.ones(4000, dtype=bool))
-    out = torch.zeros(4000, 2, requires_grad=True)
+    out = torch.zeros(4000, 1, requires_grad=True)
     model.loss(out, torch.from_numpy(target)).backward()
     assert out.grad.sum(dim=0).abs().max() < 1e-4
-    log_scale, log_shape = model._params(np.zeros((1, 2)))[0]
+    log_scale, log_shape = model._params(np.zeros((1, 1)))[0]
     assert np.exp(log_shape) == pytest.approx(1.5, rel=0.05)
     assert np.exp(log_scale) * model.time_scale_ == pytest.approx(3.0, rel=0.05)
 

@@ -186,11 +186,16 @@ _ATTENTION_DOCS = {
     "guide_attribute": """guide_ : str
         The modality that guided the fit: ``guide``, or the first fused modality when
         ``guide=None``.""",
+    # The attention classifiers keep batches of 256: with the more frequent steps of
+    # batch_size="auto" they grow over-confident on small data (benchmarks/results/classifiers.md).
+    "classifier_training": DOCS["classifier_training"].replace(
+        'batch_size : int or "auto", default="auto"', 'batch_size : int or "auto", default=256'
+    ),
 }
 
 
 def _fill_doc(obj):
-    obj.__doc__ = obj.__doc__.format(**DOCS, **_ATTENTION_DOCS)
+    obj.__doc__ = obj.__doc__.format(**{**DOCS, **_ATTENTION_DOCS})
     return obj
 
 
@@ -252,7 +257,7 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -300,7 +305,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
     ----------
     {modalities}
     {attention_parameters}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes
@@ -438,7 +443,7 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -488,7 +493,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
     {modalities}
     {guide}
     {attention_parameters}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes

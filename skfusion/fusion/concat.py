@@ -130,7 +130,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -177,7 +177,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     modality : str, default=None
         The modality to model; ``None`` takes the first modality of ``X``.
     {sequence_encoder}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes
@@ -221,7 +221,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,
@@ -326,7 +326,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -384,7 +384,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         vector"; the MedMod early/joint fusion setting).
     {sequence_encoder}
     {pretraining}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes
@@ -436,7 +436,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

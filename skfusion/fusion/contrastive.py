@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-from .._base import BaseFusion, BatchIterator, FusionNet, resolve_device, seeded
+from .._base import BaseFusion, BatchIterator, FusionNet, resolve_batch_size, resolve_device, seeded
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset, require_present
@@ -94,7 +94,7 @@ class _Contrastive(BaseFusion):
                 optimizer__param_groups=[("log_scale", {"weight_decay": 0.0})],
                 lr=self.lr,
                 max_epochs=self.alignment_epochs,
-                batch_size=self.batch_size,
+                batch_size=resolve_batch_size(self.batch_size, len(complete)),
                 iterator_train=BatchIterator,
                 iterator_train__shuffle=True,
                 iterator_train__seed=seed,
@@ -227,7 +227,7 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -275,7 +275,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
     ----------
     {modalities}
     {contrastive_parameters}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes
@@ -321,7 +321,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

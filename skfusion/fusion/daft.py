@@ -130,7 +130,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -185,7 +185,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     {ehr_image}
     {daft_parameters}
     {encoders}
-    {head_training}
+    {classifier_head_training}
     {modality_dims}
 
     Attributes
@@ -243,7 +243,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
-from .._base import BaseFusion, BatchIterator, FusionNet, TaskLoss, resolve_device
+from .._base import BaseFusion, BatchIterator, FusionNet, TaskLoss, resolve_batch_size, resolve_device
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
 from .._data import ModalityDataset, require_any_present, take_rows
@@ -104,7 +104,7 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
         blocks, n_samples = self._blocks(X, reset=True)
         targets = self._encode_target(y, n_samples)
         self.estimators_, offsets = self._fit_unimodal(X, y, blocks)
-        self.net_ = self._averaging_net(offsets)
+        self.net_ = self._averaging_net(offsets, n_samples)
         self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
         return self
 
@@ -137,7 +137,7 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
                 "cannot predict them; use mode='joint', or rows that cover every class."
             )
 
-    def _averaging_net(self, offsets):
+    def _averaging_net(self, offsets, n_samples):
         """The network averaging the unimodal models' branches (their weights, unchanged)."""
         self._pretrained = {}
         try:
@@ -158,7 +158,7 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             module=module,
             criterion=TaskLoss(self._loss_function()),
             iterator_valid=BatchIterator,
-            batch_size=self.batch_size,
+            batch_size=resolve_batch_size(self.batch_size, n_samples),
             device=device,
         ).initialize()
         net.module_.eval()
@@ -234,7 +234,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -291,7 +291,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     {sequence_encoder}
     {pretraining}
     {{mode}}
-    {training}
+    {classifier_training}
     {modality_dims}
 
     Attributes
@@ -343,7 +343,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

@@ -18,7 +18,7 @@ from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions
 from .._data import infer_layout, require_present
-from .._docstrings import DOCS
+from .._docstrings import DOCS, classifier_version
 from .._survival import SurvivalMixin
 from ..modules.encoders import LSTMEncoder, make_encoder
 from ..modules.medfuse import MedFuseNet
@@ -183,6 +183,7 @@ FAMILY_DOCS = {
 """
     + _TRAINING_REST,
 }
+FAMILY_DOCS["classifier_head_training"] = classifier_version(FAMILY_DOCS["head_training"])
 
 
 def fill_family_doc(**fields):
@@ -302,7 +303,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -357,7 +358,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     {ehr_image}
     {encoders}
     {medfuse_parameters}
-    {head_training}
+    {classifier_head_training}
     {modality_dims}
 
     Attributes
@@ -410,7 +411,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

@@ -125,7 +125,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         standardize=True,
         dropout=0.1,
         lr=1e-3,
-        weight_decay=1e-4,
+        weight_decay=1e-2,
         batch_size=256,
         max_epochs=100,
         early_stopping="auto",
@@ -179,7 +179,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     {ehr_image}
     {mmtm_parameters}
     {encoders}
-    {head_training}
+    {classifier_head_training}
     {modality_dims}
 
     Attributes
@@ -236,7 +236,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
-        batch_size=256,
+        batch_size="auto",
         max_epochs=100,
         early_stopping="auto",
         validation_fraction=0.1,

@@ -69,7 +69,7 @@ def _batches(estimator, X, modality):
             f"modality {modality!r} is missing in rows {absent[:8].tolist()}: it has no input to attribute."
         )
     positions = torch.arange(n_samples, device=dataset.device)
-    for chunk in positions.split(estimator.batch_size):
+    for chunk in positions.split(estimator.net_.batch_size):
         yield chunk, dataset.batch(chunk)[0]
 
 
