@@ -69,18 +69,10 @@ class ImageEmbedder(SliceEmbedder):
         the hash of the image's bytes and of every parameter that changes its embedding
         (see :class:`CTVolumeEmbedder`).
     n_jobs : int, default=None
-        Number of joblib jobs that images are shared out to: the non-missing cells are cut
-        into one contiguous chunk per job, and each job receives the fitted encoder (its
-        backbone included) once with its chunk. None means 1 unless in a
-        :func:`joblib.parallel_backend` context, whose setting it then follows: inside
-        ``with joblib.parallel_backend("dask"):`` the chunks run on the workers of the active
-        ``distributed.Client`` (``n_jobs=None`` or -1: one chunk per worker thread). -1 uses
-        all processors (or workers). The output, its row order and its missing rows are
-        those of the single-process run, and a bad cell fails with the same ValueError.
-        Workers encode on ``device_`` and share ``cache_dir``, which must then be a folder
-        every worker sees (entries are written atomically, so workers never read one
-        another's half-written entries, and an interrupted job resumes from what any worker
-        finished).
+        Number of joblib jobs that images are shared out to, in contiguous chunks of the
+        non-missing cells (``with joblib.parallel_backend("dask"):`` runs them on a Dask
+        cluster); the output is that of the single-process run. See
+        :class:`CTVolumeEmbedder`.
     verbose : int, default=0
         Show a progress bar over images (tqdm, if installed) when positive; with
         several jobs, joblib's progress messages over chunks instead.
