@@ -3,8 +3,8 @@
 Three parametrisations of the network output, chosen with ``loss=``:
 
 - ``"cox"``: one log-hazard per sample, trained with torchsurv's negative Cox partial
-  log-likelihood (Efron ties); after training, Breslow's estimator (scikit-survival's
-  :class:`~sksurv.linear_model.coxph.BreslowEstimator`) gives the cumulative baseline hazard
+  log-likelihood (Efron ties); after training, Breslow's estimator (:func:`breslow`, the
+  estimate of scikit-survival's ``BreslowEstimator``) gives the cumulative baseline hazard
   :math:`H_0`, and :math:`H_i(t) = H_0(t) e^{\\eta_i}`.
 - ``"weibull"``: log scale and log shape per sample, trained with torchsurv's Weibull
   negative log-likelihood; :math:`H_i(t) = (t / \\lambda_i)^{\\rho_i}`. Times are divided by
@@ -29,7 +29,6 @@ from scipy.optimize import minimize
 from scipy.special import digamma
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.functions import StepFunction
-from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import check_y_survival
 from torch.nn import functional as F
 from torchsurv.loss.cox import neg_partial_log_likelihood
@@ -120,17 +119,34 @@ class CoxModel:
             )
 
     def finalize(self, out, target):
-        self.baseline_ = BreslowEstimator().fit(out[:, 0], target[:, 1].astype(bool), target[:, 2])
+        self.cum_baseline_hazard_ = breslow(out[:, 0], target[:, 1], target[:, 0].astype(np.intp), target[:, 2])
 
     def risk(self, out):
         return out[:, 0]
 
     def cumulative_hazard(self, out, times):
-        h0 = self.baseline_.cum_baseline_hazard_
+        h0 = self.cum_baseline_hazard_
         # Breslow's H0 is 0 before the first observed time and constant after the last one.
         idx = np.searchsorted(h0.x, times, side="right") - 1
         base = np.where(idx >= 0, h0.y[np.clip(idx, 0, None)], 0.0)
         return np.exp(out[:, :1]) * base[None, :]
+
+
+def breslow(log_hazard, event, rank, time):
+    """Breslow's cumulative baseline hazard on the unique times, as a StepFunction.
+
+    :math:`H_0(t) = \\sum_{s \\le t} d_s / \\sum_{j: t_j \\ge s} e^{\\eta_j}` (Breslow, "Discussion of
+    Professor Cox's paper", Journal of the Royal Statistical Society B, 1972), with ``rank``
+    the dense rank of each row's ``time``. The same estimate as scikit-survival's
+    ``BreslowEstimator``, by per-time sums (``bincount``) instead of its Python loop over the
+    rows, which costs 0.6 s at 200,000 rows.
+    """
+    n_times = int(rank.max()) + 1
+    times = np.empty(n_times)
+    times[rank] = time
+    deaths = np.bincount(rank, weights=event, minlength=n_times)
+    at_risk = np.bincount(rank, weights=np.exp(log_hazard), minlength=n_times)[::-1].cumsum()[::-1]
+    return StepFunction(times, np.cumsum(deaths / at_risk))
 
 
 class WeibullModel:
