@@ -282,8 +282,11 @@ def _vector_block(X, spec):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
         block[:, start:stop] = chunk
-        n_nan += np.isnan(chunk).sum(axis=1)
-        has_inf |= np.isinf(chunk).any(axis=1)
+        # One summing pass (a fifth of the cost of the counts) clears the common chunk, without
+        # NaN or inf; an overflowing sum of finite values merely takes the counting path.
+        if not np.isfinite(chunk.sum()):
+            n_nan += np.isnan(chunk).sum(axis=1)
+            has_inf |= np.isinf(chunk).any(axis=1)
     missing = n_nan == spec.dim
     partial = (n_nan > 0) & ~missing
     if partial.any():

@@ -154,3 +154,15 @@ def test_predict_checks_columns_seen_in_fit(data):
         model.predict(X[list(reversed(X.columns))])
     with pytest.raises(ValueError, match="10 features"):
         ConcatSurvival(**FAST).fit(X.to_numpy(), y).predict(X.to_numpy()[:, :9])
+
+
+def test_large_finite_values_whose_sum_overflows_float32_are_accepted():
+    # The NaN/inf check sums each slice of columns first: an overflowing sum of finite
+    # values must not be mistaken for an inf.
+    X = pd.DataFrame({"a__0": [3e38, 3e38, np.nan], "a__1": [3e38, -1.0, np.nan], "b__0": [1.0, 2.0, 3.0]})
+    blocks = to_blocks(X, infer_layout(X))
+    assert blocks["a"]["present"].tolist() == [True, True, False]
+    np.testing.assert_array_equal(blocks["a"]["x"].numpy(), np.float32([[3e38, 3e38], [3e38, -1.0], [0.0, 0.0]]))
+    X.loc[1, "a__1"] = np.inf
+    with pytest.raises(ValueError, match="modality 'a' contains inf"):
+        to_blocks(X, infer_layout(X))
