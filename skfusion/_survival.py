@@ -348,7 +348,8 @@ class RowFunction(StepFunction):
 
 def survival_values(survival_model, outputs, times):
     """``S(t) = exp(-H(t))`` of ``survival_model``'s cumulative hazards."""
-    return np.exp(-survival_model.cumulative_hazard(outputs, times))
+    hazard = survival_model.cumulative_hazard(outputs, times)
+    return np.exp(np.negative(hazard, out=hazard), out=hazard)
 
 
 class SurvivalMixin(SurvivalAnalysisMixin):
@@ -417,7 +418,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             functions[:] = [RowFunction(times, row, values) for row in outputs]
             return functions
         grid = np.empty((len(outputs), len(times)))
-        step = max(1, _GRID_BLOCK // max(len(times), 1))
+        # At most a tenth of the rows a block, so that the block's temporaries stay within a
+        # fifth of the output at any size.
+        step = max(1, min(_GRID_BLOCK // max(len(times), 1), -(-len(outputs) // 10)))
         for start in range(0, len(outputs), step):
             grid[start : start + step] = values(outputs[start : start + step], times)
         return grid
