@@ -14,9 +14,10 @@ On the narrow shape of issue 15 (two modalities x 256 float32 features, the defa
   against pycox's ``CoxPH.predict_surv`` of the identical network (the fitted module wrapped
   to take the concatenated tensor), its Breslow baseline computed on the same training rows.
 
-Each timing is the median of ``--repeats`` runs, interleaved, on CPU time with one torch
-thread. Peak memory is measured in separate runs with ``tracemalloc`` (NumPy's allocations are
-traced, torch's are not) and reported as a multiple of the output's size.
+Each timing is the median of ``--repeats`` runs, interleaved, after one warm-up run of
+each, on CPU time with one torch thread. Peak memory is measured in separate runs with
+``tracemalloc`` (NumPy's allocations are traced, torch's are not) and reported as a multiple
+of the output's size.
 
 Usage::
 
@@ -167,6 +168,9 @@ def main():
         rtol=1e-4, atol=1e-5,
     )
 
+    for fns in cases.values():
+        for fn in fns.values():
+            fn()  # warm-up: first calls, the allocator's first touch of the output's pages
     times = {case: {name: [] for name in fns} for case, fns in cases.items()}
     for _ in range(args.repeats):
         for case, fns in cases.items():
@@ -203,7 +207,8 @@ def main():
         f"guide='img'), each fitted on {args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for "
         f"{args.fit_epochs} epochs with early_stopping=False; "
         f"{len(model.unique_times_)} unique training times (the grid's width). CPU seconds, median of "
-        f"{args.repeats} interleaved runs. `ratio` = median / the case's reference (second row). "
+        f"{args.repeats} interleaved runs after one warm-up run each. `ratio` = median / the case's "
+        "reference (second row). "
         "`peak/output` = tracemalloc peak (NumPy and Python allocations; torch's own buffers are not "
         "traced) / the output's size, in a separate run. skfusion is called on the DataFrame (validation "
         "and conversion included); the hand pass and pycox get the ready float32 tensor.",
