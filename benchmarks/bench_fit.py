@@ -1,46 +1,65 @@
-"""Fit-time and memory benchmark of ConcatSurvival against its floor and its peers.
+"""Fit-time and memory benchmark of skfusion's estimators against hand-written torch loops and pycox.
 
-For N samples of two embedding blocks (1024 image + 768 EHR dimensions, float32), fit:
+Cases (``--cases``; N from ``--sizes`` for the narrow Cox case, ``--family-size`` for the others):
 
-- ``ConcatSurvival`` (Cox loss, Adam, batch 256, the default network: 1792 -> 512 -> 1);
-- a hand-written torch loop of the identical network, loss (torchsurv Cox, Efron), optimizer,
-  epochs and batch size, on the same device: the floor for this workload;
-- a plain skorch ``NeuralNet`` on the same network fed the frame's values (skorch's default
-  Dataset and DataLoader, i.e. per-row collation): what a skorch user would write;
-- scikit-survival's ``CoxPHSurvivalAnalysis`` (ridge alpha=1) on the same data (small N only:
-  its Newton steps cost O(N d^2)).
+- ``cox``: ``ConcatSurvival`` on the narrow shape of issue 15 (two modalities x 256 float32
+  features, the default network 512 -> 256 -> 1, Cox loss with Efron ties), against a
+  hand-written loop of the identical network, loss (torchsurv, Efron), optimizer (Adam,
+  lr 1e-3, weight decay 1e-4), batch size (256) and epochs, and against pycox's ``CoxPH`` of
+  the identical network (its own Breslow-ties loss);
+- ``cox-wide``: the same on 1024 + 768 features (network 1792 -> 512 -> 1);
+- ``classifier``: ``ConcatClassifier`` (two classes, cross-entropy) against the hand loop of
+  the identical network;
+- ``co-attention``: ``CoAttentionSurvival`` against a hand loop of the identical module
+  (built by the estimator, trained on the float32 blocks the estimator reads, which the hand
+  loop gets ready: its conversion is not timed).
 
-Each configuration runs in its own subprocess, which measures its peak resident memory
-above the memory held before the fit (Linux ``/proc/self/clear_refs``), reported as a multiple
-of the float32 size of the data. The hand loop and skfusion run ``--repeats`` times, interleaved, and the fastest
-run of each (least CPU time) is reported; the peers run once. Ratios are on CPU time, which
-other jobs on a shared machine disturb far less than wall time.
-
-``--dims`` sets the modalities' widths (e.g. ``--dims 256 256``, the narrow shape of issue 15;
-the networks then take skfusion's default width) and ``--epochs`` the epochs at every N.
+skfusion runs with ``early_stopping=False`` (the default ``"auto"`` may hold out a
+validation split, which changes the work). Every method of a case runs once to warm up,
+then ``--repeats`` times interleaved in this one process; the table gives the median CPU
+time (``time.process_time``, one torch thread) and its ratio to the hand loop, and
+skfusion's CPU time outside its epoch loop (validation, conversion, standardization, the
+forward pass over the training rows and the Breslow baseline). Peak memory is measured in a
+subprocess per method (``/proc/self/clear_refs`` then ``VmHWM``): the resident memory the
+fit adds, as a multiple of the float32 size of the data, and skfusion's excess over the
+hand loop's.
 
 Usage::
 
-    python benchmarks/bench_fit.py [--sizes 2000 20000 100000] [--device cpu] [--dims 256 256] [--epochs 5]
+    python benchmarks/bench_fit.py [--sizes 2000 20000 200000] [--cases cox cox-wide classifier co-attention]
 """
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
+import torch
+
 RESULTS = Path(__file__).parent / "results" / "fit.md"
-EPOCHS = {2000: 20, 20000: 4, 100000: 2}
-DIMS = (1024, 768)
+NARROW, WIDE = (256, 256), (1024, 768)
+BATCH = 256
+# The cases: (feature widths, estimator, task, epochs).
+CASES = {
+    "cox": (NARROW, "ConcatSurvival", "survival", 5),
+    "cox-wide": (WIDE, "ConcatSurvival", "survival", 2),
+    "classifier": (NARROW, "ConcatClassifier", "classification", 5),
+    "co-attention": (NARROW, "CoAttentionSurvival", "survival", 5),
+}
 
 
-def _data(n, dims=DIMS, seed=0):
-    from skfusion.datasets import make_multimodal_survival
+def _data(n, dims, task, seed=0):
+    from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
 
-    return make_multimodal_survival(n_samples=n, n_features=tuple(dims), n_informative=8, random_state=seed)
+    make = make_multimodal_survival if task == "survival" else make_multimodal_classification
+    return make(n_samples=n, n_features=tuple(dims), n_informative=8, random_state=seed)
 
 
 def _rss_kib(field):
@@ -50,21 +69,17 @@ def _rss_kib(field):
     raise RuntimeError(field)
 
 
-def _network(in_dim):
-    import torch
-
+def _network(in_dim, n_outputs=1):
     from skfusion.modules._blocks import default_hidden_dims
 
-    # skfusion's default width (512 for the 1792-wide shape, in_dim // 2 below 1024).
+    # skfusion's default width: in_dim // 2, at most 512.
     (hidden,) = default_hidden_dims(in_dim)
     return torch.nn.Sequential(
-        torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, 1)
+        torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, n_outputs)
     )
 
 
 def _cox_loss(log_hz, target):
-    import warnings
-
     from torchsurv.loss.cox import neg_partial_log_likelihood
 
     with warnings.catch_warnings():
@@ -72,92 +87,157 @@ def _cox_loss(log_hz, target):
         return neg_partial_log_likelihood(log_hz[:, 0], target[:, 1].bool(), target[:, 0], ties_method="efron")
 
 
-def run_skfusion(X, y, epochs, device):
-    from skfusion import ConcatSurvival
+def _float32(X):
+    # The frame's values as float32, without a copy when they already are (pandas keeps
+    # them column-major: the rows are then gathered from a strided tensor).
+    return torch.from_numpy(X.to_numpy(dtype=np.float32))
 
-    ConcatSurvival(max_epochs=epochs, batch_size=256, device=device, random_state=0).fit(X, y)
 
-
-def run_hand_loop(X, y, epochs, device):
-    import numpy as np
-    import torch
-
-    torch.manual_seed(0)
-    x = torch.from_numpy(X.to_numpy(dtype=np.float32)).to(device)
-    target = torch.from_numpy(np.column_stack([y["time"], y["event"]]).astype(np.float32)).to(device)
-    net = _network(x.shape[1]).to(device)
+def _train(net, forward, target, loss, n, epochs):
+    """The floor: shuffled index batches, forward, loss, backward, Adam."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    net.train()
     for _ in range(epochs):
-        total = 0.0
-        for idx in torch.randperm(len(x), device=device).split(256):
+        for idx in torch.randperm(n).split(BATCH):
             optimizer.zero_grad()
-            loss = _cox_loss(net(x[idx]), target[idx])
-            loss.backward()
+            batch_loss = loss(forward(idx), target[idx])
+            batch_loss.backward()
             optimizer.step()
-            total += loss.item()
+            batch_loss.item()
 
 
-def run_skorch(X, y, epochs, device):
-    import numpy as np
-    import torch
-    from skorch import NeuralNet
+def _survival_target(y):
+    return torch.from_numpy(np.column_stack([y["time"], y["event"]]).astype(np.float32))
 
-    class CoxLoss(torch.nn.Module):
-        def forward(self, y_pred, y_true):
-            return _cox_loss(y_pred, y_true)
 
-    torch.manual_seed(0)
-    net = NeuralNet(
-        module=_network(X.shape[1]),
-        criterion=CoxLoss,
-        optimizer=torch.optim.Adam,
-        optimizer__weight_decay=1e-4,
-        lr=1e-3,
-        batch_size=256,
-        max_epochs=epochs,
-        iterator_train__shuffle=True,
-        train_split=None,
-        device=device,
-        verbose=0,
+def _hand_baseline(net, forward, n, y):
+    """What a hand-written Cox model does before it can predict survival: the trained
+    network's outputs over the training rows (eval mode, consecutive batches) and Breslow's
+    cumulative baseline hazard from them. Returns its CPU seconds."""
+    start = time.process_time()
+    net.eval()
+    with torch.inference_mode():
+        log_hz = torch.cat([forward(torch.arange(lo, min(lo + BATCH, n))) for lo in range(0, n, BATCH)])
+    times, rank = np.unique(y["time"], return_inverse=True)
+    deaths = np.bincount(rank, weights=y["event"], minlength=len(times))
+    at_risk = np.bincount(rank, weights=np.exp(log_hz[:, 0].double().numpy()), minlength=len(times))
+    np.cumsum(deaths / at_risk[::-1].cumsum()[::-1])
+    return time.process_time() - start
+
+
+def make_runners(estimator, task, X, y, epochs):
+    """``{method: callable}`` fitting each method once on ``(X, y)``.
+
+    A survival method's hand loop and pycox return the CPU seconds of their baseline hazard
+    (which skfusion's ``fit`` includes), so that the table can show them with and without it.
+    """
+    import skfusion
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = _float32(X)
+    extra = {"guide": "img"} if estimator == "CoAttentionSurvival" else {}
+    model = getattr(skfusion, estimator)(
+        max_epochs=epochs, batch_size=BATCH, early_stopping=False, random_state=0, **extra
     )
-    net.fit(X.to_numpy(dtype=np.float32), np.column_stack([y["time"], y["event"]]).astype(np.float32))
+
+    def run_skfusion():
+        model.fit(X, y)
+
+    if estimator == "CoAttentionSurvival":
+        # The module needs the layout; the hand loop trains a fresh copy on the same blocks.
+        blocks, _ = model._blocks(X, reset=True)
+        target = _survival_target(y)
+
+        def run_hand():
+            torch.manual_seed(0)
+            net = model._build_module(1)
+
+            def forward(idx):
+                return net(**{name: {k: v[idx] for k, v in block.items()} for name, block in blocks.items()})
+
+            _train(net, forward, target, _cox_loss, len(X), epochs)
+            return _hand_baseline(net, forward, len(X), y)
+
+        return {"skfusion": run_skfusion, "hand": run_hand}
+    if task == "classification":
+        codes = torch.from_numpy(np.unique(y, return_inverse=True)[1])
+
+        def run_hand():
+            torch.manual_seed(0)
+            net = _network(x.shape[1], n_outputs=2)
+            _train(net, lambda idx: net(x[idx]), codes, torch.nn.functional.cross_entropy, len(x), epochs)
+
+        return {"skfusion": run_skfusion, "hand": run_hand}
+    target = _survival_target(y)
+
+    def run_hand():
+        torch.manual_seed(0)
+        net = _network(x.shape[1])
+        _train(net, lambda idx: net(x[idx]), target, _cox_loss, len(x), epochs)
+        return _hand_baseline(net, lambda idx: net(x[idx]), len(x), y)
+
+    def run_pycox():
+        import torchtuples as tt
+        from pycox.models import CoxPH
+
+        torch.manual_seed(0)
+        pycox = CoxPH(_network(x.shape[1]), tt.optim.Adam(lr=1e-3, weight_decay=1e-4))
+        durations, events = y["time"].astype(np.float32), y["event"].astype(np.float32)
+        pycox.fit(x.numpy(), (durations, events), batch_size=BATCH, epochs=epochs, verbose=False)
+        start = time.process_time()
+        pycox.compute_baseline_hazards(batch_size=BATCH)
+        return time.process_time() - start
+
+    return {"skfusion": run_skfusion, "hand": run_hand, "pycox": run_pycox}
 
 
-def run_sksurv(X, y, epochs, device):
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
+class LoopTimer:
+    """CPU seconds spent inside skfusion's epoch loop (``FusionNet.fit_loop``), summed over calls."""
 
-    CoxPHSurvivalAnalysis(alpha=1.0).fit(X.to_numpy(), y)
+    def __init__(self):
+        from skfusion._base import FusionNet
+
+        self.seconds = 0.0
+        fit_loop = FusionNet.fit_loop
+
+        def timed(net, *args, **kwargs):
+            start = time.process_time()
+            try:
+                return fit_loop(net, *args, **kwargs)
+            finally:
+                self.seconds += time.process_time() - start
+
+        FusionNet.fit_loop = timed
 
 
-RUNNERS = {"skfusion": run_skfusion, "hand": run_hand_loop, "skorch": run_skorch, "sksurv": run_sksurv}
+def _cpu(fn):
+    """CPU seconds of ``fn()`` and what it returns."""
+    start = time.process_time()
+    out = fn()
+    return time.process_time() - start, out
 
 
-def _child(method, n, device, dims, epochs):
-    # Import everything first so that library loading is not counted as the fit's memory.
-    import sksurv.linear_model  # noqa: F401
-    import skorch  # noqa: F401
-    import torch  # noqa: F401
+def _child(case, n, method):
+    """Fit ``method`` once and print its peak memory above the memory held before the fit."""
+    import pycox.models  # noqa: F401  (libraries loaded before the fit is measured)
     import torchsurv.loss.cox  # noqa: F401
 
-    import skfusion  # noqa: F401
-
-    X, y = _data(n, dims)
-    data_bytes = X.shape[0] * X.shape[1] * 4
+    torch.set_num_threads(1)
+    dims, estimator, task, epochs = CASES[case]
+    X, y = _data(n, dims, task)
+    runner = make_runners(estimator, task, X, y, epochs)[method]
     before = _rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
-    start, cpu_start = time.perf_counter(), time.process_time()
-    RUNNERS[method](X, y, epochs, device)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    runner()
     peak = _rss_kib("VmHWM")
-    print(
-        json.dumps({"seconds": seconds, "cpu": cpu, "extra_bytes": (peak - before) * 1024, "data_bytes": data_bytes})
-    )
+    print(json.dumps({"extra_bytes": (peak - before) * 1024, "data_bytes": X.shape[0] * X.shape[1] * 4}))
 
 
-def _measure(method, n, device, timeout, dims, epochs):
+def _memory(case, n, method, timeout):
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", method, str(n), device, ",".join(map(str, dims)), str(epochs)],
+            [sys.executable, __file__, "--child", case, str(n), method],
             capture_output=True,
             text=True,
             check=True,
@@ -165,75 +245,103 @@ def _measure(method, n, device, timeout, dims, epochs):
         )
     except subprocess.TimeoutExpired:
         return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["extra_bytes"] / result["data_bytes"]
+
+
+def measure(case, n, repeats, memory, timeout):
+    """Rows of the table for one case and size."""
+    dims, estimator, task, epochs = CASES[case]
+    X, y = _data(n, dims, task)
+    runners = make_runners(estimator, task, X, y, epochs)
+    loop = LoopTimer.instance
+    for fn in runners.values():
+        fn()  # warm-up: torch's first calls, pycox's imports
+    times = {name: [] for name in runners}
+    baseline = {name: [] for name in runners}
+    outside = []
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            loop.seconds = 0.0
+            seconds, baseline_seconds = _cpu(fn)
+            if baseline_seconds is not None:
+                # Timed without its baseline; "+ baseline" is the same run, whole.
+                baseline[name].append(seconds)
+                seconds -= baseline_seconds
+            times[name].append(seconds)
+            if name == "skfusion":
+                outside.append(seconds - loop.seconds)
+    peaks = {name: _memory(case, n, name, timeout) for name in runners} if memory else {}
+    hand = statistics.median(times["hand"])
+    with_baseline = {f"{name} + baseline": runs for name, runs in baseline.items() if runs}
+    rows = []
+    for name, runs in {**times, **with_baseline}.items():
+        med = statistics.median(runs)
+        # Survival fits are also compared with the hand loop that computes its baseline hazard.
+        like_for_like = name.endswith("baseline") or (name == "skfusion" and baseline["hand"])
+        ref = statistics.median(baseline["hand"]) if like_for_like else hand
+        ratio = f"{med / hand:.2f}" + (f" ({med / ref:.2f})" if ref != hand else "")
+        out = f"{statistics.median(outside):.3f}" if name == "skfusion" else "-"
+        peak = peaks.get(name)
+        peak_text = "-" if peak is None else f"{peak:.2f}"
+        beyond = "-"
+        if name not in ("hand", "hand + baseline") and peak is not None and peaks.get("hand") is not None:
+            beyond = f"{peak - peaks['hand']:+.2f}"
+        rows.append(
+            f"| {case} | {n} | {epochs} | {name} | {med:.3f} | {', '.join(f'{t:.2f}' for t in runs)} | {ratio} | "
+            f"{out} | {peak_text} | {beyond} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 100000])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sksurv-max", type=int, default=2000, help="largest N for sksurv's CoxPH")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is stopped")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of the hand loop and of skfusion (fastest kept)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the Markdown table")
-    parser.add_argument("--dims", type=int, nargs="+", default=list(DIMS), help="the modalities' widths")
-    parser.add_argument("--epochs", type=int, help="epochs at every N (default: 20, 4, 2 at 2k, 20k, 100k)")
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000], help="N of the cox case")
+    parser.add_argument("--family-size", type=int, default=20000, help="N of the other cases")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds before a memory run is stopped")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        method, n, device, dims, epochs = args.child
-        _child(method, int(n), device, [int(d) for d in dims.split(",")], int(epochs))
+        case, n, method = args.child
+        _child(case, int(n), method)
         return
-
-    import torch
-
-    from skfusion.modules._blocks import default_hidden_dims
-
+    torch.set_num_threads(1)
+    LoopTimer.instance = LoopTimer()
+    load_before = os.getloadavg()[0]
     rows = []
-    for n in args.sizes:
-        methods = ["hand", "skfusion", "skorch"] + (["sksurv"] if n <= args.sksurv_max else [])
-        n_epochs = args.epochs or EPOCHS[n]
-        res = {m: _measure(m, n, args.device, args.timeout, args.dims, n_epochs) for m in methods}
-        # The floor and ours are re-run, interleaved, and the fastest run of each is kept:
-        # on a shared machine the minimum is the least disturbed measurement.
-        for _ in range(args.repeats - 1):
-            for m in ("hand", "skfusion"):
-                again = _measure(m, n, args.device, args.timeout, args.dims, n_epochs)
-                if again["cpu"] < res[m]["cpu"]:
-                    res[m] = again
-        hand = res["hand"]
-        for m, r in res.items():
-            epochs = n_epochs if m != "sksurv" else "-"
-            if r is None:
-                rows.append(f"| {n} | {epochs} | {m} | > {args.timeout:.0f} (stopped) | - | - | - | - |")
-            else:
-                rows.append(
-                    f"| {n} | {epochs} | {m} | {r['seconds']:.2f} | {r['cpu']:.2f} | "
-                    f"{r['cpu'] / hand['cpu']:.2f} | {r['seconds'] / hand['seconds']:.2f} | "
-                    f"{r['extra_bytes'] / r['data_bytes']:.2f} |"
-                )
-            print(rows[-1], flush=True)
+    for case in args.cases:
+        for n in args.sizes if case == "cox" else [args.family_size]:
+            rows += measure(case, n, args.repeats, not args.no_memory, args.timeout)
     header = [
-        "# ConcatSurvival fit: time and memory against the hand-written loop and peers",
+        "# Fit: time and memory against hand-written torch loops and pycox",
         "",
-        f"Command: `python benchmarks/bench_fit.py --sizes {' '.join(map(str, args.sizes))} --device {args.device} "
-        f"--repeats {args.repeats} --timeout {args.timeout:.0f} --dims {' '.join(map(str, args.dims))}"
-        + (f" --epochs {args.epochs}`" if args.epochs else "`"),
+        f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"Machine: {platform.machine()} {platform.processor() or ''}, {__import__('os').cpu_count()} cores, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, device {args.device}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, one torch thread, CPU. Load average (1 min) at the start "
+        f"{load_before:.1f}, at the end {os.getloadavg()[0]:.1f}.",
         "",
-        f"Data: N samples x ({' + '.join(map(str, args.dims))}) float32 features, Cox loss, Adam, batch 256, "
-        f"network {sum(args.dims)} -> {default_hidden_dims(sum(args.dims))[0]} -> 1. The machine is shared "
-        "with other jobs, so wall times are noisy: the "
-        "ratio to the hand loop is taken on CPU time (all threads of the process), which the other "
-        "jobs disturb far less; the wall-time ratio is shown beside it. `peak/data` = peak resident "
-        "memory added by the fit / float32 size of the data.",
+        "Batch 256, Adam (lr 1e-3, weight decay 1e-4), skfusion with `early_stopping=False`. "
+        "`cox` and `classifier`: 2 modalities x 256 features, network 512 -> 256 -> out; `cox-wide`: "
+        "1024 + 768 features, network 1792 -> 512 -> 1; `co-attention`: `CoAttentionSurvival`'s "
+        "defaults on the narrow shape, the hand loop training the identical module. CPU seconds "
+        "(`time.process_time`), median of the interleaved runs after one warm-up run each; `ratio` = "
+        "median / the hand loop's, and in brackets / the hand loop's with its baseline hazard. "
+        "`+ baseline`: the same runs including what a Cox model needs before it can predict survival "
+        "(the trained network's outputs over the training rows and Breslow's baseline; pycox's "
+        "`compute_baseline_hazards`), which skfusion's `fit` includes and the plain rows exclude. "
+        "`outside loop` = skfusion's CPU seconds outside its epoch loop. "
+        "`peak/data` = peak resident memory added by the fit (a subprocess per method) / the float32 "
+        "size of the data; `beyond hand` = the method's `peak/data` minus the hand loop's.",
         "",
-        f"Load average when the table was written: {__import__('os').getloadavg()[0]:.1f}.",
-        "",
-        "| N | epochs | method | wall s | CPU s | CPU ratio to hand loop | wall ratio | peak/data |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | N | epochs | method | CPU s (median) | runs | ratio to hand (+ baseline) | outside loop s "
+        "| peak/data | beyond hand |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text("\n".join(header + rows) + "\n")

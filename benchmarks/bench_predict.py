@@ -1,20 +1,23 @@
-"""Prediction-time benchmark of ConcatSurvival against the hand-written forward pass and pycox.
+"""Prediction-time benchmark of skfusion's estimators against the hand-written forward pass and pycox.
 
 On the narrow shape of issue 15 (two modalities x 256 float32 features, the default network
-512 -> 256 -> 1, Cox loss), a ``ConcatSurvival`` is fitted briefly, then:
+512 -> 256 -> 1, Cox loss), a ``ConcatSurvival``, a ``ConcatClassifier`` and a
+``CoAttentionSurvival`` are fitted briefly, then:
 
 - ``predict`` on ``--predict-rows`` rows (a DataFrame, as a user calls it) is timed against a
   hand-written forward pass of the same module (``model.net_.module_`` in eval mode under
   ``torch.inference_mode()``, consecutive batches of ``batch_size``) on the same float32
-  tensors, already built: the floor for this workload;
+  tensors, already built: the floor for this workload; the same for the classifier's
+  ``predict_proba`` (the hand pass adds the softmax) and the co-attention model's ``predict``;
 - ``predict_survival_function(return_array=True)`` and
   ``predict_cumulative_hazard_function(return_array=True)`` on ``--grid-rows`` rows are timed
   against pycox's ``CoxPH.predict_surv`` of the identical network (the fitted module wrapped
   to take the concatenated tensor), its Breslow baseline computed on the same training rows.
 
-Each timing is the median of ``--repeats`` runs, interleaved, on CPU time with one torch
-thread. Peak memory is measured in separate runs with ``tracemalloc`` (NumPy's allocations are
-traced, torch's are not) and reported as a multiple of the output's size.
+Each timing is the median of ``--repeats`` runs, interleaved, after one warm-up run of
+each, on CPU time with one torch thread. Peak memory is measured in separate runs with
+``tracemalloc`` (NumPy's allocations are traced, torch's are not) and reported as a multiple
+of the output's size.
 
 Usage::
 
@@ -37,10 +40,11 @@ RESULTS = Path(__file__).parent / "results" / "predict.md"
 DIMS = (256, 256)
 
 
-def _data(n, seed):
-    from skfusion.datasets import make_multimodal_survival
+def _data(n, seed, task="survival"):
+    from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
 
-    return make_multimodal_survival(n_samples=n, n_features=DIMS, n_informative=8, random_state=seed)
+    make = make_multimodal_survival if task == "survival" else make_multimodal_classification
+    return make(n_samples=n, n_features=DIMS, n_informative=8, random_state=seed)
 
 
 def _tensors(model, X):
@@ -110,11 +114,18 @@ def main():
     import torchtuples as tt  # noqa: F401  (pycox's dependency, imported before timing)
     from pycox.models import CoxPH
 
-    from skfusion import ConcatSurvival
+    from skfusion import CoAttentionSurvival, ConcatClassifier, ConcatSurvival
 
     X_fit, y_fit = _data(args.fit_rows, seed=0)
-    model = ConcatSurvival(max_epochs=args.fit_epochs, batch_size=256, random_state=0).fit(X_fit, y_fit)
+    settings = {"max_epochs": args.fit_epochs, "batch_size": 256, "early_stopping": False, "random_state": 0}
+    model = ConcatSurvival(**settings).fit(X_fit, y_fit)
+    co_attention = CoAttentionSurvival(guide="img", **settings).fit(X_fit, y_fit)
+    classifier = ConcatClassifier(**settings).fit(*_data(args.fit_rows, seed=0, task="classification"))
     X_pred, _ = _data(args.predict_rows, seed=1)
+    X_class, _ = _data(args.predict_rows, seed=1, task="classification")
+    class_blocks = _tensors(classifier, X_class)
+    class_module = classifier.net_.module_
+    co_blocks = _tensors(co_attention, X_pred)
     X_grid = X_pred.iloc[: args.grid_rows]
     module, bs = model.net_.module_, model.batch_size
     pred_blocks = _tensors(model, X_pred)
@@ -132,6 +143,14 @@ def main():
             "skfusion": lambda: model.predict(X_pred),
             "hand forward": lambda: hand_forward(module, pred_blocks, bs),
         },
+        "classifier predict_proba": {
+            "skfusion": lambda: classifier.predict_proba(X_class),
+            "hand forward": lambda: torch.softmax(torch.from_numpy(hand_forward(class_module, class_blocks, bs)), 1),
+        },
+        "co-attention predict": {
+            "skfusion": lambda: co_attention.predict(X_pred),
+            "hand forward": lambda: hand_forward(co_attention.net_.module_, co_blocks, bs),
+        },
         "survival": {
             "skfusion": lambda: model.predict_survival_function(X_grid, return_array=True),
             "pycox predict_surv": lambda: pycox.predict_surv(x_grid, batch_size=bs, numpy=True),
@@ -144,7 +163,14 @@ def main():
     # Sanity: the hand pass and skfusion agree (float32, same batches), and so do the grids.
     hand = hand_forward(module, _tensors(model, X_grid), bs)[:, 0]
     np.testing.assert_allclose(model.predict(X_grid), hand, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        co_attention.predict(X_grid), hand_forward(co_attention.net_.module_, _tensors(co_attention, X_grid), bs)[:, 0],
+        rtol=1e-4, atol=1e-5,
+    )
 
+    for fns in cases.values():
+        for fn in fns.values():
+            fn()  # warm-up: first calls, the allocator's first touch of the output's pages
     times = {case: {name: [] for name in fns} for case, fns in cases.items()}
     for _ in range(args.repeats):
         for case, fns in cases.items():
@@ -169,17 +195,20 @@ def main():
             )
             print(rows[-1], flush=True)
     header = [
-        "# ConcatSurvival prediction: time and memory against the hand-written forward pass and pycox",
+        "# Prediction: time and memory against the hand-written forward pass and pycox",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__} (1 thread), CPU. Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
-        f"Model: ConcatSurvival (Cox loss, default network {sum(DIMS)} -> 256 -> 1) fitted on "
-        f"{args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for {args.fit_epochs} epochs; "
+        f"Models: ConcatSurvival (Cox loss, default network {sum(DIMS)} -> 256 -> 1), ConcatClassifier "
+        "(two classes, the same network with two outputs) and CoAttentionSurvival (its defaults, "
+        f"guide='img'), each fitted on {args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for "
+        f"{args.fit_epochs} epochs with early_stopping=False; "
         f"{len(model.unique_times_)} unique training times (the grid's width). CPU seconds, median of "
-        f"{args.repeats} interleaved runs. `ratio` = median / the case's reference (second row). "
+        f"{args.repeats} interleaved runs after one warm-up run each. `ratio` = median / the case's "
+        "reference (second row). "
         "`peak/output` = tracemalloc peak (NumPy and Python allocations; torch's own buffers are not "
         "traced) / the output's size, in a separate run. skfusion is called on the DataFrame (validation "
         "and conversion included); the hand pass and pycox get the ready float32 tensor.",

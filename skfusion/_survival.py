@@ -3,8 +3,8 @@
 Three parametrisations of the network output, chosen with ``loss=``:
 
 - ``"cox"``: one log-hazard per sample, trained with torchsurv's negative Cox partial
-  log-likelihood (Efron ties); after training, Breslow's estimator (scikit-survival's
-  :class:`~sksurv.linear_model.coxph.BreslowEstimator`) gives the cumulative baseline hazard
+  log-likelihood (Efron ties); after training, Breslow's estimator (:func:`breslow`, the
+  estimate of scikit-survival's ``BreslowEstimator``) gives the cumulative baseline hazard
   :math:`H_0`, and :math:`H_i(t) = H_0(t) e^{\\eta_i}`.
 - ``"weibull"``: a log scale per sample and one shape for all, the shape of the Weibull
   fitted without covariates, trained with torchsurv's Weibull negative log-likelihood;
@@ -29,7 +29,6 @@ import torch
 from scipy.optimize import minimize
 from sksurv.base import SurvivalAnalysisMixin
 from sksurv.functions import StepFunction
-from sksurv.linear_model.coxph import BreslowEstimator
 from sksurv.util import check_y_survival
 from torch.nn import functional as F
 from torchsurv.loss.cox import neg_partial_log_likelihood
@@ -119,17 +118,34 @@ class CoxModel:
             )
 
     def finalize(self, out, target):
-        self.baseline_ = BreslowEstimator().fit(out[:, 0], target[:, 1].astype(bool), target[:, 2])
+        self.cum_baseline_hazard_ = breslow(out[:, 0], target[:, 1], target[:, 0].astype(np.intp), target[:, 2])
 
     def risk(self, out):
         return out[:, 0]
 
     def cumulative_hazard(self, out, times):
-        h0 = self.baseline_.cum_baseline_hazard_
+        h0 = self.cum_baseline_hazard_
         # Breslow's H0 is 0 before the first observed time and constant after the last one.
         idx = np.searchsorted(h0.x, times, side="right") - 1
         base = np.where(idx >= 0, h0.y[np.clip(idx, 0, None)], 0.0)
         return np.exp(out[:, :1]) * base[None, :]
+
+
+def breslow(log_hazard, event, rank, time):
+    """Breslow's cumulative baseline hazard on the unique times, as a StepFunction.
+
+    :math:`H_0(t) = \\sum_{s \\le t} d_s / \\sum_{j: t_j \\ge s} e^{\\eta_j}` (Breslow, "Discussion of
+    Professor Cox's paper", Journal of the Royal Statistical Society B, 1972), with ``rank``
+    the dense rank of each row's ``time``. The same estimate as scikit-survival's
+    ``BreslowEstimator``, by per-time sums (``bincount``) instead of its Python loop over the
+    rows, which costs 0.6 s at 200,000 rows.
+    """
+    n_times = int(rank.max()) + 1
+    times = np.empty(n_times)
+    times[rank] = time
+    deaths = np.bincount(rank, weights=event, minlength=n_times)
+    at_risk = np.bincount(rank, weights=np.exp(log_hazard), minlength=n_times)[::-1].cumsum()[::-1]
+    return StepFunction(times, np.cumsum(deaths / at_risk))
 
 
 class WeibullModel:
@@ -348,7 +364,8 @@ class RowFunction(StepFunction):
 
 def survival_values(survival_model, outputs, times):
     """``S(t) = exp(-H(t))`` of ``survival_model``'s cumulative hazards."""
-    return np.exp(-survival_model.cumulative_hazard(outputs, times))
+    hazard = survival_model.cumulative_hazard(outputs, times)
+    return np.exp(np.negative(hazard, out=hazard), out=hazard)
 
 
 class SurvivalMixin(SurvivalAnalysisMixin):
@@ -417,7 +434,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             functions[:] = [RowFunction(times, row, values) for row in outputs]
             return functions
         grid = np.empty((len(outputs), len(times)))
-        step = max(1, _GRID_BLOCK // max(len(times), 1))
+        # At most a tenth of the rows a block, so that the block's temporaries stay within a
+        # fifth of the output at any size.
+        step = max(1, min(_GRID_BLOCK // max(len(times), 1), -(-len(outputs) // 10)))
         for start in range(0, len(outputs), step):
             grid[start : start + step] = values(outputs[start : start + step], times)
         return grid

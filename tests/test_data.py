@@ -12,7 +12,7 @@ from skfusion import (
     LateFusionSurvival,
     UnimodalSurvival,
 )
-from skfusion._data import infer_layout, to_blocks
+from skfusion._data import fit_standardization, infer_layout, to_blocks
 from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
 
 FAST = {"max_epochs": 5, "random_state": 0}
@@ -156,3 +156,44 @@ def test_predict_checks_columns_seen_in_fit(data):
         model.predict(X[list(reversed(X.columns))])
     with pytest.raises(ValueError, match="10 features"):
         ConcatSurvival(**FAST).fit(X.to_numpy(), y).predict(X.to_numpy()[:, :9])
+
+
+def test_large_finite_values_whose_sum_overflows_float32_are_accepted():
+    # The NaN/inf check sums each slice of columns first: an overflowing sum of finite
+    # values must not be mistaken for an inf.
+    X = pd.DataFrame({"a__0": [3e38, 3e38, np.nan], "a__1": [3e38, -1.0, np.nan], "b__0": [1.0, 2.0, 3.0]})
+    blocks = to_blocks(X, infer_layout(X))
+    assert blocks["a"]["present"].tolist() == [True, True, False]
+    np.testing.assert_array_equal(blocks["a"]["x"].numpy(), np.float32([[3e38, 3e38], [3e38, -1.0], [0.0, 0.0]]))
+    X.loc[1, "a__1"] = np.inf
+    with pytest.raises(ValueError, match="modality 'a' contains inf"):
+        to_blocks(X, infer_layout(X))
+
+
+def test_standardization_statistics_match_a_float64_two_pass_computation():
+    # Chunked (Chan et al.'s update over row chunks) against NumPy's two-pass float64 mean and
+    # std over the rows (tokens) present: a large mean, absent rows, a constant feature, a
+    # block of several chunks, and a sequence block's real tokens.
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(3001, 300)) * 3 + 1e5).astype(np.float32)
+    present = rng.random(3001) < 0.8
+    x[~present] = 0.0
+    x[:, 5] = 7.25
+    tokens = (rng.normal(size=(500, 9, 4)) + 2).astype(np.float32)
+    mask = rng.random((500, 9)) < 0.5
+    stats = fit_standardization(
+        {
+            "a": {"x": torch.from_numpy(x), "present": torch.from_numpy(present)},
+            "s": {"x": torch.from_numpy(tokens), "present": torch.from_numpy(mask.any(1)), "mask": torch.from_numpy(mask)},
+        }
+    )
+    rows = x[present].astype(np.float64)
+    expected_scale = rows.std(axis=0)
+    expected_scale[5] = 1.0  # zero variance keeps its values
+    np.testing.assert_allclose(stats["a"][0], rows.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(stats["a"][1], expected_scale, rtol=1e-10)
+    real = tokens[mask].astype(np.float64)
+    np.testing.assert_allclose(stats["s"][0], real.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats["s"][1], real.std(axis=0), rtol=1e-12)

@@ -112,7 +112,7 @@ def test_average_mode_survival_averages_centred_log_hazards(survival):
     np.testing.assert_allclose(got[MISSING_EHR], centred["img"][MISSING_EHR], atol=1e-5)
     # The Breslow baseline is fitted on the averaged log-hazards: S(t) = exp(-H0(t) exp(risk)).
     surv = model.predict_survival_function(X, return_array=True)
-    h0 = model.survival_model_.baseline_.cum_baseline_hazard_
+    h0 = model.survival_model_.cum_baseline_hazard_
     expected = np.exp(-np.exp(got)[:, None] * h0(model.unique_times_)[None, :])
     np.testing.assert_allclose(surv, expected, rtol=1e-6)
     assert model.score(X, y) > 0.6

@@ -36,6 +36,26 @@ def test_user_callbacks_are_called(data):
     assert epochs == [1, 2, 3, 4]
 
 
+def test_every_submodule_is_in_the_batch_mode(data):
+    """Training batches run every submodule in train mode and validation batches in eval mode,
+    even one left in the other mode (here by a callback) while its parents are not."""
+    X, y = data
+    modes = []
+
+    class FlipOneSubmodule(Callback):
+        def on_batch_begin(self, net, training=False, **kwargs):
+            net.module_.head[2].train(not training)
+
+        def on_batch_end(self, net, training=False, **kwargs):
+            modes.append((training, {m.training for m in net.module_.modules()}))
+
+    ConcatSurvival(
+        max_epochs=2, early_stopping=True, validation_fraction=0.2, callbacks=[FlipOneSubmodule()], random_state=0
+    ).fit(X, y)
+    assert {training for training, _ in modes} == {True, False}
+    assert all(flags == {training} for training, flags in modes)
+
+
 def test_validation_split_is_stratified_by_class():
     X, y = make_multimodal_classification(n_samples=200, n_features=(4, 4), random_state=0)
     model = ConcatClassifier(max_epochs=2, early_stopping=True, validation_fraction=0.25, random_state=0).fit(X, y)
