@@ -499,6 +499,14 @@ def require_any_present(blocks):
         raise ValueError(f"rows {_rows(none)} have no modality at all (every block is missing).")
 
 
+def _consecutive(rows):
+    """``rows`` as a slice when they are consecutive (prediction's batches): a view, not a gathered copy."""
+    n = len(rows)
+    if n and int(rows[-1]) - int(rows[0]) == n - 1 and bool((rows[1:] > rows[:-1]).all()):
+        return slice(int(rows[0]), int(rows[0]) + n)
+    return rows
+
+
 class ModalityDataset(torch.utils.data.Dataset):
     """Modality blocks and targets held as tensors on one device, batched by index.
 
@@ -550,9 +558,10 @@ class ModalityDataset(torch.utils.data.Dataset):
         rows = self.rows(positions)
         if self.files and images is None:
             images = {name: column.read(rows.cpu()) for name, column in self.files.items()}
+        take = _consecutive(rows)
         out = {}
         for name, block in self.blocks.items():
-            gathered = {key: value[rows] for key, value in block.items()}
+            gathered = {key: value[take] for key, value in block.items()}
             if name in self.files:
                 gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=self._image_format())
             if "mask" in gathered:
@@ -560,7 +569,7 @@ class ModalityDataset(torch.utils.data.Dataset):
                 gathered["x"] = gathered["x"][:, :width]
                 gathered["mask"] = gathered["mask"][:, :width]
             out[name] = gathered
-        return out, (None if self.targets is None else self.targets[rows])
+        return out, (None if self.targets is None else self.targets[take])
 
     def _image_format(self):
         # cuDNN's convolutions are fastest on NHWC (channels-last) images; the CPU's on NCHW.

@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sksurv.util import Surv
 
 from skfusion import (
@@ -197,3 +198,22 @@ def test_standardization_statistics_match_a_float64_two_pass_computation():
     real = tokens[mask].astype(np.float64)
     np.testing.assert_allclose(stats["s"][0], real.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats["s"][1], real.std(axis=0), rtol=1e-12)
+
+
+def test_consecutive_rows_are_sliced_and_other_rows_gathered():
+    from skfusion._data import ModalityDataset, _consecutive
+
+    assert _consecutive(torch.arange(3, 7)) == slice(3, 7)
+    gathered = (torch.tensor([3, 5, 4, 6]), torch.tensor([1, 2, 4]), torch.tensor([2]), torch.tensor([], dtype=torch.long))
+    for rows in gathered:
+        taken = _consecutive(rows)
+        assert isinstance(taken, slice) == (len(rows) == 1)
+    x = torch.arange(20.0).view(10, 2)
+    dataset = ModalityDataset({"a": {"x": x, "present": torch.ones(10, dtype=torch.bool)}}, torch.arange(10.0)[:, None])
+    for positions in (torch.arange(2, 6), torch.tensor([5, 1, 8])):
+        blocks, targets = dataset.batch(positions)
+        torch.testing.assert_close(blocks["a"]["x"], x[positions])
+        torch.testing.assert_close(targets[:, 0], positions.float())
+    # A subset view's consecutive positions are rows of the full blocks.
+    blocks, _ = dataset.subset([4, 5, 6, 9]).batch(torch.arange(3))
+    torch.testing.assert_close(blocks["a"]["x"], x[4:7])
