@@ -29,6 +29,7 @@ from ._data import (
     _rows,
     check_X,
     fit_standardization,
+    image_memory_format,
     infer_layout,
     require_kinds,
     require_present,
@@ -136,8 +137,13 @@ class BatchIterator:
             return order.split(self.batch_size)
         positive = self.strata(self.dataset.target_values())[order]
         pos, neg = order[positive], order[~positive]
-        n_batches = max(1, min(ceil(n / self.batch_size), len(pos)))
+        n_batches = self._n_batches(positive)
         return [torch.cat([pos[b::n_batches], neg[b::n_batches]]) for b in range(n_batches)]
+
+    def _n_batches(self, positive=None):
+        """Batches of ``batch_size``, fewer when there are fewer ``positive`` rows than batches."""
+        n_batches = ceil(len(self.dataset) / self.batch_size)
+        return n_batches if positive is None else max(1, min(n_batches, int(positive.sum())))
 
     def __iter__(self):
         return self.load(self._groups())
@@ -157,10 +163,7 @@ class BatchIterator:
             yield self.dataset.batch(positions, batch_images)
 
     def __len__(self):
-        n_batches = ceil(len(self.dataset) / self.batch_size)
-        if self._stratified():
-            n_batches = max(1, min(n_batches, int(self.strata(self.dataset.target_values()).sum())))
-        return n_batches
+        return self._n_batches(self.strata(self.dataset.target_values()) if self._stratified() else None)
 
 
 class ValidationSplit:
@@ -204,10 +207,13 @@ class TaskLoss(torch.nn.Module):
         return self.loss(y_pred, y_true)
 
 
+def _has_cnn(layout):
+    return any(spec.kind == "image" for spec in layout)
+
+
 def weight_format(device, layout):
-    """Channels-last for a network with a CNN on a CUDA device (its batches are, see ModalityDataset)."""
-    has_cnn = any(spec.kind == "image" for spec in layout)
-    return torch.channels_last if has_cnn and torch.device(device).type == "cuda" else torch.preserve_format
+    """The memory format of a network's weights: its images' (channels-last on CUDA) when it has a CNN."""
+    return image_memory_format(device) if _has_cnn(layout) else torch.preserve_format
 
 
 def training_precision(device, layout):
@@ -216,9 +222,7 @@ def training_precision(device, layout):
     bfloat16 keeps float32's exponent range, so no loss scaling is needed; everything else
     trains in float32.
     """
-    device = torch.device(device)
-    has_cnn = any(spec.kind == "image" for spec in layout)
-    if device.type == "cuda" and has_cnn and torch.cuda.is_bf16_supported():
+    if torch.device(device).type == "cuda" and _has_cnn(layout) and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
@@ -341,8 +345,9 @@ class BaseFusion(BaseEstimator):
         """``_infer_layout`` of validated ``X``, refusing the modality kinds the family cannot read."""
         layout = self._infer_layout(X)
         require_kinds(layout, self._modality_kinds, self)
-        if self._image_files() is not None:
-            layout = sized_images(layout, self._image_files()[0])
+        files = self._image_files()
+        if files is not None:
+            layout = sized_images(layout, files[0])
         if not isinstance(X, pd.DataFrame) and self.modality_dims is None and len(layout) > 1:
             # A transformer with array output in front of the model loses the modality names.
             warnings.warn(

@@ -499,6 +499,11 @@ def require_any_present(blocks):
         raise ValueError(f"rows {_rows(none)} have no modality at all (every block is missing).")
 
 
+def image_memory_format(device):
+    """The memory format of image batches: channels-last on CUDA, where cuDNN's convolutions are fastest."""
+    return torch.channels_last if torch.device(device).type == "cuda" else torch.preserve_format
+
+
 def _consecutive(rows):
     """``rows`` as a slice when they are consecutive (prediction's batches): a view, not a gathered copy."""
     n = len(rows)
@@ -563,14 +568,11 @@ class ModalityDataset(torch.utils.data.Dataset):
         for name, block in self.blocks.items():
             gathered = {key: value[take] for key, value in block.items()}
             if name in self.files:
-                gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=self._image_format())
+                layout = image_memory_format(self.device)
+                gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=layout)
             if "mask" in gathered:
                 width = max(int(gathered["mask"].sum(dim=1).max()), 1)
                 gathered["x"] = gathered["x"][:, :width]
                 gathered["mask"] = gathered["mask"][:, :width]
             out[name] = gathered
         return out, (None if self.targets is None else self.targets[take])
-
-    def _image_format(self):
-        # cuDNN's convolutions are fastest on NHWC (channels-last) images; the CPU's on NCHW.
-        return torch.channels_last if self.device.type == "cuda" else torch.preserve_format
