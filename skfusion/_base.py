@@ -245,10 +245,32 @@ class FusionNet(NeuralNet):
         """The autocast context of the forward passes (a no-op without ``amp_dtype``)."""
         return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
+    def get_default_callbacks(self):
+        # PrintLog tabulates the history every epoch, printed or not (0.5 ms an epoch): it is
+        # left out when nothing is printed.
+        return [(name, cb) for name, cb in super().get_default_callbacks() if self.verbose or name != "print_log"]
+
     def infer(self, x, **fit_params):
+        # The batches are dicts of tensors already on the device: skorch's to_tensor walk over
+        # them (60 us a batch) is skipped.
         with self.autocast():
-            y = super().infer(x, **fit_params)
+            y = self.module_(**x, **fit_params)
         return y.float() if isinstance(y, torch.Tensor) else y
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # skorch's epoch, with a batch's size read from its first block rather than by
+        # skorch's get_len walk over the nested batch (80 us a batch).
+        if iterator is None:
+            return
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            self.history.record_batch(prefix + "_loss", step["loss"].item())
+            self.history.record_batch(prefix + "_batch_size", len(next(iter(batch[0].values()))["present"]))
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         split = "training" if training else "validation"

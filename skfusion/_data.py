@@ -39,6 +39,13 @@ from ._images import ImageFiles, check_image_files, is_path
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
 _COPY_CHUNK = 128
+# A vector block whose float32 copy would take more than this many bytes is read in place
+# from the caller's memory when it can be (a float32 or float64 frame or array): ``fit`` then
+# adds a batch, not a copy of the data. A smaller block is copied row-major, which makes a
+# batch's rows contiguous: pandas keeps a frame column-major, where gathering a batch of 256
+# rows costs 10 to 50 times more than from a row-major copy (``benchmarks/results/fit.md``).
+COPY_LIMIT = 64 << 20
+_FLOATS = (np.float32, np.float64)
 # Elements per chunk of fit_standardization (512 KiB of float64: the chunk stays in cache).
 _STATS_CHUNK = 1 << 16
 
@@ -94,7 +101,8 @@ def _raw_columns(X):
     Read from ``X.dtypes`` in one pass: ``X[column]`` builds a Series per column (15 ms for
     the three passes of ``infer_layout`` over a frame of 512 columns).
     """
-    return {c: dtype == object or isinstance(dtype, pd.StringDtype) for c, dtype in zip(X.columns, X.dtypes)}
+    columns, dtypes = X.columns.tolist(), X.dtypes.tolist()  # lists: iterating pandas' string Index costs 1 us a label
+    return {c: dtype == object or isinstance(dtype, pd.StringDtype) for c, dtype in zip(columns, dtypes)}
 
 
 def _first_present(series):
@@ -184,7 +192,7 @@ def infer_layout(X, modalities=None, modality_dims=None):
         groups = {}
         raw = _raw_columns(X)
         prefixed = _transformer_prefixed(X, raw)
-        for col in X.columns:
+        for col in X.columns.tolist():
             label = str(col).split(SEPARATOR, 1)[1] if prefixed else str(col)
             if SEPARATOR in label:
                 groups.setdefault(label.split(SEPARATOR, 1)[0], []).append(col)
@@ -228,7 +236,8 @@ def check_X(estimator, X, reset):
 
     Grouped DataFrames keep their columns (raw object columns included) and get scikit-learn's
     feature-name checks; anything else (arrays, frames without groups) goes through
-    ``check_array`` and comes back as a float32 array.
+    ``check_array`` and comes back as a float array (float32 or float64, as given; other dtypes
+    become float32).
     """
     X = as_pandas(X)
     if isinstance(X, pd.DataFrame) and X.columns.duplicated().any():
@@ -236,7 +245,7 @@ def check_X(estimator, X, reset):
         raise ValueError(f"X has duplicate column names {duplicated[:_MAX_ROWS_SHOWN]}: every column needs its own name.")
     if not reset and not isinstance(X, pd.DataFrame) and _fitted_on_groups(estimator):
         # scikit-learn warns that X has no feature names and reads it by position; so do we.
-        X = validate_data(estimator, X, reset=False, dtype=np.float32, ensure_all_finite=False)
+        X = validate_data(estimator, X, reset=False, dtype=_FLOATS, ensure_all_finite=False)
         return pd.DataFrame(X, columns=estimator.feature_names_in_)
     if is_grouped_frame(X):
         validate_data(estimator, X, reset=reset, skip_check_array=True)
@@ -245,7 +254,7 @@ def check_X(estimator, X, reset):
         if X.shape[1] == 0:
             raise ValueError("Found array with 0 feature(s) while a minimum of 1 is required.")
         return X
-    return validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
+    return validate_data(estimator, X, reset=reset, dtype=_FLOATS, ensure_all_finite=False)
 
 
 def as_pandas(X):
@@ -262,8 +271,9 @@ def _fitted_on_groups(estimator):
 
 
 def _out_of_float32(X, spec, row, labels, block):
-    """The message for an inf in ``block[row]``: a real inf, or a finite value beyond float32's range."""
-    col = int(np.flatnonzero(np.isinf(block[row]))[0])
+    """The message for an inf in ``block[row]`` as float32: a real inf, or a finite value beyond float32's range."""
+    with np.errstate(over="ignore"):
+        col = int(np.flatnonzero(np.isinf(block[row].astype(np.float32)))[0])
     source = X[spec.columns[col]].iloc[row] if isinstance(X, pd.DataFrame) else X[row, spec.columns[col]]
     value = float(source)
     if np.isfinite(value):
@@ -274,31 +284,63 @@ def _out_of_float32(X, spec, row, labels, block):
     return f"modality {spec.name!r} contains inf (first in row {row}, column {labels[col]!r})."
 
 
+def _in_place(X, spec):
+    """The block's values in the caller's memory (float32 or float64, no copy), or None."""
+    if not isinstance(X, pd.DataFrame):
+        return X[:, spec.columns[0] : spec.columns[-1] + 1] if X.dtype in _FLOATS else None
+    positions = X.columns.get_indexer(spec.columns)
+    consecutive = positions[-1] - positions[0] == len(positions) - 1 and (np.diff(positions) == 1).all()
+    columns = X.iloc[:, positions[0] : positions[-1] + 1] if consecutive else X.iloc[:, positions]
+    dtypes = set(columns.dtypes.tolist())
+    if len(dtypes) != 1 or dtypes.pop() not in _FLOATS:
+        return None
+    values = columns.to_numpy()
+    # pandas copies when the columns span several blocks of the frame.
+    return values if np.may_share_memory(values, X[spec.columns[0]].to_numpy()) else None
+
+
+def _tensor(values):
+    """``values`` as a tensor sharing their memory (a read-only array too: batches are gathered copies)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(values)
+
+
+def _float32_chunk(X, spec, start, stop):
+    """Columns ``start:stop`` of the block as a float32 array."""
+    try:
+        if isinstance(X, pd.DataFrame):
+            return X[list(spec.columns[start:stop])].to_numpy(dtype=np.float32)
+        return np.asarray(X[:, spec.columns[start] : spec.columns[stop - 1] + 1], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
+
+
 def _vector_block(X, spec):
-    # One C-ordered float32 copy of the block, owned by the tensors (missing rows are zeroed
-    # in place). It is filled a slice of columns at a time, and NaN/inf are counted per
-    # slice, so the transient memory is one slice, not a second copy of the block (pandas
-    # hands out column-major arrays).
-    frame = isinstance(X, pd.DataFrame)
-    labels = [str(c) for c in spec.columns] if frame else [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
-    block = np.empty((len(X), spec.dim), dtype=np.float32)
+    # The caller's values read in place when a copy would exceed COPY_LIMIT, else a C-ordered
+    # float32 copy filled a slice of columns at a time. NaN/inf are counted per slice of
+    # columns (the transient memory is one slice); the rows of a missing modality stay NaN,
+    # to be zeroed as batches are gathered (ModalityDataset.batch).
+    labels = [str(c) for c in spec.columns] if isinstance(X, pd.DataFrame) else [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
+    values = _in_place(X, spec)
+    in_place = values is not None and len(X) * spec.dim * 4 > COPY_LIMIT
+    block = values if in_place else np.empty((len(X), spec.dim), dtype=np.float32)
     n_nan = np.zeros(len(X), dtype=np.int64)
     has_inf = np.zeros(len(X), dtype=bool)
     for start in range(0, spec.dim, _COPY_CHUNK):
         stop = min(start + _COPY_CHUNK, spec.dim)
-        try:
-            if frame:
-                chunk = X[list(spec.columns[start:stop])].to_numpy(dtype=np.float32)
-            else:
-                chunk = np.asarray(X[:, spec.columns[start] : spec.columns[stop - 1] + 1], dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
-        block[:, start:stop] = chunk
+        chunk = _float32_chunk(X, spec, start, stop) if values is None else values[:, start:stop]
         # One summing pass (a fifth of the cost of the counts) clears the common chunk, without
-        # NaN or inf; an overflowing sum of finite values merely takes the counting path.
-        if not np.isfinite(chunk.sum()):
-            n_nan += np.isnan(chunk).sum(axis=1)
-            has_inf |= np.isinf(chunk).any(axis=1)
+        # NaN or inf; an overflowing sum of finite values merely takes the counting path. It
+        # sums in float32, which a float64 value beyond float32's range overflows, as it does
+        # in the float32 copy or in the batch read in place.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not in_place:
+                block[:, start:stop] = chunk
+            if not np.isfinite(chunk.sum(dtype=np.float32)):
+                chunk = chunk.astype(np.float32, copy=False)
+                n_nan += np.isnan(chunk).sum(axis=1)
+                has_inf |= np.isinf(chunk).any(axis=1)
     missing = n_nan == spec.dim
     partial = (n_nan > 0) & ~missing
     if partial.any():
@@ -310,8 +352,7 @@ def _vector_block(X, spec):
         )
     if has_inf.any():
         raise ValueError(_out_of_float32(X, spec, int(np.flatnonzero(has_inf)[0]), labels, block))
-    block[missing] = 0.0
-    return {"x": torch.from_numpy(block), "present": torch.from_numpy(~missing)}
+    return {"x": _tensor(block), "present": torch.from_numpy(~missing)}
 
 
 def _sequence_block(X, spec):
@@ -329,7 +370,7 @@ def _sequence_block(X, spec):
         if not np.isfinite(arr).all():
             raise ValueError(f"column {spec.name!r}, row {i}: token array contains NaN or inf.")
         arrays[i], lengths[i] = arr, arr.shape[0]
-    x = np.zeros((len(cells), max(int(lengths.max()), 1), spec.dim), dtype=np.float32)
+    x = np.full((len(cells), max(int(lengths.max()), 1), spec.dim), np.nan, dtype=np.float32)
     for i, arr in enumerate(arrays):
         if arr is not None:
             x[i, : len(arr)] = arr
@@ -371,10 +412,13 @@ _BLOCK_READERS = {"vector": _vector_block, "sequence": _sequence_block, "image":
 def to_blocks(X, layout):
     """Turn validated ``X`` into ``{name: {"x", "present"[, "mask"]}}`` CPU tensors.
 
-    Vector blocks are ``x`` of shape (n, d); sequence blocks are zero-padded ``x`` of shape
-    (n, T_max, d) with a boolean ``mask`` (n, T_max) that is true on real tokens; image blocks
-    are ``x`` of shape (n, C, H, W). ``present`` (n,) is false where the row lacks the
-    modality; its ``x`` is then all zeros.
+    Vector blocks are ``x`` of shape (n, d), float32 or, read in place from the caller's
+    memory, float64; sequence blocks are ``x`` of shape (n, T_max, d) with a boolean ``mask``
+    (n, T_max) that is true on real tokens; image blocks are ``x`` of shape (n, C, H, W).
+    ``present`` (n,) is false where the row lacks the modality. The ``x`` of a vector or
+    sequence block is NaN wherever there is no value (a missing row, the padding after a
+    sequence's last token); an image block's is zero. :class:`ModalityDataset` gives batches
+    as float32, standardized (:func:`standardize_blocks`), with zeros there.
     """
     missing_cols = []
     if isinstance(X, pd.DataFrame):
@@ -405,12 +449,14 @@ def fit_standardization(blocks):
             continue
         x = block["x"]
         rows = block["mask"] if "mask" in block else block["present"]
+        every = bool(rows.all())  # then a chunk is read as it is, not gathered
         mean = torch.zeros(x.shape[-1], dtype=torch.float64)
         sum_sq = torch.zeros_like(mean)
         count = 0
         step = max(1, _STATS_CHUNK // (x[0].numel() or 1))
         for start in range(0, len(x), step):
-            values = x[start : start + step][rows[start : start + step]].double()
+            values = x[start : start + step]
+            values = (values.reshape(-1, x.shape[-1]) if every else values[rows[start : start + step]]).double()
             if not len(values):
                 continue
             chunk_mean = values.mean(dim=0)
@@ -430,7 +476,10 @@ MAX_STANDARD_SCORE = 1e6
 
 
 def standardize_blocks(blocks, stats):
-    """Apply :func:`fit_standardization`'s ``stats`` to ``blocks`` in place; absent rows stay zero.
+    """Check ``blocks`` against :func:`fit_standardization`'s ``stats`` and attach them.
+
+    The blocks keep their values: :class:`ModalityDataset` standardizes each batch as it
+    gathers it, so that a block read in place from the caller's memory is never copied.
 
     Raises
     ------
@@ -441,27 +490,28 @@ def standardize_blocks(blocks, stats):
     """
     for name, (mean, scale) in stats.items():
         block = blocks[name]
-        x = block["x"]
-        x.sub_(torch.from_numpy(mean).to(x.dtype)).div_(torch.from_numpy(scale).to(x.dtype))
-        absent = ~(block["mask"] if "mask" in block else block["present"])
-        # A masked write costs a pass over the block even when it selects nothing: skip it then.
-        if absent.any():
-            x[absent] = 0.0
-        _check_standard_scores(name, x)
+        _check_standard_scores(name, block["x"], mean, scale)
+        block["standardization"] = (mean, scale)
 
 
-def _check_standard_scores(name, x):
-    # One reduction pass (no |x| copy of the block); the offending entry is located only on failure.
-    if not x.numel():
+def _check_standard_scores(name, x, mean, scale):
+    # The extremes of each feature (two reduction passes that skip the NaN where there is no
+    # value; no copy of the block); the offending entry is located only on failure.
+    values = x.numpy().reshape(-1, x.shape[-1])
+    if not len(values):
         return
-    low, high = torch.aminmax(x)
-    if max(-float(low), float(high)) <= MAX_STANDARD_SCORE:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a feature without any value
+        low, high = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
+    scores = np.fmax(high - mean, mean - low) / scale
+    if not np.nanmax(scores, initial=0.0) > MAX_STANDARD_SCORE:
         return
-    where = torch.nonzero(x.abs() > MAX_STANDARD_SCORE)[0].tolist()
+    feature = int(np.nanargmax(scores))
+    column = np.abs(x[..., feature].numpy().astype(np.float64) - mean[feature]) / scale[feature]
+    row = int(np.unravel_index(np.nanargmax(column), column.shape)[0])
     raise ValueError(
-        f"modality {name!r}, row {where[0]}, feature {where[-1]}: the value lies "
-        f"{float(x[tuple(where)].abs()):.3g} standard deviations from the training mean, far outside "
-        "the data seen in fit."
+        f"modality {name!r}, row {row}, feature {feature}: the value lies {np.nanmax(column):.3g} standard "
+        "deviations from the training mean, far outside the data seen in fit."
     )
 
 
@@ -512,20 +562,45 @@ def _consecutive(rows):
     return rows
 
 
+def _gather(values, rows):
+    """Rows ``rows`` (a slice or an index tensor) of ``values``, as a view or a copy."""
+    if isinstance(rows, slice):
+        return values[rows]
+    if values.ndim < 2 or values.stride(-1) == 1:
+        return values.index_select(0, rows)
+    # A column-major source (a frame read in place): ascending rows read each column's memory
+    # in order, about twice as fast; the batch is then put back in its order.
+    ordered, order = rows.sort()
+    return values.index_select(0, ordered).index_select(0, order.argsort())
+
+
 class ModalityDataset(torch.utils.data.Dataset):
     """Modality blocks and targets held as tensors on one device, batched by index.
 
-    Batches are gathered with tensor indexing (no per-row collation). ``indices`` selects a
-    subset without copying the blocks (used for the validation split). An image column of
-    file paths stays on disk (``files``): :meth:`batch` is given its images, read by the
-    :class:`~skfusion._base.BatchIterator`'s loader, or reads them itself.
+    Batches are gathered with tensor indexing (no per-row collation) and made float32,
+    standardized with the statistics :func:`standardize_blocks` attached, and zero where
+    there is no value. ``indices`` selects a subset without copying the blocks (used for the
+    validation split). An image column of file paths stays on disk (``files``):
+    :meth:`batch` is given its images, read by the :class:`~skfusion._base.BatchIterator`'s
+    loader, or reads them itself.
     """
 
     def __init__(self, blocks, targets=None, device="cpu", indices=None):
         self.files = {name: block["files"] for name, block in blocks.items() if "files" in block}
-        self.blocks = {
-            name: {key: value.to(device) for key, value in block.items() if key != "files"}
+        self.standardization = {
+            name: tuple(torch.as_tensor(v, dtype=torch.float32, device=device) for v in block["standardization"])
             for name, block in blocks.items()
+            if "standardization" in block
+        }
+        self.blocks = {
+            name: {key: value.to(device) for key, value in block.items() if key in ("x", "present", "mask")}
+            for name, block in blocks.items()
+        }
+        # Whether a vector or sequence block has entries without a value (NaN), to be zeroed.
+        self.gaps = {
+            name: not bool((block["mask"] if "mask" in block else block["present"]).all())
+            for name, block in self.blocks.items()
+            if "x" in block and block["x"].ndim < 4
         }
         self.targets = None if targets is None else targets.to(device)
         self.device = torch.device(device)
@@ -566,7 +641,7 @@ class ModalityDataset(torch.utils.data.Dataset):
         take = _consecutive(rows)
         out = {}
         for name, block in self.blocks.items():
-            gathered = {key: value[take] for key, value in block.items()}
+            gathered = {key: _gather(value, take) for key, value in block.items()}
             if name in self.files:
                 layout = image_memory_format(self.device)
                 gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=layout)
@@ -574,5 +649,18 @@ class ModalityDataset(torch.utils.data.Dataset):
                 width = max(int(gathered["mask"].sum(dim=1).max()), 1)
                 gathered["x"] = gathered["x"][:, :width]
                 gathered["mask"] = gathered["mask"][:, :width]
+            if name in self.gaps:
+                gathered["x"] = self._values(name, gathered)
             out[name] = gathered
-        return out, (None if self.targets is None else self.targets[take])
+        return out, (None if self.targets is None else _gather(self.targets, take))
+
+    def _values(self, name, gathered):
+        """A batch's float32 values of a vector or sequence block: standardized, zero where there is no value."""
+        x = gathered["x"].to(torch.float32)
+        if name in self.standardization:
+            mean, scale = self.standardization[name]
+            x = torch.sub(x, mean).div_(scale)
+        if self.gaps[name]:
+            valid = gathered["mask"] if "mask" in gathered else gathered["present"]
+            x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+        return x

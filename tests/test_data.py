@@ -165,7 +165,7 @@ def test_large_finite_values_whose_sum_overflows_float32_are_accepted():
     X = pd.DataFrame({"a__0": [3e38, 3e38, np.nan], "a__1": [3e38, -1.0, np.nan], "b__0": [1.0, 2.0, 3.0]})
     blocks = to_blocks(X, infer_layout(X))
     assert blocks["a"]["present"].tolist() == [True, True, False]
-    np.testing.assert_array_equal(blocks["a"]["x"].numpy(), np.float32([[3e38, 3e38], [3e38, -1.0], [0.0, 0.0]]))
+    np.testing.assert_array_equal(blocks["a"]["x"].numpy(), np.float32([[3e38, 3e38], [3e38, -1.0], [np.nan, np.nan]]))
     X.loc[1, "a__1"] = np.inf
     with pytest.raises(ValueError, match="modality 'a' contains inf"):
         to_blocks(X, infer_layout(X))
@@ -217,3 +217,65 @@ def test_consecutive_rows_are_sliced_and_other_rows_gathered():
     # A subset view's consecutive positions are rows of the full blocks.
     blocks, _ = dataset.subset([4, 5, 6, 9]).batch(torch.arange(3))
     torch.testing.assert_close(blocks["a"]["x"], x[4:7])
+
+
+@pytest.fixture
+def in_place(monkeypatch):
+    """Every vector block read in place from the caller's memory, however small."""
+    monkeypatch.setattr("skfusion._data.COPY_LIMIT", 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_block_read_in_place_fits_and_predicts_as_its_copy_does(data, dtype, monkeypatch):
+    X, y = data
+    X = X.astype(dtype)
+    X.loc[[3, 7], [c for c in X.columns if c.startswith("ehr__")]] = np.nan
+    copied = ConcatSurvival(missing="learn", **FAST).fit(X, y)
+    monkeypatch.setattr("skfusion._data.COPY_LIMIT", 0)
+    blocks = to_blocks(X, infer_layout(X))
+    assert np.shares_memory(blocks["img"]["x"].numpy(), X["img__0"].to_numpy())
+    assert blocks["img"]["x"].dtype == torch.from_numpy(np.zeros(0, dtype)).dtype
+    in_place = ConcatSurvival(missing="learn", **FAST).fit(X, y)
+    np.testing.assert_allclose(in_place.predict(X), copied.predict(X), rtol=1e-6)
+
+
+def test_an_array_is_read_in_place_in_its_own_float_dtype(in_place):
+    X = np.arange(12.0).reshape(4, 3)
+    blocks = to_blocks(X, infer_layout(X, modality_dims=[2, 1]))
+    assert blocks["m0"]["x"].dtype == torch.float64 and np.shares_memory(blocks["m0"]["x"].numpy(), X)
+
+
+def test_batches_are_float32_standardized_and_zero_where_there_is_no_value(in_place):
+    from skfusion._data import ModalityDataset, standardize_blocks
+
+    X = pd.DataFrame({"a__0": [1.0, np.nan, 3.0, 5.0], "a__1": [2.0, np.nan, 2.0, 8.0]})
+    X["s"] = [np.ones((2, 1)), None, np.full((1, 1), 3.0), np.zeros((3, 1))]
+    blocks = to_blocks(X, infer_layout(X))
+    assert torch.isnan(blocks["s"]["x"][2, 1:]).all()  # the padding after the last token
+    standardize_blocks(blocks, {"a": (np.array([3.0, 4.0]), np.array([2.0, 4.0])), "s": (np.array([1.0]), np.array([2.0]))})
+    batch, _ = ModalityDataset(blocks).batch(torch.tensor([2, 1, 0, 3]))
+    assert batch["a"]["x"].dtype == torch.float32
+    torch.testing.assert_close(batch["a"]["x"], torch.tensor([[0.0, -0.5], [0.0, 0.0], [-1.0, -0.5], [1.0, 1.0]]))
+    torch.testing.assert_close(batch["s"]["x"][..., 0], torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.5, -0.5, -0.5]]))
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (np.nan, r"modality 'img' has NaN in rows \[4\] .*column 'img__2'"),
+        (np.inf, r"modality 'img' contains inf \(first in row 4, column 'img__2'\)"),
+        (1e39, r"modality 'img' has the value 1e\+39 in row 4, column 'img__2', beyond float32's range"),
+    ],
+    ids=["partial-nan", "inf", "beyond-float32"],
+)
+def test_a_block_read_in_place_is_checked_as_its_copy_is(data, in_place, value, match):
+    X, y = data
+    bad = X.astype(np.float64)
+    bad.loc[4, "img__2"] = value
+    with pytest.raises(ValueError, match=match):
+        ConcatSurvival(**FAST).fit(bad, y)
+    model = ConcatSurvival(**FAST).fit(X, y)
+    extreme = X.iloc[:5].copy()
+    extreme.loc[2, "ehr__1"] = 1e30
+    with pytest.raises(ValueError, match=r"modality 'ehr', row 2, feature 1: the value lies .* standard deviations"):
+        model.predict(extreme)

@@ -110,14 +110,17 @@ class LSTMEncoder(nn.Module):
 
 
 class IdentityEncoder(nn.Module):
-    """A vector block as it is (a sequence block: its masked token mean); zeros where absent."""
+    """A vector block as it is (a sequence block: its masked token mean).
+
+    Zeros where absent, as the block's ``x`` is there (the data contract).
+    """
 
     def __init__(self, dim):
         super().__init__()
         self.out_dim = dim
 
     def forward(self, block):
-        return zero_absent(pooled(block), block["present"])
+        return pooled(block)
 
 
 class _BasicBlock(nn.Module):
