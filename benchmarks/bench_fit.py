@@ -11,8 +11,8 @@ Cases (``--cases``; N from ``--sizes`` for the narrow Cox case, ``--family-size`
 - ``classifier``: ``ConcatClassifier`` (two classes, cross-entropy) against the hand loop of
   the identical network;
 - ``co-attention``: ``CoAttentionSurvival`` against a hand loop of the identical module
-  (built by the estimator, trained on the float32 blocks the estimator reads, which the hand
-  loop gets ready: its conversion is not timed).
+  (built by the estimator, trained on the float32, standardized blocks the estimator's
+  batches hold, which the hand loop gets ready: its conversion is not timed).
 
 skfusion runs with ``early_stopping=False`` (the default ``"auto"`` may hold out a
 validation split, which changes the work). Every method of a case runs once to warm up,
@@ -138,15 +138,18 @@ def make_runners(estimator, task, X, y, epochs):
         x = _float32(X)
     extra = {"guide": "img"} if estimator == "CoAttentionSurvival" else {}
     model = getattr(skfusion, estimator)(
-        max_epochs=epochs, batch_size=BATCH, early_stopping=False, random_state=0, **extra
+        max_epochs=epochs, batch_size=BATCH, weight_decay=1e-4, early_stopping=False, random_state=0, **extra
     )
 
     def run_skfusion():
         model.fit(X, y)
 
     if estimator == "CoAttentionSurvival":
-        # The module needs the layout; the hand loop trains a fresh copy on the same blocks.
-        blocks, _ = model._blocks(X, reset=True)
+        # The module needs the layout; the hand loop trains a fresh copy on the same blocks,
+        # made float32 and standardized as the estimator's batches are (not timed).
+        from skfusion._data import ModalityDataset
+
+        blocks = ModalityDataset(model._blocks(X, reset=True)[0]).batch(torch.arange(len(X)))[0]
         target = _survival_target(y)
 
         def run_hand():

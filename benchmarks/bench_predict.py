@@ -48,9 +48,10 @@ def _data(n, seed, task="survival"):
 
 
 def _tensors(model, X):
-    """The float32 blocks skfusion feeds its module, built once (not timed)."""
-    blocks, _ = model._blocks(X, reset=False)
-    return blocks
+    """The float32, standardized blocks skfusion feeds its module, built once (not timed)."""
+    from skfusion._data import ModalityDataset
+
+    return ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.arange(len(X)))[0]
 
 
 def hand_forward(module, blocks, batch_size):

@@ -267,7 +267,8 @@ class FusionNet(NeuralNet):
             self.notify("on_batch_begin", batch=batch, training=training)
             step = step_fn(batch, **fit_params)
             self.history.record_batch(prefix + "_loss", step["loss"].item())
-            self.history.record_batch(prefix + "_batch_size", len(next(iter(batch[0].values()))["present"]))
+            first_block = next(iter(batch[0].values()))
+            self.history.record_batch(prefix + "_batch_size", len(first_block["present"]))
             self.notify("on_batch_end", batch=batch, training=training, **step)
             batch_count += 1
         self.history.record(prefix + "_batch_count", batch_count)

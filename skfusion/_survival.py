@@ -288,7 +288,7 @@ class DiscreteTimeModel:
         return np.cumsum(np.logaddexp(0.0, _shifted(out, self.offset_)), axis=1)
 
     def risk(self, out):
-        survival = np.exp(-self._cumulative(out))
+        survival = survival_from_hazard(self._cumulative(out))
         widths = np.diff(self.cuts_, prepend=0.0)
         return -(survival * widths[None, :]).sum(axis=1)
 
@@ -362,10 +362,30 @@ class RowFunction(StepFunction):
         pass
 
 
+# A cumulative hazard beyond this has a survival below float64's smallest normal number.
+_MAX_HAZARD = -np.log(np.finfo(np.float64).tiny)
+
+
+def survival_from_hazard(hazard):
+    """``exp(-hazard)``, in place; 0 where it is below float64's smallest normal number (2.2e-308).
+
+    NumPy's ``exp`` takes a slow path wherever its result underflows: 5 to 30 times slower,
+    which a grid whose high-risk rows reach large hazards at late times spends most of its
+    time in. Those entries are set to 0 around it (an absolute difference below 2.3e-308).
+    """
+    beyond = hazard > _MAX_HAZARD
+    underflows = beyond.any()
+    if underflows:
+        hazard[beyond] = 0.0
+    np.exp(np.negative(hazard, out=hazard), out=hazard)
+    if underflows:
+        hazard[beyond] = 0.0
+    return hazard
+
+
 def survival_values(survival_model, outputs, times):
     """``S(t) = exp(-H(t))`` of ``survival_model``'s cumulative hazards."""
-    hazard = survival_model.cumulative_hazard(outputs, times)
-    return np.exp(np.negative(hazard, out=hazard), out=hazard)
+    return survival_from_hazard(survival_model.cumulative_hazard(outputs, times))
 
 
 class SurvivalMixin(SurvivalAnalysisMixin):

@@ -252,11 +252,13 @@ def test_batches_are_float32_standardized_and_zero_where_there_is_no_value(in_pl
     X["s"] = [np.ones((2, 1)), None, np.full((1, 1), 3.0), np.zeros((3, 1))]
     blocks = to_blocks(X, infer_layout(X))
     assert torch.isnan(blocks["s"]["x"][2, 1:]).all()  # the padding after the last token
-    standardize_blocks(blocks, {"a": (np.array([3.0, 4.0]), np.array([2.0, 4.0])), "s": (np.array([1.0]), np.array([2.0]))})
+    stats = {"a": (np.array([3.0, 4.0]), np.array([2.0, 4.0])), "s": (np.array([1.0]), np.array([2.0]))}
+    standardize_blocks(blocks, stats)
     batch, _ = ModalityDataset(blocks).batch(torch.tensor([2, 1, 0, 3]))
     assert batch["a"]["x"].dtype == torch.float32
     torch.testing.assert_close(batch["a"]["x"], torch.tensor([[0.0, -0.5], [0.0, 0.0], [-1.0, -0.5], [1.0, 1.0]]))
-    torch.testing.assert_close(batch["s"]["x"][..., 0], torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.5, -0.5, -0.5]]))
+    tokens = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.5, -0.5, -0.5]])
+    torch.testing.assert_close(batch["s"]["x"][..., 0], tokens)
 
 
 @pytest.mark.parametrize(

@@ -257,6 +257,8 @@ def test_bad_inputs(data):
         ConVIRT(image="scan", ehr="ehr", **SMALL).fit(tokens)
     with pytest.raises(ValueError, match="image and ehr must be different modalities"):
         ConVIRT(image="img", ehr="img", **SMALL).fit(X)
+    with pytest.raises(ValueError, match=r"duplicate column names \['img__0'\]"):
+        ConVIRT(**SMALL).fit(X.rename(columns={"img__1": "img__0"}))
     with pytest.raises(ValueError, match="'image_weight' parameter of ConVIRT must be a float in the range \\[0.0, 1.0\\]"):
         ConVIRT(image_weight=1.5).fit(X)
     with pytest.raises(ValueError, match="'swap_fraction' parameter of ALIGN must be"):

@@ -226,3 +226,15 @@ def test_cox_batches_always_hold_events():
 
     ConcatSurvival(batch_size=10, max_epochs=3, callbacks=[Record()], random_state=0).fit(X, y)
     assert len(seen) == 15 and min(seen) >= 1
+
+
+def test_survival_below_the_smallest_normal_float_is_zero():
+    # exp(-H) by NumPy, except where it underflows float64's normal range (its slow path): 0.
+    from skfusion._survival import survival_from_hazard
+
+    hazard = np.array([[0.0, 1.0, 700.0, 708.39, 708.4, 745.0, 800.0, 1e300]])
+    expected = np.exp(-hazard)
+    expected[expected < np.finfo(np.float64).tiny] = 0.0
+    np.testing.assert_array_equal(survival_from_hazard(hazard.copy()), expected)
+    assert expected[0, 3] > 0 and expected[0, 4] == 0
+    np.testing.assert_array_equal(survival_from_hazard(hazard[:, :4].copy()), np.exp(-hazard[:, :4]))

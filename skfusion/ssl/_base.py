@@ -20,6 +20,7 @@ from .._compat import Interval, StrOptions, _fit_context
 from .._data import (
     SEPARATOR,
     ModalityDataset,
+    check_unique_columns,
     infer_layout,
     is_grouped_frame,
     sized_images,
@@ -90,6 +91,7 @@ def read_blocks(estimator, X, specs, reset, also=()):
     image-only ``transform`` and ``predict``); a missing one is a ValueError naming it, and
     ``also`` is read at fit (``reset``) only. An array is checked whole, every modality.
     """
+    check_unique_columns(X)
     if not is_grouped_frame(X):
         X = validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
         return to_blocks(X, (*specs, *also))
