@@ -39,10 +39,10 @@ from ._images import ImageFiles, check_image_files, is_path
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
 _COPY_CHUNK = 128
-# A vector block whose float32 copy would take more than this many bytes is read in place
-# from the caller's memory when it can be (a float32 or float64 frame or array): ``fit`` then
-# adds a batch, not a copy of the data. A smaller block is copied row-major, which makes a
-# batch's rows contiguous: pandas keeps a frame column-major, from which gathering 256 rows
+# Vector blocks whose float32 copies would together take more than this many bytes are read
+# in place from the caller's memory when they can be (a float32 or float64 frame or array):
+# ``fit`` then adds a batch, not a copy of the data. Smaller ones are copied row-major, which
+# makes a batch's rows contiguous: pandas keeps a frame column-major, from which gathering 256 rows
 # of 256 features takes 0.4-0.7 ms against 8 us from the copy (a fit at 20,000 x 512 is 20%
 # slower read in place: benchmarks/results/fit.md).
 COPY_LIMIT = 64 << 20
@@ -322,15 +322,15 @@ def _float32_chunk(X, spec, start, stop):
         raise ValueError(f"modality {spec.name!r} is not numeric: {exc}") from None
 
 
-def _vector_block(X, spec):
-    # The caller's values read in place when a copy would exceed COPY_LIMIT, else a C-ordered
+def _vector_block(X, spec, in_place=False):
+    # The caller's values read in place (``in_place``, where they can be), else a C-ordered
     # float32 copy filled a slice of columns at a time. NaN/inf are counted per slice of
     # columns (the transient memory is one slice); the rows of a missing modality stay NaN,
     # to be zeroed as batches are gathered (ModalityDataset.batch).
     frame = isinstance(X, pd.DataFrame)
     labels = [str(c) for c in spec.columns] if frame else [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
     values = _in_place(X, spec)
-    in_place = values is not None and len(X) * spec.dim * 4 > COPY_LIMIT
+    in_place = in_place and values is not None
     block = values if in_place else np.empty((len(X), spec.dim), dtype=np.float32)
     n_nan = np.zeros(len(X), dtype=np.int64)
     has_inf = np.zeros(len(X), dtype=bool)
@@ -413,7 +413,7 @@ def _image_block(X, spec):
     return {"x": torch.from_numpy(x), "present": torch.from_numpy(present)}
 
 
-_BLOCK_READERS = {"vector": _vector_block, "sequence": _sequence_block, "image": _image_block}
+_BLOCK_READERS = {"sequence": _sequence_block, "image": _image_block}
 
 
 def to_blocks(X, layout):
@@ -432,7 +432,12 @@ def to_blocks(X, layout):
         missing_cols = [c for spec in layout for c in spec.columns if c not in X.columns]
     if missing_cols:
         raise ValueError(f"X lacks column(s) {missing_cols[:_MAX_ROWS_SHOWN]} seen during fit.")
-    return {spec.name: _BLOCK_READERS[spec.kind](X, spec) for spec in layout}
+    # The vector blocks are read in place when their float32 copies would together exceed COPY_LIMIT.
+    in_place = 4 * len(X) * sum(spec.dim for spec in layout if spec.kind == "vector") > COPY_LIMIT
+    return {
+        spec.name: _vector_block(X, spec, in_place) if spec.kind == "vector" else _BLOCK_READERS[spec.kind](X, spec)
+        for spec in layout
+    }
 
 
 def fit_standardization(blocks):
