@@ -109,6 +109,7 @@ def main():
     parser.add_argument("--grid-rows", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cases", nargs="+", help="time only these cases (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -169,6 +170,7 @@ def main():
         rtol=1e-4, atol=1e-5,
     )
 
+    cases = {case: fns for case, fns in cases.items() if not args.cases or case in args.cases}
     for fns in cases.values():
         for fn in fns.values():
             fn()  # warm-up: first calls, the allocator's first touch of the output's pages
