@@ -14,8 +14,9 @@ On the narrow shape of issue 15 (two modalities x 256 float32 features, the defa
   against pycox's ``CoxPH.predict_surv`` of the identical network (the fitted module wrapped
   to take the concatenated tensor), its Breslow baseline computed on the same training rows.
 
-Each timing is the median of ``--repeats`` runs, interleaved, after one warm-up run of
-each, on CPU time with one torch thread. Peak memory is measured in separate runs with
+Each case is timed on its own: the median of ``--repeats`` runs of each method,
+interleaved, after one warm-up run of each, on CPU time with one torch thread. Peak
+memory is measured in separate runs with
 ``tracemalloc`` (NumPy's allocations are traced, torch's are not) and reported as a multiple
 of the output's size.
 
@@ -171,12 +172,15 @@ def main():
     )
 
     cases = {case: fns for case, fns in cases.items() if not args.cases or case in args.cases}
-    for fns in cases.values():
+    times = {}
+    for case, fns in cases.items():
+        # Warm-up right before the case's runs: first calls, the allocator's first touch of
+        # the output's pages, and what the previous case left in memory (the first grid
+        # after the 200,000-row predictions costs 1 s more, whichever method runs it).
         for fn in fns.values():
-            fn()  # warm-up: first calls, the allocator's first touch of the output's pages
-    times = {case: {name: [] for name in fns} for case, fns in cases.items()}
-    for _ in range(args.repeats):
-        for case, fns in cases.items():
+            fn()
+        times[case] = {name: [] for name in fns}
+        for _ in range(args.repeats):
             for name, fn in fns.items():
                 times[case][name].append(_cpu(fn)[0])
     peaks = {}
@@ -210,8 +214,8 @@ def main():
         f"guide='img'), each fitted on {args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for "
         f"{args.fit_epochs} epochs with early_stopping=False; "
         f"{len(model.unique_times_)} unique training times (the grid's width). CPU seconds, median of "
-        f"{args.repeats} interleaved runs after one warm-up run each. `ratio` = median / the case's "
-        "reference (second row). "
+        f"{args.repeats} interleaved runs after one warm-up run each, case by case. `ratio` = median / "
+        "the case's reference (second row). "
         "`peak/output` = tracemalloc peak (NumPy and Python allocations; torch's own buffers are not "
         "traced) / the output's size, in a separate run. skfusion is called on the DataFrame (validation "
         "and conversion included); the hand pass and pycox get the ready float32 tensor.",

@@ -447,18 +447,21 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         """
         outputs = self._predict_outputs(X)
         model = self.survival_model_
-        values = partial(survival_values, model) if survival else model.cumulative_hazard
         times = self.unique_times_
         if not return_array:
+            values = partial(survival_values, model) if survival else model.cumulative_hazard
             functions = np.empty(len(outputs), dtype=object)
             functions[:] = [RowFunction(times, row, values) for row in outputs]
             return functions
         grid = np.empty((len(outputs), len(times)))
         # At most a tenth of the rows a block, so that the block's temporaries stay within a
-        # fifth of the output at any size.
+        # fifth of the output at any size; exp(-H) is taken in place, in the grid.
         step = max(1, min(_GRID_BLOCK // max(len(times), 1), -(-len(outputs) // 10)))
         for start in range(0, len(outputs), step):
-            grid[start : start + step] = values(outputs[start : start + step], times)
+            block = grid[start : start + step]
+            block[...] = model.cumulative_hazard(outputs[start : start + step], times)
+            if survival:
+                survival_from_hazard(block)
         return grid
 
     def predict_cumulative_hazard_function(self, X, return_array=False):
