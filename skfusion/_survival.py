@@ -369,9 +369,9 @@ _MAX_HAZARD = -np.log(np.finfo(np.float64).tiny)
 def survival_from_hazard(hazard):
     """``exp(-hazard)``, in place; 0 where it is below float64's smallest normal number (2.2e-308).
 
-    NumPy's ``exp`` takes a slow path wherever its result underflows: 5 to 30 times slower,
-    which a grid whose high-risk rows reach large hazards at late times spends most of its
-    time in. Those entries are set to 0 around it (an absolute difference below 2.3e-308).
+    NumPy's ``exp`` takes a slow path wherever its result underflows (5 times slower for a
+    result of 0, 30 times for a subnormal one), as the high-risk rows of a grid do at late
+    times. Those entries are set to 0 around it (an absolute difference below 2.3e-308).
     """
     beyond = hazard > _MAX_HAZARD
     underflows = beyond.any()
