@@ -290,19 +290,19 @@ def _out_of_float32(X, spec, row, labels, block):
     return f"modality {spec.name!r} contains inf (first in row {row}, column {labels[col]!r})."
 
 
-def _in_place(X, spec):
-    """The block's values in the caller's memory (float32 or float64, no copy), or None."""
+def _float_values(X, spec):
+    """The block's values as they are in ``X`` when they are float32 or float64 (else None).
+
+    A view of the caller's memory, unless pandas must copy them (columns spanning several
+    blocks of the frame, or not consecutive).
+    """
     if not isinstance(X, pd.DataFrame):
         return X[:, spec.columns[0] : spec.columns[-1] + 1] if X.dtype in _FLOATS else None
     positions = X.columns.get_indexer(spec.columns)
     consecutive = positions[-1] - positions[0] == len(positions) - 1 and (np.diff(positions) == 1).all()
     columns = X.iloc[:, positions[0] : positions[-1] + 1] if consecutive else X.iloc[:, positions]
     dtypes = set(columns.dtypes.tolist())
-    if len(dtypes) != 1 or dtypes.pop() not in _FLOATS:
-        return None
-    values = columns.to_numpy()
-    # pandas copies when the columns span several blocks of the frame.
-    return values if np.may_share_memory(values, X[spec.columns[0]].to_numpy()) else None
+    return columns.to_numpy() if len(dtypes) == 1 and dtypes.pop() in _FLOATS else None
 
 
 def _tensor(values):
@@ -329,8 +329,11 @@ def _vector_block(X, spec, in_place=False):
     # to be zeroed as batches are gathered (ModalityDataset.batch).
     frame = isinstance(X, pd.DataFrame)
     labels = [str(c) for c in spec.columns] if frame else [f"{spec.name}{SEPARATOR}{i}" for i in range(spec.dim)]
-    values = _in_place(X, spec)
-    in_place = in_place and values is not None
+    values = _float_values(X, spec)
+    # Only the caller's own memory is read in place; values pandas had to copy are the source
+    # of the float32 copy (read once).
+    caller = X[spec.columns[0]].to_numpy() if frame else X
+    in_place = in_place and values is not None and np.may_share_memory(values, caller)
     block = values if in_place else np.empty((len(X), spec.dim), dtype=np.float32)
     n_nan = np.zeros(len(X), dtype=np.int64)
     has_inf = np.zeros(len(X), dtype=bool)

@@ -239,6 +239,18 @@ def test_a_block_read_in_place_fits_and_predicts_as_its_copy_does(data, dtype, m
     np.testing.assert_allclose(in_place.predict(X), copied.predict(X), rtol=1e-6)
 
 
+def test_a_block_spanning_blocks_of_the_frame_is_copied(data, in_place):
+    # pandas copies columns that lie in several of the frame's blocks: that copy is the
+    # source of skfusion's float32 copy, not a block "read in place".
+    X, y = data
+    split = pd.concat([X.iloc[:, :3], X.iloc[:, 3:]], axis=1)
+    blocks = to_blocks(split, infer_layout(split))
+    assert blocks["img"]["x"].dtype == torch.float32 and blocks["img"]["x"].is_contiguous()
+    assert not np.shares_memory(blocks["img"]["x"].numpy(), split["img__0"].to_numpy())
+    np.testing.assert_array_equal(blocks["img"]["x"].numpy(), split.filter(like="img__").to_numpy(dtype=np.float32))
+    assert np.shares_memory(blocks["ehr"]["x"].numpy(), split["ehr__0"].to_numpy())
+
+
 def test_an_array_is_read_in_place_in_its_own_float_dtype(in_place):
     X = np.arange(12.0).reshape(4, 3)
     blocks = to_blocks(X, infer_layout(X, modality_dims=[2, 1]))
