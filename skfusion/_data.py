@@ -49,6 +49,9 @@ COPY_LIMIT = 64 << 20
 _FLOATS = (np.float32, np.float64)
 # Elements per chunk of fit_standardization (512 KiB of float64: the chunk stays in cache).
 _STATS_CHUNK = 1 << 16
+# A feature whose standard deviation is at most this fraction of its largest |value| is
+# constant: the float64 round-off of a constant column's mean and deviations is ~1e-16 of it.
+_CONSTANT_SCALE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,13 @@ def _first_present(series):
 
 def _raw_spec(name, series):
     """The spec of a raw column from its first present cell: (T, d) tokens or a (C, H, W) image."""
+    if series.isna().all():
+        # Its kind is read from a present cell: a column without any cannot be typed, and it
+        # would carry no information anyway.
+        raise ValueError(
+            f"column {name!r} is missing (None / NaN) in every row: its modality cannot be read from any "
+            "cell and carries no information; drop the column, or fill in the rows that have the modality."
+        )
     cell = _first_present(series)
     if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 2:
         return ModalitySpec(name, "sequence", (series.name,), int(cell.shape[1]))
@@ -123,7 +133,7 @@ def _raw_spec(name, series):
         return ModalitySpec(name, "image", (series.name,), shape[0], shape)
     if is_path(cell):
         return ModalitySpec(name, "image", (series.name,), 3, (3, None, None), files=True)
-    kind = type(cell).__name__ if cell is not None else "only missing cells"
+    kind = type(cell).__name__
     if isinstance(cell, (np.ndarray, torch.Tensor)):
         kind = f"{cell.ndim}-D arrays"
     raise ValueError(
@@ -189,6 +199,12 @@ def infer_layout(X, modalities=None, modality_dims=None):
     -------
     layout : tuple of ModalitySpec
     """
+    if isinstance(X, pd.DataFrame) and isinstance(X.columns, pd.MultiIndex):
+        raise ValueError(
+            f"X has MultiIndex columns ({X.columns.nlevels} levels, e.g. {X.columns[0]!r}); modalities are "
+            "read from flat '<modality>__<feature>' column names: flatten them first, e.g. "
+            "X.columns = [f'{modality}__{feature}' for modality, feature in X.columns]."
+        )
     if is_grouped_frame(X):
         groups = {}
         raw = _raw_columns(X)
@@ -239,6 +255,10 @@ def check_X(estimator, X, reset):
     feature-name checks; anything else (arrays, frames without groups) goes through
     ``check_array`` and comes back as a float array (float32 or float64, as given; other dtypes
     become float32).
+
+    As in scikit-learn, a model fitted on a frame reads an array by position (warning that it
+    has no feature names), and a model fitted on an array reads a frame by position (warning
+    that it has feature names), whatever its column names.
     """
     X = as_pandas(X)
     check_unique_columns(X)
@@ -246,7 +266,7 @@ def check_X(estimator, X, reset):
         # scikit-learn warns that X has no feature names and reads it by position; so do we.
         X = validate_data(estimator, X, reset=False, dtype=_FLOATS, ensure_all_finite=False)
         return pd.DataFrame(X, columns=estimator.feature_names_in_)
-    if is_grouped_frame(X):
+    if is_grouped_frame(X) and (reset or not _fitted_on_positions(estimator)):
         validate_data(estimator, X, reset=reset, skip_check_array=True)
         if X.shape[0] == 0:
             raise ValueError("Found array with 0 sample(s) (shape=(0, %d)) while a minimum of 1 is required." % X.shape[1])
@@ -268,6 +288,14 @@ def as_pandas(X):
     if type(X).__module__.split(".")[0] == "polars" and hasattr(X, "get_columns"):
         return pd.DataFrame({series.name: series.to_numpy() for series in X.get_columns()})
     return X
+
+
+def _fitted_on_positions(estimator):
+    """Whether ``estimator``'s layout reads columns by position (it was fitted on an array or a frame without groups).
+
+    Such a layout has vector blocks of integer positions only; a raw column is always a label.
+    """
+    return all(spec.kind == "vector" and not isinstance(spec.columns[0], str) for spec in estimator.layout_)
 
 
 def _fitted_on_groups(estimator):
@@ -452,7 +480,10 @@ def fit_standardization(blocks):
     Statistician, 1983): as accurate as a two-pass float64 computation, and a chunk that
     fits in cache is several times faster than ``torch.std_mean`` over whole columns. A
     feature with zero variance keeps its values (scale 1), as in scikit-learn's
-    ``StandardScaler``; images are left to their encoder.
+    ``StandardScaler``; images are left to their encoder. Zero variance is judged relative to
+    the feature's own magnitude (a standard deviation at most ``1e-12 * max|x|``, round-off of
+    a constant), never by an absolute cut-off: a feature in tiny units (values near 1e-20)
+    varies and is standardized like the same feature in ordinary units.
 
     Returns
     -------
@@ -466,7 +497,7 @@ def fit_standardization(blocks):
         rows = block["mask"] if "mask" in block else block["present"]
         every = bool(rows.all())  # then a chunk is read as it is, not gathered
         mean = torch.zeros(x.shape[-1], dtype=torch.float64)
-        sum_sq = torch.zeros_like(mean)
+        sum_sq, largest = torch.zeros_like(mean), torch.zeros_like(mean)
         count = 0
         step = max(1, _STATS_CHUNK // (x[0].numel() or 1))
         for start in range(0, len(x), step):
@@ -479,9 +510,10 @@ def fit_standardization(blocks):
             total = count + len(values)
             mean += delta * (len(values) / total)
             sum_sq += ((values - chunk_mean) ** 2).sum(dim=0) + delta**2 * (count * len(values) / total)
+            torch.maximum(largest, values.abs().amax(dim=0), out=largest)
             count = total
         mean, scale = mean.numpy(), (sum_sq / max(count, 1)).sqrt().numpy()
-        scale[~(scale > 1e-12 * np.maximum(np.abs(mean), 1.0))] = 1.0
+        scale[~(scale > _CONSTANT_SCALE * largest.numpy())] = 1.0
         stats[name] = (mean, scale)
     return stats
 

@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from sksurv.datasets import load_whas500
 from sksurv.metrics import as_concordance_index_ipcw_scorer, as_integrated_brier_score_scorer
 from sksurv.util import Surv
 
@@ -159,6 +160,58 @@ def test_sklearn_compatible_survival(estimator, check):
 @pytest.mark.parametrize("estimator", PLAIN_TARGET, ids=repr)
 def test_survival_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)
+
+
+# One of each of the 9 survival families, with its plain-target twin's settings.
+FAMILIES = [
+    ConcatSurvival(**FAST),
+    LateFusionSurvival(**FAST),
+    UnimodalSurvival(**FAST),
+    CrossAttentionSurvival(**ATTENTION),
+    CoAttentionSurvival(guide="m0", **ATTENTION),
+    ContrastiveSurvival(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0),
+    MedFuseSurvival(fusion_hidden=8, **EHR_IMAGE),
+    DAFTSurvival(bottleneck_factor=1.0, **EHR_IMAGE),
+    MMTMSurvival(**EHR_IMAGE),
+]
+
+
+@pytest.mark.filterwarnings("ignore:X is an array")
+@pytest.mark.parametrize("names", [None, ["m0__age", "m0__bmi", "m1__chf", "m1__gender"]], ids=["sksurv", "grouped"])
+@pytest.mark.parametrize("estimator", FAMILIES, ids=lambda e: type(e).__name__)
+def test_pandas_inputs(estimator, names):
+    """scikit-survival's ``test_pandas_inputs`` (tests/test_pandas_inputs.py), on its frame and on one of modality groups."""
+    X, y = load_whas500()
+    X_df = X.loc[:, ["age", "bmi", "chf", "gender"]].iloc[:50].astype(float)
+    X_df.columns = names or X_df.columns
+    X_np, y = X_df.to_numpy(), y[:50]
+    name = type(estimator).__name__
+    model = clone(estimator).fit(X_df, y)
+    np.testing.assert_array_equal(model.feature_names_in_, np.asarray(X_df.columns, dtype=object))
+    risk = model.predict(X_df)
+
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        model.predict(pd.DataFrame(X_np, columns=X_df.columns.tolist()[::-1]))
+    with pytest.warns(UserWarning, match=f"X does not have valid feature names, but {name} was fitted with feature names"):
+        np.testing.assert_array_equal(model.predict(X_np), risk)
+
+    model.fit(X_np, y)
+    risk = model.predict(X_np)
+    with pytest.warns(UserWarning, match=f"X has feature names, but {name} was fitted without feature names"):
+        np.testing.assert_array_equal(model.predict(X_df), risk)
+
+
+def test_a_model_fitted_on_an_array_reads_a_grouped_frame_by_position(survival_data):
+    X, y = survival_data
+    X = X.iloc[:, :7]
+    model = ConcatSurvival(modality_dims=(4, 3), **FAST).fit(X.to_numpy(), y)
+    with pytest.warns(UserWarning, match="X has feature names, but ConcatSurvival was fitted without feature names"):
+        risk = model.predict(X)
+    np.testing.assert_array_equal(risk, model.predict(X.to_numpy()))
+    # The names play no part: a frame with its modalities swapped is still read by position.
+    swapped = X[X.columns[4:].tolist() + X.columns[:4].tolist()]
+    with pytest.warns(UserWarning, match="fitted without feature names"):
+        np.testing.assert_array_equal(model.predict(swapped), model.predict(swapped.to_numpy()))
 
 
 @pytest.mark.parametrize("estimator", SURVIVAL, ids=repr)
