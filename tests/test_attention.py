@@ -2,6 +2,7 @@
 
 import pickle
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 import torch
 from _batch_invariance import assert_batch_invariant, skip_float32_batch_check
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sksurv.util import Surv
@@ -454,27 +456,65 @@ def test_sklearn_compatible(estimator, check):
 # --- the guide ------------------------------------------------------------------------------
 
 
+@contextmanager
+def no_warning_but_convergence():
+    """Any warning is an error, but the ConvergenceWarning of the one-epoch fits here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
 @pytest.mark.parametrize("Model", [CoAttentionSurvival, CoAttentionClassifier])
-def test_guide_chosen_by_column_order_is_recorded_and_warned(tokens_data, Model):
+def test_auto_guide_is_the_image_else_the_widest_modality(tokens_data, Model):
     X, y, _ = tokens_data
     if Model is CoAttentionClassifier:
         y = y["event"].astype(int)
     settings = {**TINY, "max_epochs": 1}
-    with pytest.warns(UserWarning, match=r"guide=None, so the first modality, 'ehr', guides .* \['ehr', 'img'\]"):
+    ehr = [c for c in X.columns if c.startswith("ehr__")]
+    with no_warning_but_convergence():
+        # "img" (4 features per token) guides over the wider "ehr" (6), whatever the column order.
         model = Model(**settings).fit(X, y)
-    assert model.guide_ == "ehr"
-    reordered = X[["img", *[c for c in X.columns if c != "img"]]]
-    with pytest.warns(UserWarning, match="the first modality, 'img', guides"):
-        assert Model(**settings).fit(reordered, y).guide_ == "img"
-    with pytest.warns(UserWarning, match="the first modality, 'img', guides"):
-        assert Model(modalities=["img", "ehr"], **settings).fit(X, y).guide_ == "img"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        explicit = Model(guide="img", **settings).fit(X, y)
-    assert explicit.guide_ == "img"
+        assert Model(**settings).fit(X[["img", *ehr]], y).guide_ == "img"
+        assert Model(modalities=["ehr", "img"], **settings).fit(X, y).guide_ == "img"
+        # Without an image name, the widest modality guides.
+        assert Model(**settings).fit(X.rename(columns={"img": "slices"}), y).guide_ == "ehr"
+        explicit = Model(guide="ehr", **settings).fit(X, y)
+    assert model.guide_ == "img" and explicit.guide_ == "ehr"
     # The recorded guide is the one the network uses: its weights are keyed query<-key.
-    assert list(explicit.attention_weights(X.iloc[:3])) == ["img<-ehr"]
-    assert list(model.attention_weights(X.iloc[:3])) == ["ehr<-img"]
+    assert list(model.attention_weights(X.iloc[:3])) == ["img<-ehr"]
+    assert list(explicit.attention_weights(X.iloc[:3])) == ["ehr<-img"]
+
+
+@pytest.mark.parametrize("name", ["img", "CT", "chest_ct", "cxr-embedding", "Image", "mri_t1", "pet"])
+def test_auto_guide_reads_image_names(tokens_data, name):
+    X, y, _ = tokens_data
+    X = X.rename(columns={"img": name})
+    with no_warning_but_convergence():
+        assert CoAttentionSurvival(**{**TINY, "max_epochs": 1}).fit(X, y).guide_ == name
+
+
+@pytest.mark.parametrize("Model", [CoAttentionSurvival, CoAttentionClassifier])
+def test_auto_guide_warns_only_on_a_tie(tokens_data, Model):
+    X, y, _ = tokens_data
+    if Model is CoAttentionClassifier:
+        y = y["event"].astype(int)
+    settings = {**TINY, "max_epochs": 1}
+    tied = X[[f"ehr__{j}" for j in range(6)]].set_axis([f"{m}__{j}" for m in ("lab", "act") for j in range(3)], axis=1)
+    message = r"guide='auto' found 2 modalities, none of them named as an image, of the same width \(3\): \['lab', 'act'\]"
+    with pytest.warns(UserWarning, match=message + r"; the first in column order, 'lab', guides"):
+        assert Model(**settings).fit(tied, y).guide_ == "lab"
+    with pytest.warns(UserWarning, match="the first in column order, 'act', guides"):
+        assert Model(**settings).fit(tied.iloc[:, ::-1], y).guide_ == "act"
+    images = tied.set_axis([f"{m}__{j}" for m in ("ct", "cxr") for j in range(3)], axis=1)
+    with pytest.warns(UserWarning, match=r"found 2 image modalities of the same width \(3\): \['ct', 'cxr'\]"):
+        assert Model(**settings).fit(images, y).guide_ == "ct"
+    with no_warning_but_convergence():
+        assert Model(guide="act", **settings).fit(tied, y).guide_ == "act"
+        # Of two image modalities, the wider guides; the non-image one is not a candidate.
+        wider = pd.concat([images, X[["ehr__0", "ehr__1"]].set_axis(["ct__3", "ct__4"], axis=1), X[["img"]]], axis=1)
+        wider = wider.rename(columns={"img": "notes"})
+        assert Model(**settings).fit(wider, y).guide_ == "ct"
 
 
 @pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
