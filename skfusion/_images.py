@@ -17,8 +17,9 @@ resized so that its shorter side is ``256 / 224`` of ``image_size``, then
 
 and normalised with ImageNet's channel means and standard deviations.
 
-A bad file (unreadable, empty, not 1 or 3 channels) is a ValueError naming it, raised at
-the first batch that holds it, never wrapped by the DataLoader.
+A bad file (unreadable, empty, not 1 or 3 channels, several frames, beyond Pillow's
+decompression-bomb limit) is a ValueError naming it and its row, raised at the first batch
+that holds it, never wrapped by the DataLoader.
 """
 
 import math
@@ -32,6 +33,7 @@ from torch.nn import functional as F
 
 from ._compat import Interval
 from .encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
+from .encoders._base import is_missing_cell
 from .encoders._volumes import read_image
 
 # The parameters of an estimator that reads image files (see the estimators' docstrings).
@@ -59,7 +61,8 @@ class ImageFiles:
     Parameters
     ----------
     paths : ndarray of object
-        A path (``str``) per row, ``None`` where the row has no image.
+        A path (``str``) per row, ``None`` where the row has no image (``None``, NaN or
+        ``pd.NA`` in the column).
     size : int
         ``image_size``: the side of the preprocessed images.
     """
@@ -78,7 +81,7 @@ class ImageFiles:
         for k, row in enumerate(rows.tolist()):
             path = self.paths[row]
             if path is not None:
-                out[k] = preprocess(read_image(path, path), self.size, generator)
+                out[k] = preprocess(read_image(path, f"row {row}"), self.size, generator)
         return out
 
 
@@ -147,7 +150,7 @@ def check_image_files(cells, name):
     """
     paths = np.empty(len(cells), dtype=object)
     for row, cell in enumerate(cells):
-        if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        if is_missing_cell(cell):
             continue
         if not is_path(cell):
             raise ValueError(

@@ -7,6 +7,12 @@ that must fail; the test checks the error type and the words its message must co
 input that looks odd but is legal, and must give a finite embedding.
 """
 
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,8 +23,11 @@ Image = pytest.importorskip("PIL.Image")
 import torch  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 from test_ct import CT_SMALL, ChannelMeanLinear, write_series  # noqa: E402
+from test_image_files import image_frame, small, with_cell  # noqa: E402, F401 (image_frame: a fixture)
 from torch import nn  # noqa: E402
 
+from skfusion import ConcatClassifier, MedFuseClassifier  # noqa: E402
+from skfusion._images import check_image_files  # noqa: E402
 from skfusion.encoders import heart_slices  # noqa: E402
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
 from skfusion.encoders.image import ImageEmbedder  # noqa: E402
@@ -52,6 +61,54 @@ def embed_ct(cell, **params):
 
 def embed_image(cell, **params):
     return lambda: ImageEmbedder(**params).fit_transform(frame([cell], column="img"))
+
+
+def png_header(path, width, height):
+    """A PNG that declares ``width`` x ``height`` grey pixels (no pixel data: Pillow checks the size at open)."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return path
+
+
+def multi_page_tiff(path):
+    pages = [Image.fromarray(np.full((40, 44), value, np.uint8)) for value in (10, 200)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    return path
+
+
+def conv_net(channels):
+    """A small CNN whose first convolution reads ``channels`` channels."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(channels, 4, 3, 2), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _can_write(folder):
+    try:
+        fd, path = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(path)
+    return True
+
+
+def unwritable_folder(tmp_path):
+    """An existing folder where this process cannot create a file.
+
+    A folder without write permission refuses everyone but root; the suite may run as root,
+    for whom sysfs and procfs still refuse new files.
+    """
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys"), Path("/proc")):
+        if candidate.is_dir() and not _can_write(candidate):
+            return candidate
+    pytest.skip("no folder on this machine refuses new files to this process")
 
 
 def edited_series(folder, slice_index, **tags):
@@ -238,6 +295,20 @@ def four_channel_image_array(tmp_path):
     return embed_image(np.zeros((32, 32, 4), np.float32))
 
 
+@refused(ValueError, r"non-missing cell 0: image file '[^']*pages\.tiff' holds 2 frames \(TIFF\); an image cell is one 2-D image")
+def multi_page_tiff_image(tmp_path):
+    return embed_image(multi_page_tiff(tmp_path / "pages.tiff"))
+
+
+@refused(
+    ValueError,
+    r"non-missing cell 0: image file '[^']*huge\.png' is too large to read safely \(Image size \(225000000 pixels\)"
+    r".*downscale it first .* raise PIL\.Image\.MAX_IMAGE_PIXELS yourself",
+)
+def image_of_15000_by_15000_pixels(tmp_path):
+    return embed_image(png_header(tmp_path / "huge.png", 15000, 15000))
+
+
 @works
 def float_tiff_in_unit_range(tmp_path):
     Image.fromarray(np.random.default_rng(0).random((16, 16)).astype(np.float32), mode="F").save(tmp_path / "u.tiff")
@@ -293,12 +364,39 @@ def backbone_returning_nan_for_one_volume(tmp_path):
     )
 
 
+@refused(ValueError, r"backbone: its first convolution \('0'\) reads 1 channel\(s\), but ImageEmbedder gives it 3 \(column 'img'")
+def one_channel_backbone_for_grey_images(tmp_path):
+    return embed_image(np.zeros((32, 32)), backbone=conv_net(1), mean=None, std=None)
+
+
+@refused(ValueError, r"backbone: its first convolution \('0'\) reads 1 channel\(s\), but CTVolumeEmbedder gives it 3 \(column 'ct'")
+def one_channel_backbone_for_ct_slices(tmp_path):
+    return embed_ct(np.zeros((2, 16, 16)), backbone=conv_net(1))
+
+
+@refused(ValueError, r"backbone: its first convolution \('0'\) reads 4 channel\(s\), but ImageEmbedder gives it 3")
+def four_channel_backbone_for_rgb_images(tmp_path):
+    return embed_image(np.zeros((32, 32, 3)), backbone=conv_net(4))
+
+
+@works
+def grey_image_with_a_three_channel_backbone(tmp_path):
+    return embed_image(np.random.default_rng(0).random((32, 32)), backbone=conv_net(3))
+
+
 # --------------------------------------------------------------------------- slice selection
 
 
 @refused(ValueError, r"heart_slices needs a non-empty \(z, y, x\) volume; got shape \(64, 64\)")
 def heart_slices_of_a_2d_image(tmp_path):
     return lambda: heart_slices(np.zeros((64, 64)))
+
+
+@refused(ValueError, r"heart_slices: the volume holds 1 NaN or infinite voxel\(s\), the first at \(z, y, x\) = \(2, 3, 4\)")
+def heart_slices_of_a_volume_with_a_nan_voxel(tmp_path):
+    volume = np.full((6, 16, 16), -1000.0)
+    volume[2, 3, 4] = np.nan
+    return lambda: heart_slices(volume)
 
 
 @refused(ValueError, r"slices.*'lungs'")
@@ -320,6 +418,18 @@ def image_cache_dir_under_a_file(tmp_path):
     (tmp_path / "notes.txt").write_text("notes")
     cache_dir = str(tmp_path / "notes.txt" / "cache")
     return lambda: ImageEmbedder(cache_dir=cache_dir).fit(frame([np.zeros((8, 8))], column="img"))
+
+
+@refused(ValueError, r"cache_dir='[^']*' exists but cannot be written to \(.*\); give a folder this process may write")
+def image_cache_dir_that_cannot_be_written(tmp_path):
+    cache_dir = unwritable_folder(tmp_path)
+    return lambda: ImageEmbedder(cache_dir=cache_dir).fit(frame([np.zeros((8, 8))], column="img"))
+
+
+@refused(ValueError, r"cache_dir='[^']*' exists but cannot be written to")
+def ct_cache_dir_that_cannot_be_written_with_two_jobs(tmp_path):
+    cache_dir = unwritable_folder(tmp_path)
+    return embed_ct(np.zeros((2, 4, 4)), cache_dir=cache_dir, n_jobs=2)
 
 
 @works
@@ -344,3 +454,90 @@ def test_unusual_imaging_input_works(tmp_path, make):
     values = out.to_numpy(dtype=np.float64)
     assert values.size and np.isfinite(values).all()
 
+
+
+# --------------------------------------------------------------------------- beyond the catalogue
+
+
+def test_cache_dir_made_read_only_after_fit_is_named_before_the_workers_start(tmp_path):
+    # A folder remounted read-only between fit and transform: the check runs at transform too,
+    # in this process, before any chunk goes to a worker.
+    cells = frame([np.full((2, 4, 4), v) for v in (0.0, 50.0, 100.0)])
+    encoder = CTVolumeEmbedder(cache_dir=tmp_path / "cache", n_jobs=2).fit(cells)
+    encoder.set_params(cache_dir=unwritable_folder(tmp_path))
+    with pytest.raises(ValueError, match=r"cache_dir='[^']*' exists but cannot be written to"):
+        encoder.transform(cells)
+
+
+def test_bomb_refusal_leaves_pillows_limit_alone(tmp_path):
+    limit = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ValueError, match="too large to read safely"):
+        embed_image(png_header(tmp_path / "huge.png", 15000, 15000))()
+    assert Image.MAX_IMAGE_PIXELS == limit
+
+
+def test_multi_page_tiff_in_a_training_column_names_the_file_and_row(image_frame, tmp_path):  # noqa: F811
+    X, y = image_frame
+    path = multi_page_tiff(tmp_path / "pages.tiff")
+    with pytest.raises(ValueError, match=r"row 5: image file '[^']*pages\.tiff' holds 2 frames \(TIFF\)"):
+        small(ConcatClassifier, max_epochs=1).fit(with_cell(X, 5, str(path)), y)
+
+
+def test_huge_image_in_a_training_column_names_the_file_and_row(image_frame, tmp_path):  # noqa: F811
+    X, y = image_frame
+    path = png_header(tmp_path / "huge.png", 15000, 15000)
+    with pytest.raises(ValueError, match=r"row 9: image file '[^']*huge\.png' is too large to read safely"):
+        small(ConcatClassifier, max_epochs=1).fit(with_cell(X, 9, str(path)), y)
+
+
+def test_pd_na_in_an_image_column_is_a_missing_image(image_frame, tmp_path):  # noqa: F811
+    X, y = image_frame
+    paths = pd.array(X["img"].tolist(), dtype="string")
+    paths[[1, 6, 9]] = pd.NA
+    assert check_image_files(list(paths), "img")[1].tolist() == [i not in (1, 6, 9) for i in range(len(X))]
+    with_none = X.assign(img=pd.Series([None if pd.isna(p) else p for p in paths], dtype=object))
+    expected = small(MedFuseClassifier, ehr="ehr", image="img").fit(with_none, y).predict_proba(with_none)
+    with_na = X.assign(img=pd.Series(paths))
+    got = small(MedFuseClassifier, ehr="ehr", image="img").fit(with_na, y).predict_proba(with_na)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The embedders read pd.NA as a missing image too: a NaN row.
+    embedded = ImageEmbedder().fit_transform(frame([np.full((16, 16), 0.5), pd.NA], column="img"))
+    assert np.isfinite(embedded.iloc[0]).all() and embedded.iloc[1].isna().all()
+
+
+def _grey_frame(n=24, size=12, channels=1, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    images = rng.random((n, channels, size, size)).astype(np.float32) * 0.5 + 0.5 * y[:, None, None, None]
+    X = pd.DataFrame({"cxr": pd.Series(list(images), dtype=object), "ehr__0": rng.normal(size=n)})
+    return X, y
+
+
+def test_grey_arrays_are_replicated_for_a_three_channel_image_encoder():
+    X, y = _grey_frame()
+    rgb = X.assign(cxr=pd.Series([np.repeat(image, 3, axis=0) for image in X["cxr"]], dtype=object))
+    params = {"max_epochs": 2, "batch_size": 8, "random_state": 0}
+    grey_model = ConcatClassifier(image_encoder=conv_net(3), **params).fit(X, y)
+    rgb_model = ConcatClassifier(image_encoder=conv_net(3), **params).fit(rgb, y)
+    np.testing.assert_allclose(grey_model.predict_proba(X), rgb_model.predict_proba(rgb), rtol=1e-5, atol=1e-6)
+
+
+def test_rgb_arrays_for_a_one_channel_image_encoder_are_refused():
+    X, y = _grey_frame(channels=3)
+    match = r"column 'cxr' holds 3-channel images, but the first convolution \('0'\) of image_encoder reads 1 channel"
+    with pytest.raises(ValueError, match=match):
+        ConcatClassifier(image_encoder=conv_net(1), max_epochs=1).fit(X, y)
+
+
+def test_image_files_for_a_one_channel_image_encoder_are_refused(image_frame):  # noqa: F811
+    X, y = image_frame
+    match = r"column 'img' holds 3-channel images \(image files are read as RGB, grey replicated\), but .* reads 1"
+    with pytest.raises(ValueError, match=match):
+        ConcatClassifier(image_encoder=conv_net(1), image_size=32, max_epochs=1).fit(X, y)
+
+
+def test_image_encoder_that_fails_on_the_images_is_named():
+    X, y = _grey_frame()
+    network = nn.Sequential(nn.Flatten(), nn.Linear(10, 2))
+    with pytest.raises(ValueError, match=r"image_encoder fails on the \(1, 12, 12\) images of column 'cxr' \(mat1"):
+        ConcatClassifier(image_encoder=network, max_epochs=1).fit(X, y)

@@ -4,7 +4,7 @@ An encoder reads the cells of one raw column (paths, arrays, event frames), turn
 a fixed-length vector (written as ``"{output}__{i}"`` float columns) or into a variable-length
 token sequence (written as one object column ``"{output}"`` holding a ``(T_i, d)`` array per
 row), and passes every other column through unchanged, so encoders chain in a ``Pipeline``.
-A missing cell (``None`` or NaN) gives a row of NaN (or ``None`` tokens): the fusion models
+A missing cell (``None``, NaN or ``pd.NA``) gives a row of NaN (or ``None`` tokens): the fusion models
 read that as "this modality is missing for this row".
 
 A polars DataFrame is read as the pandas frame :func:`as_pandas_frame` makes of it, and
@@ -22,8 +22,11 @@ from .._compat import _fit_context, _get_output_config
 
 
 def is_missing_cell(cell):
-    """Whether a raw cell stands for a missing modality (``None`` or a float NaN)."""
-    return cell is None or (isinstance(cell, float) and np.isnan(cell))
+    """Whether a raw cell stands for a missing modality: ``None``, a float NaN or ``pd.NA``.
+
+    ``pd.NA`` is how a pandas ``string`` column (e.g. of image paths) holds a missing cell.
+    """
+    return cell is None or cell is pd.NA or (isinstance(cell, float) and np.isnan(cell))
 
 
 def is_polars_frame(X):

@@ -170,8 +170,9 @@ def fingerprint_of(params):
 class EmbeddingCache:
     """Folder of per-volume embeddings keyed by :func:`cache_key`.
 
-    Opening the cache creates the folder when missing and removes temporary files older
-    than :data:`STALE_TMP_SECONDS` (left by killed runs).
+    Opening the cache creates the folder when missing, removes temporary files older than
+    :data:`STALE_TMP_SECONDS` (left by killed runs) and checks that a file can be written
+    there.
 
     Parameters
     ----------
@@ -184,8 +185,8 @@ class EmbeddingCache:
     Raises
     ------
     ValueError
-        If ``folder`` is an existing file, or cannot be created or listed, naming
-        ``cache_dir`` and the path.
+        If ``folder`` is an existing file, or cannot be created, listed or written to,
+        naming ``cache_dir`` and the path.
     """
 
     def __init__(self, folder, ndim=2):
@@ -201,6 +202,19 @@ class EmbeddingCache:
             ) from exc
         except OSError as exc:
             raise ValueError(f"cache_dir={str(folder)!r} cannot be used as a cache folder ({exc}).") from exc
+        self._check_writable()
+
+    def _check_writable(self):
+        """Write and remove a temporary file, so a read-only folder fails now, not after the first volume."""
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=_TMP_PREFIX, suffix=_SUFFIX)
+        except OSError as exc:
+            raise ValueError(
+                f"cache_dir={str(self.folder)!r} exists but cannot be written to ({exc}); give a folder "
+                "this process may write, or cache_dir=None."
+            ) from exc
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
 
     def _path(self, key):
         return self.folder / f"{key}{_SUFFIX}"

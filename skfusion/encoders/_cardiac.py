@@ -68,6 +68,12 @@ def heart_slices(volume_hu):
     indices : ndarray of int
         Sorted, contiguous slice indices.
 
+    Raises
+    ------
+    ValueError
+        If the volume is not 3-D and non-empty, or holds NaN or infinite voxels (the
+        volume readers of :class:`CTVolumeEmbedder` refuse them too).
+
     See Also
     --------
     CTVolumeEmbedder : ``slices="heart"`` applies this selector to every volume.
@@ -95,6 +101,16 @@ def heart_slices(volume_hu):
     volume = np.asarray(volume_hu, dtype=np.float32)
     if volume.ndim != 3 or 0 in volume.shape:
         raise ValueError(f"heart_slices needs a non-empty (z, y, x) volume; got shape {volume.shape}.")
+    bad = ~np.isfinite(volume)
+    if bad.any():
+        # A NaN voxel compares as neither air nor tissue: the lungs and the heart band would
+        # silently lose it. Only the caller knows what it stands for.
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"heart_slices: the volume holds {int(bad.sum())} NaN or infinite voxel(s), the first at "
+            f"(z, y, x) = {first}; fill them with the HU of what they stand for (e.g. -1000 for air "
+            "outside the field of view) first."
+        )
     return cardiac_slices_or_all(volume, "heart_slices")
 
 

@@ -20,6 +20,7 @@ from sklearn.utils import gen_even_slices
 from sklearn.utils.parallel import Parallel, delayed
 
 from .._compat import Interval
+from ..modules.encoders import first_convolution
 from ._backbone import (
     autocast_dtype,
     check_finite_embeddings,
@@ -132,7 +133,18 @@ class SliceEmbedder(BaseColumnEncoder):
         stack = self._read_cell(cell, self._where(0))[:1]
         with torch.inference_mode():
             x = self._prepare(torch.from_numpy(stack).to(self.device_))
-        out = run_model(self.backbone_, x, self.amp_dtype_)
+        try:
+            out = run_model(self.backbone_, x, self.amp_dtype_)
+        except RuntimeError as exc:
+            conv = first_convolution(self.backbone_)
+            if conv is None or conv[1] == x.shape[1]:
+                raise
+            raise ValueError(
+                f"backbone: its first convolution ({conv[0]!r}) reads {conv[1]} channel(s), but "
+                f"{type(self).__name__} gives it {x.shape[1]} (column {self.column!r}: grey images and "
+                "slices are replicated to RGB, as ImageNet backbones expect). Pass a backbone that reads "
+                "3 channels; a 1-channel network can be preceded by a layer that averages the channels."
+            ) from exc
         check_finite_embeddings(out, self._where(0))
         return out.shape[1]
 
@@ -152,10 +164,14 @@ class SliceEmbedder(BaseColumnEncoder):
         cells are cut into one contiguous chunk per job, each encoded by a worker that
         receives the fitted encoder once, and the chunks are put back in row order.
         """
-        if self.cache_dir is not None and self.fingerprint_ is None:
-            raise ValueError(
-                f"{type(self).__name__}: cache_dir was set after fit; fit again to use the cache."
-            )
+        if self.cache_dir is not None:
+            if self.fingerprint_ is None:
+                raise ValueError(
+                    f"{type(self).__name__}: cache_dir was set after fit; fit again to use the cache."
+                )
+            # Opened here first, so that a folder removed or made read-only since fit is named
+            # before any volume is read, rather than at a worker's first write.
+            EmbeddingCache(self.cache_dir)
         chunks = list(gen_even_slices(len(cells), min(effective_n_jobs(self.n_jobs), len(cells))))
         if len(chunks) == 1:
             return self._extract_chunk(cells, pool, start=0, verbose=self.verbose)

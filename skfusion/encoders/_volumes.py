@@ -390,8 +390,10 @@ def read_image(cell, where):
         maximum; float arrays must already lie in [0, 1]. Files: 8-bit images are divided
         by 255, integer ("I" mode) images by 65535 and must lie in [0, 65535],
         floating-point ("F" mode) images must lie in [0, 1]; an alpha channel is dropped.
+        A file of several frames (a multi-page TIFF, an animation; MPO excepted) and an
+        image larger than Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` guard allows are refused.
     where : str
-        How to name the cell in error messages when it is an array.
+        How to name the cell in error messages (before the file's name for a file).
 
     Returns
     -------
@@ -407,6 +409,16 @@ def read_image(cell, where):
     path = Path(cell)
     if not path.is_file():
         raise ValueError(f"{where}: {str(path)!r} is not a file.")
+    try:
+        return _image_from_file(path)
+    except ValueError as exc:
+        if where == str(path):
+            raise
+        # The file readers name the file; the caller's row or cell is said in front.
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _image_from_file(path):
     if path.suffix.lower() in (".dcm", ".dicom") or _has_dicom_preamble(path):
         return _image_from_dicom(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
@@ -453,6 +465,7 @@ def _image_from_pillow(path):
 
     try:
         with Image.open(path) as image:
+            _check_one_frame(image, path)
             image.load()
             mode = image.mode
             if mode == "F" or mode.startswith("I"):
@@ -463,6 +476,13 @@ def _image_from_pillow(path):
                 pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{str(path)!r} is not a readable image file ({exc}).") from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow's limit stays the user's to raise: a process-wide setting is not ours to change.
+        raise ValueError(
+            f"image file {str(path)!r} is too large to read safely ({exc}); downscale it first (the "
+            "encoders resize images to a few hundred pixels anyway) or, if you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS yourself."
+        ) from exc
     if mode.startswith("I"):
         # 16-bit images open as "I;16*" or "I"; 32-bit values beyond 16 bits have no scale.
         if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
@@ -477,6 +497,20 @@ def _image_from_pillow(path):
             "in [0, 1]; scale it to [0, 1] (or save it as 8- or 16-bit)."
         )
     return _image_from_array(pixels.astype(np.float32), str(path))
+
+
+def _check_one_frame(image, path):
+    """Refuse a file of several frames (multi-page TIFF, animated GIF/PNG): which one is the image is unknown.
+
+    An MPO file (a camera JPEG with previews or a second view) is read as its first frame,
+    which the format defines as the primary image.
+    """
+    n_frames = getattr(image, "n_frames", 1)
+    if n_frames > 1 and image.format != "MPO":
+        raise ValueError(
+            f"image file {str(path)!r} holds {n_frames} frames ({image.format}); an image cell is one 2-D "
+            "image: save the frame you mean as a file of its own."
+        )
 
 
 def _min_max(values):

@@ -59,7 +59,8 @@ class CTVolumeEmbedder(SliceEmbedder):
     backbone : None, torch.nn.Module or str, default=None
         The 2-D slice encoder. A module receives ``(B, 3, H, W)`` float batches (the
         windowed slice replicated to 3 channels, normalised by ``mean``/``std``) and must
-        return ``(B, d)``; it is copied at fit, never modified. A string names a
+        return ``(B, d)``; it is copied at fit, never modified. One whose first convolution
+        reads another number of channels is refused at fit (a ValueError). A string names a
         torchvision architecture (torchvision must be importable), built without weights,
         its classification layer (last ``nn.Linear``) replaced by the identity. None uses
         the training-free descriptor above.

@@ -39,8 +39,10 @@ class ImageEmbedder(SliceEmbedder):
     output : str, default=None
         Prefix of the output columns ``"{output}__{i}"``; None uses ``column``.
     backbone : None, torch.nn.Module or str, default=None
-        The image encoder. A module receives ``(B, 3, H, W)`` float batches and must return
-        ``(B, d)``; it is copied at fit, never modified. A string names a torchvision
+        The image encoder. A module receives ``(B, 3, H, W)`` float batches (grey images
+        replicated to 3 channels) and must return ``(B, d)``; it is copied at fit, never
+        modified. One whose first convolution reads another number of channels is refused
+        at fit (a ValueError). A string names a torchvision
         architecture (torchvision must be importable), built without weights, its
         classification layer (last ``nn.Linear``) replaced by the identity (MedFuse uses
         a ResNet-34 this way). None uses the training-free descriptor above. For

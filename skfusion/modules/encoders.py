@@ -11,7 +11,7 @@ picks the encoder from the modality's :class:`~skfusion._data.ModalitySpec`:
   identity; the family's own layers (projection, MLP head) follow it.
 - ``kind="image"`` (a ``(C, H, W)`` array per row): a CNN, ResNet-34 by default (the image
   encoder of MedFuse and MedMod, :func:`resnet`) or the user's own module, trained with the
-  rest of the network.
+  rest of the network (1-channel images replicated to 3 for a module that reads 3).
 
 Every encoder maps a block ``{"x", "present"[, "mask"]}`` to ``(n, out_dim)`` and returns
 zeros for rows where the modality is absent, so a family can substitute a learnable vector
@@ -187,42 +187,90 @@ class ImageEncoder(nn.Module):
     network : nn.Module
         Maps ``(m, C, H, W)`` to ``(m, out_dim)``.
     out_dim : int
+    in_channels : int, default=None
+        Channels to replicate a 1-channel image to before the network (grey to RGB for a
+        network that reads 3); None passes images as they are.
     """
 
-    def __init__(self, network, out_dim):
+    def __init__(self, network, out_dim, in_channels=None):
         super().__init__()
         self.network = network
         self.out_dim = out_dim
+        self.in_channels = in_channels
 
     def forward(self, block):
         x, present = block["x"], block["present"]
         out = x.new_zeros(len(x), self.out_dim)
         if bool(present.any()):
-            out[present] = self.network(x[present]).to(out.dtype)
+            images = x[present]
+            if self.in_channels is not None:
+                images = images.expand(-1, self.in_channels, -1, -1)
+            out[present] = self.network(images).to(out.dtype)
         return out
 
 
-def image_encoder(spec, network="resnet34"):
+def first_convolution(network):
+    """``(name, in_channels)`` of the first 2-D convolution ``network`` defines, None without one.
+
+    In the usual backbones (torchvision's, MONAI's, a ``Sequential``) the first one defined is
+    the stem, which reads the image: its ``in_channels`` is the channels the network expects.
+    """
+    for name, module in network.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels > 0:
+            return name, module.in_channels
+    return None
+
+
+def _probe(network, shape):
+    """The output of ``network`` (in evaluation mode, without gradients) on one zero image of ``shape``."""
+    device = next(network.parameters(), torch.zeros(0)).device
+    was_training = network.training
+    try:
+        with torch.no_grad():
+            return network.eval()(torch.zeros(1, *shape, device=device))
+    finally:
+        network.train(was_training)
+
+
+def image_encoder(spec, network="resnet34", param="image_encoder"):
     """The :class:`ImageEncoder` of an image modality.
 
     ``network`` is ``"resnet34"``, ``"resnet18"`` (randomly initialised, :func:`resnet`), or
     a torch module mapping ``(m, C, H, W)`` to ``(m, d)``, which is deep-copied (the caller's
     module is never trained) and whose ``d`` is read from one forward pass on a zero image.
+    A module that fails on 1-channel images and whose first convolution reads 3 channels
+    gets the images replicated to 3 (grey to RGB, the convention of ImageNet backbones, and
+    what image files and the image embedders get); any other failure, a 3-channel image
+    for a 1-channel network among them, is a ValueError naming the column and ``param``
+    (the estimator's parameter that holds ``network``).
     """
     if isinstance(network, str):
         return ImageEncoder(resnet(spec.shape[0], RESNET_LAYERS[network]), 512)
     network = copy.deepcopy(network)
-    device = next(network.parameters(), torch.zeros(0)).device
-    was_training = network.training
-    with torch.no_grad():
-        out = network.eval()(torch.zeros(1, *spec.shape, device=device))
-    network.train(was_training)
+    channels, in_channels = spec.shape[0], None
+    try:
+        out = _probe(network, spec.shape)
+    except RuntimeError as exc:
+        conv = first_convolution(network)
+        if conv is None or conv[1] == channels:
+            raise ValueError(
+                f"{param} fails on the {spec.shape} images of column {spec.name!r} ({exc})."
+            ) from exc
+        if (channels, conv[1]) != (1, 3):
+            read = " (image files are read as RGB, grey replicated)" if spec.files else ""
+            raise ValueError(
+                f"column {spec.name!r} holds {channels}-channel images{read}, but the first convolution "
+                f"({conv[0]!r}) of {param} reads {conv[1]} channel(s): give {param} a network that reads "
+                f"{channels} channel(s)."
+            ) from exc
+        in_channels = conv[1]
+        out = _probe(network, (in_channels, *spec.shape[1:]))
     if out.ndim != 2:
         raise ValueError(
             f"the image encoder must map images (n, C, H, W) to features (n, d); on a {spec.shape} image it "
             f"returned shape {tuple(out.shape)}."
         )
-    return ImageEncoder(network, int(out.shape[1]))
+    return ImageEncoder(network, int(out.shape[1]), in_channels)
 
 
 def make_encoder(spec, hidden_dim=256, n_layers=2, dropout=0.0, sequence=None, image="resnet34"):
