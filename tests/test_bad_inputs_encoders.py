@@ -46,6 +46,26 @@ BAD_EVENT_CELLS = [
     ("value text", events([1.0, 2.0], ["X", "X"], [1.0, "high"]), r"row 's2'.*event frame row 1 .*'numeric_value'.*'high' is not a number"),
     ("value inf", events([1.0], ["X"], [np.inf]), r"row 's2'.*event frame row 0 .*'numeric_value'.*inf is not finite"),
     ("code missing", events([1.0, 2.0], ["X", None]), r"row 's2'.*event frame row 1 .*'code'.*missing code"),
+    (
+        "code twice",
+        pd.concat([events([1.0], ["X"]), pd.DataFrame({"code": ["Y"]})], axis=1),
+        r"row 's2' of column '\w+': the event frame has 2 columns named 'code'; keep one",
+    ),
+    (
+        "value twice",
+        pd.concat([events([1.0], ["X"], [1.0]), pd.DataFrame({"numeric_value": [2.0]})], axis=1),
+        r"row 's2'.*2 columns named 'numeric_value'",
+    ),
+    (
+        "value boolean",
+        events([1.0, 2.0], ["X", "X"], [True, False]),
+        r"row 's2'.*event frame row 0 .*'numeric_value': True is a boolean, not a measurement",
+    ),
+    (
+        "value boolean among numbers",
+        events([1.0, 2.0], ["X", "X"], [1.5, False]),
+        r"row 's2'.*event frame row 1 .*'numeric_value': False is a boolean, not a measurement",
+    ),
 ]
 
 
@@ -68,6 +88,29 @@ def test_bad_event_cells_name_the_row_and_column(reader, cell, match):
     fitted = make().fit(X.iloc[:1])
     with pytest.raises(ValueError, match=match):
         fitted.transform(X)
+
+
+@pytest.mark.parametrize("reader", ["OneHotEHREncoder", "CLMBREmbedder"])
+def test_time_code_pairs_in_a_list_cell_name_the_row(reader):
+    make, good = _readers()[reader]
+    X = pd.DataFrame({"ehr": [good, [(0.0, "Dx/A"), (1.0, "Lab/B")]]}, index=["s1", "s2"])
+    match = r"row 's2' of column 'ehr': list position 0 holds a tuple, not a code; .* frame with columns 'time' and 'code'"
+    with pytest.raises(ValueError, match=match):
+        make().fit(X)
+
+
+@pytest.mark.parametrize("reader", list(_readers()))
+def test_polars_frame_cells_read_as_their_pandas_frames(reader):
+    pl = pytest.importorskip("polars")
+    make, good = _readers()[reader]
+    column = make().column
+    other = good.assign(time=good["time"] + 1.0)
+    as_pandas = pd.DataFrame({column: [good, other]}, index=["s1", "s2"])
+    as_polars = pd.DataFrame({column: [good, pl.from_pandas(other)]}, index=["s1", "s2"])
+    seeded = {"random_state": 0} if reader == "CLMBREmbedder" else {}
+    expected = make().set_params(**seeded).fit(as_pandas).transform(as_pandas)
+    got = make().set_params(**seeded).fit(as_polars).transform(as_polars)
+    pd.testing.assert_frame_equal(got, expected)
 
 
 def test_discretizer_time_far_beyond_a_stay():

@@ -7,8 +7,8 @@ A cell of an event column is one patient's history up to the prediction time, in
   event carries no value);
 - a plain ordered sequence of code strings, read as events at times 0, 1, 2, ...
 
-:func:`as_event_frame` turns either into one canonical frame so that every encoder reads the
-same thing.
+A polars DataFrame cell is read as its pandas copy. :func:`as_event_frame` turns either form
+into one canonical frame so that every encoder reads the same thing.
 """
 
 from datetime import timedelta
@@ -18,9 +18,17 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._base import is_missing_cell
+from ._base import is_missing_cell, is_polars_frame
 
 EVENT_COLUMNS = ("time", "code", "numeric_value")
+# Every column some reader takes from an event frame: none may appear twice.
+_READ_COLUMNS = (*EVENT_COLUMNS, "text_value", "unit")
+_PAIR_TYPES = (tuple, list, dict, set, np.ndarray, pd.Series, pd.DataFrame)
+
+
+def pandas_cell(cell):
+    """An event cell with a polars DataFrame turned into the pandas one the readers read."""
+    return cell.to_pandas() if is_polars_frame(cell) else cell
 
 
 def as_event_frame(cell, where="cell", extra=(), accepted_times="numbers (days) or datetimes"):
@@ -47,15 +55,23 @@ def as_event_frame(cell, where="cell", extra=(), accepted_times="numbers (days) 
     Raises
     ------
     ValueError
-        If the frame lacks ``time`` or ``code``, or an event has a missing code, a missing
-        (NaN/NaT) or non-finite time, a time that is neither a number, a datetime nor a
-        timedelta, or a ``numeric_value`` that is not a finite number. The message names
-        the frame's row (its position) and column.
+        If the frame lacks ``time`` or ``code`` or has one of the columns it reads twice,
+        or an event has a missing code, a missing (NaN/NaT) or non-finite time, a time
+        that is neither a number, a datetime nor a timedelta, or a ``numeric_value`` that
+        is not a finite number (booleans included: a yes/no finding is a code, not a
+        measurement); or if a list cell holds anything but codes (e.g. ``(time, code)``
+        pairs). The message names the frame's row (its position) and column.
     """
     if isinstance(cell, pd.DataFrame):
         missing = [c for c in ("time", "code") if c not in cell.columns]
         if missing:
             raise ValueError(f"{where}: event frame lacks column(s) {missing}; it needs 'time' and 'code'.")
+        repeated = [c for c in (*_READ_COLUMNS, *extra) if (cell.columns == c).sum() > 1]
+        if repeated:
+            raise ValueError(
+                f"{where}: the event frame has {int((cell.columns == repeated[0]).sum())} columns named "
+                f"{repeated[0]!r}; keep one (which of them holds the events is unknown)."
+            )
         frame = pd.DataFrame(
             {
                 "time": _event_times(cell["time"], where, accepted_times),
@@ -72,11 +88,20 @@ def as_event_frame(cell, where="cell", extra=(), accepted_times="numbers (days) 
             }
         )
     elif isinstance(cell, (list, tuple, np.ndarray, pd.Series)):
-        codes = list(cell)
+        codes = np.empty(len(cell), dtype=object)
+        codes[:] = list(cell)
+        pairs = np.array([isinstance(c, _PAIR_TYPES) for c in codes], dtype=bool)
+        if pairs.any():
+            raise ValueError(
+                f"{where}: list position {int(np.flatnonzero(pairs)[0])} holds a "
+                f"{type(codes[pairs][0]).__name__}, not a code; a list cell is codes only, read as events "
+                "at times 0, 1, 2, ...: give timed events as a frame with columns 'time' and 'code', e.g. "
+                "pd.DataFrame(pairs, columns=['time', 'code'])."
+            )
         frame = pd.DataFrame(
             {
                 "time": np.arange(len(codes), dtype=float),
-                "code": np.asarray(codes, dtype=object),
+                "code": codes,
                 "numeric_value": np.full(len(codes), np.nan),
                 **{name: np.full(len(codes), None) for name in extra},
             }
@@ -101,6 +126,14 @@ def _event_at(bad, column):
 def _event_values(values, where):
     """``numeric_value`` as floats (NaN: no value); a ValueError at the first bad entry."""
     values = pd.Series(values).reset_index(drop=True)
+    # pandas reads True as 1.0; a boolean is a finding, not a measured value (MEDS).
+    booleans = _booleans(values)
+    if booleans.any():
+        shown = bool(values[np.flatnonzero(booleans)[0]])
+        raise ValueError(
+            f"{where}: {_event_at(booleans, 'numeric_value')}: {shown!r} is a boolean, not a measurement; "
+            "give a yes/no finding as a code of its own (or as the numbers 0 and 1 if that is what is meant)."
+        )
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     not_number = np.isnan(numbers) & values.notna().to_numpy()
     if not_number.any():
@@ -111,6 +144,15 @@ def _event_values(values, where):
         shown = numbers[infinite][0]
         raise ValueError(f"{where}: {_event_at(infinite, 'numeric_value')}: value {shown:g} is not finite.")
     return numbers
+
+
+def _booleans(values):
+    """Where ``values`` holds booleans (only bool and object columns can)."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.notna().to_numpy()
+    if values.dtype != object:
+        return np.zeros(len(values), dtype=bool)
+    return np.array([isinstance(v, (bool, np.bool_)) for v in values], dtype=bool)
 
 
 def _event_times(times, where, accepted):
@@ -213,7 +255,7 @@ class EventColumnMixin:
         return [
             cell
             if is_missing_cell(cell)
-            else _EventCell(cell, f"row {label!r} of column {self.column!r}", cutoff, is_number)
+            else _EventCell(pandas_cell(cell), f"row {label!r} of column {self.column!r}", cutoff, is_number)
             for cell, label, cutoff in zip(cells, X.index, cutoffs)
         ]
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .._compat import Interval, StrOptions
 from ._base import BaseColumnEncoder, is_missing_cell
-from ._events import as_event_frame
+from ._events import as_event_frame, pandas_cell
 
 # Variables, category lists and normal values follow the MIMIC-III benchmark's discretizer
 # configuration (channel order and category order included), so that the 76 columns line up
@@ -208,6 +208,7 @@ def _hours(time, where):
 
 def _read_events(cell, where):
     """Event times (hours), codes, numeric values and text values (None where absent)."""
+    cell = pandas_cell(cell)
     if not isinstance(cell, pd.DataFrame):
         raise ValueError(
             f"{where}: expected an event frame with columns time, code, numeric_value[, text_value]; "
