@@ -175,3 +175,26 @@ def test_bad_input(tokens, survival_model):
         gradient_saliency(multilabel, X, "img")
     with pytest.raises(ValueError, match=r"attributions\[0\] has shape \(3,\)"):
         token_importance([np.zeros(3)])
+
+
+@pytest.mark.parametrize("method", [gradient_saliency, integrated_gradients])
+def test_target_of_a_survival_model_is_refused(tokens, survival_model, method):
+    X, _, _ = tokens
+    match = r"target=1 names a class, but CoAttentionSurvival is a survival model: it explains its risk score"
+    with pytest.raises(ValueError, match=match):
+        method(survival_model, X.iloc[:2], "img", target=1)
+
+
+def test_a_model_that_is_not_skfusions_is_named(tokens):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    X, _, labels = tokens
+    ehr = X.filter(like="ehr__")
+    foreign = LogisticRegression().fit(ehr, labels)
+    with pytest.raises(ValueError, match=r"LogisticRegression is not a skfusion fusion estimator: .*survival model or classifier"):
+        gradient_saliency(foreign, ehr, "ehr")
+    pipeline = make_pipeline(FunctionTransformer(), LateFusionClassifier(max_epochs=1, random_state=0)).fit(X, labels)
+    with pytest.raises(ValueError, match=r"Pipeline is not a skfusion fusion estimator: .*pass its last step"):
+        integrated_gradients(pipeline, X, "img")

@@ -19,12 +19,19 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._data import ModalityDataset
 from .._survival import SurvivalMixin
 
 
-def _check_estimator(estimator, modality):
+def _check_estimator(estimator, modality, target):
+    if not (isinstance(estimator, BaseFusion) and isinstance(estimator, (SurvivalMixin, ClassifierHeadMixin))):
+        raise ValueError(
+            f"{type(estimator).__name__} is not a skfusion fusion estimator: attributions explain the network of "
+            "a fitted skfusion survival model or classifier (e.g. ConcatSurvival, CoAttentionClassifier). For a "
+            "Pipeline, pass its last step and X transformed by the steps before it (pipe[:-1].transform(X))."
+        )
     check_is_fitted(estimator, "net_")
     names = [spec.name for spec in estimator.layout_]
     if modality not in names:
@@ -33,6 +40,11 @@ def _check_estimator(estimator, modality):
         raise ValueError(
             f"attributions are of the Cox risk (the log relative hazard); the model was fitted with "
             f"loss={estimator.loss!r}: refit with loss='cox'."
+        )
+    if isinstance(estimator, SurvivalMixin) and target is not None:
+        raise ValueError(
+            f"target={target!r} names a class, but {type(estimator).__name__} is a survival model: it explains "
+            "its risk score (the log relative hazard), which has no classes; leave target=None."
         )
 
 
@@ -137,7 +149,8 @@ def gradient_saliency(estimator, X, modality, *, target=None):
         numeric block (each feature).
     target : class label, default=None
         Classifier only: the class whose logit is explained; ``None`` is each row's predicted
-        class (a multi-label model needs one).
+        class (a multi-label model needs one). A survival model explains its risk and
+        refuses any other value than ``None``.
 
     Returns
     -------
@@ -167,7 +180,7 @@ def gradient_saliency(estimator, X, modality, *, target=None):
     >>> gradient_saliency(model, X.iloc[:3], "img").shape
     (3, 6)
     """
-    _check_estimator(estimator, modality)
+    _check_estimator(estimator, modality, target)
     _check_X_frame(X)
     parts = [
         (block.get("mask"), grad)
@@ -226,7 +239,7 @@ def integrated_gradients(estimator, X, modality, *, target=None, baseline=0.0, n
     >>> bool(np.allclose(attributions.sum(axis=1), model.predict(X.iloc[:3]) - model.predict(zeroed), atol=1e-2))
     True
     """
-    _check_estimator(estimator, modality)
+    _check_estimator(estimator, modality, target)
     _check_X_frame(X)
     if not isinstance(n_steps, Integral) or isinstance(n_steps, bool) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer; got {n_steps!r}.")
