@@ -8,15 +8,16 @@ the table; :func:`format_comparison` prints it as in the paper, and
 :func:`skfusion.plot.plot_comparison` draws it as a forest plot.
 """
 
+import numbers
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.parallel import Parallel, delayed
 
-from ._data import infer_layout, take_rows
+from ._data import _rows, infer_layout, take_rows
 from .fusion import (
     CoAttentionClassifier,
     CoAttentionSurvival,
@@ -32,6 +33,7 @@ from .fusion import (
     UnimodalSurvival,
 )
 from .metrics import BootstrapDraws, MeanOverSplits, auroc, concordance_index
+from .metrics._bootstrap import check_bootstrap_parameters
 
 __all__ = ["compare_fusion", "format_comparison", "fusion_models"]
 
@@ -126,6 +128,7 @@ def compare_fusion(
     *,
     models=None,
     cv=5,
+    groups=None,
     cohorts=None,
     reference=None,
     fusion_reference="concatenation",
@@ -168,10 +171,19 @@ def compare_fusion(
         The models to compare, in table order; default :func:`fusion_models` of ``X`` with
         ``random_state``. Any scikit-learn estimator or ``Pipeline`` works.
     cv : int, cross-validation splitter, iterable or None, default=5
-        An int is that many folds, shuffled with ``random_state`` and stratified by event
-        (survival) or class; a splitter may repeat the folds (e.g.
-        ``RepeatedStratifiedKFold``; it is given the event indicator or the labels as
-        ``y``). ``None`` skips cross-validation (then ``cohorts`` is required).
+        An int (at least 2) is that many folds, shuffled with ``random_state`` and
+        stratified by event (survival) or class, and, with ``groups``, keeping each group
+        in one fold (``StratifiedGroupKFold``; ``GroupKFold`` for a label-indicator
+        matrix); a splitter may repeat the folds (e.g. ``RepeatedStratifiedKFold``; it is
+        given the event indicator or the labels as ``y``, and ``groups``); an iterable
+        gives ``(train, test)`` pairs of row positions. Every split needs training and test
+        rows, within ``X``, none in both. ``None`` skips cross-validation (then ``cohorts``
+        is required).
+    groups : array-like of shape (n_samples,), default=None
+        Group labels of the rows of ``X``, e.g. the patient of each image: required by a
+        group-wise splitter (``GroupKFold``, ``LeaveOneGroupOut``, ...). With ``groups``,
+        every split must keep each group on one side (a splitter that ignores them, such
+        as ``KFold``, is refused where it puts a group on both).
     cohorts : dict of str to (X, y), default=None
         Evaluation cohorts for the models fitted on all of ``(X, y)``.
     reference : str, default=None
@@ -211,8 +223,12 @@ def compare_fusion(
     Raises
     ------
     ValueError
-        If neither ``cv`` nor ``cohorts`` is given, a reference is not a model, a cohort is
-        not an ``(X, y)`` pair, or ``response_method`` is unknown.
+        If neither ``cv`` nor ``cohorts`` is given, ``cv`` is none of the kinds above or
+        gives a split with rows outside ``X``, without training or test rows, or with rows
+        (or, with ``groups``, groups) on both sides, a group-wise splitter is given without
+        ``groups``, a reference is not a model, a cohort is not an ``(X, y)`` pair,
+        ``response_method`` or a bootstrap parameter is out of range. An error of a model's
+        fit or of the metric on one test fold names the model and the split.
 
     See Also
     --------
@@ -250,18 +266,23 @@ def compare_fusion(
         if name is not None and name not in models:
             raise ValueError(f"{role}={name!r} is not one of the models {names}.")
     metric, response_method = _default_scoring(task, y, metric, response_method)
-    splits = _splits(cv, X, y, task, random_state)
+    check_bootstrap_parameters(n_resamples, confidence_level, method)
+    splits = _splits(cv, X, y, groups, task, random_state)
     cohorts = _check_cohorts(cohorts)
     if not splits and not cohorts:
         raise ValueError("nothing to evaluate: pass cv (folds) and/or cohorts (held-out data).")
 
-    jobs = [(name, train, [take_rows(X, test)]) for name in names for train, test in splits]
+    jobs = [
+        (name, f"cross-validation split {k}", train, [take_rows(X, test)])
+        for name in names
+        for k, (train, test) in enumerate(splits)
+    ]
     if cohorts:
         every_row = np.arange(len(y))
-        jobs += [(name, every_row, [cx for cx, _ in cohorts.values()]) for name in names]
+        jobs += [(name, "all of (X, y)", every_row, [cx for cx, _ in cohorts.values()]) for name in names]
     outputs = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_fit_predict)(models[name], X, y, train, evaluations, response_method)
-        for name, train, evaluations in jobs
+        delayed(_fit_predict)(models[name], X, y, train, evaluations, response_method, f"model {name!r}, {where}")
+        for name, where, train, evaluations in jobs
     )
 
     evaluations = []
@@ -337,10 +358,17 @@ def format_comparison(table, *, alpha=0.05, digits=3):
     return wide.loc[table["model"].unique(), table["cohort"].unique()]
 
 
-def _fit_predict(model, X, y, train, evaluations, response_method):
-    """Fit a clone of ``model`` on rows ``train``; its predictions on each frame of ``evaluations``."""
-    fitted = clone(model).fit(take_rows(X, train), y[train])
-    return [np.asarray(getattr(fitted, response_method)(data), dtype=float) for data in evaluations]
+def _fit_predict(model, X, y, train, evaluations, response_method, where):
+    """Fit a clone of ``model`` on rows ``train``; its predictions on each frame of ``evaluations``.
+
+    A ValueError (e.g. "all samples are censored" in a training fold) is raised again with
+    ``where``, the model and split: among dozens of fits the message alone names neither.
+    """
+    try:
+        fitted = clone(model).fit(take_rows(X, train), y[train])
+        return [np.asarray(getattr(fitted, response_method)(data), dtype=float) for data in evaluations]
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
 
 
 def _default_scoring(task, y, metric, response_method):
@@ -361,15 +389,78 @@ def _default_scoring(task, y, metric, response_method):
     return metric, response_method
 
 
-def _splits(cv, X, y, task, random_state):
+def _splits(cv, X, y, groups, task, random_state):
+    """The ``(train, test)`` row positions of ``cv``, each split checked (:func:`_check_split`)."""
     if cv is None:
         return []
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or len(groups) != len(y):
+            raise ValueError(f"groups must hold one label per row of X ({len(y)} rows); got shape {groups.shape}.")
     strata = y[y.dtype.names[0]] if task == "survival" else y
-    if isinstance(cv, int):
-        kind = KFold if strata.ndim == 2 else StratifiedKFold
-        cv = kind(n_splits=cv, shuffle=True, random_state=random_state)
-    splits = cv.split(X, strata) if hasattr(cv, "split") else cv
-    return [(np.asarray(train), np.asarray(test)) for train, test in splits]
+    if isinstance(cv, numbers.Integral) and not isinstance(cv, bool) and cv >= 2:
+        if groups is None:
+            kind = KFold if strata.ndim == 2 else StratifiedKFold
+        else:
+            kind = GroupKFold if strata.ndim == 2 else StratifiedGroupKFold
+        cv = kind(n_splits=int(cv), shuffle=True, random_state=random_state)
+    elif isinstance(cv, (str, bytes, dict)) or not (hasattr(cv, "split") or hasattr(cv, "__iter__")):
+        raise ValueError(
+            "cv must be an int of at least 2 (the number of folds), a cross-validation splitter (e.g. "
+            f"StratifiedKFold(5)), an iterable of (train, test) row positions, or None; got {cv!r}."
+        )
+    if hasattr(cv, "split"):
+        if groups is None and _needs_groups(cv):
+            raise ValueError(
+                f"cv={cv!r} splits by groups: pass groups= to compare_fusion, one group label per row of X "
+                "(e.g. the patient of each row)."
+            )
+        cv = cv.split(X, strata) if groups is None else cv.split(X, strata, groups)
+    return [_check_split(k, split, len(y), groups) for k, split in enumerate(cv)]
+
+
+def _needs_groups(cv):
+    """Whether the splitter asks for ``groups`` (scikit-learn's group-wise splitters do, through metadata routing)."""
+    routing = getattr(cv, "get_metadata_routing", None)
+    return routing is not None and routing().split.requests.get("groups") is True
+
+
+def _check_split(k, split, n_rows, groups):
+    """Split ``k`` as a pair of integer arrays of row positions, or a ValueError saying what is wrong with it."""
+    if isinstance(split, (str, bytes)) or not hasattr(split, "__len__") or len(split) != 2:
+        raise ValueError(f"cv split {k} must be a (train, test) pair of row positions; got {split!r:.80}.")
+    parts = []
+    for part, indices in zip(("training", "test"), split):
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or not len(indices):
+            raise ValueError(f"cv split {k} has no {part} rows (a 1-D array of row positions is needed).")
+        if indices.dtype.kind not in "iu":
+            raise ValueError(
+                f"cv split {k}: its {part} rows must be integer row positions; got dtype {indices.dtype}."
+            )
+        outside = (indices < 0) | (indices >= n_rows)
+        if outside.any():
+            raise ValueError(
+                f"cv split {k}: {part} row positions {np.unique(indices[outside])[:8].tolist()} are outside X, "
+                f"which has rows 0 to {n_rows - 1}."
+            )
+        parts.append(indices)
+    train, test = parts
+    in_train, in_both = np.zeros(n_rows, dtype=bool), np.zeros(n_rows, dtype=bool)
+    in_train[train] = True
+    in_both[test] = in_train[test]
+    if in_both.any():
+        raise ValueError(
+            f"cv split {k}: rows {_rows(in_both)} are both training and test rows; a test fold must be held out."
+        )
+    if groups is not None:
+        shared = np.intersect1d(groups[train], groups[test])
+        if len(shared):
+            raise ValueError(
+                f"cv split {k}: groups {shared[:8].tolist()} have rows in both the training and the test rows; "
+                "use a group-wise splitter (e.g. StratifiedGroupKFold) or an int cv, which splits by groups."
+            )
+    return train, test
 
 
 def _check_cohorts(cohorts):

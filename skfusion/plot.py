@@ -74,7 +74,8 @@ def plot_forest(
     ImportError
         If matplotlib is not installed.
     ValueError
-        If a column is missing, or a row has a missing value or ``low > high``.
+        If a column is missing, or a row has a missing value, ``low > high``, or an
+        estimate outside its interval.
 
     See Also
     --------
@@ -110,8 +111,6 @@ def plot_forest(
     groups = [None] * len(table) if group is None else table[group].tolist()
     colors = {g: f"C{i}" for i, g in enumerate(dict.fromkeys(groups))}
     for y, (_, row), g in zip(positions, table.iterrows(), groups):
-        # The interval is drawn around its midpoint: a percentile bootstrap interval need not
-        # contain the full-sample estimate, which is drawn on its own.
         half = (row[high] - row[low]) / 2
         ax.errorbar(row[low] + half, y, xerr=half, fmt="none", ecolor=colors[g], capsize=3)
         ax.plot(row[estimate], y, "o", color=colors[g])
@@ -207,6 +206,17 @@ def _check_table(table, model, estimate, low, high, group):
     unordered = values[:, 1] > values[:, 2]
     if unordered.any():
         raise ValueError(f"table rows {np.flatnonzero(unordered).tolist()} do not satisfy {low} <= {high}.")
+    # A point outside its own interval reads as a contradiction in a figure: wrong columns, or
+    # a bootstrap whose resamples lie beside the full-sample value.
+    outside = (values[:, 0] < values[:, 1]) | (values[:, 0] > values[:, 2])
+    if outside.any():
+        rows = np.flatnonzero(outside)
+        raise ValueError(
+            f"table rows {rows.tolist()} have {estimate} outside [{low}, {high}] (row {rows[0]}: "
+            f"{values[rows[0], 0]:.4g} not in [{values[rows[0], 1]:.4g}, {values[rows[0], 2]:.4g}]): check the "
+            "columns; for a bootstrap interval biased away from its estimate, method='bca' corrects the bias, "
+            "and more samples reduce it."
+        )
     return table
 
 

@@ -201,3 +201,30 @@ def test_calibration_rejects_bad_input():
         d_calibration(y, curves * 2, survival_times=grid)
     with pytest.raises(ValueError, match="y must be a structured array"):
         d_calibration(y["time"], curves, survival_times=grid)
+
+
+def test_d_calibration_refuses_curves_that_rise_and_allows_float_round_off():
+    hazard, y = _exponential(100, 7)
+    curves, grid = _curves(hazard, y)
+    rising = curves.copy()
+    rising[[3, 8], 60] = rising[[3, 8], 59] + 0.05
+    assert rising.max() <= 1.0
+    with pytest.raises(ValueError, match=r"never increase over time; rows \[3, 8\] rise \(by up to 0.05\)"):
+        d_calibration(y, rising, survival_times=grid)
+    with pytest.raises(ValueError, match=r"rows \[0, 1, 2, .*not a cumulative incidence 1 - S\(t\)"):
+        d_calibration(y, 1 - curves, survival_times=grid)
+    functions = np.array([StepFunction(grid, row) for row in rising])
+    with pytest.raises(ValueError, match=r"rows \[3, 8\] rise"):
+        d_calibration(y, functions)
+    # float32 round-off of curves that cannot rise is no rise.
+    jitter = np.random.default_rng(0).uniform(0, 2e-7, curves.shape)
+    noisy = np.clip(curves.astype(np.float32) + jitter.astype(np.float32), 0, 1)
+    result = d_calibration(y, noisy, survival_times=grid)
+    np.testing.assert_allclose(result.counts, d_calibration(y, curves, survival_times=grid).counts, atol=1e-3)
+
+
+def test_calibration_rejects_string_curves():
+    hazard, y = _exponential(50, 7)
+    curves, grid = _curves(hazard, y)
+    with pytest.raises(ValueError, match=r"survival must hold numbers, got strings \(e\.g\. '0\.9"):
+        d_calibration(y, curves.astype(str), survival_times=grid)

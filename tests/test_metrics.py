@@ -152,7 +152,7 @@ def test_stratify_keeps_stratum_sizes():
         seen.append(int(y_true.sum()))
         return 0.0
 
-    bootstrap_ci(positives, y, score, n_resamples=30, stratify=y, random_state=0)
+    bootstrap_ci(positives, y, score, n_resamples=40, stratify=y, random_state=0)
     assert set(seen) == {5}
 
 
@@ -174,12 +174,12 @@ def test_metric_undefined_everywhere_or_on_full_sample():
         return 1.0 if len(np.unique(score)) == len(score) else np.nan
 
     x = np.arange(50.0)
-    with pytest.raises(ValueError, match="undefined on all 20 bootstrap resamples"):
-        bootstrap_ci(distinct_rows_only, x, x, n_resamples=20, random_state=0)
+    with pytest.raises(ValueError, match="undefined on all 40 bootstrap resamples"):
+        bootstrap_ci(distinct_rows_only, x, x, n_resamples=40, random_state=0)
     with pytest.raises(ValueError, match="undefined on the full sample"):
-        bootstrap_ci(_auc, np.ones(10), x[:10], n_resamples=20)
+        bootstrap_ci(_auc, np.ones(10), x[:10], n_resamples=40)
     with pytest.raises(ValueError, match="undefined on the full sample"), pytest.warns(UndefinedMetricWarning):
-        bootstrap_ci(roc_auc_score, np.ones(10), x[:10], n_resamples=20)
+        bootstrap_ci(roc_auc_score, np.ones(10), x[:10], n_resamples=40)
 
 
 def test_structured_survival_y_is_resampled_by_whole_rows():
@@ -191,7 +191,7 @@ def test_structured_survival_y_is_resampled_by_whole_rows():
         assert set(zip(y_true["event"], y_true["time"])) <= set(zip(y["event"], y["time"]))
         return 0.0
 
-    bootstrap_ci(aligned, y, row_id, n_resamples=20, random_state=0)
+    bootstrap_ci(aligned, y, row_id, n_resamples=40, random_state=0)
 
 
 # --------------------------------------------------------------------------- Harrell's C fast path
@@ -290,6 +290,10 @@ def test_paired_pvalue_is_the_documented_formula(alternative):
     ("kwargs", "match"),
     [
         ({"n_resamples": 0}, "n_resamples == 0, must be >= 1"),
+        ({"n_resamples": 1}, "n_resamples=1 is too few for a two-sided 95% interval: it needs at least 39"),
+        ({"n_resamples": 38}, "n_resamples=38 is too few for a two-sided 95% interval: it needs at least 39"),
+        ({"n_resamples": 18, "confidence_level": 0.9}, "n_resamples=18 .* 90% interval: it needs at least 19"),
+        ({"n_resamples": 198, "confidence_level": 0.99}, "n_resamples=198 .* 99% interval: it needs at least 199"),
         ({"confidence_level": 1.0}, "confidence_level == 1.0, must be < 1"),
         ({"confidence_level": 0.0}, "confidence_level == 0.0, must be > 0"),
         ({"confidence_level": 1.5}, "confidence_level == 1.5"),
@@ -301,6 +305,62 @@ def test_bootstrap_ci_rejects_bad_parameters(kwargs, match):
     y, score = _binormal(10, 1.0, 0)
     with pytest.raises(ValueError, match=match):
         bootstrap_ci(_auc, y, score, **kwargs)
+
+
+def test_the_fewest_resamples_allowed_give_an_interval_of_order_statistics():
+    y, score = _binormal(200, 1.0, 0)
+    result = bootstrap_ci(_auc, y, score, n_resamples=39, random_state=0)
+    ordered = np.sort(result.resamples)
+    assert ordered[0] <= result.low <= ordered[1] and ordered[-2] <= result.high <= ordered[-1]
+    paired = paired_bootstrap_test(_auc, y, score, -score, n_resamples=19, alternative="greater", random_state=0)
+    ordered = np.sort(paired.resamples)
+    assert ordered[0] <= paired.low <= ordered[1] and paired.high == np.inf
+    with pytest.raises(ValueError, match=r"n_resamples=18 is too few for a one-sided 95% interval: .* at least 19"):
+        paired_bootstrap_test(_auc, y, score, -score, n_resamples=18, alternative="less")
+
+
+def test_a_metric_defined_on_too_few_resamples_is_refused():
+    x = np.arange(50.0)
+
+    def needs_row_zero_once(_, score):
+        return 1.0 if np.count_nonzero(score == 0) == 1 else np.nan
+
+    # Row 0 is drawn exactly once in about 37% of the resamples: some 22 of 60.
+    with pytest.raises(ValueError, match=r"metric is defined on only \d+ of 60 bootstrap resamples .* \(at least 39\)"):
+        bootstrap_ci(needs_row_zero_once, x, x, n_resamples=60, random_state=0)
+
+
+def test_bca_refuses_an_undefined_jackknife_and_a_degenerate_distribution():
+    rng = np.random.default_rng(0)
+    y = Surv.from_arrays(np.arange(40) == 3, rng.exponential(size=40))
+    risk = rng.normal(size=40)
+    # Without row 3, the only event, no pair is comparable.
+    with pytest.raises(ValueError, match=r"method='bca' needs the metric on every leave-one-out sample.*row\(s\) \[3\]"):
+        bootstrap_ci(concordance_index, y, risk, n_resamples=200, method="bca", random_state=0)
+    assert np.isfinite(bootstrap_ci(concordance_index, y, risk, n_resamples=200, random_state=0).low)
+    with pytest.raises(ValueError, match=r"the BCa interval is undefined here: the bootstrap distribution is degenerate"):
+        bootstrap_ci(lambda t, s: 1.0, y["time"], risk, n_resamples=100, method="bca", random_state=0)
+    other = risk + rng.normal(size=40)
+    with pytest.raises(ValueError, match=r"row\(s\) \[3\]"):
+        paired_bootstrap_test(concordance_index, y, risk, other, n_resamples=100, method="bca", random_state=0)
+
+
+def test_metrics_refuse_string_scores_naming_the_argument():
+    y, risk = _survival(30, 0)
+    labels, score = _binormal(30, 1.0, 0)
+    text = risk.astype(str)
+    with pytest.raises(ValueError, match=r"risk must hold numbers, got strings \(e\.g\. '"):
+        concordance_index(y, text)
+    with pytest.raises(ValueError, match="risk must hold numbers"):
+        concordance_index_ipcw_score(y, y, text.astype(object))
+    with pytest.raises(ValueError, match="risk must hold numbers"):
+        bootstrap_ci(concordance_index, y, text, n_resamples=50)
+    with pytest.raises(ValueError, match=r"y_score must hold numbers, got strings \(e\.g\. 'a'\)"):
+        auroc(labels, ["a"] * 30)
+    with pytest.raises(ValueError, match="y_prob must hold numbers"):
+        expected_calibration_error(labels, score.astype(str))
+    with pytest.raises(ValueError, match="estimate must hold numbers"):
+        integrated_brier_score(y, y, np.full((30, 2), "0.5"), np.percentile(y["time"], [20, 50]))
 
 
 def test_bootstrap_rejects_bad_arrays():
@@ -384,12 +444,12 @@ def test_bootstrap_of_ipcw_metrics_resamples_the_test_rows_only():
     def ibs(y_test, survival):
         return integrated_brier_score(y_train, y_test, survival, times)
 
-    result = bootstrap_ci(ibs, y, functions, n_resamples=30, stratify=y["event"], random_state=0)
+    result = bootstrap_ci(ibs, y, functions, n_resamples=40, stratify=y["event"], random_state=0)
     assert result.estimate == integrated_brier_score(y_train, y, functions, times)
     assert result.low <= result.estimate <= result.high
     risk = model.predict(X[100:])
     uno_c = functools.partial(concordance_index_ipcw_score, y_train)
-    uno = bootstrap_ci(uno_c, y, risk, n_resamples=30, random_state=0)
+    uno = bootstrap_ci(uno_c, y, risk, n_resamples=40, random_state=0)
     assert uno.estimate == concordance_index_ipcw(y_train, y, risk)[0]
 
 

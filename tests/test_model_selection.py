@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
-from sklearn.model_selection import KFold, RepeatedStratifiedKFold, cross_val_score  # noqa: E402
+from sklearn.model_selection import GroupKFold, KFold, RepeatedStratifiedKFold, cross_val_score  # noqa: E402
 
 import skfusion  # noqa: E402
 from skfusion import (  # noqa: E402
@@ -26,7 +26,7 @@ from skfusion.metrics import (  # noqa: E402
     paired_bootstrap_test,
 )
 from skfusion.metrics._bootstrap import _MetricOnRows, _on_rows  # noqa: E402
-from skfusion.model_selection import compare_fusion, format_comparison, fusion_models  # noqa: E402
+from skfusion.model_selection import _splits, compare_fusion, format_comparison, fusion_models  # noqa: E402
 from skfusion.plot import plot_comparison  # noqa: E402
 
 FAST = {"max_epochs": 8, "random_state": 0}
@@ -35,6 +35,9 @@ FAST = {"max_epochs": 8, "random_state": 0}
 @pytest.fixture(scope="module")
 def survival():
     return make_multimodal_survival(n_samples=240, n_external=120, random_state=0)
+
+
+ROWS = np.arange(240)
 
 
 def _survival_models():
@@ -113,7 +116,7 @@ def test_default_models_run_end_to_end(survival):
     X, y, X_ext, y_ext = survival
     models = fusion_models(X, max_epochs=2, random_state=0)
     table = skfusion.compare_fusion(
-        X, y, models=models, cv=2, cohorts={"external": (X_ext, y_ext)}, n_resamples=20, random_state=0
+        X, y, models=models, cv=2, cohorts={"external": (X_ext, y_ext)}, n_resamples=40, random_state=0
     )
     assert table["cohort"].unique().tolist() == ["cross-validation", "external"]
     assert table["model"].unique().tolist() == list(models)
@@ -143,7 +146,7 @@ def test_fusion_models_names_and_settings():
     assert "cross-attention" not in fusion_models(three)
 
 
-PARALLEL_KWARGS = {"cv": 2, "n_resamples": 30, "random_state": 0}
+PARALLEL_KWARGS = {"cv": 2, "n_resamples": 40, "random_state": 0}
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +183,20 @@ def test_dask_local_cluster_gives_the_same_table(survival, serial_table):
         ({"cohorts": [1, 2]}, "cohorts must be a dict"),
         ({"cohorts": {"site B": "frame"}}, "cohort 'site B' must be an"),
         ({"response_method": "predict_survival_function"}, "response_method must be"),
+        ({"cv": 2.5}, r"cv must be an int of at least 2 .* or None; got 2\.5"),
+        ({"cv": "3"}, r"cv must be an int of at least 2 .*; got '3'"),
+        ({"cv": 1}, r"cv must be an int of at least 2 .*; got 1\."),
+        ({"cv": [(ROWS, ROWS)]}, r"cv split 0: rows \[0, 1, 2, .* \(240 rows\)\] are both training and test rows"),
+        ({"cv": [(ROWS[:120], ROWS[120:]), (ROWS[:200], ROWS[190:])]}, r"cv split 1: rows \[190, 191, .*\] are both"),
+        ({"cv": [(ROWS[:200], np.r_[ROWS[200:], 240, 300])]}, r"cv split 0: test row positions \[240, 300\] are outside X"),
+        ({"cv": [(ROWS[:200] - 5, ROWS[200:])]}, r"cv split 0: training row positions \[-5, -4, -3, -2, -1\] are outside X"),
+        ({"cv": [(ROWS[:200] * 1.0, ROWS[200:])]}, r"cv split 0: its training rows must be integer row positions"),
+        ({"cv": [(ROWS, [])]}, r"cv split 0 has no test rows"),
+        ({"cv": [ROWS]}, r"cv split 0 must be a \(train, test\) pair"),
+        ({"cv": GroupKFold(3)}, r"cv=GroupKFold\(.*\) splits by groups: pass groups= to compare_fusion"),
+        ({"cv": 3, "groups": ROWS[:-1]}, r"groups must hold one label per row of X \(240 rows\); got shape \(239,\)"),
+        ({"cv": KFold(3), "groups": ROWS % 40}, r"cv split 0: groups \[0, 1, 2, .*\] have rows in both the training and the test"),
+        ({"n_resamples": 20}, r"n_resamples=20 is too few for a two-sided 95% interval"),
     ],
 )
 def test_bad_arguments(survival, kwargs, match):
@@ -187,6 +204,40 @@ def test_bad_arguments(survival, kwargs, match):
     models = {"img only": UnimodalSurvival(modality="img"), "concatenation": ConcatSurvival()}
     with pytest.raises(ValueError, match=match):
         compare_fusion(X, y, models=models, **kwargs)
+
+
+def test_int_cv_with_groups_keeps_each_group_in_one_fold(survival):
+    X, y, _, _ = survival
+    groups = np.random.default_rng(0).integers(0, 60, len(y))
+    splits = _splits(4, X, y, groups, "survival", random_state=0)
+    assert len(splits) == 4
+    assert sorted(np.concatenate([test for _, test in splits]).tolist()) == ROWS.tolist()
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert y["event"][test].any()
+
+
+def test_a_group_splitter_gets_the_groups(survival):
+    X, y, _, _ = survival
+    groups = ROWS % 30
+    models = {"img only": UnimodalSurvival(modality="img", **FAST)}
+    table = compare_fusion(
+        X, y, models=models, cv=GroupKFold(2), groups=groups, fusion_reference=None, n_resamples=40, random_state=0
+    )
+    folds = cross_val_score(models["img only"], X, y, cv=GroupKFold(2), groups=groups)
+    assert table["estimate"].item() == pytest.approx(folds.mean(), abs=1e-12)
+
+
+def test_errors_of_a_fold_name_the_model_and_the_split(survival):
+    X, y, _, _ = survival
+    events, censored = np.flatnonzero(y["event"]), np.flatnonzero(~y["event"])
+    models = {"img only": UnimodalSurvival(modality="img", **FAST)}
+    training_without_events = [(censored[:40], np.r_[censored[40:], events])]
+    with pytest.raises(ValueError, match=r"model 'img only', cross-validation split 0: .*all samples are censored"):
+        compare_fusion(X, y, models=models, cv=training_without_events, fusion_reference=None, n_resamples=40)
+    test_without_events = [(ROWS[:120], ROWS[120:]), (np.r_[censored[:40], events], censored[40:])]
+    with pytest.raises(ValueError, match=r"test fold of cross-validation split 1: y: all samples are censored"):
+        compare_fusion(X, y, models=models, cv=test_without_events, fusion_reference=None, n_resamples=40)
 
 
 def test_cohort_length_mismatch_is_named(survival):
@@ -214,15 +265,15 @@ def test_format_and_plot_markers():
             "model": ["img only", "concatenation", "contrastive"],
             "estimate": [0.70, 0.72, 0.75],
             "low": [0.65, 0.69, 0.70],
-            "high": [0.74, 0.76, 0.73],  # a percentile interval need not contain the estimate
+            "high": [0.74, 0.76, 0.78],
             "p_reference": [np.nan, 0.2, 0.01],
             "p_fusion_reference": [0.3, np.nan, 0.04],
             "best": [False, False, True],
         }
     )
     cells = format_comparison(table, digits=2)["a"].tolist()
-    assert cells == ["0.70 (0.65–0.74)", "0.72 (0.69–0.76)", "**0.75*+ (0.70–0.73)**"]
-    assert format_comparison(table, alpha=0.02, digits=2)["a"].iloc[2] == "**0.75* (0.70–0.73)**"
+    assert cells == ["0.70 (0.65–0.74)", "0.72 (0.69–0.76)", "**0.75*+ (0.70–0.78)**"]
+    assert format_comparison(table, alpha=0.02, digits=2)["a"].iloc[2] == "**0.75* (0.70–0.78)**"
     ax = plot_comparison(table)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "img only", "concatenation", "contrastive *+ (best)"]
     plt.close(ax.figure)

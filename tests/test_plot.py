@@ -80,6 +80,8 @@ def test_table_from_bootstrap_results():
     [
         (lambda t: t.drop(columns="high"), "table has no column 'high'"),
         (lambda t: t.assign(low=[0.9, *t["low"][1:]]), r"table rows \[0\] do not satisfy low <= high"),
+        (lambda t: t.assign(estimate=[*t["estimate"][:4], 0.5, 0.8]),
+         r"table rows \[4, 5\] have estimate outside \[low, high\] \(row 4: 0\.5 not in \[0\.61, 0\.63\]\)"),
         (lambda t: t.assign(estimate=[np.nan, *t["estimate"][1:]]), r"missing or non-finite values in rows \[0\]"),
         (lambda t: t.iloc[:0], "table has no rows"),
     ],
@@ -87,6 +89,13 @@ def test_table_from_bootstrap_results():
 def test_bad_tables(table, change, match):
     with pytest.raises(ValueError, match=match):
         plot_forest(change(table))
+
+
+def test_an_estimate_on_a_bound_of_its_interval_is_drawn(table):
+    ax = plot_forest(table.assign(estimate=table["low"]))
+    points = [line.get_xdata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
+    assert points == table["low"].tolist()
+    plt.close(ax.figure)
 
 
 def test_missing_group_column(table):

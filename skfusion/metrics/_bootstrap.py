@@ -9,6 +9,7 @@ stratify, or run the metric in parallel, and it would resample a structured surv
 field by field rather than by row.
 """
 
+import math
 import numbers
 import warnings
 from collections import namedtuple
@@ -149,13 +150,15 @@ def bootstrap_ci(
     y_score : array-like, shape (n_samples, ...)
         Predictions: scores, probabilities, risks, an array of StepFunctions.
     n_resamples : int, default=1000
-        Number of bootstrap resamples.
+        Number of bootstrap resamples: at least ``2 / (1 - confidence_level) - 1`` (39 for a
+        95% interval, see Notes), and 1000 or more for bounds that do not move with the seed.
     confidence_level : float, default=0.95
         In (0, 1).
     method : {"percentile", "basic", "bca"}, default="percentile"
         Interval computed by :func:`scipy.stats.bootstrap` from the bootstrap distribution.
         ``"bca"`` (bias-corrected and accelerated) also evaluates the metric on the
-        ``n_samples`` leave-one-out samples (jackknife).
+        ``n_samples`` leave-one-out samples (jackknife), so the metric must be defined on each
+        of them (not so for the C-index with a single event).
     stratify : array-like, shape (n_samples,), default=None
         Resample within each stratum, keeping its size, e.g. ``y["event"]`` so that every
         resample keeps the number of events, or the class labels for a rare class.
@@ -174,7 +177,10 @@ def bootstrap_ci(
     ------
     ValueError
         If the inputs have different lengths, ``y_score`` holds NaN, a parameter is out of
-        range, the metric is undefined on the full sample or on every resample.
+        range (``n_resamples`` too few for ``confidence_level``), the metric is undefined on
+        the full sample or on all but fewer resamples than that minimum, or, for
+        ``method="bca"``, on a leave-one-out sample, or the BCa interval is undefined (a
+        degenerate bootstrap distribution).
 
     Warns
     -----
@@ -189,6 +195,13 @@ def bootstrap_ci(
 
     Notes
     -----
+    The bounds of a two-sided interval at level ``1 - alpha`` are the ``alpha / 2`` and
+    ``1 - alpha / 2`` quantiles of the ``B`` resamples. They are order statistics of the
+    bootstrap distribution only when ``(B + 1) alpha / 2 >= 1`` ([3]_, Section 13.3; Davison
+    and Hinkley, 1997, Section 5.2.1); with fewer resamples a bound is interpolated beyond
+    the most extreme resample (one resample gives an interval of zero width, which excludes
+    the estimate), so fewer are refused.
+
     Resample ``b`` draws its rows from its own seed, taken from ``random_state``, so results
     do not depend on ``n_jobs``. For :func:`concordance_index` all resamples are evaluated
     at once from row counts (see ``harrell_on_counts`` in ``skfusion/metrics/_survival.py``),
@@ -219,7 +232,7 @@ def bootstrap_ci(
     >>> print(f"{result:.2f}")  # doctest: +SKIP
     0.75 (0.68–0.81)
     """
-    _check_interval(confidence_level, method)
+    check_bootstrap_parameters(n_resamples, confidence_level, method)
     draws = BootstrapDraws(
         metric, y_true, {"y_score": y_score}, n_resamples=n_resamples, stratify=stratify,
         random_state=random_state, n_jobs=n_jobs,
@@ -258,6 +271,8 @@ def paired_bootstrap_test(
     score_a, score_b : array-like, shape (n_samples, ...)
         Predictions of model A and model B for the same samples.
     n_resamples : int, default=1000
+        At least ``2 / (1 - confidence_level) - 1`` (``1 / (1 - confidence_level) - 1`` for a
+        one-sided ``alternative``), as in :func:`bootstrap_ci`.
     alternative : {"two-sided", "greater", "less"}, default="two-sided"
         Alternative hypothesis: ``"greater"`` is "A scores higher than B".
     confidence_level : float, default=0.95
@@ -320,8 +335,7 @@ def paired_bootstrap_test(
     >>> bool(test.difference > 0 and test.pvalue < 0.05)
     True
     """
-    _check_interval(confidence_level, method)
-    _check_alternative(alternative)
+    check_bootstrap_parameters(n_resamples, confidence_level, method, alternative)
     draws = BootstrapDraws(
         metric, y_true, {"score_a": score_a, "score_b": score_b}, n_resamples=n_resamples,
         stratify=stratify, random_state=random_state, n_jobs=n_jobs,
@@ -359,16 +373,16 @@ class BootstrapDraws:
 
     def interval(self, name, *, confidence_level=0.95, method="percentile"):
         """:class:`BootstrapResult` of the model ``name``."""
-        _check_interval(confidence_level, method)
-        resamples, n_skipped = _defined(self.values[name], self.n_resamples)
+        check_bootstrap_parameters(self.n_resamples, confidence_level, method)
+        resamples, n_skipped = _defined(self.values[name], self.n_resamples, confidence_level, "two-sided")
         low, high, std = self._interval([name], _first, resamples, confidence_level, method, "two-sided")
         return BootstrapResult(self.estimates[name], low, high, std, resamples, n_skipped, confidence_level, method)
 
     def paired(self, name_a, name_b, *, alternative="two-sided", confidence_level=0.95, method="percentile"):
         """:class:`PairedBootstrapResult` of model ``name_a`` minus model ``name_b``."""
-        _check_interval(confidence_level, method)
-        _check_alternative(alternative)
-        resamples, n_skipped = _defined(self.values[name_a] - self.values[name_b], self.n_resamples)
+        check_bootstrap_parameters(self.n_resamples, confidence_level, method, alternative)
+        difference = self.values[name_a] - self.values[name_b]
+        resamples, n_skipped = _defined(difference, self.n_resamples, confidence_level, alternative)
         low, high, std = self._interval([name_a, name_b], _difference, resamples, confidence_level, method, alternative)
         return PairedBootstrapResult(
             difference=self.estimates[name_a] - self.estimates[name_b],
@@ -407,17 +421,39 @@ def _check_inputs(y_true, scores, stratify):
     return y_true, list(scores.values())
 
 
-def _check_interval(confidence_level, method):
+def check_bootstrap_parameters(n_resamples, confidence_level, method, alternative="two-sided"):
+    """Raise a ValueError naming the first bootstrap parameter out of range.
+
+    ``n_resamples`` must give the interval's bounds as order statistics of the bootstrap
+    distribution (:func:`min_resamples`).
+    """
+    check_scalar(n_resamples, "n_resamples", numbers.Integral, min_val=1)
     check_scalar(
         confidence_level, "confidence_level", numbers.Real, min_val=0, max_val=1, include_boundaries="neither"
     )
     if method not in _METHODS:
         raise ValueError(f"method must be one of {tuple(_METHODS)}, got {method!r}.")
-
-
-def _check_alternative(alternative):
     if alternative not in _ALTERNATIVES:
         raise ValueError(f"alternative must be one of {_ALTERNATIVES}, got {alternative!r}.")
+    minimum = min_resamples(confidence_level, alternative)
+    if n_resamples < minimum:
+        raise ValueError(
+            f"n_resamples={n_resamples} is too few for a {_level(confidence_level, alternative)} interval: it needs "
+            f"at least {minimum} resamples, so that each bound is an order statistic of the bootstrap distribution "
+            "rather than an extrapolation beyond it (1000 or more give bounds that do not move with the seed)."
+        )
+
+
+def min_resamples(confidence_level, alternative="two-sided"):
+    """The fewest resamples ``B`` with ``(B + 1) * tail >= 1``, ``tail`` the interval's tail probability."""
+    tail = (1 - confidence_level) / (2 if alternative == "two-sided" else 1)
+    # The tolerance absorbs the round-off of 1 - 0.95 (which gives 39.99999999999996 for 1 / tail).
+    return max(1, math.ceil(1 / tail - 1 - 1e-9))
+
+
+def _level(confidence_level, alternative):
+    sides = "two-sided" if alternative == "two-sided" else "one-sided"
+    return f"{sides} {100 * confidence_level:.4g}%"
 
 
 def _run(metric, y_true, scores, n_resamples, stratify, random_state, n_jobs):
@@ -502,7 +538,11 @@ class MeanOverSplits:
         for s in range(packed.shape[1]):
             rows = packed[:, s, 0] > 0
             score = packed[rows, s, 1:]
-            values.append(self.metric(y_true[rows], score[:, 0] if score.shape[1] == 1 else score))
+            try:
+                values.append(self.metric(y_true[rows], score[:, 0] if score.shape[1] == 1 else score))
+            except ValueError as exc:
+                # e.g. "all samples are censored": which of the folds, the message alone does not say.
+                raise ValueError(f"test fold of cross-validation split {s}: {exc}") from exc
         return float(np.mean(values))
 
     @staticmethod
@@ -602,7 +642,20 @@ class _StatisticOnIndices:
         chunks = _chunks(len(rows), rows.shape[1], self.n_jobs)
         parts = Parallel(n_jobs=self.n_jobs)(delayed(self.on_rows)(rows[c]) for c in chunks)
         values = self.reduce(np.concatenate(parts))
-        return values[0] if np.ndim(indices) == 1 else values
+        if np.ndim(indices) == 1:
+            return values[0]
+        # Index rows come only from the BCa jackknife: scipy would turn one undefined
+        # leave-one-out value into a (nan, nan) interval.
+        undefined = ~np.isfinite(values)
+        if undefined.any():
+            n = rows.shape[1] + 1
+            left_out = n * (n - 1) // 2 - rows[undefined].sum(axis=1)
+            raise ValueError(
+                f"method='bca' needs the metric on every leave-one-out sample (its jackknife acceleration), but "
+                f"it is undefined without row(s) {left_out[:10].tolist()} (e.g. the only event, or the only "
+                "sample of a class): use method='percentile' or 'basic'."
+            )
+        return values
 
 
 def _first(values):
@@ -613,7 +666,7 @@ def _difference(values):
     return values[:, 0] - values[:, 1]
 
 
-def _defined(values, n_resamples):
+def _defined(values, n_resamples, confidence_level, alternative):
     """The finite values, after warning or raising about the undefined ones."""
     defined = values[np.isfinite(values)]
     n_skipped = n_resamples - len(defined)
@@ -621,6 +674,13 @@ def _defined(values, n_resamples):
         raise ValueError(
             f"metric is undefined on all {n_resamples} bootstrap resamples (e.g. no event or a "
             "single class in each); use stratify= or more samples."
+        )
+    minimum = min_resamples(confidence_level, alternative)
+    if len(defined) < minimum:
+        raise ValueError(
+            f"metric is defined on only {len(defined)} of {n_resamples} bootstrap resamples (e.g. no event or a "
+            f"single class in the others), too few for a {_level(confidence_level, alternative)} interval "
+            f"(at least {minimum}); use stratify= or more resamples."
         )
     if n_skipped > MAX_SKIPPED_FRACTION * n_resamples:
         warnings.warn(
@@ -635,19 +695,29 @@ def _defined(values, n_resamples):
 
 def _interval(statistic, resamples, n_samples, confidence_level, method, alternative):
     """``(low, high, std)`` from scipy.stats.bootstrap applied to our bootstrap distribution."""
-    result = stats.bootstrap(
-        (np.arange(n_samples),),
-        statistic,
-        n_resamples=0,
-        bootstrap_result=_Distribution(resamples),
-        vectorized=True,
-        confidence_level=confidence_level,
-        alternative=alternative,
-        method=_METHODS[method],
-        batch=max(1, _MAX_INDEX_ENTRIES // n_samples),
-        rng=0,
-    )
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # scipy's warning about a degenerate distribution becomes the error below.
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        result = stats.bootstrap(
+            (np.arange(n_samples),),
+            statistic,
+            n_resamples=0,
+            bootstrap_result=_Distribution(resamples),
+            vectorized=True,
+            confidence_level=confidence_level,
+            alternative=alternative,
+            method=_METHODS[method],
+            batch=max(1, _MAX_INDEX_ENTRIES // n_samples),
+            rng=0,
+        )
     interval = result.confidence_interval
+    if np.isnan(interval.low) or np.isnan(interval.high):
+        # Only BCa fails so: a degenerate distribution makes its acceleration 0 / 0.
+        raise ValueError(
+            f"the BCa interval is undefined here: the bootstrap distribution is degenerate (the metric takes "
+            f"{len(np.unique(resamples))} distinct value(s) on the resamples, or the estimate lies outside them); "
+            "use method='percentile' or 'basic'."
+        )
     return float(interval.low), float(interval.high), float(result.standard_error)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 from sklearn.utils.validation import check_scalar
+from sksurv.functions import StepFunction
 from sksurv.nonparametric import kaplan_meier_estimator
 
 from ._checks import as_rows, check_lengths, check_survival
@@ -20,6 +21,9 @@ from ._survival import survival_at, survival_at_own_times
 
 # log(-log S) is infinite at S = 0 and S = 1; probabilities are kept this far inside (0, 1).
 _EDGE = 1e-10
+# A survival curve may rise by this much from one time to the next: float32 round-off (a few
+# units of 1.2e-7) of a curve that cannot rise, not a curve of something else.
+_RISE_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +90,9 @@ def d_calibration(y, survival, *, survival_times=None, n_bins=10):
     ------
     ValueError
         If ``y`` is not a survival array, ``survival`` does not have one curve per sample of
-        ``y`` or holds values outside [0, 1], or ``n_bins`` is below 2.
+        ``y``, holds values outside [0, 1] or curves that rise over time (by more than
+        float32 round-off; curves given as callables other than StepFunctions are not
+        checked), or ``n_bins`` is below 2.
 
     See Also
     --------
@@ -121,9 +127,37 @@ def d_calibration(y, survival, *, survival_times=None, n_bins=10):
     survival = as_rows(survival, "survival")
     check_lengths(y=y, survival=survival)
     at_own_time = survival_at_own_times(survival, time, survival_times)
+    _check_non_increasing(survival)
     counts = _d_calibration_counts(event, at_own_time, n_bins)
     statistic, pvalue = stats.chisquare(counts)
     return DCalibrationResult(float(statistic), float(pvalue), counts, _bin_edges(n_bins))
+
+
+def _check_non_increasing(survival):
+    """Raise, naming the rows, where a survival curve (array row or StepFunction) rises over time.
+
+    ``S_i(T_i)`` is uniform only for a survival function; a rising curve is something else
+    (a cumulative incidence ``1 - S``, a hazard) and its test result would mean nothing.
+    """
+    if survival.dtype.kind == "O":
+        steps = [fn for fn in survival if isinstance(fn, StepFunction)]
+        rises = np.array([_largest_rise(fn.a * np.asarray(fn.y, dtype=float) + fn.b) for fn in steps])
+        rows = np.flatnonzero([isinstance(fn, StepFunction) for fn in survival])
+    else:
+        values = survival.astype(float)
+        rises = np.max(np.diff(values, axis=1), axis=1, initial=0.0)
+        rows = np.arange(len(values))
+    rising = rises > _RISE_TOLERANCE
+    if rising.any():
+        raise ValueError(
+            f"survival must hold survival curves, which never increase over time; rows "
+            f"{rows[rising][:10].tolist()} rise (by up to {rises.max():.3g}): pass S(t) = P(T > t), not a "
+            "cumulative incidence 1 - S(t) or a hazard."
+        )
+
+
+def _largest_rise(values):
+    return float(np.max(np.diff(values), initial=0.0))
 
 
 def _bin_edges(n_bins):

@@ -20,6 +20,26 @@ def check_lengths(**arrays):
             raise ValueError(f"{name} has {len(array)} rows but {ref_name} has {len(ref)}.")
 
 
+def check_numeric(x, name):
+    """Raise, naming ``name``, if ``x`` holds strings: scores and probabilities are numbers.
+
+    Object arrays of other things (StepFunctions) are left to the checks that read them.
+    """
+    if x.dtype.kind in "US":
+        strings = x.ravel()[:1].tolist()
+    elif x.dtype.kind == "O":
+        strings = [v for v in x.ravel() if isinstance(v, (str, bytes))]
+    else:
+        return x
+    if not strings:
+        return x
+    first = strings[0]
+    raise ValueError(
+        f"{name} must hold numbers, got strings (e.g. {first!r}); if they are numbers written as text, "
+        f"convert them first (np.asarray({name}, dtype=float))."
+    )
+
+
 def check_finite(x, name):
     """Raise, naming the first bad rows, if a numeric ``x`` holds NaN or infinity.
 
@@ -71,6 +91,7 @@ def check_times(times, name, *, increasing=False, at_least=1):
 
 def check_probabilities(x, name):
     """Raise, naming the first bad rows, unless every value of ``x`` is in [0, 1]."""
+    check_numeric(np.asarray(x), name)
     check_finite(np.asarray(x, dtype=float), name)
     values = np.asarray(x, dtype=float).reshape(len(x), -1)
     bad = ((values < 0) | (values > 1)).any(axis=1)

@@ -13,7 +13,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import average_precision_score, cohen_kappa_score, mean_absolute_error, roc_auc_score
 from sklearn.utils.validation import check_scalar
 
-from ._checks import as_rows, check_finite, check_lengths
+from ._checks import as_rows, check_finite, check_lengths, check_numeric
 
 _AVERAGES = ("macro", "micro", "weighted")
 
@@ -353,7 +353,7 @@ def _bucket_values(y_pred, bin_values):
 def _check_pair(y_true, y_score, score_name):
     y_true, y_score = as_rows(y_true, "y_true"), as_rows(y_score, score_name)
     check_lengths(y_true=y_true, **{score_name: y_score})
-    return check_finite(y_true, "y_true"), check_finite(y_score, score_name).astype(float)
+    return check_finite(y_true, "y_true"), check_finite(check_numeric(y_score, score_name), score_name).astype(float)
 
 
 def _one_vs_rest(y_true, y_score, labels, pos_label, average):

@@ -11,13 +11,21 @@ from sksurv.metrics import concordance_index_censored, concordance_index_ipcw, c
 from sksurv.metrics import integrated_brier_score as _sksurv_integrated_brier_score
 from sksurv.nonparametric import CensoringDistributionEstimator, SurvivalFunctionEstimator
 
-from ._checks import as_rows, check_finite, check_lengths, check_probabilities, check_survival, check_times
+from ._checks import (
+    as_rows,
+    check_finite,
+    check_lengths,
+    check_numeric,
+    check_probabilities,
+    check_survival,
+    check_times,
+)
 
 
 def _check_scores(y, scores, y_name, scores_name):
     scores = as_rows(scores, scores_name)
     check_lengths(**{y_name: y, scores_name: scores})
-    return check_finite(scores, scores_name)
+    return check_finite(check_numeric(scores, scores_name), scores_name)
 
 
 def concordance_index(y, risk, *, tied_tol=1e-8):
