@@ -16,6 +16,7 @@ the parameter gradients over the processes, divides that factor back out: the pa
 gradient is exactly that of one process computing ``L`` on the whole batch.
 """
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -74,6 +75,10 @@ def gather_rows(*tensors):
     return tuple(_GatherRows.apply(tensor, counts) for tensor in tensors)
 
 
+_TIES_METHODS = ("efron", "breslow")
+_REDUCTIONS = ("mean", "sum")
+
+
 def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", reduction="mean"):
     """Negative Cox partial log-likelihood over the global risk set of a data-parallel batch.
 
@@ -99,11 +104,13 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
     Parameters
     ----------
     log_hz : torch.Tensor of shape (n_rows,)
-        Log relative hazards of this process's rows.
-    event : torch.Tensor of shape (n_rows,)
-        Event indicators (bool) of this process's rows.
-    time : torch.Tensor of shape (n_rows,)
-        Event or censoring times of this process's rows.
+        Log relative hazards of this process's rows (another array-like is made a float
+        tensor, without gradient).
+    event : torch.Tensor or array-like of shape (n_rows,)
+        Event indicators of this process's rows: booleans, or numbers that are all 0 or 1.
+    time : torch.Tensor or array-like of shape (n_rows,)
+        Event or censoring times of this process's rows, finite (an array-like is made a
+        float64 tensor).
     ties_method : {"efron", "breslow"}, default="efron"
         Passed to torchsurv.
     reduction : {"mean", "sum"}, default="mean"
@@ -113,6 +120,14 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
     -------
     loss : torch.Tensor
         A scalar, the same on every process.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is unknown or an input is not one value per row (checked before
+        gathering), or, after gathering and so on every process alike, if a time is NaN or
+        infinite or an event indicator is not 0 or 1; the rows are those of the gathered
+        batch (the processes' rows in rank order).
 
     See Also
     --------
@@ -142,6 +157,10 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
     True
     >>> dist.destroy_process_group()
     """
+    for name, value, allowed in (("ties_method", ties_method, _TIES_METHODS), ("reduction", reduction, _REDUCTIONS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+    log_hz, event, time = _as_tensors(log_hz, event, time)
     for name, value in (("log_hz", log_hz), ("event", event), ("time", time)):
         if value.ndim != 1 or len(value) != len(log_hz):
             raise ValueError(
@@ -149,8 +168,42 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
                 f"got shape {tuple(value.shape)}."
             )
     log_hz, event, time = gather_rows(log_hz, event, time)
+    # Checked on the gathered rows, which every process holds: every process raises alike,
+    # where a process raising alone would leave the others waiting in the next collective.
+    _check_gathered_targets(event, time)
     rank = torch.unique(time, return_inverse=True)[1].to(log_hz.dtype)
     return neg_partial_log_likelihood(log_hz, event.bool(), rank, ties_method=ties_method, reduction=reduction)
+
+
+def _as_tensors(log_hz, event, time):
+    """The inputs as tensors on ``log_hz``'s device: array-likes converted, times to float64."""
+    if not isinstance(log_hz, torch.Tensor):
+        log_hz = torch.as_tensor(np.asarray(log_hz, dtype=np.float32))
+    if not isinstance(event, torch.Tensor):
+        event = torch.as_tensor(np.asarray(event))
+    if not isinstance(time, torch.Tensor):
+        time = torch.as_tensor(np.asarray(time, dtype=np.float64))
+    return log_hz, event.to(log_hz.device), time.to(log_hz.device)
+
+
+def _check_gathered_targets(event, time):
+    """Raise a ValueError naming the rows of a non-finite time or of an event indicator other than 0 or 1."""
+    bad_time = ~torch.isfinite(time)
+    if bad_time.any():
+        raise ValueError(
+            f"time must be finite; it is NaN or infinite in rows {_first_rows(bad_time)} of the gathered batch."
+        )
+    if event.dtype != torch.bool:
+        bad_event = (event != 0) & (event != 1)
+        if bad_event.any():
+            raise ValueError(
+                f"event must hold indicators (True/False or 0/1); rows {_first_rows(bad_event)} of the gathered "
+                f"batch hold {event[bad_event][:3].tolist()}."
+            )
+
+
+def _first_rows(mask):
+    return torch.nonzero(mask).flatten()[:10].tolist()
 
 
 def shared_seed(seed, device):

@@ -183,3 +183,38 @@ def test_global_loss_checks_shapes():
     log_hz, event, time = worker.cox_rows(5, tied=False, seed=0)
     with pytest.raises(ValueError, match=r"event must be a 1-d tensor .* log_hz \(5 rows\); got shape \(4,\)"):
         global_neg_partial_log_likelihood(log_hz, event[:4], time)
+
+
+@pytest.fixture
+def one_process_job():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_global_loss_takes_array_likes(one_process_job):
+    log_hz, event, time = worker.cox_rows(6, tied=False, seed=0)
+    expected = global_neg_partial_log_likelihood(log_hz, event, time)
+    from_lists = global_neg_partial_log_likelihood(log_hz.tolist(), event.tolist(), time.tolist())
+    torch.testing.assert_close(from_lists, expected)
+    from_numbers = global_neg_partial_log_likelihood(log_hz, event.double().numpy(), time.numpy())
+    torch.testing.assert_close(from_numbers, expected)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"time": [2.0, float("nan"), 5.0, 1.0]}, r"time must be finite; it is NaN or infinite in rows \[1\] of the gathered batch"),
+        ({"time": [2.0, 3.0, float("inf"), 1.0]}, r"time must be finite; .* rows \[2\]"),
+        ({"event": [1.0, 0.5, 0.0, 1.0]}, r"event must hold indicators \(True/False or 0/1\); rows \[1\] .* hold \[0\.5\]"),
+        ({"event": [1, 2, 0, 1]}, r"event must hold indicators .* rows \[1\] .* hold \[2\]"),
+        ({"ties_method": "exact"}, r"ties_method must be one of \('efron', 'breslow'\), got 'exact'"),
+        ({"reduction": "none"}, r"reduction must be one of \('mean', 'sum'\), got 'none'"),
+    ],
+    ids=["nan-time", "inf-time", "half-event", "event-2", "ties-method", "reduction"],
+)
+def test_global_loss_refuses_bad_targets_and_parameters(one_process_job, change, match):
+    # Without ties: torchsurv reads ties_method only where times are tied.
+    inputs = {"log_hz": torch.zeros(4), "event": [True, False, True, True], "time": [2.0, 3.0, 5.0, 1.0], **change}
+    with pytest.raises(ValueError, match=match):
+        global_neg_partial_log_likelihood(**inputs)
