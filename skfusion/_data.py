@@ -199,12 +199,7 @@ def infer_layout(X, modalities=None, modality_dims=None):
     -------
     layout : tuple of ModalitySpec
     """
-    if isinstance(X, pd.DataFrame) and isinstance(X.columns, pd.MultiIndex):
-        raise ValueError(
-            f"X has MultiIndex columns ({X.columns.nlevels} levels, e.g. {X.columns[0]!r}); modalities are "
-            "read from flat '<modality>__<feature>' column names: flatten them first, e.g. "
-            "X.columns = [f'{modality}__{feature}' for modality, feature in X.columns]."
-        )
+    _check_flat_columns(X)
     if is_grouped_frame(X):
         groups = {}
         raw = _raw_columns(X)
@@ -277,10 +272,24 @@ def check_X(estimator, X, reset):
 
 
 def check_unique_columns(X):
-    """Raise a ValueError naming the duplicated column names of a DataFrame (a block would be ambiguous)."""
+    """Raise a ValueError naming the duplicated column names of a DataFrame (a block would be ambiguous).
+
+    MultiIndex columns are refused too (:func:`_check_flat_columns`).
+    """
+    _check_flat_columns(X)
     if isinstance(X, pd.DataFrame) and X.columns.duplicated().any():
         duplicated = X.columns[X.columns.duplicated()].unique().tolist()
         raise ValueError(f"X has duplicate column names {duplicated[:_MAX_ROWS_SHOWN]}: every column needs its own name.")
+
+
+def _check_flat_columns(X):
+    """Refuse MultiIndex columns: their tuples would be read as modality names such as ``"('img', 'img"``."""
+    if isinstance(X, pd.DataFrame) and isinstance(X.columns, pd.MultiIndex):
+        raise ValueError(
+            f"X has MultiIndex columns ({X.columns.nlevels} levels, e.g. {X.columns[0]!r}); modalities are "
+            "read from flat '<modality>__<feature>' column names: flatten them first, e.g. "
+            "X.columns = [f'{modality}__{feature}' for modality, feature in X.columns]."
+        )
 
 
 def as_pandas(X):

@@ -113,8 +113,12 @@ def test_multilabel_and_multiclass_targets():
         (lambda X: X.assign(ct=[b"x"] * len(X)), r"column 'ct' holds raw inputs \(bytes\).*encode it first"),
         (lambda X: X.assign(age=1.0), r"column 'age' is not part of a modality block"),
         (lambda X: X.iloc[:0], r"0 sample"),
+        (lambda X: X.assign(ct=None), r"column 'ct' is missing \(None / NaN\) in every row.*drop the column"),
+        (lambda X: X.set_axis(pd.MultiIndex.from_tuples([tuple(c.split("__")) for c in X.columns]), axis=1),
+         r"MultiIndex columns \(2 levels, e\.g\. \('img', '0'\)\).*flatten them"),
     ],
-    ids=["partial-nan", "inf", "missing-file", "folder", "raw-column", "ungrouped-column", "empty"],
+    ids=["partial-nan", "inf", "missing-file", "folder", "raw-column", "ungrouped-column", "empty", "all-missing-column",
+         "multiindex"],
 )
 def test_bad_X(data, mutate, match):
     X, y = data
@@ -198,6 +202,33 @@ def test_standardization_statistics_match_a_float64_two_pass_computation():
     real = tokens[mask].astype(np.float64)
     np.testing.assert_allclose(stats["s"][0], real.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(stats["s"][1], real.std(axis=0), rtol=1e-12)
+
+
+def test_zero_variance_is_judged_relative_to_the_feature_s_magnitude():
+    # A feature in tiny units varies (its standard deviation is its own scale); constant
+    # features, zero included, keep scale 1 whatever their magnitude.
+    rng = np.random.default_rng(0)
+    varying = rng.normal(size=(200, 2)) + 3.0
+    x = np.column_stack([varying * 1e-20, varying, np.full(200, 7.25), np.zeros(200), np.full(200, 3e-20)])
+    x = x.astype(np.float32)
+    stats = fit_standardization({"a": {"x": torch.from_numpy(x), "present": torch.ones(200, dtype=torch.bool)}})
+    mean, scale = stats["a"]
+    rows = x.astype(np.float64)
+    np.testing.assert_allclose(scale[:4], rows[:, :4].std(axis=0), rtol=1e-10)
+    np.testing.assert_array_equal(scale[4:], 1.0)
+    np.testing.assert_allclose(mean, rows.mean(axis=0), rtol=1e-12)
+
+
+def test_a_block_in_tiny_units_trains_as_in_ordinary_units(data):
+    X, y = data
+    tiny = X.copy()
+    img = [c for c in X.columns if c.startswith("img__")]
+    tiny[img] = X[img] * 1e-20
+    ordinary = ConcatSurvival(**FAST).fit(X, y).predict(X)
+    scaled = ConcatSurvival(**FAST).fit(tiny, y).predict(tiny)
+    # The standardized inputs differ by float32 rounding only.
+    np.testing.assert_allclose(scaled, ordinary, rtol=1e-4, atol=1e-5 * np.abs(ordinary).max())
+    np.testing.assert_array_equal(np.argsort(scaled), np.argsort(ordinary))
 
 
 def test_consecutive_rows_are_sliced_and_other_rows_gathered():
