@@ -223,8 +223,13 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     birth_code : str or None, default="SNOMED/184099003"
         Code of the birth event (MEDS 0.1.3's, as CLMBR-T-base expects). A patient without
         one has ages counted from their first event, with a warning: the released model's
-        age inputs are then wrong, a model fitted here only sees shifted ages. None counts
-        every patient's ages from their first event, silently.
+        age inputs are then wrong, a model fitted here only sees shifted ages. The warning
+        comes once per fit: ``fit`` names the training rows without one, and ``transform``
+        (so ``fit_transform`` and a pipeline's ``predict``) warns only when ``fit`` did not,
+        i.e. when its rows all had a birth event or were not read (``pretrained`` without
+        ``code_summary``). None counts every patient's ages from their first event,
+        silently. :func:`~skfusion.encoders.events_from_long_table` adds birth events from
+        a ``birth_column``.
     prediction_time : str, default=None
         Column of ``X`` holding each row's prediction time; events after it are dropped.
         None: the whole cell is the history.
@@ -401,7 +406,8 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         self.device_ = self._resolve_device()
         self.loss_curve_ = []
         summarize = self.code_summary is True or (self.code_summary == "auto" and self.pretrained is None)
-        events = self._read_all(cells) if summarize or self.pretrained is None else []
+        self._fit_warned_no_birth = False
+        events = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else []
         self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_count)
         if self.pretrained is not None:
             self.model_ = load_femr_checkpoint(self.pretrained).to(self.device_)
@@ -550,16 +556,27 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         save_femr_checkpoint(path, self.model_, self.dictionary_)
 
     # ---------------------------------------------------------- tokenizing
-    def _read_all(self, cells):
+    def _read_all(self, cells, fitting=False):
+        """Read every cell, warning about rows without a birth event once per fit.
+
+        As scikit-learn warns about its training data in ``fit`` and, in ``transform``, only
+        about what ``fit`` did not see (unknown categories): after a ``fit`` that warned,
+        ``transform`` (``fit_transform``'s, ``predict``'s) stays silent; it warns when the
+        training rows all had a birth event, or were not read (``pretrained`` without
+        ``code_summary``).
+        """
         events = [self._read_one(cell) for cell in cells]
         no_birth = sum(not e.has_birth and len(e.codes) > 0 for e in events)
-        if no_birth and self.birth_code is not None:
+        warn = bool(no_birth) and self.birth_code is not None and (fitting or not self._fit_warned_no_birth)
+        if warn:
             warnings.warn(
-                f"CLMBREmbedder: {no_birth} row(s) of column {self.column!r} have no birth event "
-                f"({self.birth_code!r}); their ages are counted from their first event.",
+                f"CLMBREmbedder: {no_birth} {'training ' if fitting else ''}row(s) of column {self.column!r} have "
+                f"no birth event ({self.birth_code!r}); their ages are counted from their first event.",
                 UserWarning,
                 stacklevel=4,
             )
+        if fitting:
+            self._fit_warned_no_birth = warn
         return events
 
     def _read_one(self, cell):

@@ -19,6 +19,7 @@ import pandas as pd
 from .._compat import Interval, StrOptions
 from ._base import BaseColumnEncoder, is_missing_cell
 from ._events import as_event_frame, pandas_cell
+from .clmbr import MEDS_BIRTH_CODE
 
 # Variables, category lists and normal values follow the MIMIC-III benchmark's discretizer
 # configuration (channel order and category order included), so that the 76 columns line up
@@ -516,7 +517,15 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
 
 
 def events_from_long_table(
-    table, *, id_column, time_column="time", code_column="code", value_column="value", column="ts"
+    table,
+    *,
+    id_column,
+    time_column="time",
+    code_column="code",
+    value_column="value",
+    column="ts",
+    birth_column=None,
+    birth_code=MEDS_BIRTH_CODE,
 ):
     """Turn a long table (one row per measurement) into one event frame per stay.
 
@@ -534,13 +543,32 @@ def events_from_long_table(
         Columns holding the time, the variable name and the value.
     column : str, default="ts"
         Name of the output event column.
+    birth_column : str, default=None
+        Column holding each id's time of birth, on the scale of ``time_column`` (a datetime
+        for datetime times; for times in days since admission, minus the age at admission
+        in days). Each id whose birth is known (the same value in all its rows that have
+        one) gets a first event ``birth_code`` at that time, from which
+        :class:`~skfusion.encoders.CLMBREmbedder` counts ages; an id without one gets
+        none. For :class:`ClinicalTimeSeriesDiscretizer`, which reads only its 17
+        variables and warns about any other code, leave it None.
+    birth_code : str, default="SNOMED/184099003"
+        Code of the birth events: MEDS 0.1.3's, the one
+        :class:`~skfusion.encoders.CLMBREmbedder` looks for.
 
     Returns
     -------
     events : pandas.DataFrame
         Indexed by the ids (index name ``id_column``), one object column ``column`` holding
-        each stay's frame with columns ``time``, ``code``, ``numeric_value``, ``text_value``,
-        as read by :class:`ClinicalTimeSeriesDiscretizer`.
+        each stay's frame with columns ``time``, ``code``, ``numeric_value``, ``text_value``
+        (the birth event first, with neither value), as read by
+        :class:`ClinicalTimeSeriesDiscretizer` and :class:`~skfusion.encoders.CLMBREmbedder`.
+
+    Raises
+    ------
+    ValueError
+        If a column is absent, an id or a time is missing, an id has two birth times, or
+        a birth comes after the id's first event (a birth column not on the time scale,
+        such as an age).
 
     Examples
     --------
@@ -555,8 +583,17 @@ def events_from_long_table(
     >>> events = events_from_long_table(long, id_column="stay")
     >>> events.index.tolist(), events["ts"][7]["text_value"].tolist()
     ([7, 9], [None, '3 To speech'])
+
+    With each patient's birth (here in days, as the times):
+
+    >>> long["birth"] = [-20000.0, -20000.0, -25000.0]
+    >>> events = events_from_long_table(long, id_column="stay", column="ehr", birth_column="birth")
+    >>> events["ehr"][9][["time", "code"]]
+          time              code
+    0 -25000.0  SNOMED/184099003
+    1      2.0                pH
     """
-    needed = [id_column, time_column, code_column, value_column]
+    needed = [id_column, time_column, code_column, value_column] + ([birth_column] if birth_column is not None else [])
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise ValueError(f"events_from_long_table: table lacks column(s) {missing}; it has {list(table.columns)}.")
@@ -578,10 +615,59 @@ def events_from_long_table(
             "text_value": pd.Series(texts, dtype=object),
         }
     )
-    groups = events.groupby(ids.to_numpy(), sort=False)
+    ids = ids.to_numpy()
+    if birth_column is not None:
+        events, ids = _with_births(events, ids, table[birth_column].to_numpy(), birth_column, birth_code)
+    groups = events.groupby(ids, sort=False)
     cells = np.empty(groups.ngroups, dtype=object)
     labels = []
     for i, (label, frame) in enumerate(groups):
         cells[i] = frame.reset_index(drop=True)
         labels.append(label)
     return pd.DataFrame({column: cells}, index=pd.Index(labels, name=id_column))
+
+
+def _with_births(events, ids, births, birth_column, birth_code):
+    """``events`` and ``ids`` with a ``birth_code`` event first in each id whose birth is known.
+
+    The ids keep their order of first appearance, and their events the table's order.
+    """
+    index, labels = pd.factorize(ids)
+    names = labels.tolist()  # plain Python labels for the messages
+    known = pd.DataFrame({"id": index, "birth": births})[~pd.isna(births)].drop_duplicates()
+    several = known[known["id"].duplicated(keep=False)]
+    if len(several):
+        first_id = several["id"].iloc[0]
+        raise ValueError(
+            f"events_from_long_table: id {names[first_id]!r} has several values in column {birth_column!r} "
+            f"({several.loc[several['id'] == first_id, 'birth'].tolist()[:3]}); an id has one time of birth."
+        )
+    known = known.set_index("id")["birth"]
+    first_event = events["time"].groupby(index).min().loc[known.index]
+    try:
+        late = known.to_numpy() > first_event.to_numpy()
+    except TypeError as exc:
+        raise ValueError(
+            f"events_from_long_table: column {birth_column!r} ({known.dtype}) cannot be compared with the times "
+            f"({events['time'].dtype}); give the births on the time column's scale (datetimes for datetime times)."
+        ) from exc
+    if late.any():
+        k = np.flatnonzero(late)[0]
+        raise ValueError(
+            f"events_from_long_table: id {names[known.index[k]]!r} is born at {known.iloc[k]} (column "
+            f"{birth_column!r}), after its first event at {first_event.iloc[k]}: give times of birth on the "
+            "time column's scale, not ages."
+        )
+    birth_events = pd.DataFrame(
+        {
+            "time": known.to_numpy(),
+            "code": np.full(len(known), birth_code, dtype=object),
+            "numeric_value": np.nan,
+            "text_value": pd.Series([None] * len(known), dtype=object),
+        }
+    )
+    combined = pd.concat([birth_events, events], ignore_index=True)
+    id_index = np.concatenate([known.index.to_numpy(), index])
+    # A stable sort by id (order of first appearance), each birth before its id's events.
+    order = np.lexsort((np.r_[np.zeros(len(known)), np.ones(len(index))], id_index))
+    return combined.iloc[order].reset_index(drop=True), labels[id_index[order]]
