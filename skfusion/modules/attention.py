@@ -30,6 +30,10 @@ zero weight) and ``n_heads`` heads of width :math:`d_k = d / n_{heads}` whose ou
 concatenated (no output projection: the prediction MLP follows). Each query token attends;
 the outputs of the real query tokens are averaged (masked mean) into one vector per row.
 The modality embedding :math:`h_m` is the masked mean of its tokens :math:`Z_m`.
+
+Outside training, both fusion modules run their forward pass on blocks of exactly
+:data:`INFERENCE_ROWS` rows (:class:`FixedShapeInference`), so that a row's output does not
+depend on how many rows are predicted with it.
 """
 
 from math import ceil, sqrt
@@ -40,6 +44,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._blocks import masked_mean, mlp
+
+# Rows of every forward pass outside training. Matrix-product kernels (MKL, oneDNN, cuBLAS) are
+# chosen by the shape: MKL, for one, takes another path for fewer than 4 rows (and for a
+# thread's share of fewer), which rounds a row's float32 output differently than among 256 rows
+# (by ~1e-7, over scikit-learn's check_methods_subset_invariance tolerance). At one shape the
+# kernels, and so a row's output, are the same whatever rows surround it. 256 is the attention
+# estimators' batch_size: their prediction batches need no padding but the last one.
+INFERENCE_ROWS = 256
 
 
 def chunk_index(dim, n_tokens):
@@ -168,7 +180,31 @@ class AttentionDirection(nn.Module):
         return masked_mean(attended.transpose(1, 2).flatten(2), query_mask), weights
 
 
-class CrossAttentionFusion(nn.Module):
+class FixedShapeInference(nn.Module):
+    """A fusion module whose forward pass runs, outside training, on blocks of exactly :data:`INFERENCE_ROWS` rows.
+
+    A batch is cut into blocks of ``INFERENCE_ROWS`` rows, the last one filled up with copies
+    of the batch's last row, whose outputs are dropped. Subclasses implement
+    ``_forward(blocks)``. Token sequences keep the batch's longest length, so between
+    batches whose longest sequences differ a row's output differs by float32 rounding only:
+    padded tokens get exactly zero weight (in float64 the outputs agree to 1e-12).
+    """
+
+    def forward(self, **blocks):
+        if self.training:
+            return self._forward(blocks)
+        present = next(iter(blocks.values()))["present"]
+        n = len(present)
+        outputs = []
+        for start in range(0, n, INFERENCE_ROWS):
+            stop = start + INFERENCE_ROWS
+            rows = slice(start, stop) if stop <= n else torch.arange(start, stop, device=present.device).clamp_(max=n - 1)
+            chunk = {name: {key: value[rows] for key, value in block.items()} for name, block in blocks.items()}
+            outputs.append(self._forward(chunk)[: n - start])
+        return torch.cat(outputs)
+
+
+class CrossAttentionFusion(FixedShapeInference):
     """Bidirectional cross-attention (Zhang et al., 2026, Fig. 1d) and an MLP head.
 
     For modalities ``a`` and ``b`` (in this order),
@@ -207,11 +243,11 @@ class CrossAttentionFusion(nn.Module):
             parts += [masked_mean(*tokens[query]), attended]
         return torch.cat(parts, dim=1), weights if need_weights else None
 
-    def forward(self, **blocks):
+    def _forward(self, blocks):
         return self.head(self.fuse(blocks)[0])
 
 
-class CoAttentionFusion(nn.Module):
+class CoAttentionFusion(FixedShapeInference):
     """Co-attention (Zhang et al., 2026, Fig. 1c) guided by one modality, and an MLP head.
 
     The guide's tokens give the queries; the tokens of every other modality, side by side,
@@ -257,5 +293,5 @@ class CoAttentionFusion(nn.Module):
         split = weights.split([k.shape[1] for k, _ in keys], dim=-1)
         return fused, {f"{self.guide}<-{name}": w for name, w in zip(self.others, split)}
 
-    def forward(self, **blocks):
+    def _forward(self, blocks):
         return self.head(self.fuse(blocks)[0])

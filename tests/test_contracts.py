@@ -1,0 +1,89 @@
+"""What users of scikit-learn, scikit-survival and pycox expect of every estimator (issue 23, section 4)."""
+
+import copy
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sksurv.util import Surv
+
+from skfusion import CoAttentionSurvival, CrossAttentionSurvival
+from skfusion._data import ModalityDataset
+from skfusion.modules.attention import INFERENCE_ROWS
+
+ATTENTION = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 5, "lr": 0.05, "random_state": 0}
+
+
+def token_frame(n=40, seed=0):
+    """An ``img`` column of (T_i, 4) token arrays (T_i from 1 to 6) and an ``ehr__0..5`` block."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 7, size=n)
+    X = pd.DataFrame(rng.normal(size=(n, 6)).astype(np.float32), columns=[f"ehr__{j}" for j in range(6)])
+    X["img"] = pd.Series([rng.normal(size=(t, 4)).astype(np.float32) for t in lengths], dtype=object)
+    eta = X["ehr__0"].to_numpy() + np.array([s[:, 0].mean() for s in X["img"]])
+    return X, Surv.from_arrays(rng.random(n) < 0.8, rng.exponential(np.exp(-eta)))
+
+
+# --- attention: a row's output does not depend on the rows predicted with it ----------------
+
+
+@pytest.fixture(scope="module")
+def attention_models():
+    X, y = token_frame()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return X, [CrossAttentionSurvival(**ATTENTION).fit(X, y), CoAttentionSurvival(guide="img", **ATTENTION).fit(X, y)]
+
+
+def _float64_outputs(model, X, rows):
+    """The fitted network, in float64, on ``rows`` of ``X`` as one batch (sequences padded to the batch's longest)."""
+    module = copy.deepcopy(model.net_.module_).double().eval()
+    dataset = ModalityDataset(model._blocks(X, reset=False)[0])
+    batch, _ = dataset.batch(torch.as_tensor(rows))
+    batch = {name: {k: v.double() if v.is_floating_point() else v for k, v in b.items()} for name, b in batch.items()}
+    with torch.inference_mode():
+        return module(**batch).numpy()
+
+
+def test_attention_outputs_differ_across_batches_by_rounding_only(attention_models):
+    """In float64 a row's output alone and among rows with longer sequences agree to 1e-12.
+
+    So the differences seen in float32 (kernels chosen by the shape, sums over padded tokens
+    in another order) are rounding: padding changes nothing else in the computation.
+    """
+    X, models = attention_models
+    for model in models:
+        full = _float64_outputs(model, X, np.arange(len(X)))
+        alone = np.concatenate([_float64_outputs(model, X, [i]) for i in range(len(X))])
+        np.testing.assert_allclose(alone, full, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            np.concatenate([model.predict(X.iloc[[i]]) for i in range(len(X))]), model.predict(X), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_fixed_shape_inference_cuts_and_pads_the_batch(attention_models):
+    X, (model, _) = attention_models
+    module = model.net_.module_.eval()
+    rows = np.arange(INFERENCE_ROWS + 44) % len(X)  # a full block and a padded one
+    batch, _ = ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.as_tensor(rows))
+    with torch.inference_mode():
+        outputs = module(**batch)
+        per_row = torch.cat([module._forward({n: {k: v[[i]] for k, v in b.items()} for n, b in batch.items()}) for i in range(len(X))])
+    assert outputs.shape == (len(rows), 1)
+    np.testing.assert_allclose(outputs.numpy(), per_row.numpy()[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_the_network_sees_whole_blocks_outside_training_only(attention_models, monkeypatch):
+    X, (model, _) = attention_models
+    module = copy.deepcopy(model.net_.module_)
+    seen = []
+    forward = module._forward
+    monkeypatch.setattr(module, "_forward", lambda blocks: seen.append(len(blocks["ehr"]["present"])) or forward(blocks))
+    batch, _ = ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.arange(3))
+    module.train()
+    module(**batch)
+    module.eval()
+    module(**batch)
+    assert seen == [3, INFERENCE_ROWS]
