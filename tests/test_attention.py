@@ -501,8 +501,8 @@ def test_auto_guide_warns_only_on_a_tie(tokens_data, Model):
         y = y["event"].astype(int)
     settings = {**TINY, "max_epochs": 1}
     tied = X[[f"ehr__{j}" for j in range(6)]].set_axis([f"{m}__{j}" for m in ("lab", "act") for j in range(3)], axis=1)
-    message = r"guide='auto' found 2 modalities, none of them named as an image, of the same width \(3\): \['lab', 'act'\]"
-    with pytest.warns(UserWarning, match=message + r"; the first in column order, 'lab', guides"):
+    message = r"found 2 modalities, none of them named as an image, of the same width \(3\): \['lab', 'act'\]"
+    with pytest.warns(UserWarning, match=r"guide='auto' " + message + r"; the first in column order, 'lab', guides"):
         assert Model(**settings).fit(tied, y).guide_ == "lab"
     with pytest.warns(UserWarning, match="the first in column order, 'act', guides"):
         assert Model(**settings).fit(tied.iloc[:, ::-1], y).guide_ == "act"
