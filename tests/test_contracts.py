@@ -11,8 +11,10 @@ from sksurv.util import Surv
 
 from skfusion import CoAttentionSurvival, CrossAttentionSurvival
 from skfusion._data import ModalityDataset
+from skfusion.encoders import CLMBREmbedder, ClinicalTimeSeriesDiscretizer, CTVolumeEmbedder, OneHotEHREncoder
 from skfusion.modules.attention import INFERENCE_ROWS
 
+TINY_CLMBR = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu")
 ATTENTION = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 5, "lr": 0.05, "random_state": 0}
 
 
@@ -87,3 +89,31 @@ def test_the_network_sees_whole_blocks_outside_training_only(attention_models, m
     module.eval()
     module(**batch)
     assert seen == [3, INFERENCE_ROWS]
+
+
+# --- complex numbers are refused, not cut to their real part -------------------------------
+
+
+@pytest.mark.parametrize("column", ["time", "numeric_value"])
+@pytest.mark.parametrize("make", [OneHotEHREncoder, ClinicalTimeSeriesDiscretizer, lambda: CLMBREmbedder(**TINY_CLMBR)])
+def test_complex_event_times_and_values_are_refused(make, column):
+    encoder = make()
+    events = pd.DataFrame({"time": [1.0, 2.0], "code": ["Heart Rate", "Heart Rate"], "numeric_value": [80.0, 90.0]})
+    events[column] = events[column].to_numpy() + np.array([0, 1j])
+    X = pd.DataFrame({encoder.column: [events, events]}, index=["s1", "s2"])
+    # A complex column is complex data from its first entry on.
+    with pytest.raises(ValueError, match=rf"row 's1' of column '{encoder.column}': event frame row 0 \(position\), "
+                       rf"column '{column}': \(\d+\+0j\) is a complex number. Complex data not supported"):
+        encoder.fit(X)
+
+
+def test_a_complex_value_among_numbers_is_refused():
+    events = pd.DataFrame({"time": [1.0, 2.0], "code": ["Lab/A", "Lab/A"], "numeric_value": pd.Series([1.0, 2j], dtype=object)})
+    with pytest.raises(ValueError, match=r"event frame row 1 \(position\), column 'numeric_value': 2j is a complex number"):
+        OneHotEHREncoder().fit(pd.DataFrame({"ehr": [events]}))
+
+
+def test_complex_volumes_are_refused():
+    X = pd.DataFrame({"ct": pd.Series([np.full((2, 8, 8), 40.0), np.full((2, 8, 8), 40 + 1j)], dtype=object)})
+    with pytest.raises(ValueError, match="non-missing cell 1: a volume array must be real; got dtype complex128. Complex data not supported"):
+        CTVolumeEmbedder(device="cpu").fit_transform(X)

@@ -134,6 +134,7 @@ def _event_values(values, where):
             f"{where}: {_event_at(booleans, 'numeric_value')}: {shown!r} is a boolean, not a measurement; "
             "give a yes/no finding as a code of its own (or as the numbers 0 and 1 if that is what is meant)."
         )
+    _refuse_complex(values, "numeric_value", where)
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     not_number = np.isnan(numbers) & values.notna().to_numpy()
     if not_number.any():
@@ -144,6 +145,19 @@ def _event_values(values, where):
         shown = numbers[infinite][0]
         raise ValueError(f"{where}: {_event_at(infinite, 'numeric_value')}: value {shown:g} is not finite.")
     return numbers
+
+
+def _refuse_complex(values, column, where):
+    """A ValueError at the first complex entry of ``values``: as a float it would lose its imaginary part."""
+    if values.dtype.kind == "c":
+        found = values.notna().to_numpy()
+    elif values.dtype == object:
+        found = np.array([isinstance(v, (complex, np.complexfloating)) for v in values], dtype=bool)
+    else:
+        return
+    if found.any():
+        shown = complex(values[np.flatnonzero(found)[0]])
+        raise ValueError(f"{where}: {_event_at(found, column)}: {shown!r} is a complex number. Complex data not supported.")
 
 
 def _booleans(values):
@@ -168,6 +182,7 @@ def _event_times(times, where, accepted):
         raise ValueError(
             f"{where}: {_event_at(missing, 'time')}: missing time (NaN/NaT); give every event a time or drop it."
         )
+    _refuse_complex(times, "time", where)
     if times.dtype == object and len(times) and all(_is_real(v) for v in times):
         times = times.astype(float)
     if is_number(times):

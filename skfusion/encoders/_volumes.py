@@ -152,6 +152,9 @@ def _check_volume_array(array, where):
         )
     if not np.issubdtype(array.dtype, np.number):
         raise ValueError(f"{where}: a volume array must be numeric; got dtype {array.dtype}.")
+    # Casting to float would drop the imaginary part.
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{where}: a volume array must be real; got dtype {array.dtype}. Complex data not supported.")
     volume = array.astype(np.float32, copy=False)
     if not np.isfinite(volume).all():
         raise ValueError(f"{where}: the volume array holds NaN or infinite values.")
