@@ -25,6 +25,8 @@ scikit-learn ``ColumnTransformer`` writes them (``scale__img__0``, ``remainder__
 grouped by the part after that prefix. A polars DataFrame is read like the pandas one.
 """
 
+import contextlib
+import threading
 import warnings
 from dataclasses import dataclass, replace
 from numbers import Integral
@@ -327,6 +329,23 @@ def _out_of_float32(X, spec, row, labels, block):
     return f"modality {spec.name!r} contains inf (first in row {row}, column {labels[col]!r})."
 
 
+# pandas 2 without copy-on-write copies the columns that ``iloc`` takes from a frame of several
+# blocks (pd.concat's output), even columns lying in one block; under copy-on-write they are a
+# view, as always on pandas 3, where the option is deprecated. The option is process-wide: the
+# lock keeps fits in threads from restoring each other's setting in the wrong order.
+_PANDAS_2 = int(pd.__version__.split(".")[0]) < 3
+_COPY_ON_WRITE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _copy_on_write():
+    if not _PANDAS_2:
+        yield
+        return
+    with _COPY_ON_WRITE_LOCK, pd.option_context("mode.copy_on_write", True):
+        yield
+
+
 def _float_values(X, spec):
     """The block's values as they are in ``X`` when they are float32 or float64 (else None).
 
@@ -337,9 +356,10 @@ def _float_values(X, spec):
         return X[:, spec.columns[0] : spec.columns[-1] + 1] if X.dtype in _FLOATS else None
     positions = X.columns.get_indexer(spec.columns)
     consecutive = positions[-1] - positions[0] == len(positions) - 1 and (np.diff(positions) == 1).all()
-    columns = X.iloc[:, positions[0] : positions[-1] + 1] if consecutive else X.iloc[:, positions]
-    dtypes = set(columns.dtypes.tolist())
-    return columns.to_numpy() if len(dtypes) == 1 and dtypes.pop() in _FLOATS else None
+    with _copy_on_write():
+        columns = X.iloc[:, positions[0] : positions[-1] + 1] if consecutive else X.iloc[:, positions]
+        dtypes = set(columns.dtypes.tolist())
+        return columns.to_numpy() if len(dtypes) == 1 and dtypes.pop() in _FLOATS else None
 
 
 def _tensor(values):
