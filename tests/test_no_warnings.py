@@ -40,6 +40,7 @@ def test_target_line_in_cross_val_score_warns_nothing(pbcseq):
     assert scores.min() > 0.6
 
 
+@pytest.mark.slow  # compare_fusion at the estimators' defaults: 48 fits
 def test_readme_comparison_warns_nothing():
     text = (Path(__file__).parents[1] / "README.md").read_text()
     code = re.search(r"```python\n(from skfusion import compare_fusion\n.*?)```", text, re.S).group(1)
