@@ -573,7 +573,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
                 f"CLMBREmbedder: {no_birth} {'training ' if fitting else ''}row(s) of column {self.column!r} have "
                 f"no birth event ({self.birth_code!r}); their ages are counted from their first event.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,  # the caller of fit or transform, past scikit-learn's wrapper of either
             )
         if fitting:
             self._fit_warned_no_birth = warn

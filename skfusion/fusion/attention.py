@@ -137,7 +137,7 @@ class _CoAttention(_Attention):
                 f"{tied}; the first in column order, {tied[0]!r}, guides (gives the queries). Pass "
                 f"guide={tied[0]!r} (or another modality) to choose explicitly and silence this warning.",
                 UserWarning,
-                stacklevel=5,
+                stacklevel=7,  # the caller of fit, past _layout, _blocks, fit and scikit-learn's _fit_context
             )
         return tied[0]
 
