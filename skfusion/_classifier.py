@@ -100,3 +100,8 @@ class ClassifierHeadMixin(ClassifierMixin):
         if self.multilabel_:
             return (proba > 0.5).astype(int)
         return self.classes_[proba.argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # a label-indicator y gets one sigmoid output per label
+        return tags

@@ -2,7 +2,8 @@
 
 Classifiers go through scikit-learn's own ``parametrize_with_checks``; survival estimators
 through the scikit-survival contract (clone, pickle, model selection, sksurv's scorers,
-survival functions).
+survival functions) and through scikit-learn's checks with plain targets made survival
+targets; encoders through scikit-learn's checks with 2-D arrays made the frames they read.
 """
 
 import pickle
@@ -14,6 +15,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sksurv.datasets import load_whas500
 from sksurv.metrics import as_concordance_index_ipcw_scorer, as_integrated_brier_score_scorer
@@ -36,6 +38,14 @@ from skfusion import (
     UnimodalSurvival,
 )
 from skfusion.datasets import make_multimodal_survival
+from skfusion.encoders import (
+    CLMBREmbedder,
+    ClinicalTimeSeriesDiscretizer,
+    CTVolumeEmbedder,
+    ImageEmbedder,
+    OneHotEHREncoder,
+)
+from skfusion.ssl import TimeToEventPretraining
 
 FAST = {"max_epochs": 20, "lr": 0.01, "random_state": 0}
 FAST_CLF = {"max_epochs": 40, "lr": 0.01, "random_state": 0}
@@ -58,7 +68,21 @@ SURVIVAL = [
 ]
 
 
+# allow_nan=True (a block all NaN in a row is a missing modality) makes the check put NaN in 10
+# entries at random: most fall in a block's other values, which is bad input by design.
+_PARTLY_MISSING = (
+    "NaN in 10 random entries leaves blocks partly NaN, refused naming modality and rows (a block is missing "
+    "when all NaN: the allow_nan tag)"
+)
+_PICKLE_WITH_NAN = {
+    "check_estimators_pickle": _PARTLY_MISSING,
+    "check_estimators_pickle(readonly_memmap=True)": _PARTLY_MISSING,
+}
+
+
 def _expected_failures(estimator):
+    if get_tags(estimator).input_tags.allow_nan:
+        return _PICKLE_WITH_NAN
     if isinstance(estimator, UnimodalClassifier):
         reason = (
             "models only its one modality (the first of the check's two columns): on the binary "
@@ -150,13 +174,203 @@ PLAIN_TARGET = [
 ]
 
 
-@parametrize_with_checks(PLAIN_TARGET)
+@parametrize_with_checks(PLAIN_TARGET, expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_survival(estimator, check):
     # A Weibull risk amplifies float32 batch-size rounding of the network's outputs (1.8e-7 seen).
     # The attention modules predict at one shape (INFERENCE_ROWS rows), which leaves no such rounding.
     if not isinstance(estimator, (CrossAttentionSurvival, CoAttentionSurvival)):
         skip_float32_batch_check(check, list(FLOAT32_BATCH_CHECKS))
     check(estimator)
+
+
+def _objects(cells):
+    return pd.Series(list(cells), dtype=object)
+
+
+def _event_frames(values):
+    """Each row as an event history: event ``j`` at time ``x_j`` with code ``Lab/j`` and value ``x_j``."""
+    codes = [f"Lab/{j}" for j in range(values.shape[1])]
+    return _objects(pd.DataFrame({"time": row, "code": codes, "numeric_value": row}) for row in values)
+
+
+class _RawColumns:
+    """Fit and transform through :meth:`_frame`, so scikit-learn's checks reach an encoder.
+
+    scikit-learn's checks make 2-D arrays; an encoder reads a frame with a raw column. A 2-D
+    array (or a frame of numbers) becomes that frame: the raw column(s) made from each whole
+    row by ``_raw`` in place of the first column(s), the other columns passed through, so the
+    frame has as many columns as the array (at least as many as the raw columns). Anything
+    else (a 1-D array, a sparse matrix) reaches the encoder as it is. A token column in the
+    output is stacked into numeric columns (every row has as many tokens). Everything else is
+    the encoder's own code.
+    """
+
+    def _frame(self, X, fitting):
+        names = list(X.columns) if hasattr(X, "columns") else None
+        values = X if hasattr(X, "format") else np.asarray(X.to_pandas() if hasattr(X, "to_pandas") else X)
+        if values.ndim != 2:
+            return X
+        raw = self._raw(values, fitting)
+        rest = values[:, len(raw):]
+        labels = [str(c) for c in names[len(raw):]] if names else [f"x{j}" for j in range(len(raw), values.shape[1])]
+        return pd.concat([pd.DataFrame(raw), pd.DataFrame(rest, columns=labels)], axis=1)
+
+    def fit(self, X, y=None):
+        return super().fit(self._frame(X, fitting=True), y)
+
+    def transform(self, X):
+        out = super().transform(self._frame(X, fitting=False))
+        if not (self._returns_tokens() and isinstance(out, pd.DataFrame)):
+            return out
+        tokens = np.stack([np.ravel(cell) for cell in out.pop(self._output_name())])
+        names = [f"{self._output_name()}__{j}" for j in range(tokens.shape[1])]
+        return pd.concat([out, pd.DataFrame(tokens, index=out.index, columns=names)], axis=1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        return tags
+
+
+class PlainArrayImageEmbedder(_RawColumns, ImageEmbedder):
+    def _raw(self, values, fitting):
+        # Grey 8 x 8 images in [0, 1] (NaN and inf stay out of range).
+        return {self.column: _objects(np.resize(0.5 + 0.5 * row / (1 + abs(row)), (8, 8)) for row in values)}
+
+
+class PlainArrayCTVolumeEmbedder(_RawColumns, CTVolumeEmbedder):
+    def _raw(self, values, fitting):
+        return {self.column: _objects(np.resize(100 * row, (2, 8, 8)) for row in values)}
+
+
+class PlainArrayOneHotEHREncoder(_RawColumns, OneHotEHREncoder):
+    def _raw(self, values, fitting):
+        return {self.column: _event_frames(values)}
+
+
+class PlainArrayCLMBREmbedder(_RawColumns, CLMBREmbedder):
+    def _raw(self, values, fitting):
+        return {self.column: _event_frames(values)}
+
+
+class PlainArrayClinicalTimeSeriesDiscretizer(_RawColumns, ClinicalTimeSeriesDiscretizer):
+    def _raw(self, values, fitting):
+        # Heart rates within the plausible range, at times from 1 hour on.
+        stays = (
+            pd.DataFrame({"time": 1 + row * row, "code": "Heart Rate", "numeric_value": 100 + 50 * row / (1 + abs(row))})
+            for row in values
+        )
+        return {self.column: _objects(stays)}
+
+
+class PlainArrayTimeToEventPretraining(_RawColumns, TimeToEventPretraining):
+    def _raw(self, values, fitting):
+        volumes = {self.image: _objects(np.resize(100 * row, (2, 8, 8)) for row in values)}
+        if not fitting:  # transform reads the image column only
+            return volumes
+        return {**volumes, self.events: _event_frames(values), self.index_time: np.zeros(len(values))}
+
+
+TINY_CLMBR = PlainArrayCLMBREmbedder(
+    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu", random_state=0
+)
+ENCODERS = [
+    PlainArrayImageEmbedder(resize=8, crop_size=8, device="cpu"),
+    PlainArrayCTVolumeEmbedder(device="cpu"),
+    PlainArrayOneHotEHREncoder(),
+    TINY_CLMBR,
+    PlainArrayClinicalTimeSeriesDiscretizer(max_hours=48),
+    PlainArrayTimeToEventPretraining(
+        n_tasks=4, n_pieces=2, rank=4, attention_dim=4, max_epochs=1, batch_size=4, device="cpu", random_state=0
+    ),
+]
+
+
+# What every encoder does differently from a reader of 2-D arrays: it reads a frame.
+_FRAME_READER = {
+    "check_estimator_sparse_array": (
+        "a sparse matrix is not a frame: refused as such ('needs a pandas DataFrame ... got csr_array'), "
+        "without the word 'sparse' the check looks for"
+    ),
+    "check_estimator_sparse_matrix": "as check_estimator_sparse_array, for a csr_matrix",
+    "check_fit2d_predict1d": "a 1-D array is not a frame: refused as such, without NumPy's 'Reshape your data'",
+    "check_n_features_in_after_fitting": (
+        "the adapter names its frame's columns (the raw one by the encoder's column), so a narrower frame is "
+        "refused for the column names it lacks (a ValueError naming them) before its width is compared"
+    ),
+}
+_DICT_AMONG_VALUES = (
+    "a dict among the values is refused by the encoder's own ValueError naming row, event and column, not "
+    "by NumPy's TypeError"
+)
+# An embedder's fit reads no image: the backbone is fixed.
+_FIXED_BACKBONE = {
+    "check_complex_data": "fit reads no image (the backbone is fixed); transform refuses a complex one, naming the cell",
+    "check_estimators_nan_inf": "fit reads no image (the backbone is fixed); transform refuses NaN and inf, naming the cell",
+    "check_estimators_empty_data_messages": "fit reads no image (the backbone is fixed); a 12 x 0 array makes empty images",
+}
+_ENCODER_FAILURES = {
+    PlainArrayImageEmbedder: {
+        **_FRAME_READER,
+        **_FIXED_BACKBONE,
+        "check_estimator_sparse_tag": _FRAME_READER["check_estimator_sparse_array"],
+        "check_dtype_object": "an object array makes images of dtype object, refused naming the cell",
+    },
+    PlainArrayCTVolumeEmbedder: {
+        **_FRAME_READER,
+        **_FIXED_BACKBONE,
+        "check_dtype_object": "an object array makes volumes of dtype object, refused naming the cell",
+    },
+    PlainArrayOneHotEHREncoder: {
+        **_FRAME_READER,
+        "check_dtype_object": _DICT_AMONG_VALUES,
+        "check_estimators_empty_data_messages": "a 12 x 0 array makes 12 empty event histories, which are valid",
+    },
+    PlainArrayCLMBREmbedder: {
+        **_FRAME_READER,
+        "check_dtype_object": _DICT_AMONG_VALUES,
+        "check_estimators_empty_data_messages": (
+            "a 12 x 0 array makes 12 empty event histories: CLMBR refuses them for having no code to learn"
+        ),
+        "check_fit2d_1feature": (
+            "one value a row makes one-event histories: CLMBR refuses them for having no pair of tokens to learn from"
+        ),
+    },
+    PlainArrayClinicalTimeSeriesDiscretizer: {
+        **_FRAME_READER,
+        "check_estimator_sparse_tag": _FRAME_READER["check_estimator_sparse_array"],
+        "check_dtype_object": "a dict among the values cannot be made a time by the adapter (a TypeError before fit)",
+        "check_estimators_empty_data_messages": "a 12 x 0 array makes 12 empty stays, which are valid (normal values)",
+    },
+    PlainArrayTimeToEventPretraining: {
+        **_FRAME_READER,
+        "check_dtype_object": "an object array makes volumes of dtype object, refused naming the row",
+        "check_estimators_empty_data_messages": (
+            "a 12 x 0 array gives no event to pretrain on: refused as 'needs at least 2 rows with an image and "
+            "follow-up'"
+        ),
+        "check_fit2d_1sample": "refused as 'needs at least 2 rows with an image and follow-up ...; got 1'",
+        "check_n_features_in": "fit reads three columns (image, events, index time): the adapter makes three of two",
+        "check_n_features_in_after_fitting": (
+            "transform reads the image column only (events and index times are needed at fit only), so a frame "
+            "of another width is not refused"
+        ),
+        "check_transformer_general": "as check_n_features_in_after_fitting",
+        "check_transformer_general(readonly_memmap=True)": "as check_n_features_in_after_fitting",
+    },
+}
+
+
+@parametrize_with_checks(ENCODERS, expected_failed_checks=lambda estimator: _ENCODER_FAILURES[type(estimator)])
+def test_sklearn_compatible_encoder(estimator, check):
+    if isinstance(estimator, CLMBREmbedder):
+        # CLMBR's transformer rounds a row's float32 embedding by the size of its batch.
+        skip_float32_batch_check(check, list(FLOAT32_BATCH_CHECKS))
+    check(estimator)
+
+
+def test_clmbr_embedding_of_a_row_does_not_depend_on_the_batch():
+    assert_batch_invariant(TINY_CLMBR)
 
 
 @pytest.mark.parametrize("estimator", PLAIN_TARGET, ids=repr)

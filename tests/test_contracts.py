@@ -7,9 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.utils import get_tags
 from sksurv.util import Surv
 
-from skfusion import CoAttentionSurvival, CrossAttentionSurvival
+from skfusion import (
+    CoAttentionClassifier,
+    CoAttentionSurvival,
+    ConcatClassifier,
+    ConcatSurvival,
+    CrossAttentionSurvival,
+    LateFusionSurvival,
+)
 from skfusion._data import ModalityDataset
 from skfusion.encoders import CLMBREmbedder, ClinicalTimeSeriesDiscretizer, CTVolumeEmbedder, OneHotEHREncoder
 from skfusion.modules.attention import INFERENCE_ROWS
@@ -117,3 +125,32 @@ def test_complex_volumes_are_refused():
     X = pd.DataFrame({"ct": pd.Series([np.full((2, 8, 8), 40.0), np.full((2, 8, 8), 40 + 1j)], dtype=object)})
     with pytest.raises(ValueError, match="non-missing cell 1: a volume array must be real; got dtype complex128. Complex data not supported"):
         CTVolumeEmbedder(device="cpu").fit_transform(X)
+
+
+# --- tags say what the estimators accept ---------------------------------------------------
+
+
+def test_classifiers_fit_a_label_indicator_matrix_and_say_so():
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 4)), columns=["img__0", "img__1", "ehr__0", "ehr__1"])
+    Y = np.column_stack([X["img__0"] > 0, X["ehr__0"] > 0, X["ehr__1"] > 0]).astype(int)
+    for model in (ConcatClassifier(max_epochs=2), CoAttentionClassifier(guide="img", max_epochs=2)):
+        assert get_tags(model).classifier_tags.multi_label
+        assert model.fit(X, Y).predict(X).shape == Y.shape
+
+
+@pytest.mark.parametrize(
+    "model, allow_nan",
+    [(LateFusionSurvival(max_epochs=2), True), (ConcatSurvival(missing="learn", max_epochs=2), True), (ConcatSurvival(max_epochs=2), False)],
+    ids=repr,
+)
+def test_allow_nan_says_whether_a_block_may_be_all_nan(model, allow_nan):
+    X, y = token_frame()
+    X = X.drop(columns="img").assign(img__0=np.arange(len(X), dtype=float), img__1=1.0)
+    X.loc[:4, ["img__0", "img__1"]] = np.nan
+    assert get_tags(model).input_tags.allow_nan is allow_nan
+    if allow_nan:
+        # The first five rows lack the image: they are predicted from the EHR alone.
+        assert model.fit(X, y).predict(X.iloc[:5]).shape == (5,)
+    else:
+        with pytest.raises(ValueError, match="'img'"):
+            model.fit(X, y)

@@ -204,5 +204,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = False
         tags.requires_fit = True
+        # The blocks are float32 (token cells float32 arrays) whatever the input: no dtype passes through.
+        tags.transformer_tags.preserves_dtype = []
         return tags
 

@@ -49,6 +49,12 @@ class _Concat(_ModalityEncoders, _EncoderPretraining, BaseFusion):
         if self.missing == "raise":
             require_present(blocks, list(blocks), "pass missing='learn' to substitute a learnable vector.")
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # A block all NaN in a row is a missing modality, which missing="learn" substitutes.
+        tags.input_tags.allow_nan = self.missing == "learn"
+        return tags
+
     def _build_module(self, n_outputs):
         encoders = self._encoders(self.layout_)
         width = sum(encoder.out_dim for encoder in encoders.values())

@@ -62,6 +62,12 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
     def _check_blocks(self, blocks):
         require_any_present(blocks)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # A block all NaN in a row is a missing modality: the row is predicted from the others.
+        tags.input_tags.allow_nan = True
+        return tags
+
     def _average(self):
         """What ``mode="average"`` averages: the probabilities of a classifier, else the outputs."""
         if self.mode == "joint" or not isinstance(self, ClassifierHeadMixin):
