@@ -143,7 +143,8 @@ def test_transform_needs_only_the_image(data, adapter):
     Z = adapter.transform(image_only)
     assert list(Z.columns) == [f"img__{i}" for i in range(8)] and Z.index.equals(X.index)
     np.testing.assert_array_equal(Z.to_numpy(), adapter.transform(X).to_numpy())
-    assert list(adapter.feature_names_in_) == [f"img__{j}" for j in range(16)]
+    # Features seen at fit, as ConVIRT, ALIGN and VICReg (and scikit-learn) count them: every column.
+    assert list(adapter.feature_names_in_) == list(X.columns) and adapter.n_features_in_ == 17
     with pytest.raises(ValueError, match="MedCAMAdapter: X lacks column 'img__0' of the 'img' modality"):
         adapter.transform(X[["ehr"]])
     with pytest.raises(ValueError, match="lacks column 'img__15'"):
@@ -236,6 +237,18 @@ EXPECTED_FAILURES = {
 )
 def test_sklearn_compatible_classifier(estimator, check):
     check(estimator)
+
+
+def test_classifier_fitted_on_a_frame_reads_an_array_by_position(data):
+    X, Y = data
+    clf = MedCAMClassifier(MedCAMAdapter(top_k=2, **SMALL), max_epochs=3, random_state=0).fit(X, Y)
+    assert clf.n_features_in_ == 17 and list(clf.feature_names_in_) == list(X.columns)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but MedCAMClassifier was fitted with"):
+        proba = clf.predict_proba(X.to_numpy())
+    np.testing.assert_array_equal(proba, clf.predict_proba(X.drop(columns="ehr")))
+    # An array is read as the frame seen at fit: the image columns alone are too few.
+    with pytest.raises(ValueError, match="X has 16 features, but MedCAMClassifier is expecting 17 features as input"):
+        clf.predict(X.drop(columns="ehr").to_numpy())
 
 
 def test_frozen_adapter_fine_tunes_on_a_cohort_without_ehr(data, adapter):

@@ -211,7 +211,7 @@ def test_transform_reads_only_the_output_columns(data):
     ehr_only = ALIGN(output="ehr", **SMALL).fit(X)
     Z = ehr_only.transform(X[["ehr"]])
     assert list(Z.columns) == [f"ehr__{i}" for i in range(8)]
-    assert list(ehr_only.feature_names_in_) == ["ehr"]
+    assert list(ehr_only.feature_names_in_) == list(X.columns)  # every column seen at fit
     both = VICReg(**SMALL).fit(X)
     with pytest.raises(ValueError, match="lacks column 'ehr' of the 'ehr' modality"):
         both.transform(X.drop(columns="ehr"))

@@ -84,17 +84,22 @@ def find_pair(X, image, ehr, modality_dims, raw_image=False):
 
 
 def read_blocks(estimator, X, specs, reset, also=()):
-    """The blocks of ``specs`` and ``also``, with scikit-learn's input checks on ``specs`` only.
+    """The blocks of ``specs`` and ``also`` (of ``also`` at fit only, for a frame), with scikit-learn's input checks.
 
-    For a grouped frame, ``feature_names_in_`` and ``n_features_in_`` describe the columns of
-    ``specs`` alone, so a later call works on a frame holding just those columns (the
-    image-only ``transform`` and ``predict``); a missing one is a ValueError naming it, and
-    ``also`` is read at fit (``reset``) only. An array is checked whole, every modality.
+    As in scikit-learn, ``n_features_in_`` and ``feature_names_in_`` describe the whole ``X``
+    seen at fit. A later call on a grouped frame reads the columns of ``specs`` by name, so a
+    frame holding just those columns will do (the image-only ``transform`` and ``predict``); a
+    missing one is a ValueError naming it. An array is read by position, checked whole: as
+    the array seen at fit, or as the frame seen at fit (scikit-learn's warning that it has no
+    feature names), so it has all of that frame's columns.
     """
     check_unique_columns(X)
-    if not is_grouped_frame(X):
+    if not isinstance(specs[0].columns[0], str):  # the layout of an array: columns by position
         X = validate_data(estimator, X, reset=reset, dtype=np.float32, ensure_all_finite=False)
         return to_blocks(X, (*specs, *also))
+    if not is_grouped_frame(X):
+        X = validate_data(estimator, X, reset=False, skip_check_array=True)
+        X = pd.DataFrame(X, columns=estimator.feature_names_in_)
     columns = [c for spec in specs for c in spec.columns]
     absent = [c for c in columns if c not in X.columns]
     if absent:
@@ -103,7 +108,8 @@ def read_blocks(estimator, X, specs, reset, also=()):
             f"{type(estimator).__name__}: X lacks column {absent[0]!r} of the {spec.name!r} modality seen in fit "
             f"({len(absent)} column(s) missing)."
         )
-    validate_data(estimator, X[columns], reset=reset, skip_check_array=True)
+    if reset:
+        validate_data(estimator, X, reset=True, skip_check_array=True)
     return to_blocks(X, (*specs, *also) if reset else tuple(specs))
 
 
