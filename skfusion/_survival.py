@@ -494,7 +494,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
         -------
         survival : ndarray
             ``(n_samples,)`` of :class:`~sksurv.functions.StepFunction`, or an
-            ``(n_samples, len(unique_times_))`` float array.
+            ``(n_samples, len(unique_times_))`` float array. As a DataFrame indexed by time,
+            one column per row (pycox's ``predict_surv_df``):
+            ``pd.DataFrame(model.predict_survival_function(X, return_array=True).T, index=model.unique_times_)``.
         """
         return self._functions(X, survival=True, return_array=return_array)
 
@@ -510,3 +512,22 @@ class SurvivalMixin(SurvivalAnalysisMixin):
     def _auto_early_stopping(self, targets):
         # Only when the validation split holds enough events for its loss to rank epochs.
         return int(targets[:, 1].sum()) * self.validation_fraction >= MIN_VALIDATION_EVENTS
+
+    def predict_median(self, X):
+        """Predict median survival times: the first time of ``unique_times_`` where ``S(t) <= 0.5``.
+
+        scikit-survival and pycox define no median; this is lifelines' convention
+        (``median_survival_times``, ``qth_survival_time``): ``inf`` for a row whose survival
+        function stays above 0.5 over ``unique_times_``, the median lying beyond the follow-up
+        seen in fit.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        median : ndarray of shape (n_samples,)
+        """
+        reached = self.predict_survival_function(X, return_array=True) <= 0.5
+        return np.where(reached.any(axis=1), self.unique_times_[reached.argmax(axis=1)], np.inf)

@@ -19,6 +19,7 @@ from skfusion import (
     LateFusionSurvival,
 )
 from skfusion._data import ModalityDataset
+from skfusion.datasets import make_multimodal_survival
 from skfusion.encoders import CLMBREmbedder, ClinicalTimeSeriesDiscretizer, CTVolumeEmbedder, OneHotEHREncoder
 from skfusion.modules.attention import INFERENCE_ROWS
 
@@ -154,3 +155,43 @@ def test_allow_nan_says_whether_a_block_may_be_all_nan(model, allow_nan):
     else:
         with pytest.raises(ValueError, match="'img'"):
             model.fit(X, y)
+
+
+# --- what users of scikit-survival, pycox and lifelines expect ------------------------------
+
+
+def _median_by_hand(functions, times):
+    """The first time where a row's StepFunction is at most 0.5, inf where it never is."""
+    medians = []
+    for function in functions:
+        below = [t for t in times if function(t) <= 0.5]
+        medians.append(below[0] if below else np.inf)
+    return np.array(medians)
+
+
+@pytest.fixture(scope="module")
+def short_follow_up():
+    X, y = make_multimodal_survival(n_samples=200, n_features=(6, 4), random_state=0)
+    # Censoring the last 40% of follow-up keeps the low-risk rows' survival above 0.5 to the end.
+    late = y["time"] > np.quantile(y["time"], 0.6)
+    return X, Surv.from_arrays(y["event"] & ~late, y["time"])
+
+
+@pytest.mark.parametrize("loss", ["cox", "weibull", "discrete"])
+def test_predict_median_is_where_the_survival_function_crosses_a_half(loss, short_follow_up):
+    X, y = short_follow_up
+    model = ConcatSurvival(loss=loss, max_epochs=10, random_state=0).fit(X, y)
+    median = model.predict_median(X)
+    np.testing.assert_array_equal(median, _median_by_hand(model.predict_survival_function(X), model.unique_times_))
+    # The same from the survival function as a DataFrame indexed by time (the docstring's one-liner).
+    frame = pd.DataFrame(model.predict_survival_function(X, return_array=True).T, index=model.unique_times_)
+    np.testing.assert_array_equal(frame.le(0.5).idxmax().where(frame.le(0.5).any(), np.inf), median)
+
+
+def test_predict_median_is_inf_where_survival_stays_above_a_half(short_follow_up):
+    X, y = short_follow_up
+    model = ConcatSurvival(max_epochs=10, random_state=0).fit(X, y)
+    median = model.predict_median(X)
+    stays_above = model.predict_survival_function(X, return_array=True)[:, -1] > 0.5
+    assert stays_above.any() and not stays_above.all()
+    assert np.isinf(median[stays_above]).all() and np.isfinite(median[~stays_above]).all()
