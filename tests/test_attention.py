@@ -406,7 +406,7 @@ def test_missing_learn_fits_rows_without_a_modality(tokens_data):
     with pytest.raises(ValueError, match=r"modality 'ehr' is missing .* rows \[10, 11"):
         CrossAttentionClassifier(**TINY).fit(X, labels)
     model = CrossAttentionClassifier(missing="learn", **TINY).fit(X, labels)
-    assert np.isfinite(model.predict_proba(X)).all()
+    assert model.score(X, labels) > 0.8  # 0.94 measured; the majority class is 0.55
     weights = model.attention_weights(X.iloc[:12])["ehr<-img"]
     # A row without the image attends to its one learnable token.
     np.testing.assert_allclose(weights[:10, :, :, 0], 1.0)

@@ -1,8 +1,8 @@
-"""The float32-tolerant batch-invariance check must still catch an output that depends on its batch."""
+"""The float32-tolerant batch-invariance checks must still catch an output that depends on its batch."""
 
 import numpy as np
 import pytest
-from _batch_invariance import assert_batch_invariant
+from _batch_invariance import assert_batch_invariant, assert_float32_close
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import StandardScaler
 
@@ -50,3 +50,18 @@ def test_output_depending_on_the_batch_fails():
 def test_output_depending_on_the_order_fails():
     with pytest.raises(AssertionError, match="transform of _OrderDependent depends on the order of the rows"):
         assert_batch_invariant(_OrderDependent())
+
+
+def test_float32_close_accepts_rounding_and_refuses_other_rows_or_gaps():
+    outputs = np.random.default_rng(0).normal(scale=50.0, size=(20, 3)).astype(np.float32)
+    rounded = outputs * (1 + 4 * np.finfo(np.float32).eps * np.sign(outputs))
+    assert_float32_close(rounded, outputs)
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_float32_close(outputs[::-1], outputs)  # rows put back in the wrong order
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_float32_close(outputs + 1e-3, outputs)
+    with_gap = outputs.copy()
+    with_gap[3] = np.nan
+    assert_float32_close(with_gap, with_gap.copy())
+    with pytest.raises(AssertionError, match="nan location mismatch"):
+        assert_float32_close(with_gap, outputs)

@@ -134,7 +134,7 @@ def test_step_one_uses_complete_rows_only(data):
     model = ContrastiveClassifier(missing="learn", **TINY).fit(X, labels)
     seen = sum(model.alignment_net_.history[0, "batches", :, "train_batch_size"])
     assert seen == len(X) - 40
-    assert np.isfinite(model.predict_proba(X)).all()
+    assert model.score(X, labels) > 0.8  # 0.98 measured; the majority class is 0.51
     # Rows without a modality use the learnable vector in place of its projection.
     assert model.net_.module_.missing["img"].vector.abs().sum() > 0
 

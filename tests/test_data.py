@@ -4,6 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _batch_invariance import assert_float32_close
+from scipy.stats import spearmanr
 from sksurv.util import Surv
 
 from skfusion import (
@@ -53,17 +55,18 @@ def test_array_and_frame_give_identical_predictions(data):
     np.testing.assert_allclose(from_array, from_frame, rtol=1e-6)
 
 
-def test_missing_modality_raises_by_default_and_names_rows(data):
-    X, y = data
-    X = X.copy()
+def test_missing_modality_raises_by_default_and_names_rows():
+    X, y, true_risk = make_multimodal_survival(n_samples=120, n_features=(6, 4), random_state=0, return_truth=True)
     X.loc[[3, 7], [c for c in X.columns if c.startswith("ehr__")]] = np.nan
     with pytest.raises(ValueError, match=r"modality 'ehr' is missing .* rows \[3, 7\]"):
         ConcatSurvival(**FAST).fit(X, y)
-    model = ConcatSurvival(missing="learn", **FAST).fit(X, y)
-    assert np.isfinite(model.predict(X)).all()
-    assert np.isfinite(LateFusionSurvival(**FAST).fit(X, y).predict(X)).all()
+    # Trained enough to rank the rows by their true risk (rho 0.68 to 0.74 measured; an
+    # untrained network, or one fed NaN-derived values, ranks at random).
+    trained = {"max_epochs": 20, "lr": 0.01, "random_state": 0}
     # The unimodal image model does not need the EHR block.
-    assert np.isfinite(UnimodalSurvival(modality="img", **FAST).fit(X, y).predict(X)).all()
+    for model in (ConcatSurvival(missing="learn", **trained), LateFusionSurvival(**trained),
+                  UnimodalSurvival(modality="img", **trained)):
+        assert spearmanr(model.fit(X, y).predict(X), true_risk)[0] > 0.5, model
 
 
 def test_late_fusion_uses_only_present_modalities(data):
@@ -80,6 +83,7 @@ def test_late_fusion_uses_only_present_modalities(data):
     assert model.predict(row)[0] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.float32_batch
 def test_token_column_padding_does_not_leak():
     rng = np.random.default_rng(0)
     n = 60
@@ -89,7 +93,7 @@ def test_token_column_padding_does_not_leak():
     model = ConcatClassifier(**FAST).fit(X, y)
     together = model.predict_proba(X)
     alone = np.vstack([model.predict_proba(X.iloc[[i]]) for i in range(5)])
-    np.testing.assert_allclose(alone, together[:5], rtol=1e-5)
+    assert_float32_close(alone, together[:5])
 
 
 def test_multilabel_and_multiclass_targets():
@@ -256,6 +260,7 @@ def in_place(monkeypatch):
     monkeypatch.setattr("skfusion._data.COPY_LIMIT", 0)
 
 
+@pytest.mark.float32_batch
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_block_read_in_place_fits_and_predicts_as_its_copy_does(data, dtype, monkeypatch):
     X, y = data
@@ -267,7 +272,8 @@ def test_a_block_read_in_place_fits_and_predicts_as_its_copy_does(data, dtype, m
     assert np.shares_memory(blocks["img"]["x"].numpy(), X["img__0"].to_numpy())
     assert blocks["img"]["x"].dtype == torch.from_numpy(np.zeros(0, dtype)).dtype
     in_place = ConcatSurvival(missing="learn", **FAST).fit(X, y)
-    np.testing.assert_allclose(in_place.predict(X), copied.predict(X), rtol=1e-6)
+    # Standardized batch by batch rather than once: float32 rounding apart, the same fit.
+    assert_float32_close(in_place.predict(X), copied.predict(X))
 
 
 def test_a_block_spanning_blocks_of_the_frame_is_copied(data, in_place):

@@ -68,6 +68,7 @@ def one_process_cox(case):
     return loss.detach(), log_hz.grad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(worker.LOSS_CASES)), ids=[str(c) for c in worker.LOSS_CASES])
 def test_global_cox_loss_and_gradient_equal_one_process(job, index):
     results, _ = job
@@ -80,6 +81,7 @@ def test_global_cox_loss_and_gradient_equal_one_process(job, index):
         torch.testing.assert_close(result["loss_cases"][index]["grad"] / WORLD_SIZE, own, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_ddp_parameter_gradients_equal_one_process_without_scaling(job):
     # DDP averages the parameter gradients: with the unscaled global loss they are the
     # single-process gradients, not half of them.
@@ -97,6 +99,7 @@ def test_ddp_parameter_gradients_equal_one_process_without_scaling(job):
             torch.testing.assert_close(got, expected.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_gather_rows_concatenates_in_rank_order_with_unequal_counts(job):
     results, _ = job
     rows = torch.tensor([0, 1, 10, 11, 12])
@@ -113,6 +116,7 @@ def one_process_fit(data, name):
     return ConcatSurvival(**{**PARAMS, **worker.FITS[name]}).fit(X, y)
 
 
+@pytest.mark.slow
 def test_data_parallel_fit_gives_the_one_process_c_index(job, data):
     _, out = job
     _, _, X_test, y_test = data
@@ -126,6 +130,7 @@ def test_data_parallel_fit_gives_the_one_process_c_index(job, data):
     assert abs(c_parallel - c_single) < 0.03
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["exact", "early"])
 def test_data_parallel_fit_without_dropout_follows_the_one_process_fit(job, data, name):
     # Same batches, same loss, same gradients: without dropout masks, only float rounding differs.
@@ -143,6 +148,7 @@ def test_data_parallel_fit_without_dropout_follows_the_one_process_fit(job, data
     assert abs(parallel.score(X_test, y_test) - single.score(X_test, y_test)) < 0.005
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(worker.FITS))
 def test_every_process_ends_with_the_same_network(job, name):
     states = [result["fits"][name]["state"] for result in job[0]]
@@ -150,12 +156,14 @@ def test_every_process_ends_with_the_same_network(job, name):
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
 
 
+@pytest.mark.slow
 def test_data_parallel_fit_of_an_image_encoder_with_images_missing_from_a_share(job):
     states = [result["image"]["state"] for result in job[0]]
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
     assert job[0][0]["image"]["accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_data_parallel_fit_over_image_files(job):
     states = [result["image_files"]["state"] for result in job[0]]
     assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
@@ -168,6 +176,7 @@ def test_data_parallel_fit_over_image_files(job):
         ("shares", r"1 rows cannot be shared among the 2 processes"),
     ],
 )
+@pytest.mark.slow
 def test_data_parallel_bad_inputs(job, error, match):
     for result in job[0]:
         assert re.search(match, result["errors"].get(error, "no ValueError"))

@@ -29,6 +29,7 @@ PUBLIC_MODULES = [
 ]
 
 
+@pytest.mark.slow
 def test_sphinx_build_has_no_warning(tmp_path):
     for requirement in ("sphinx", "numpydoc", "sphinx_gallery", "myst_parser"):
         pytest.importorskip(requirement)

@@ -174,10 +174,14 @@ def test_missing_learn_substitutes_after_the_lstm(data):
 def test_survival_twins_pretrain_and_predict(data, cls):
     X, _, y = data
     params = {"modality": "ts"} if cls is UnimodalSurvival else {"pretrain_encoders": True, "freeze_encoders": True}
-    model = cls(**TINY, **params).fit(X, y)
+    model = cls(**TINY, **params, loss="cox").fit(X, y)
     assert isinstance(model.net_.module_.encoders["ts"], LSTMEncoder)
     surv = model.predict_survival_function(X.iloc[:3], return_array=True)
-    assert surv.shape == (3, len(model.unique_times_)) and np.isfinite(model.predict(X)).all()
+    assert surv.shape == (3, len(model.unique_times_))
+    # Risk scores and curves come from the same outputs: H_i(t) = H_0(t) exp(risk_i) (Cox).
+    hazard = -np.log(surv[:, len(model.unique_times_) // 2])
+    ratio = hazard / np.exp(model.predict(X.iloc[:3]))
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-6)
 
 
 def test_grid_search_over_sequence_encoder(data):

@@ -10,6 +10,8 @@ from _third_party_warnings import ignore_third_party_noise
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("plot_*.py"))
 
+pytestmark = pytest.mark.slow  # the whole gallery, run end to end
+
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(path, monkeypatch, tmp_path):

@@ -86,8 +86,7 @@ def test_missing_images_in_medfuse(image_frame):
     X = X.copy()
     X.loc[[1, 6, 9], "img"] = None
     model = small(MedFuseClassifier, ehr="ehr", image="img").fit(X, y)
-    proba = model.predict_proba(X)
-    assert np.isfinite(proba).all()
+    assert model.score(X, y) > 0.8  # the brightness of the images gives the label: 1.0 measured
     with pytest.raises(ValueError, match=r"modality 'img' is missing .* rows \[1, 6, 9\]"):
         small(ConcatClassifier).fit(X, y)
 
@@ -97,9 +96,10 @@ def test_survival_model_reads_paths(image_frame):
     from sksurv.util import Surv
 
     rng = np.random.default_rng(1)
-    y = Surv.from_arrays(rng.random(N_ROWS) < 0.7, rng.exponential(size=N_ROWS) + 0.1)
-    model = small(ConcatSurvival).fit(X, y)
-    assert np.isfinite(model.predict(X)).all()
+    label = np.tile([0, 1], N_ROWS // 2)  # the bright images, which have the higher hazard
+    y = Surv.from_arrays(rng.random(N_ROWS) < 0.7, rng.exponential(np.exp(-2.0 * label)) + 0.1)
+    model = small(ConcatSurvival, max_epochs=10, lr=0.01).fit(X, y)
+    assert model.score(X, y) > 0.65  # 0.73 measured, near the best a binary signal allows
 
 
 def test_real_radiograph_tiff_nifti_and_jpeg_in_one_column(tmp_path):
@@ -118,7 +118,10 @@ def test_real_radiograph_tiff_nifti_and_jpeg_in_one_column(tmp_path):
     X = pd.DataFrame({"img": files * 4, "ehr__0": rng.normal(size=20)})
     y = np.tile([0, 1], 10)
     model = small(ConcatClassifier).fit(X, y)
-    assert np.isfinite(model.predict_proba(X)).all()
+    # With the EHR feature held fixed, each of the five files is seen as its own image: a
+    # format read as a blank (or as another file) would predict as another one does.
+    proba = model.predict_proba(X.iloc[:5].assign(ehr__0=0.0))[:, 1]
+    assert len(np.unique(proba.round(4))) == 5, proba  # 6e-4 apart at the closest, measured
 
 
 def test_prediction_preprocessing_is_image_embedders():
@@ -244,10 +247,14 @@ def test_bfloat16_autocast_path(image_frame, monkeypatch):
 
     X, y = image_frame
     monkeypatch.setattr(base, "training_precision", lambda device, layout: torch.bfloat16)
-    model = small(ConcatClassifier).fit(X, y)
+    model = small(ConcatClassifier, lr=0.01).fit(X, y)
     assert isinstance(model.net_, FusionNet) and model.net_.amp_dtype is torch.bfloat16
     proba = model.predict_proba(X)
-    assert proba.dtype == np.float64 and np.isfinite(proba).all()
+    assert proba.dtype == np.float64
+    # bfloat16 forward passes train the float32 model to 1e-3 (measured), where training moves
+    # the probabilities across 0.24 to 0.83.
+    monkeypatch.undo()
+    np.testing.assert_allclose(proba, small(ConcatClassifier, lr=0.01).fit(X, y).predict_proba(X), atol=0.01)
 
 
 def test_read_image_matches_the_file(tmp_path):

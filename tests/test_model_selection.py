@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from sklearn.model_selection import GroupKFold, KFold, RepeatedStratifiedKFold, cross_val_score  # noqa: E402
 
@@ -151,16 +152,26 @@ PARALLEL_KWARGS = {"cv": 2, "n_resamples": 40, "random_state": 0}
 
 @pytest.fixture(scope="module")
 def serial_table(survival):
+    # One torch thread, as in the workers below: the serial fits are then theirs operation for
+    # operation (a multi-threaded reduction adds in another order), so the tables agree exactly.
     X, y, _, _ = survival
-    return compare_fusion(X, y, models=_survival_models(), **PARALLEL_KWARGS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return compare_fusion(X, y, models=_survival_models(), **PARALLEL_KWARGS)
+    finally:
+        torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_parallel_runs_give_the_same_table(survival, serial_table):
     X, y, _, _ = survival
-    parallel = compare_fusion(X, y, models=_survival_models(), n_jobs=2, **PARALLEL_KWARGS)
+    with joblib.parallel_backend("loky", inner_max_num_threads=1):
+        parallel = compare_fusion(X, y, models=_survival_models(), n_jobs=2, **PARALLEL_KWARGS)
     np.testing.assert_array_equal(serial_table[["estimate", "low", "high"]], parallel[["estimate", "low", "high"]])
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_table(survival, serial_table):
     distributed = pytest.importorskip("distributed")
     X, y, _, _ = survival

@@ -108,16 +108,19 @@ def test_weibull_stays_finite_on_unscaled_inputs_and_zero_times():
     time[:3] = 0.0  # events on the day of inclusion, as flchain has
     y = Surv.from_arrays(np.ones(200, dtype=bool), time)
     model = ConcatSurvival(loss="weibull", lr=1e-2, max_epochs=30, random_state=0).fit(X, y)
-    assert np.isfinite(model.predict(X)).all()
-    surv = model.predict_survival_function(X, return_array=True)
-    assert np.isfinite(surv).all() and (surv >= 0).all() and (surv <= 1).all()
-    # Without standardization a feature of scale 1e4 may blow the network up: then a clear error.
+    # No feature carries the times: the curves put the sample's median time near survival 0.5
+    # (0.51 on average measured; zero times mistaken for infinite hazards pull it far off).
+    median = np.median(time)
+    at_median = np.array([f(median) for f in model.predict_survival_function(X)])
+    assert abs(at_median.mean() - 0.5) < 0.1, at_median.mean()
+    # Without standardization a feature of scale 1e4 may blow the network up: then a clear
+    # error, at fit or at prediction (which refuses outputs that are not finite).
     try:
-        raw = ConcatSurvival(loss="weibull", standardize=False, lr=1e-2, max_epochs=30, random_state=0).fit(X, y)
+        ConcatSurvival(loss="weibull", standardize=False, lr=1e-2, max_epochs=30, random_state=0).fit(
+            X, y
+        ).predict_survival_function(X, return_array=True)
     except ValueError as error:
-        assert "training diverged" in str(error) and "lr=0.01" in str(error)
-    else:
-        assert np.isfinite(raw.predict_survival_function(X, return_array=True)).all()
+        assert "training diverged" in str(error) or "not finite" in str(error), error
 
 
 def _discrete_nll_by_hand(logits, bins, events):

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 from skorch.callbacks import Callback
 
 from skfusion import ConcatClassifier, ConcatSurvival
+from skfusion._base import ValidationSplit
 from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
 
 
@@ -15,13 +17,25 @@ def data():
 
 def test_early_stopping_stops_and_restores_best(data):
     X, y = data
+    weights = []  # the network's weights at the end of each epoch
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            weights.append({name: value.clone() for name, value in net.module_.state_dict().items()})
+
     model = ConcatSurvival(
-        max_epochs=300, lr=0.05, early_stopping=True, n_iter_no_change=3, validation_fraction=0.2, random_state=0
+        max_epochs=300, lr=0.05, early_stopping=True, n_iter_no_change=3, validation_fraction=0.2,
+        callbacks=[Snapshot()], random_state=0,
     ).fit(X, y)
     history = model.net_.history
     assert len(history) < 300
     valid = history[:, "valid_loss"]
-    assert int(np.argmin(valid)) == len(valid) - 1 - 3
+    best = int(np.argmin(valid))
+    assert best == len(valid) - 1 - 3
+    # The fitted network holds the best epoch's weights, not the last epoch's.
+    fitted = model.net_.module_.state_dict()
+    assert all(torch.equal(value, weights[best][name]) for name, value in fitted.items())
+    assert not all(torch.equal(value, weights[-1][name]) for name, value in fitted.items())
 
 
 def test_user_callbacks_are_called(data):
@@ -56,11 +70,65 @@ def test_every_submodule_is_in_the_batch_mode(data):
     assert all(flags == {training} for training, flags in modes)
 
 
-def test_validation_split_is_stratified_by_class():
+def test_validation_split_is_stratified_by_class(monkeypatch):
     X, y = make_multimodal_classification(n_samples=200, n_features=(4, 4), random_state=0)
-    model = ConcatClassifier(max_epochs=2, early_stopping=True, validation_fraction=0.25, random_state=0).fit(X, y)
-    valid = model.net_.history[-1, "valid_batch_count"]
-    assert valid >= 1
+    splits = []
+    split = ValidationSplit.__call__
+
+    def spy(self, dataset, *args, **kwargs):
+        splits.append((self, *split(self, dataset, *args, **kwargs)))
+        return splits[-1][1:]
+
+    monkeypatch.setattr(ValidationSplit, "__call__", spy)
+    ConcatClassifier(max_epochs=2, early_stopping=True, validation_fraction=0.25, random_state=0).fit(X, y)
+    (splitter, train, valid), = splits
+    np.testing.assert_array_equal(splitter.strata, y)
+    assert set(train.indices.tolist()).isdisjoint(valid.indices.tolist())
+    held_out = np.bincount(y[valid.indices.numpy()], minlength=2)
+    assert np.all(np.abs(held_out - 0.25 * np.bincount(y)) <= 1), held_out
+
+
+class Rows:
+    """What a ValidationSplit needs of a dataset: its length and its subsets."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def subset(self, positions):
+        return Rows(self.rows[positions])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5])
+def test_validation_split_holds_out_the_fraction_and_trains_on_the_rest(fraction):
+    train, valid = ValidationSplit(fraction, seed=0)(Rows(np.arange(100) * 10))
+    assert sorted(np.r_[train.rows, valid.rows].tolist()) == list(range(0, 1000, 10))  # every row, once
+    assert len(valid) == round(fraction * 100)
+
+
+def test_validation_split_keeps_every_stratum_on_both_sides():
+    strata = np.repeat(["rare", "few", "some", "most"], [2, 3, 15, 80])
+    rng = np.random.default_rng(0)
+    strata = strata[rng.permutation(len(strata))]
+    train, valid = ValidationSplit(0.2, seed=0, strata=strata)(Rows(np.arange(100)))
+    assert set(train.rows.tolist()).isdisjoint(valid.rows.tolist()) and len(train) + len(valid) == 100
+    for stratum in np.unique(strata):
+        size, held_out = (strata == stratum).sum(), (strata[valid.rows] == stratum).sum()
+        assert 1 <= held_out <= size - 1, stratum
+        assert abs(held_out - 0.2 * size) <= 1, stratum
+
+
+def test_validation_split_is_deterministic_for_a_seed():
+    rows = Rows(np.arange(60))
+    strata = np.arange(60) % 3
+
+    def held_out(seed):
+        return ValidationSplit(0.3, seed, strata)(rows)[1].rows.tolist()
+
+    assert held_out(0) == held_out(0)
+    assert held_out(0) != held_out(1)
 
 
 @pytest.mark.parametrize(

@@ -271,7 +271,6 @@ def test_pretrained_encoder_in_a_fusion_estimator(cohort, fitted):
     pretrained = dict(fitted.image_encoder_.named_parameters())
     for name, value in copied.named_parameters():
         np.testing.assert_allclose(value.detach().numpy(), pretrained[name].detach().numpy(), atol=1e-6)
-    assert np.isfinite(model.predict(X[["ct"]])).all()
 
 
 def test_datetime_events_and_index_times():

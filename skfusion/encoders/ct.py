@@ -104,8 +104,11 @@ class CTVolumeEmbedder(SliceEmbedder):
         :func:`joblib.parallel_backend` context, whose setting it then follows: inside
         ``with joblib.parallel_backend("dask"):`` the chunks run on the workers of the active
         ``distributed.Client`` (``n_jobs=None`` or -1: one chunk per worker thread). -1 uses
-        all processors (or workers). The output, its row order and its missing rows are
-        those of the single-process run, and a bad cell fails with the same ValueError.
+        all processors (or workers). The row order, the missing rows and a bad cell's
+        ValueError are those of the single-process run, and the values too up to float32
+        rounding: slices are encoded ``batch_size`` at a time, a chunk boundary (or a volume
+        found in the cache) groups them into other batches, and CPU kernels round a float32
+        output by the batch it is computed in (differences of about 1e-7 relative).
         Workers encode on ``device_`` and share ``cache_dir``, which must then be a folder
         every worker sees (entries are written atomically, so workers never read one
         another's half-written entries, and an interrupted job resumes from what any worker

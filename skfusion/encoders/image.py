@@ -73,7 +73,8 @@ class ImageEmbedder(SliceEmbedder):
     n_jobs : int, default=None
         Number of joblib jobs that images are shared out to, in contiguous chunks of the
         non-missing cells (``with joblib.parallel_backend("dask"):`` runs them on a Dask
-        cluster); the output is that of the single-process run. See
+        cluster); the output is that of the single-process run, its values up to float32
+        rounding (a chunk boundary changes which images share a batch). See
         :class:`CTVolumeEmbedder`.
     verbose : int, default=0
         Show a progress bar over images (tqdm, if installed) when positive; with
