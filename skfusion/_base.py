@@ -245,6 +245,16 @@ class FusionNet(NeuralNet):
         """The autocast context of the forward passes (a no-op without ``amp_dtype``)."""
         return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
+    def __getstate__(self):
+        # skorch pickles module_ and criterion_ so that a net trained on CUDA loads on a machine
+        # without it (mapped to the CPU, with a DeviceWarning), but pickles the rest with the
+        # plain state, whose CUDA tensors then fail to load there: module and criterion (the
+        # instances that became module_ and criterion_) and the callbacks (EarlyStopping keeps
+        # the best weights). These prefixes put them with module_ (skorch issues 426, 1096).
+        prefixes = ["module", "criterion", "callbacks", *self.cuda_dependent_attributes_]
+        self.cuda_dependent_attributes_ = list(dict.fromkeys(prefixes))
+        return super().__getstate__()
+
     def get_default_callbacks(self):
         # PrintLog tabulates the history every epoch, printed or not (0.5 ms an epoch): it is
         # left out when nothing is printed.

@@ -1,12 +1,14 @@
 """What users of scikit-learn, scikit-survival and pycox expect of every estimator (issue 23, section 4)."""
 
 import copy
+import pickle
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from skorch.exceptions import DeviceWarning
 from sklearn.utils import get_tags
 from sksurv.util import Surv
 
@@ -19,11 +21,22 @@ from skfusion import (
     LateFusionSurvival,
 )
 from skfusion._data import ModalityDataset
-from skfusion.datasets import make_multimodal_survival
-from skfusion.encoders import CLMBREmbedder, ClinicalTimeSeriesDiscretizer, CTVolumeEmbedder, OneHotEHREncoder
+from skfusion.datasets import make_multimodal_survival, make_paired_image_ehr
+from skfusion.encoders import (
+    CLMBREmbedder,
+    ClinicalTimeSeriesDiscretizer,
+    CTVolumeEmbedder,
+    ImageEmbedder,
+    OneHotEHREncoder,
+)
+from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier, TimeToEventPretraining
 from skfusion.modules.attention import INFERENCE_ROWS
 
 TINY_CLMBR = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu")
+TINY_TTE = {
+    "n_tasks": 2, "n_pieces": 2, "rank": 4, "attention_dim": 4, "max_epochs": 1, "batch_size": 4, "device": "cpu",
+    "random_state": 0,
+}
 ATTENTION = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 5, "lr": 0.05, "random_state": 0}
 
 
@@ -195,3 +208,77 @@ def test_predict_median_is_inf_where_survival_stays_above_a_half(short_follow_up
     stays_above = model.predict_survival_function(X, return_array=True)[:, -1] > 0.5
     assert stays_above.any() and not stays_above.all()
     assert np.isinf(median[stays_above]).all() and np.isfinite(median[~stays_above]).all()
+
+
+# --- a model fitted on a GPU loads and predicts on a machine without one --------------------
+
+
+def _as_if_fitted_on_cuda(model):
+    """Set the devices a model fitted on CUDA records (its tensors are tagged by :func:`_pickled_on_cuda`)."""
+    for owner in (model, getattr(model, "adapter_", None)):
+        if hasattr(owner, "net_"):
+            owner.net_.device = "cuda"
+        if hasattr(owner, "device_"):
+            owner.device_ = "cuda"
+    return model
+
+
+def _pickled_on_cuda(model, monkeypatch):
+    """The pickle of ``model`` as written on a GPU: torch records every tensor's device as 'cuda:0'."""
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        return pickle.dumps(_as_if_fitted_on_cuda(model))
+
+
+def _fitted_models():
+    rng = np.random.default_rng(0)
+    X, y = make_multimodal_survival(n_samples=80, n_features=(4, 3), random_state=0)
+    P, Y = make_paired_image_ehr(n_samples=40, random_state=0)
+    small = {"projection_dim": 4, "hidden_dim": 8, "lstm_hidden": 8, "max_epochs": 1, "random_state": 0}
+    images = pd.DataFrame({"img": pd.Series([rng.random((8, 8)) for _ in range(6)], dtype=object)})
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    events = pd.DataFrame({"ehr": [pd.DataFrame({"time": [0.0, 1.0, 2.0], "code": ["A", "B", "A"]})] * 4})
+    volumes = pd.DataFrame({
+        "ct": pd.Series([100 * rng.normal(size=(2, 16, 16)) for _ in range(8)], dtype=object),
+        "ehr": [pd.DataFrame({"time": [1.0, 2.0 + i], "code": ["A", "B"]}) for i in range(8)],
+        "index_time": 0.0,
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield ConcatSurvival(max_epochs=2, random_state=0).fit(X, y), X, "predict"
+        # EarlyStopping keeps the best weights in the callbacks.
+        yield ConcatSurvival(max_epochs=2, early_stopping=True, random_state=0).fit(X, y), X, "predict"
+        yield CoAttentionClassifier(guide="img", max_epochs=2, random_state=0).fit(X, y["event"]), X, "predict_proba"
+        yield ConVIRT(**small).fit(P), P, "transform"
+        yield MedCAMClassifier(MedCAMAdapter(**small), max_epochs=2, random_state=0).fit(P, Y), P, "predict_proba"
+        yield ImageEmbedder(backbone=backbone, mean=None, std=None, resize=8, crop_size=8, device="cpu").fit(images), images, "transform"
+        yield CLMBREmbedder(**TINY_CLMBR, random_state=0).fit(events), events, "transform"
+        yield TimeToEventPretraining(**TINY_TTE).fit(volumes), volumes[["ct"]], "transform"
+
+
+@pytest.mark.parametrize("model, X, method", list(_fitted_models()), ids=lambda v: type(v).__name__ if hasattr(v, "fit") else "")
+def test_a_model_fitted_on_cuda_loads_and_predicts_without_cuda(model, X, method, monkeypatch):
+    expected = np.asarray(getattr(model, method)(X))
+    with pytest.warns(DeviceWarning, match="no CUDA devices are available"):
+        restored = pickle.loads(_pickled_on_cuda(copy.deepcopy(model), monkeypatch))
+    np.testing.assert_array_equal(np.asarray(getattr(restored, method)(X)), expected)
+    net = getattr(restored, "net_", None)
+    if net is not None:
+        assert torch.device(net.device).type == "cpu" and net.module is net.module_
+    assert getattr(restored, "device_", "cpu") == "cpu"
+
+
+def test_safetensors_files_hold_no_device(tmp_path):
+    """A checkpoint written by save_pretrained is read onto the device of the reader (the CPU here)."""
+    from safetensors import safe_open
+
+    events = pd.DataFrame({"ehr": [pd.DataFrame({"time": [0.0, 1.0, 2.0], "code": ["A", "B", "A"]})] * 4})
+    clmbr = CLMBREmbedder(**TINY_CLMBR, random_state=0).fit(events)
+    clmbr.save_pretrained(tmp_path / "clmbr")
+    with safe_open(tmp_path / "clmbr" / "model.safetensors", framework="pt") as f:
+        assert all(f.get_tensor(key).device.type == "cpu" for key in f.keys())
+    reloaded = CLMBREmbedder(pretrained=tmp_path / "clmbr", device="auto").fit(events)
+    hidden = slice(0, TINY_CLMBR["hidden_size"])  # the transformer's embedding (the summary columns come from fit)
+    np.testing.assert_allclose(
+        reloaded.transform(events).to_numpy()[:, hidden], clmbr.transform(events).to_numpy()[:, hidden], rtol=1e-5, atol=1e-6
+    )

@@ -13,10 +13,14 @@ numeric blocks as float columns, token columns and other cells polars cannot hol
 (arrays, event frames) as ``pl.Object`` columns, so that a round trip gives back the same cells.
 """
 
+import io
+
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.utils import get_map_location
 
 from .._compat import _fit_context, _get_output_config
 
@@ -199,6 +203,31 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         passthrough = [c for c in self.feature_names_in_ if c != self.column]
         new = [self._output_name()] if self._returns_tokens() else self._block_columns()
         return np.asarray(passthrough + new, dtype=object)
+
+    def __getstate__(self):
+        # A network pickled as an attribute keeps its device: one fitted on CUDA would not
+        # load on a machine without it. The networks go together (so that the ones sharing
+        # modules still share them) into bytes that __setstate__ loads onto a device present.
+        state = self.__dict__.copy()
+        networks = {key: value for key, value in state.items() if isinstance(value, torch.nn.Module)}
+        if networks:
+            buffer = io.BytesIO()
+            torch.save(networks, buffer)
+            state = {key: value for key, value in state.items() if key not in networks}
+            state["_networks_on_device"] = buffer.getvalue()
+        return state
+
+    def __setstate__(self, state):
+        networks = state.pop("_networks_on_device", None)
+        if networks is not None:
+            # The fitted device (device_, else the skorch net's), or the CPU with skorch's
+            # DeviceWarning where CUDA is not available.
+            fitted = state["device_"] if "device_" in state else getattr(state.get("net_"), "device", None)
+            location = get_map_location(fitted)
+            state.update(torch.load(io.BytesIO(networks), map_location=location, weights_only=False))
+            if "device_" in state:
+                state["device_"] = type(state["device_"])(location)
+        self.__dict__.update(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
