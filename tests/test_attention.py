@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _batch_invariance import assert_batch_invariant, skip_float32_batch_check
+from _batch_invariance import assert_batch_invariant, assert_float32_close, skip_float32_batch_check
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
@@ -353,13 +353,14 @@ def test_attention_weights_are_non_trivial_and_masked(Model, tokens_data):
             assert row.max() < 0.999, f"{name}: row {i} is one-hot"
 
 
+@pytest.mark.float32_batch
 def test_prediction_of_a_row_does_not_depend_on_its_batch(tokens_data):
     X, y, _ = tokens_data
     model = CrossAttentionSurvival(**TINY).fit(X, y)
     full = model.predict(X)
     # The shortest rows alone are padded to their own length, not the batch's longest.
     short = np.flatnonzero(X["img"].map(len).to_numpy() == 2)
-    np.testing.assert_allclose(model.predict(X.iloc[short]), full[short], rtol=1e-5, atol=1e-6)
+    assert_float32_close(model.predict(X.iloc[short]), full[short])
 
 
 @pytest.mark.parametrize("Model", [CrossAttentionSurvival, CoAttentionSurvival])
@@ -518,5 +519,6 @@ def test_auto_guide_warns_only_on_a_tie(tokens_data, Model):
 
 
 @pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
+@pytest.mark.float32_batch
 def test_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)

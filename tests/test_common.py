@@ -373,6 +373,7 @@ def test_clmbr_embedding_of_a_row_does_not_depend_on_the_batch():
     assert_batch_invariant(TINY_CLMBR)
 
 
+@pytest.mark.float32_batch
 @pytest.mark.parametrize("estimator", PLAIN_TARGET, ids=repr)
 def test_survival_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)

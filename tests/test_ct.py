@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _batch_invariance import assert_float32_close
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -365,6 +366,7 @@ def test_bad_slices_tuple():
         CTVolumeEmbedder(slices=(1.5, 3)).fit(frame([np.zeros((4, 4, 4))]))
 
 
+@pytest.mark.float32_batch
 def test_callable_slices_select_what_the_backbone_sees():
     volume = np.stack([np.full((4, 4), hu, np.float32) for hu in (-1000, 0, 100, -1000)])
     out = CTVolumeEmbedder(
@@ -378,7 +380,7 @@ def test_callable_slices_select_what_the_backbone_sees():
         backbone=ChannelMeanLinear(), window=(-1000, 200), pool=None, device="cpu"
     ).fit_transform(frame([volume]))
     # Two slices in one batch against four: float32 results may differ in the last bits.
-    np.testing.assert_allclose(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]], rtol=1e-5, atol=1e-6)
+    assert_float32_close(out["ct"].iloc[0], full["ct"].iloc[0][[1, 2]])
 
 
 # --------------------------------------------------------------------------- cardiac slices
@@ -731,6 +733,7 @@ def test_frame_and_column_are_checked():
         CTVolumeEmbedder().fit(pd.DataFrame({"img": [np.zeros((2, 4, 4))]}))
 
 
+@pytest.mark.float32_batch
 def test_dicom_series_through_the_embedder(tmp_path):
     for name, seed in (("a", 0), ("b", 1)):
         write_series(tmp_path / name, n=3, seed=seed)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from _batch_invariance import assert_batch_invariant, skip_float32_batch_check
+from _batch_invariance import assert_batch_invariant, assert_float32_close, skip_float32_batch_check
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from test_medfuse import check_survival_contract, sequence_frame
 
@@ -52,6 +52,7 @@ def test_missing_ehr_always_raises(data, cls):
         tiny(cls, missing="learn").fit(X, labels)
 
 
+@pytest.mark.float32_batch
 @pytest.mark.parametrize("cls", CLASSIFIERS)
 def test_learnable_missing_image(data, cls):
     X, labels, _ = data
@@ -59,7 +60,7 @@ def test_learnable_missing_image(data, cls):
     assert model.net_.module_.missing.vector.abs().sum() > 0
     absent = np.flatnonzero(X["img__0"].isna().to_numpy())
     mixed = model.predict_proba(X)
-    np.testing.assert_allclose(model.predict_proba(X.iloc[absent[:1]])[0], mixed[absent[0]], atol=1e-6)
+    assert_float32_close(model.predict_proba(X.iloc[absent[:1]])[0], mixed[absent[0]])
 
 
 def test_daft_directions(data):
@@ -122,5 +123,6 @@ def test_sklearn_compatible_classifier(estimator, check):
 
 
 @pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
+@pytest.mark.float32_batch
 def test_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _batch_invariance import assert_batch_invariant, skip_float32_batch_check
+from _batch_invariance import assert_batch_invariant, assert_float32_close, skip_float32_batch_check
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -62,6 +62,7 @@ def test_missing_image_at_fit_and_predict(data, fitted):
     np.testing.assert_array_equal(fitted.predict(X), fitted.classes_[proba.argmax(axis=1)])
 
 
+@pytest.mark.float32_batch
 def test_row_prediction_does_not_depend_on_batch(data, fitted):
     X, _, _ = data
     mixed = fitted.predict_proba(X)
@@ -69,9 +70,9 @@ def test_row_prediction_does_not_depend_on_batch(data, fitted):
     present = np.flatnonzero(X["img__0"].notna().to_numpy())
     for row in [absent[0], present[0]]:
         alone = fitted.predict_proba(X.iloc[[row]])
-        np.testing.assert_allclose(alone[0], mixed[row], atol=1e-6)
+        assert_float32_close(alone[0], mixed[row])
     only_absent = fitted.predict_proba(X.iloc[absent])
-    np.testing.assert_allclose(only_absent, mixed[absent], atol=1e-6)
+    assert_float32_close(only_absent, mixed[absent])
 
 
 def test_missing_image_differs_from_zero_image(data, fitted):
@@ -200,6 +201,7 @@ def test_sklearn_compatible_classifier(estimator, check):
 
 
 @pytest.mark.parametrize("estimator", CHECKED, ids=lambda e: type(e).__name__)
+@pytest.mark.float32_batch
 def test_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)
 

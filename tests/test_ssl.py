@@ -292,5 +292,6 @@ def test_sklearn_compatible_transformer(estimator, check):
 
 
 @pytest.mark.parametrize("estimator", SSL_CHECKED, ids=repr)
+@pytest.mark.float32_batch
 def test_row_outputs_do_not_depend_on_the_batch(estimator):
     assert_batch_invariant(estimator)
