@@ -13,8 +13,8 @@ output depending on the other rows of the batch does not.
 
 Every other test that compares float32 network outputs computed in different batches, batch
 positions, chunks or processes uses :func:`assert_float32_close`, and is marked
-``float32_batch``: ``scripts/test.sh`` runs those tests a second time with the CPU kernels
-forced to an older instruction set, where they round differently again.
+``float32_batch``: ``scripts/test.sh`` runs those tests again with the CPU kernels forced to
+older instruction sets, where they round differently again.
 """
 
 import functools
