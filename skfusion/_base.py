@@ -21,7 +21,6 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
-from skorch.callbacks import EarlyStopping
 
 from ._compat import Interval, SequenceOf, StrOptions, _fit_context
 from ._data import (
@@ -39,6 +38,20 @@ from ._data import (
     warn_wholly_missing,
 )
 from ._images import read_batches
+from ._training import (
+    EpochSelection,
+    auto_max_epochs,
+    auto_patience,
+    fit_linear_start,
+    folds,
+    linear_modalities,
+    mean_curve_best,
+    pooled_inputs,
+    subsample,
+    warn_if_cut_short,
+    wide_and_deep,
+)
+from .modules._blocks import WideAndDeep
 
 # The widest hidden layer accepted: wider ones exhaust memory before they help.
 MAX_WIDTH = 1 << 16
@@ -125,7 +138,9 @@ class BatchIterator:
         self.strata = strata
         self.augment = augment
         self.num_workers = num_workers
-        self.generator = torch.Generator().manual_seed(seed)
+        # A generator given instead of a seed is shared: it goes on advancing from one
+        # iterator to the next (the internal folds train an epoch per skorch call).
+        self.generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
 
     def _stratified(self):
         return self.strata is not None and self.dataset.targets is not None
@@ -171,6 +186,12 @@ class ValidationSplit:
 
     Every stratum with at least two rows is represented on both sides (at least one row held
     out, at least one kept), so a survival validation split always holds events.
+
+    Raises
+    ------
+    ValueError
+        When ``fraction`` of a stratum rounds to all of its rows (nothing of it would be
+        trained on), or when either side would hold fewer than 2 rows.
     """
 
     def __init__(self, fraction, seed, strata=None):
@@ -185,12 +206,18 @@ class ValidationSplit:
         valid = []
         for label in np.unique(labels):
             rows = rng.permutation(np.flatnonzero(labels == label))
-            n_valid = min(max(int(round(self.fraction * len(rows))), 1), len(rows) - 1)
-            valid.append(rows[:n_valid])
+            requested = int(round(self.fraction * len(rows)))
+            if requested >= len(rows) > 1:
+                raise ValueError(
+                    f"validation_fraction={self.fraction} holds out all {len(rows)} rows of a stratum of "
+                    f"{n} samples, leaving none of it to train on; lower validation_fraction."
+                )
+            valid.append(rows[: min(max(requested, 1), len(rows) - 1)])
         valid = np.sort(np.concatenate(valid))
-        if len(valid) == 0 or len(valid) == n:
+        if min(len(valid), n - len(valid)) < 2:
             raise ValueError(
-                f"validation_fraction={self.fraction} leaves an empty training or validation set for {n} samples."
+                f"validation_fraction={self.fraction} splits {n} samples into {n - len(valid)} to train on and "
+                f"{len(valid)} to validate on; each side needs at least 2 (pass early_stopping=False on so few rows)."
             )
         train = np.setdiff1d(np.arange(n), valid)
         return dataset.subset(train), dataset.subset(valid)
@@ -301,6 +328,19 @@ class FusionNet(NeuralNet):
         if not all(sub.training == training for tree in trees for sub in tree):
             super()._set_training(training)
 
+    def dataset_loss(self, dataset):
+        """The task loss over all rows of ``dataset`` at once, in evaluation mode (a float).
+
+        Every process of a data-parallel job computes it over all the rows (hence
+        ``FusionNet.get_loss``, not a subclass's, which would gather the rows of all processes).
+        """
+        self.module_.eval()
+        workers = self.get_params_for("iterator_valid").get("num_workers", 0)
+        batches = BatchIterator(dataset, self.batch_size, num_workers=workers)
+        with torch.inference_mode(), self.autocast():
+            outputs = torch.cat([self.infer(X) for X, _ in batches])
+            return FusionNet.get_loss(self, outputs, dataset.target_values().to(outputs.device)).item()
+
     def predict_outputs(self, dataset):
         """Network outputs for every row of ``dataset``, in order, as a float64 array.
 
@@ -337,14 +377,15 @@ class BaseFusion(BaseEstimator):
             None,
         ],
         "standardize": ["boolean"],
+        "linear_path": ["boolean"],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "callbacks": [list, None],
         "device": [StrOptions({"auto", "cpu", "cuda"}), str],
         "random_state": ["random_state"],
@@ -396,14 +437,6 @@ class BaseFusion(BaseEstimator):
     def _check_blocks(self, blocks):
         require_present(blocks, list(blocks), self._missing_hint)
 
-    def _callbacks(self, early_stopping):
-        callbacks = list(self.callbacks or [])
-        if early_stopping:
-            callbacks.append(
-                ("early_stopping", EarlyStopping(monitor="valid_loss", patience=self.n_iter_no_change, load_best=True))
-            )
-        return callbacks
-
     def _blocks(self, X, reset):
         X = check_X(self, X, reset=reset)
         if reset and len(X) < 2:
@@ -418,11 +451,86 @@ class BaseFusion(BaseEstimator):
         standardize_blocks(blocks, self.standardization_)
         return blocks, len(X)
 
-    def _early_stopping(self, targets):
-        """Whether to hold out a validation split: ``early_stopping``, with ``"auto"`` resolved by the task."""
+    def _selection(self, targets):
+        """How the number of epochs is chosen: ``"split"``, ``"folds"`` or None (all ``max_epochs``).
+
+        ``early_stopping=True`` holds out ``validation_fraction`` of the rows; ``"auto"`` does
+        so when that split would hold enough events (rows of the rarest class) to rank the
+        epochs (the task's ``_auto_early_stopping``), and otherwise uses ``N_FOLDS``
+        internal folds, when every stratum has a row for each.
+        """
         if self.early_stopping == "auto":
-            return self._auto_early_stopping(targets)
-        return self.early_stopping
+            if self._auto_early_stopping(targets):
+                return "split"
+            return "folds" if folds(len(targets), self._fold_strata(targets), 0) is not None else None
+        return "split" if self.early_stopping else None
+
+    def _uses_linear_path(self):
+        """Whether the network gets a linear start (a family without the ``linear_path`` parameter: never)."""
+        return getattr(self, "linear_path", False)
+
+    def _linear_start(self, dataset, targets, seed):
+        """``(names, indicators, z rows, z, layer, alpha)`` of the linear start, or None.
+
+        ``z`` holds :func:`~skfusion._training.pooled_inputs` of at most ``MAX_LINEAR_ROWS``
+        rows (positions ``z rows``); ``layer`` is the penalized linear model fitted on them
+        with ``alpha`` chosen by internal folds (``weight_decay`` when there are too few rows
+        to fold).
+        """
+        if not self._uses_linear_path():
+            return None
+        names, indicators, width = linear_modalities(self.layout_, dataset.blocks)
+        if not width:
+            return None
+        rows = subsample(len(dataset), seed)
+        z = pooled_inputs(dataset.subset(rows), names, indicators)
+        z_targets = targets[rows].to(z.device)
+        strata = self._fold_strata(targets)
+        splits = folds(len(rows), None if strata is None else strata[rows], seed)
+        layer, alpha = fit_linear_start(z, z_targets, self._loss_function(), self._n_outputs(), splits, self.weight_decay)
+        return {"names": names, "indicators": indicators, "rows": rows, "z": z, "layer": layer, "alpha": alpha}
+
+    def _network(self, linear, layer=None):
+        """The family's network, beside the linear start ``layer`` when there is one."""
+        deep = self._build_module(self._n_outputs())
+        if linear is None:
+            return deep
+        layer = linear["layer"] if layer is None else layer
+        module = WideAndDeep(deep, linear["names"], linear["indicators"], layer.in_features, self._n_outputs())
+        module.linear.load_state_dict(layer.state_dict())
+        return module
+
+    def _make_net(self, net_class, module, device, seed, batch_size, max_epochs, callbacks, linear, verbose):
+        """The skorch network of one training run (the folds' and the final one)."""
+        groups = []
+        if linear is not None:
+            # The linear start minimises the loss plus alpha / 2 ||W||^2: with the same decay on
+            # its weights (Adam's coupled weight decay), it is where training starts from rest.
+            groups = [
+                ("linear.weight", {"weight_decay": linear["alpha"]}),
+                ("linear.bias", {"weight_decay": 0.0}),
+            ]
+        return net_class(
+            module=module.to(memory_format=weight_format(device, self.layout_)),
+            criterion=TaskLoss(self._loss_function()),
+            optimizer=torch.optim.Adam,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=groups,
+            lr=self.lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            iterator_train=BatchIterator,
+            iterator_train__shuffle=True,
+            iterator_train__seed=seed,
+            iterator_train__strata=self._batch_strata,
+            iterator_valid=BatchIterator,
+            train_split=None,
+            callbacks=callbacks,
+            device=device,
+            verbose=verbose,
+            amp_dtype=training_precision(device, self.layout_),
+            **self._loader_settings(),
+        )
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -451,36 +559,88 @@ class BaseFusion(BaseEstimator):
             from ._distributed import DataParallelNet, shared_seed  # _distributed builds on FusionNet
 
             net_class, seed = DataParallelNet, shared_seed(seed, device)
-        early_stopping = self._early_stopping(targets)
-        split = None
-        if early_stopping:
-            split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))
+        batch_size = resolve_batch_size(self.batch_size, n_samples)
+        steps = ceil(n_samples / batch_size)
+        max_epochs = auto_max_epochs(steps) if self.max_epochs == "auto" else self.max_epochs
+        patience = auto_patience(steps) if self.n_iter_no_change == "auto" else self.n_iter_no_change
+        selection = self._selection(targets)
         with seeded(seed, device):
-            self.net_ = net_class(
-                module=self._build_module(self._n_outputs()).to(memory_format=weight_format(device, self.layout_)),
-                criterion=TaskLoss(self._loss_function()),
-                optimizer=torch.optim.Adam,
-                optimizer__weight_decay=self.weight_decay,
-                lr=self.lr,
-                max_epochs=self.max_epochs,
-                batch_size=resolve_batch_size(self.batch_size, n_samples),
-                iterator_train=BatchIterator,
-                iterator_train__shuffle=True,
-                iterator_train__seed=seed,
-                iterator_train__strata=self._batch_strata,
-                iterator_valid=BatchIterator,
-                iterator_valid__strata=self._batch_strata,
-                train_split=split,
-                callbacks=self._callbacks(early_stopping),
-                device=device,
-                verbose=self.verbose,
-                amp_dtype=training_precision(device, self.layout_),
-                **self._loader_settings(),
-            )
-            self.net_.fit(dataset, None)
+            linear = self._linear_start(dataset, targets, seed)
+        settings = (net_class, device, seed, batch_size)
+        runs = []
+        if selection == "folds":
+            runs = self._fold_runs(dataset, targets, linear, settings, max_epochs, patience)
+            best = mean_curve_best([run.losses_ for run in runs])
+            self.net_ = self._final_run(dataset, linear, settings, best, list(self.callbacks or []))
+            self.n_iter_ = self.best_epoch_ = best
+        else:
+            callbacks = list(self.callbacks or [])
+            train = dataset
+            if selection == "split":
+                train, valid = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))(dataset)
+                runs = [EpochSelection(valid, patience)]
+                callbacks.append(("epoch_selection", runs[0]))
+            self.net_ = self._final_run(train, linear, settings, max_epochs, callbacks)
+            self.n_iter_ = len(self.net_.history)
+            self.best_epoch_ = runs[0].best_epoch_ if runs else self.n_iter_
+        self.linear_alpha_ = None if linear is None else linear["alpha"]
         self.net_.module_.eval()  # the fitted network is used for inference only
         self._finish_fit(dataset, targets)
+        warn_if_cut_short(self, self.net_.history, runs, max_epochs, patience)
         return self
+
+    def _final_run(self, dataset, linear, settings, epochs, callbacks):
+        """The network trained for ``epochs`` on ``dataset`` (initialised only when ``epochs`` is 0)."""
+        net_class, device, seed, batch_size = settings
+        with seeded(seed, device):
+            net = self._make_net(
+                net_class, self._network(linear), device, seed, batch_size, max(epochs, 1), callbacks, linear,
+                self.verbose,
+            )
+            if epochs:
+                net.fit(dataset, None)
+            else:
+                net.initialize()
+                if linear is not None:
+                    wide_and_deep(net.module_).use_deep = False  # epoch 0: the linear start alone
+        return net
+
+    def _fold_runs(self, dataset, targets, linear, settings, max_epochs, patience):
+        """The :class:`~skfusion._training.EpochSelection` records of the internal folds, trained in step.
+
+        Each fold's network trains one epoch at a time, all folds together, until the mean of
+        their validation losses has not improved for ``patience`` epochs (or
+        ``max_epochs``): the folds stop on the curve that chooses the epoch, not each on its own.
+        """
+        net_class, device, seed, batch_size = settings
+        runs, nets = [], []
+        for train, valid in folds(len(targets), self._fold_strata(targets), seed):
+            layer = None
+            if linear is not None:
+                # The fold's own linear start, on its training rows only (alpha kept).
+                kept = np.isin(linear["rows"], train)
+                layer = fit_linear_start(
+                    linear["z"][kept], targets[linear["rows"][kept]].to(linear["z"].device), self._loss_function(),
+                    self._n_outputs(), None, linear["alpha"],
+                )[0]
+            run = EpochSelection(dataset.subset(valid), patience=np.inf, restore=False)
+            with seeded(seed, device):
+                net = self._make_net(
+                    net_class, self._network(linear, layer), device, torch.Generator().manual_seed(seed), batch_size,
+                    max_epochs, [("epoch_selection", run)], linear, 0,
+                )
+                net.initialize()
+            runs.append(run)
+            nets.append((net, dataset.subset(train)))
+        for epoch in range(1, max_epochs + 1):
+            for net, train in nets:
+                with seeded(seed + epoch, device):
+                    net.partial_fit(train, None, epochs=1)
+            if epoch - mean_curve_best([run.losses_[1:] for run in runs]) - 1 >= patience:
+                for run in runs:
+                    run.stopped_ = True
+                break
+        return runs
 
     def _loader_settings(self):
         """The iterators' settings for the image-file loader (none for a family that reads no images)."""
@@ -492,6 +652,12 @@ class BaseFusion(BaseEstimator):
             "iterator_train__num_workers": workers,
             "iterator_valid__num_workers": workers,
         }
+
+    @property
+    def network_(self):
+        """The trained fusion network: ``net_``'s module without the linear start beside it."""
+        module = self.net_.module_
+        return module.deep if isinstance(module, WideAndDeep) else module
 
     def _predict_outputs(self, X):
         check_is_fitted(self)

@@ -59,6 +59,10 @@ class ClassifierHeadMixin(ClassifierMixin):
         counts = np.bincount(targets.numpy())
         return targets.numpy() if counts[counts > 0].min() >= 2 else None
 
+    def _fold_strata(self, targets):
+        """The class labels (None for multi-label targets): every internal fold holds every class."""
+        return None if self.multilabel_ else targets.numpy()
+
     def _auto_early_stopping(self, targets):
         # Only when the validation split holds enough rows of the rarest class (or label).
         counts = targets.sum(dim=0) if self.multilabel_ else torch.bincount(targets)

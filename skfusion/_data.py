@@ -704,19 +704,21 @@ class ModalityDataset(torch.utils.data.Dataset):
         """The rows of the full blocks that ``positions`` (relative to this dataset) select."""
         return self.indices[positions]
 
-    def batch(self, positions, images=None):
+    def batch(self, positions, images=None, names=None):
         """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest.
 
         ``images`` holds the preprocessed images of the file columns for these rows (from
         :func:`~skfusion._images.read_batches`); without it they are read here, as at
-        prediction time (centre crop).
+        prediction time (centre crop). ``names`` restricts the batch to those modalities.
         """
         rows = self.rows(positions)
-        if self.files and images is None:
-            images = {name: column.read(rows.cpu()) for name, column in self.files.items()}
+        blocks = self.blocks if names is None else {name: self.blocks[name] for name in names}
+        files = {name: column for name, column in self.files.items() if name in blocks}
+        if files and images is None:
+            images = {name: column.read(rows.cpu()) for name, column in files.items()}
         take = _consecutive(rows)
         out = {}
-        for name, block in self.blocks.items():
+        for name, block in blocks.items():
             gathered = {key: _gather(value, take) for key, value in block.items()}
             if name in self.files:
                 layout = image_memory_format(self.device)

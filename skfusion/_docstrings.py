@@ -44,6 +44,16 @@ DOCS = {
         and unit variance over the training rows that have it (learnt in ``fit``, applied
         at prediction; ``standardization_``), so raw clinical variables can be passed
         as they are. Images are left to their encoder.
+    linear_path : bool, default=True
+        Put a linear model beside the network (a "wide and deep" model), on the vector
+        blocks, the token means of the sequences and, for each modality that some training
+        rows lack, a presence flag. It is fitted first, alone, by L-BFGS on the task's loss
+        with an L2 penalty chosen by internal 3-fold cross-validation (a ridge Cox model, a
+        ridge logistic regression: ``linear_alpha_``), then trained with the network; the
+        epoch chosen on held-out rows may be 0, the linear model alone. So on a small cohort
+        the model does not fall below its linear baseline, and finds what lies beyond it
+        where the held-out rows show it (``docs/design.md``). Images reach it only through
+        their presence flag.
     dropout : float, default=0.1
         Dropout after each hidden layer.
     lr : float, default=1e-3
@@ -51,21 +61,33 @@ DOCS = {
     weight_decay : float, default=1e-2
         L2 penalty on the trainable parameters (Adam's weight decay: the
         :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).
-    batch_size : int or "auto", default=256
-        Mini-batch size; ``"auto"`` is a sixteenth of the training rows within [32, 256].
-        Survival batches are stratified so each has events. In a ``torchrun`` job, the size
-        of the batch that the processes share.
-    max_epochs : int, default=100
-        Number of passes over the training data.
+    batch_size : int or "auto", default="auto"
+        Mini-batch size; ``"auto"`` is a sixteenth of the training rows within [32, 256], so
+        that a small cohort gets at least 16 optimizer steps an epoch. Survival batches are
+        stratified so each has events. In a ``torchrun`` job, the size of the batch that the
+        processes share.
+    max_epochs : int or "auto", default="auto"
+        Most passes over the training data. ``"auto"`` allows 4,000 optimizer steps, within
+        [100, 1000] epochs: the same number of updates for a 200-row cohort as for a
+        20,000-row one. The epoch kept is chosen on held-out rows (``early_stopping``), so
+        the bound is rarely reached; when it is, while the model was still improving,
+        ``fit`` warns (:class:`~sklearn.exceptions.ConvergenceWarning`).
     early_stopping : bool or "auto", default="auto"
-        Hold out ``validation_fraction`` of the rows (stratified by event or class) and stop
-        when the validation loss has not improved for ``n_iter_no_change`` epochs,
-        restoring the best weights. ``"auto"`` does so when the validation split would
-        hold at least 100 events (survival) or 100 rows of the rarest class.
+        How the number of epochs is chosen. ``True``: hold out ``validation_fraction`` of the
+        rows (stratified by event or class), record their loss (over all of them at once)
+        before training and after each epoch, stop when it has not improved for
+        ``n_iter_no_change`` epochs and restore the best epoch (0: the untrained start, the
+        linear model alone with ``linear_path=True``). ``"auto"`` does so when that split
+        would hold at least 100 events (survival) or 100 rows of the rarest class; below
+        that, where one split would rank the epochs by noise, it trains on 3 internal
+        folds in step, chooses the epoch with the lowest mean held-out loss (every row held
+        out once) and refits on all rows for that many epochs. ``False``: train
+        ``max_epochs`` epochs.
     validation_fraction : float, default=0.1
-        Share of rows held out when ``early_stopping=True``.
-    n_iter_no_change : int, default=10
-        Patience of early stopping, in epochs.
+        Share of rows held out when ``early_stopping=True`` (or ``"auto"`` on a large cohort).
+    n_iter_no_change : int or "auto", default="auto"
+        Patience of early stopping, in epochs without a better held-out loss. ``"auto"``:
+        the epochs of 500 optimizer steps, at least 10.
     callbacks : list of skorch callbacks, default=None
         Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
         tuples or callback objects.
@@ -87,6 +109,14 @@ DOCS = {
         (empty with ``standardize=False``).
     net_ : skorch.NeuralNet
         The trained network; ``net_.history`` holds the training log.
+    n_iter_ : int
+        Epochs of the final training run (with internal folds: the epochs chosen on them).
+    best_epoch_ : int
+        The epoch whose weights the model has: chosen on held-out rows (0: the untrained
+        start, the linear model alone with ``linear_path=True``), or the last one without
+        early stopping.
+    linear_alpha_ : float or None
+        The L2 strength of the linear start (None without one).
     n_features_in_ : int
         Number of columns seen in ``fit``.
     feature_names_in_ : ndarray of str
@@ -118,10 +148,7 @@ DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=Non
 DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
 
 # The classifiers' training defaults differ from the survival models' (docs/design.md).
-CLASSIFIER_DEFAULTS = (
-    ("weight_decay : float, default=1e-2", "weight_decay : float, default=1e-4"),
-    ('batch_size : int or "auto", default=256', 'batch_size : int or "auto", default="auto"'),
-)
+CLASSIFIER_DEFAULTS = (("weight_decay : float, default=1e-2", "weight_decay : float, default=1e-4"),)
 
 
 def classifier_version(text):

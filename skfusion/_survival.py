@@ -509,6 +509,10 @@ class SurvivalMixin(SurvivalAnalysisMixin):
             )
         return event
 
+    def _fold_strata(self, targets):
+        """The event indicator: internal folds and the linear start's folds each hold events."""
+        return targets[:, 1].numpy().astype(bool)
+
     def _auto_early_stopping(self, targets):
         # Only when the validation split holds enough events for its loss to rank epochs.
         return int(targets[:, 1].sum()) * self.validation_fraction >= MIN_VALIDATION_EVENTS

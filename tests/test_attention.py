@@ -30,7 +30,12 @@ from skfusion.modules.attention import (
     chunk_index,
 )
 
-TINY = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 15, "lr": 0.02, "random_state": 0}
+# The attention network alone, trained for a fixed number of epochs: these tests are about its mechanics.
+TINY = {
+    "attention_dim": 8, "n_tokens": 4, "max_epochs": 15, "lr": 0.02, "batch_size": 256, "early_stopping": False,
+    "linear_path": False,
+    "random_state": 0,
+}
 
 # --- slow transcriptions of the formulas (numpy, float64, loops over rows) -------------------
 

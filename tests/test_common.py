@@ -47,11 +47,14 @@ from skfusion.encoders import (
 )
 from skfusion.ssl import TimeToEventPretraining
 
-FAST = {"max_epochs": 20, "lr": 0.01, "random_state": 0}
-FAST_CLF = {"max_epochs": 40, "lr": 0.01, "random_state": 0}
+# A fixed number of epochs: the epochs chosen on internal folds (early_stopping="auto" on
+# these small data) are checked on the two concatenation models below and in test_small_cohorts.
+FAST = {"max_epochs": 20, "lr": 0.01, "early_stopping": False, "random_state": 0}
+FAST_CLF = {"max_epochs": 40, "lr": 0.01, "early_stopping": False, "random_state": 0}
 
 CLASSIFIERS = [
     ConcatClassifier(**FAST_CLF),
+    ConcatClassifier(**{**FAST_CLF, "early_stopping": "auto", "max_epochs": 10}),
     ConcatClassifier(missing="learn", **FAST_CLF),
     LateFusionClassifier(**FAST_CLF),
     LateFusionClassifier(pretrain_encoders=True, freeze_encoders=True, sequence_encoder="mean", **FAST_CLF),
@@ -60,6 +63,7 @@ CLASSIFIERS = [
 ]
 SURVIVAL = [
     ConcatSurvival(**FAST),
+    ConcatSurvival(**{**FAST, "early_stopping": "auto", "max_epochs": 10}),
     ConcatSurvival(loss="weibull", **FAST),
     ConcatSurvival(loss="discrete", n_durations=8, **FAST),
     LateFusionSurvival(**FAST),
@@ -206,8 +210,10 @@ class _RawColumns:
     """
 
     def _frame(self, X, fitting):
+        if hasattr(X, "format"):  # a sparse matrix
+            return X
         names = list(X.columns) if hasattr(X, "columns") else None
-        values = X if hasattr(X, "format") else np.asarray(X.to_pandas() if hasattr(X, "to_pandas") else X)
+        values = np.asarray(X.to_pandas() if hasattr(X, "to_pandas") else X)
         if values.ndim != 2:
             return X
         raw = self._raw(values, fitting)
@@ -256,9 +262,10 @@ class PlainArrayCLMBREmbedder(_RawColumns, CLMBREmbedder):
 class PlainArrayClinicalTimeSeriesDiscretizer(_RawColumns, ClinicalTimeSeriesDiscretizer):
     def _raw(self, values, fitting):
         # Heart rates within the plausible range, at times from 1 hour on.
+        rates = [100 + 50 * row / (1 + abs(row)) for row in values]
         stays = (
-            pd.DataFrame({"time": 1 + row * row, "code": "Heart Rate", "numeric_value": 100 + 50 * row / (1 + abs(row))})
-            for row in values
+            pd.DataFrame({"time": 1 + row * row, "code": "Heart Rate", "numeric_value": rate})
+            for row, rate in zip(values, rates)
         )
         return {self.column: _objects(stays)}
 
@@ -304,10 +311,11 @@ _DICT_AMONG_VALUES = (
     "by NumPy's TypeError"
 )
 # An embedder's fit reads no image: the backbone is fixed.
+_NO_IMAGE_AT_FIT = "fit reads no image (the backbone is fixed)"
 _FIXED_BACKBONE = {
-    "check_complex_data": "fit reads no image (the backbone is fixed); transform refuses a complex one, naming the cell",
-    "check_estimators_nan_inf": "fit reads no image (the backbone is fixed); transform refuses NaN and inf, naming the cell",
-    "check_estimators_empty_data_messages": "fit reads no image (the backbone is fixed); a 12 x 0 array makes empty images",
+    "check_complex_data": f"{_NO_IMAGE_AT_FIT}; transform refuses a complex one, naming the cell",
+    "check_estimators_nan_inf": f"{_NO_IMAGE_AT_FIT}; transform refuses NaN and inf, naming the cell",
+    "check_estimators_empty_data_messages": f"{_NO_IMAGE_AT_FIT}; a 12 x 0 array makes empty images",
 }
 _ENCODER_FAILURES = {
     PlainArrayImageEmbedder: {
@@ -397,7 +405,7 @@ FAMILIES = [
 @pytest.mark.parametrize("names", [None, ["m0__age", "m0__bmi", "m1__chf", "m1__gender"]], ids=["sksurv", "grouped"])
 @pytest.mark.parametrize("estimator", FAMILIES, ids=lambda e: type(e).__name__)
 def test_pandas_inputs(estimator, names):
-    """scikit-survival's ``test_pandas_inputs`` (tests/test_pandas_inputs.py), on its frame and on one of modality groups."""
+    """scikit-survival's ``test_pandas_inputs`` (tests/test_pandas_inputs.py), on its frame and on a grouped one."""
     X, y = load_whas500()
     X_df = X.loc[:, ["age", "bmi", "chf", "gender"]].iloc[:50].astype(float)
     X_df.columns = names or X_df.columns
@@ -409,7 +417,8 @@ def test_pandas_inputs(estimator, names):
 
     with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
         model.predict(pd.DataFrame(X_np, columns=X_df.columns.tolist()[::-1]))
-    with pytest.warns(UserWarning, match=f"X does not have valid feature names, but {name} was fitted with feature names"):
+    no_names = f"X does not have valid feature names, but {name} was fitted with feature names"
+    with pytest.warns(UserWarning, match=no_names):
         np.testing.assert_array_equal(model.predict(X_np), risk)
 
     model.fit(X_np, y)

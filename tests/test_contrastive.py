@@ -16,7 +16,7 @@ from sksurv.util import Surv
 from skfusion.fusion.contrastive import ContrastiveClassifier, ContrastiveSurvival
 from skfusion.modules.contrastive import AlignmentLoss, ContrastiveProjections, info_nce
 
-TINY = {"projection_dim": 8, "alignment_epochs": 10, "max_epochs": 15, "lr": 0.02, "batch_size": 64, "random_state": 0}
+TINY = {"projection_dim": 8, "alignment_epochs": 10, "max_epochs": 15, "lr": 0.02, "batch_size": 64, "early_stopping": False, "random_state": 0}
 
 
 def slow_info_nce(a, b, tau):
@@ -136,7 +136,7 @@ def test_step_one_uses_complete_rows_only(data):
     assert seen == len(X) - 40
     assert model.score(X, labels) > 0.8  # 0.98 measured; the majority class is 0.51
     # Rows without a modality use the learnable vector in place of its projection.
-    assert model.net_.module_.missing["img"].vector.abs().sum() > 0
+    assert model.network_.missing["img"].vector.abs().sum() > 0
 
 
 @pytest.mark.parametrize("freeze", [True, False])
@@ -144,7 +144,7 @@ def test_step_two_starts_from_the_aligned_projections(data, freeze):
     X, y, _ = data
     model = ContrastiveSurvival(freeze_projections=freeze, **TINY).fit(X, y)
     aligned = model.alignment_net_.module_.linear["img"].weight
-    tuned = model.net_.module_.projections.linear["img"].weight
+    tuned = model.network_.projections.linear["img"].weight
     assert torch.equal(aligned, tuned) == freeze
 
 

@@ -16,7 +16,7 @@ SURVIVAL = [DAFTSurvival, MMTMSurvival]
 def tiny(cls, **params):
     """Small settings; DAFT's bottleneck keeps several units at these widths (``(8 + 4) / 7`` is 1)."""
     extra = {"bottleneck_factor": 1.0} if cls in (DAFTClassifier, DAFTSurvival) else {}
-    return cls(**{"ehr_hidden": 8, "max_epochs": 15, "lr": 0.01, "random_state": 0, **extra, **params})
+    return cls(**{"ehr_hidden": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0, **extra, **params})
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_missing_ehr_always_raises(data, cls):
 def test_learnable_missing_image(data, cls):
     X, labels, _ = data
     model = tiny(cls, missing="learn").fit(X, labels)
-    assert model.net_.module_.missing.vector.abs().sum() > 0
+    assert model.network_.missing.vector.abs().sum() > 0
     absent = np.flatnonzero(X["img__0"].isna().to_numpy())
     mixed = model.predict_proba(X)
     assert_float32_close(model.predict_proba(X.iloc[absent[:1]])[0], mixed[absent[0]])
@@ -67,8 +67,8 @@ def test_daft_directions(data):
     X, labels, _ = data
     paired = X["img__0"].notna().to_numpy()
     X, labels = X[paired], labels[paired]
-    image = tiny(DAFTClassifier).fit(X, labels).net_.module_
-    ehr = tiny(DAFTClassifier, conditioning="ehr", bottleneck_factor=2).fit(X, labels).net_.module_
+    image = tiny(DAFTClassifier).fit(X, labels).network_
+    ehr = tiny(DAFTClassifier, conditioning="ehr", bottleneck_factor=2).fit(X, labels).network_
     # conditioning="image": the EHR's 8 channels get a scale and a shift; the head reads the EHR.
     assert image.daft.aux[2].out_features == 16 and image.head[0].in_features == 8
     assert ehr.daft.aux[2].out_features == 8 and ehr.daft.aux[0].out_features == 6 and ehr.head[0].in_features == 4
@@ -77,16 +77,16 @@ def test_daft_directions(data):
 def test_mmtm_joint_width_follows_reduction(data):
     X, labels, _ = data
     model = tiny(MMTMClassifier, missing="learn", reduction=3).fit(X, labels)
-    assert model.net_.module_.mmtm.squeeze.out_features == (8 + 4) // 3
+    assert model.network_.mmtm.squeeze.out_features == (8 + 4) // 3
 
 
 @pytest.mark.parametrize("cls", CLASSIFIERS)
 def test_pretrained_frozen_ehr_encoder(data, cls):
     X, labels, _ = data
     model = tiny(cls, missing="learn", pretrain_encoders=True, freeze_encoders=True).fit(X, labels)
-    encoder = model.net_.module_.ehr_encoder
+    encoder = model.network_.ehr_encoder
     assert not any(p.requires_grad for p in encoder.parameters())
-    assert any(p.requires_grad for p in model.net_.module_.head.parameters())
+    assert any(p.requires_grad for p in model.network_.head.parameters())
 
 
 @pytest.mark.parametrize(

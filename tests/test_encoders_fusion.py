@@ -24,7 +24,7 @@ from skfusion import (
 from skfusion.fusion._pretraining import _ClassifierPretrainer
 from skfusion.modules.encoders import IdentityEncoder, LSTMEncoder
 
-TINY = {"lstm_hidden": 8, "max_epochs": 8, "lr": 0.01, "random_state": 0}
+TINY = {"lstm_hidden": 8, "max_epochs": 8, "lr": 0.01, "early_stopping": False, "random_state": 0}
 
 
 def sequence_frame(n=80, seed=0):
@@ -59,7 +59,7 @@ def test_sequence_modality_gets_the_lstm(data, cls):
     X, labels, _ = data
     params = {"modality": "ts"} if cls is UnimodalClassifier else {}
     model = cls(**TINY, hidden_dims=[5], **params).fit(X, labels)
-    encoders = model.net_.module_.encoders
+    encoders = model.network_.encoders
     assert isinstance(encoders["ts"], LSTMEncoder) and len(encoders["ts"].layers) == 2
     assert _n_parameters(encoders["ts"]) == _lstm_parameters(3, 8)
     # MLP heads: in -> 5 -> 2 logits (binary classes get a softmax over two).
@@ -68,7 +68,7 @@ def test_sequence_modality_gets_the_lstm(data, cls):
         LateFusionClassifier: sum(w * 5 + 5 + 5 * 2 + 2 for w in (8, 4)),
         UnimodalClassifier: 8 * 5 + 5 + 5 * 2 + 2,
     }[cls]
-    assert _n_parameters(model.net_.module_) == _lstm_parameters(3, 8) + heads
+    assert _n_parameters(model.network_) == _lstm_parameters(3, 8) + heads
     if cls is not UnimodalClassifier:
         assert isinstance(encoders["img"], IdentityEncoder)
 
@@ -78,7 +78,7 @@ def test_mean_encoder_is_the_token_mean(data, cls):
     X, labels, _ = data
     params = {"modality": "ts"} if cls is UnimodalClassifier else {}
     model = cls(sequence_encoder="mean", **TINY, **params).fit(X, labels)
-    module = model.net_.module_
+    module = model.network_
     assert isinstance(module.encoders["ts"], IdentityEncoder)
     row = X.iloc[[0]]
     mean = torch.tensor(row["ts"].iloc[0].mean(axis=0)[None])
@@ -116,17 +116,17 @@ def _state(module):
 def test_pretrained_frozen_encoder_is_the_first_stage_encoder(data, cls):
     X, labels, _ = data
     model = cls(**TINY, pretrain_encoders=True, freeze_encoders=True).fit(X, labels)
-    encoder = model.net_.module_.encoders["ts"]
+    encoder = model.network_.encoders["ts"]
     assert not any(p.requires_grad for p in encoder.parameters())
     # The first stage: the LSTM alone with a linear head, seeded by the first draw.
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
     settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "weight_decay", "device")}
     alone = _ClassifierPretrainer(modality="ts", encoder=model._make_encoder, random_state=seed, **settings)
-    expected = _state(alone.fit(X, labels).net_.module_.encoder)
+    expected = _state(alone.fit(X, labels).network_.encoder)
     for name, value in _state(encoder).items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0)
     # Without freezing, the second stage moves the same starting weights; the head trains either way.
-    tuned = cls(**TINY, pretrain_encoders=True).fit(X, labels).net_.module_.encoders["ts"]
+    tuned = cls(**TINY, pretrain_encoders=True).fit(X, labels).network_.encoders["ts"]
     assert any(not torch.equal(value, expected[name]) for name, value in _state(tuned).items())
 
 
@@ -157,8 +157,8 @@ def test_missing_learn_substitutes_after_the_lstm(data):
     X = X.copy()
     X.loc[[2, 5, 11], "ts"] = None
     # Unstandardized, so that the hand computation below reads the raw block.
-    model = ConcatClassifier(**TINY, missing="learn", standardize=False).fit(X, labels)
-    module = model.net_.module_
+    model = ConcatClassifier(**TINY, missing="learn", standardize=False, linear_path=False).fit(X, labels)
+    module = model.network_
     vector = module.missing["ts"].vector
     assert vector.shape == (8,) and torch.any(vector != 0)
     row = X.iloc[[5]]
@@ -177,7 +177,7 @@ def test_survival_twins_pretrain_and_predict(data, cls):
     X, _, y = data
     params = {"modality": "ts"} if cls is UnimodalSurvival else {"pretrain_encoders": True, "freeze_encoders": True}
     model = cls(**TINY, **params, loss="cox").fit(X, y)
-    assert isinstance(model.net_.module_.encoders["ts"], LSTMEncoder)
+    assert isinstance(model.network_.encoders["ts"], LSTMEncoder)
     surv = model.predict_survival_function(X.iloc[:3], return_array=True)
     assert surv.shape == (3, len(model.unique_times_))
     # Risk scores and curves come from the same outputs: H_i(t) = H_0(t) exp(risk_i) (Cox).
@@ -194,4 +194,4 @@ def test_grid_search_over_sequence_encoder(data):
     assert len(search.cv_results_["params"]) == 2
     best = search.best_estimator_
     kind = LSTMEncoder if best.sequence_encoder == "lstm" else IdentityEncoder
-    assert isinstance(best.net_.module_.encoders["ts"], kind)
+    assert isinstance(best.network_.encoders["ts"], kind)

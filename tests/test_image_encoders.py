@@ -140,7 +140,7 @@ def test_concat_pretrains_and_freezes_the_cnn():
     X, y = _frame(missing=(3,))
     params = {"image_encoder": _tiny_cnn(), "lstm_hidden": 8, "max_epochs": 3, "batch_size": 16, "random_state": 0}
     model = ConcatClassifier(missing="learn", pretrain_encoders=True, freeze_encoders=True, **params).fit(X, y)
-    cnn = model.net_.module_.encoders["cxr"]
+    cnn = model.network_.encoders["cxr"]
     assert isinstance(cnn, ImageEncoder) and not any(p.requires_grad for p in cnn.parameters())
 
 
@@ -152,7 +152,7 @@ def test_default_resnet34_on_a_survival_target():
     X = pd.DataFrame({"cxr": pd.Series(images, dtype=object), "clin__0": rng.normal(size=12)})
     y = Surv.from_arrays(np.arange(12) % 2 == 0, rng.uniform(1, 5, 12))
     model = ConcatSurvival(max_epochs=1, batch_size=12, random_state=0).fit(X, y)
-    cnn = model.net_.module_.encoders["cxr"]
+    cnn = model.network_.encoders["cxr"]
     assert sum(p.numel() for p in cnn.parameters()) == RESNET34_FEATURES
     assert model.predict_survival_function(X, return_array=True).shape == (12, len(model.unique_times_))
 

@@ -136,7 +136,9 @@ def test_pixel_attributions_with_the_image_encoder_in_the_network():
     X = pd.DataFrame({f"ehr__{j}": ehr[:, j] for j in range(3)})
     X["cxr"] = pd.Series(list(images), dtype=object)
     y = Surv.from_arrays(rng.random(n) < 0.8, rng.exponential(np.exp(-eta)))
-    model = ConcatSurvival(image_encoder=SmoothCNN(), hidden_dims=[], max_epochs=5, random_state=0).fit(X, y)
+    model = ConcatSurvival(
+        image_encoder=SmoothCNN(), hidden_dims=[], max_epochs=5, early_stopping=False, random_state=0
+    ).fit(X, y)
     rows = X.iloc[:4]
     attributions = integrated_gradients(model, rows, "cxr", n_steps=128)
     assert attributions.shape == (4, 1, 8, 8)

@@ -71,7 +71,8 @@ def test_each_unimodal_model_is_trained_alone_on_the_rows_with_its_modality(clas
     for name in ("img", "ehr"):
         seed = rng.randint(np.iinfo(np.int32).max)
         rows = _present(X, name)
-        alone = LateFusionClassifier(modalities=[name], **{**FAST, "random_state": seed}).fit(X[rows], y[rows])
+        alone = LateFusionClassifier(modalities=[name], linear_path=False, **{**FAST, "random_state": seed})
+        alone.fit(X[rows], y[rows])
         np.testing.assert_allclose(
             model.estimators_[name].predict_proba(X[rows]), alone.predict_proba(X[rows]), atol=1e-6
         )

@@ -15,7 +15,7 @@ from sksurv.util import Surv
 from skfusion.fusion._pretraining import _ClassifierPretrainer
 from skfusion.fusion.medfuse import MedFuseClassifier, MedFuseSurvival
 
-TINY = {"ehr_hidden": 8, "fusion_hidden": 8, "max_epochs": 15, "lr": 0.01, "random_state": 0}
+TINY = {"ehr_hidden": 8, "fusion_hidden": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0}
 
 
 def sequence_frame(n=80, n_missing=25, seed=0):
@@ -150,17 +150,17 @@ def _state(module):
 def test_pretrained_frozen_encoder_is_the_first_stage_encoder(data):
     X, labels, _ = data
     model = MedFuseClassifier(**{**TINY, "freeze_encoders": True}).fit(X, labels)
-    encoder = model.net_.module_.encoders["ts"]
+    encoder = model.network_.encoders["ts"]
     assert not any(p.requires_grad for p in encoder.parameters())
     # The first stage: the EHR encoder alone with a linear head, seeded by the first draw.
     seed = int(np.random.RandomState(0).randint(np.iinfo(np.int32).max))
-    settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "weight_decay", "device")}
+    settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "early_stopping", "weight_decay", "device")}
     alone = _ClassifierPretrainer(modality="ts", encoder=model._make_encoder, random_state=seed, **settings)
-    expected = _state(alone.fit(X, labels).net_.module_.encoder)
+    expected = _state(alone.fit(X, labels).network_.encoder)
     for name, value in _state(encoder).items():
         torch.testing.assert_close(value, expected[name])
     # Fine-tuning (the default) moves the same starting weights.
-    tuned = MedFuseClassifier(**TINY).fit(X, labels).net_.module_.encoders["ts"]
+    tuned = MedFuseClassifier(**TINY).fit(X, labels).network_.encoders["ts"]
     assert any(not torch.equal(value, expected[name]) for name, value in _state(tuned).items())
 
 
@@ -168,7 +168,7 @@ def test_random_init_when_not_pretrained_and_other_sizes(data):
     X, labels, _ = data
     model = MedFuseClassifier(**{**TINY, "pretrain_encoders": False, "projection_dim": 5, "hidden_dims": [4]})
     model.fit(X, labels)
-    net = model.net_.module_
+    net = model.network_
     assert net.fusion.input_size == 5 and net.fusion.hidden_size == 8
     assert isinstance(net.projections["ts"], torch.nn.Linear)
     assert model.score(X, labels) > 0.5
@@ -178,7 +178,7 @@ def test_sequence_image_gets_and_pretrains_an_lstm(data):
     X, labels, _ = data
     X = X[["ts"]].assign(cxr=[np.vstack([s, s]) for s in X["ts"]])
     model = MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True}).fit(X, labels)
-    encoders = model.net_.module_.encoders
+    encoders = model.network_.encoders
     assert [spec.name for spec in model.layout_] == ["ts", "cxr"]
     assert all(not p.requires_grad for name in ("ts", "cxr") for p in encoders[name].parameters())
 
@@ -262,15 +262,15 @@ def test_pretrain_targets_pretrain_the_image_encoder_on_its_own_labels(data):
         settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "weight_decay", "device")}
         alone = _ClassifierPretrainer(modality="cxr", encoder=model._make_encoder, random_state=seed, **settings)
         # A multi-label classifier of the findings, on the labelled rows only (the first 10 are not).
-        expected = _state(alone.fit(X[["cxr"]].iloc[10:], findings[10:].astype(int)).net_.module_.encoder)
-        for name, value in _state(model.net_.module_.encoders["cxr"]).items():
+        expected = _state(alone.fit(X[["cxr"]].iloc[10:], findings[10:].astype(int)).network_.encoder)
+        for name, value in _state(model.network_.encoders["cxr"]).items():
             torch.testing.assert_close(value, expected[name])
         # The label columns are not needed to predict, and ignored when there.
         np.testing.assert_allclose(model.predict(X.filter(regex="^(ts|cxr)$")), model.predict(X), atol=1e-6)
     unlabelled = X.drop(columns=[f"finding__{j}" for j in range(3)])
     on_task = MedFuseClassifier(**{**TINY, "image": "cxr", "freeze_encoders": True}).fit(unlabelled, labels)
     assert any(
-        not torch.equal(v, expected[k]) for k, v in _state(on_task.net_.module_.encoders["cxr"]).items()
+        not torch.equal(v, expected[k]) for k, v in _state(on_task.network_.encoders["cxr"]).items()
     )
 
 

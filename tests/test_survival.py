@@ -35,7 +35,7 @@ def test_linear_cox_matches_sksurv_coefficients(linear_data, standardize):
         X = X * [1.0, 40.0, 0.01, 3.0] + [5.0, -200.0, 0.0, 1.0]
     model = ConcatSurvival(
         hidden_dims=[], dropout=0.0, weight_decay=0.0, lr=0.05, batch_size=len(X), max_epochs=600,
-        early_stopping=False, standardize=standardize, random_state=0,
+        early_stopping=False, standardize=standardize, linear_path=False, random_state=0,
     ).fit(X, y)
     weights = model.net_.module_.head[0].weight.detach().numpy().ravel()
     reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y).coef_
@@ -227,7 +227,7 @@ def test_cox_batches_always_hold_events():
             if training:
                 seen.append(int(batch[1][:, 1].sum()))
 
-    ConcatSurvival(batch_size=10, max_epochs=3, callbacks=[Record()], random_state=0).fit(X, y)
+    ConcatSurvival(batch_size=10, max_epochs=3, early_stopping=False, callbacks=[Record()], random_state=0).fit(X, y)
     assert len(seen) == 15 and min(seen) >= 1
 
 

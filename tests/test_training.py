@@ -25,14 +25,15 @@ def test_early_stopping_stops_and_restores_best(data):
 
     model = ConcatSurvival(
         max_epochs=300, lr=0.05, early_stopping=True, n_iter_no_change=3, validation_fraction=0.2,
-        callbacks=[Snapshot()], random_state=0,
+        linear_path=False, callbacks=[Snapshot()], random_state=0,
     ).fit(X, y)
     history = model.net_.history
     assert len(history) < 300
     valid = history[:, "valid_loss"]
     best = int(np.argmin(valid))
     assert best == len(valid) - 1 - 3
-    # The fitted network holds the best epoch's weights, not the last epoch's.
+    # The fitted network holds the best epoch's weights (epochs count from 1), not the last epoch's.
+    assert model.best_epoch_ == best + 1
     fitted = model.net_.module_.state_dict()
     assert all(torch.equal(value, weights[best][name]) for name, value in fitted.items())
     assert not all(torch.equal(value, weights[-1][name]) for name, value in fitted.items())
@@ -46,28 +47,29 @@ def test_user_callbacks_are_called(data):
         def on_epoch_end(self, net, **kwargs):
             epochs.append(len(net.history))
 
-    ConcatSurvival(max_epochs=4, callbacks=[Count()], random_state=0).fit(X, y)
+    ConcatSurvival(max_epochs=4, early_stopping=False, callbacks=[Count()], random_state=0).fit(X, y)
     assert epochs == [1, 2, 3, 4]
 
 
 def test_every_submodule_is_in_the_batch_mode(data):
-    """Training batches run every submodule in train mode and validation batches in eval mode,
-    even one left in the other mode (here by a callback) while its parents are not."""
+    """Training batches run every submodule in train mode, even one left in eval mode (here by
+    a callback) while its parents are not, and after the held-out loss of each epoch, which
+    is computed in eval mode."""
     X, y = data
     modes = []
 
     class FlipOneSubmodule(Callback):
         def on_batch_begin(self, net, training=False, **kwargs):
-            net.module_.head[2].train(not training)
+            net.module_.head[2].eval()
 
         def on_batch_end(self, net, training=False, **kwargs):
             modes.append((training, {m.training for m in net.module_.modules()}))
 
     ConcatSurvival(
-        max_epochs=2, early_stopping=True, validation_fraction=0.2, callbacks=[FlipOneSubmodule()], random_state=0
+        max_epochs=2, early_stopping=True, validation_fraction=0.2, callbacks=[FlipOneSubmodule()],
+        linear_path=False, random_state=0,
     ).fit(X, y)
-    assert {training for training, _ in modes} == {True, False}
-    assert all(flags == {training} for training, flags in modes)
+    assert modes and all(training and flags == {True} for training, flags in modes)
 
 
 def test_validation_split_is_stratified_by_class(monkeypatch):

@@ -44,7 +44,9 @@ _SHARED_SETTINGS = (
     "num_workers",
 )
 
-_BASE_CONSTRAINTS = {k: v for k, v in BaseFusion._parameter_constraints.items() if k != "modalities"}
+_BASE_CONSTRAINTS = {
+    k: v for k, v in BaseFusion._parameter_constraints.items() if k not in ("modalities", "linear_path")
+}
 
 PRETRAINING_CONSTRAINTS = {
     "pretrain_encoders": ["boolean"],
@@ -86,10 +88,10 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
-        max_epochs=100,
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -259,7 +261,7 @@ class _EncoderPretraining:
             seed = int(rng.randint(np.iinfo(np.int32).max))
             fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **kwargs)
             fitted.fit(take_rows(X, rows), take_rows(target, rows))
-            states[spec.name] = fitted.net_.module_.encoder.state_dict()
+            states[spec.name] = fitted.network_.encoder.state_dict()
         return states
 
     def _encoders(self, specs):

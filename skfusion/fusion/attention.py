@@ -84,7 +84,7 @@ class _Attention(BaseFusion):
         blocks, n_samples = self._blocks(X, reset=False)
         dataset = ModalityDataset(blocks, device=self.net_.device)
         batch, _ = dataset.batch(torch.arange(n_samples, device=dataset.device))
-        module = self.net_.module_.eval()
+        module = self.network_.eval()
         with torch.inference_mode():
             _, weights = module.fuse(batch, need_weights=True)
         return {name: w.double().cpu().numpy() for name, w in weights.items()}
@@ -291,14 +291,15 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
         n_durations="auto",
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-2,
-        batch_size=256,
-        max_epochs=100,
+        batch_size="auto",
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -314,6 +315,7 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -381,14 +383,15 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         n_heads=1,
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
-        max_epochs=100,
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -402,6 +405,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         self.n_heads = n_heads
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -477,14 +481,15 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
         n_durations="auto",
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-2,
-        batch_size=256,
-        max_epochs=100,
+        batch_size="auto",
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -501,6 +506,7 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -571,14 +577,15 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
         n_heads=1,
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
-        max_epochs=100,
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -593,6 +600,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
         self.n_heads = n_heads
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay

@@ -127,8 +127,9 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             rows = None if present.all() else np.flatnonzero(present)
             seed = int(rng.randint(np.iinfo(np.int32).max))
             own = {m: label for m, label in (self.pretrain_targets or {}).items() if m == spec.name}
+            # The averaging network is the unimodal networks side by side: it has no linear start.
             model = clone(self).set_params(
-                modalities=[spec.name], mode="joint", random_state=seed, pretrain_targets=own or None
+                modalities=[spec.name], mode="joint", random_state=seed, pretrain_targets=own or None, linear_path=False
             )
             models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows))
             self._check_same_classes(model, spec.name)
@@ -238,14 +239,15 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         n_durations="auto",
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-2,
-        batch_size=256,
-        max_epochs=100,
+        batch_size="auto",
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -267,6 +269,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.n_durations = n_durations
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
@@ -346,14 +349,15 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         mode="joint",
         hidden_dims=None,
         standardize=True,
+        linear_path=True,
         dropout=0.1,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size="auto",
-        max_epochs=100,
+        max_epochs="auto",
         early_stopping="auto",
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change="auto",
         callbacks=None,
         device="auto",
         random_state=None,
@@ -373,6 +377,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.mode = mode
         self.hidden_dims = hidden_dims
         self.standardize = standardize
+        self.linear_path = linear_path
         self.dropout = dropout
         self.lr = lr
         self.weight_decay = weight_decay
