@@ -222,3 +222,14 @@ def test_internal_folds_are_deterministic():
     first, second = (ConcatSurvival(max_epochs=20, random_state=3).fit(X, y) for _ in range(2))
     assert first.best_epoch_ == second.best_epoch_
     np.testing.assert_allclose(first.predict(X), second.predict(X), rtol=1e-6, atol=1e-6)
+
+
+def test_a_pre_training_cut_short_is_named_by_its_estimator():
+    rng = np.random.RandomState(11)
+    X = pd.DataFrame({"ts": [rng.normal(size=(rng.randint(2, 6), 3)).astype(np.float32) for _ in range(60)]})
+    X["img__0"] = rng.normal(size=60).astype(np.float32)
+    y = (X["img__0"] > 0).astype(int)
+    with pytest.warns(ConvergenceWarning, match="ConcatClassifier's pre-training of 'ts': training stopped"):
+        ConcatClassifier(
+            pretrain_encoders=True, lstm_hidden=4, max_epochs=3, early_stopping=False, random_state=0
+        ).fit(X, y)

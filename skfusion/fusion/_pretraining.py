@@ -13,8 +13,11 @@ are columns of ``X`` named by the parameter, not arrays held by it: they then fo
 rows of ``X`` through cross-validation splits and pipelines, and ``clone`` copies a name.
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from torch import nn
 
@@ -260,7 +263,14 @@ class _EncoderPretraining:
             rows = None if present.all() else np.flatnonzero(present)
             seed = int(rng.randint(np.iinfo(np.int32).max))
             fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **kwargs)
-            fitted.fit(take_rows(X, rows), take_rows(target, rows))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                fitted.fit(take_rows(X, rows), take_rows(target, rows))
+            for warning in caught:
+                # The user knows the estimator, not its private first stage: name them both.
+                stage = f"{type(self).__name__}'s pre-training of {spec.name!r}"
+                message = str(warning.message).replace(type(fitted).__name__, stage)
+                warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno)
             states[spec.name] = fitted.network_.encoder.state_dict()
         return states
 
