@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run skfusion's test suite in the project's virtual environment (created on first use).
-# Extra arguments are passed to pytest in both passes: -m "not slow" is the quick loop.
+# Extra arguments are passed to pytest in every pass: -m "not slow" is the quick loop.
 #
 # Then the tests marked float32_batch (those comparing float32 network outputs computed in
 # different batches, positions, chunks or processes) run twice more, with PyTorch's CPU kernels
