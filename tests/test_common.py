@@ -300,6 +300,7 @@ _FRAME_READER = {
         "without the word 'sparse' the check looks for"
     ),
     "check_estimator_sparse_matrix": "as check_estimator_sparse_array, for a csr_matrix",
+    "check_estimator_sparse_tag": "as check_estimator_sparse_array",
     "check_fit2d_predict1d": "a 1-D array is not a frame: refused as such, without NumPy's 'Reshape your data'",
     "check_n_features_in_after_fitting": (
         "the adapter names its frame's columns (the raw one by the encoder's column), so a narrower frame is "
@@ -321,7 +322,6 @@ _ENCODER_FAILURES = {
     PlainArrayImageEmbedder: {
         **_FRAME_READER,
         **_FIXED_BACKBONE,
-        "check_estimator_sparse_tag": _FRAME_READER["check_estimator_sparse_array"],
         "check_dtype_object": "an object array makes images of dtype object, refused naming the cell",
     },
     PlainArrayCTVolumeEmbedder: {
@@ -346,7 +346,6 @@ _ENCODER_FAILURES = {
     },
     PlainArrayClinicalTimeSeriesDiscretizer: {
         **_FRAME_READER,
-        "check_estimator_sparse_tag": _FRAME_READER["check_estimator_sparse_array"],
         "check_dtype_object": "a dict among the values cannot be made a time by the adapter (a TypeError before fit)",
         "check_estimators_empty_data_messages": "a 12 x 0 array makes 12 empty stays, which are valid (normal values)",
     },

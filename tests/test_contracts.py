@@ -20,7 +20,7 @@ from skfusion import (
     CrossAttentionSurvival,
     LateFusionSurvival,
 )
-from skfusion._data import ModalityDataset
+from skfusion._data import ModalityDataset, ModalitySpec
 from skfusion.datasets import make_multimodal_survival, make_paired_image_ehr
 from skfusion.encoders import (
     CLMBREmbedder,
@@ -30,7 +30,7 @@ from skfusion.encoders import (
     OneHotEHREncoder,
 )
 from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier, TimeToEventPretraining
-from skfusion.modules.attention import INFERENCE_ROWS
+from skfusion.modules.attention import INFERENCE_ROWS, CoAttentionFusion, CrossAttentionFusion
 
 TINY_CLMBR = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu")
 TINY_TTE = {
@@ -58,7 +58,8 @@ def attention_models():
     X, y = token_frame()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return X, [CrossAttentionSurvival(**ATTENTION).fit(X, y), CoAttentionSurvival(guide="img", **ATTENTION).fit(X, y)]
+        models = [CrossAttentionSurvival(**ATTENTION), CoAttentionSurvival(guide="img", **ATTENTION)]
+        return X, [model.fit(X, y) for model in models]
 
 
 def _float64_outputs(model, X, rows):
@@ -87,29 +88,52 @@ def test_attention_outputs_differ_across_batches_by_rounding_only(attention_mode
         )
 
 
-def test_fixed_shape_inference_cuts_and_pads_the_batch(attention_models):
-    X, (model, _) = attention_models
-    module = model.net_.module_.eval()
-    rows = np.arange(INFERENCE_ROWS + 44) % len(X)  # a full block and a padded one
-    batch, _ = ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.as_tensor(rows))
+def _token_blocks(n, seed=0):
+    """A vector block ``v`` (n, 10) and a sequence block ``s`` of lengths 1 to 5, float32."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 6, size=n)
+    mask = torch.from_numpy(np.arange(5)[None, :] < lengths[:, None])
+    present = torch.ones(n, dtype=torch.bool)
+    return {
+        "v": {"x": torch.from_numpy(rng.normal(size=(n, 10)).astype(np.float32)), "present": present},
+        "s": {
+            "x": torch.from_numpy(rng.normal(size=(n, 5, 3)).astype(np.float32)) * mask[..., None],
+            "present": present,
+            "mask": mask,
+        },
+    }
+
+
+def _attention_modules():
+    torch.manual_seed(0)
+    specs = [ModalitySpec("v", "vector", (), 10), ModalitySpec("s", "sequence", ("s",), 3)]
+    settings = {"n_tokens": 4, "width": 8, "n_heads": 2, "hidden_dims": (8,), "n_outputs": 1, "dropout": 0.0}
+    return [CrossAttentionFusion(specs, **settings), CoAttentionFusion(specs, "v", **settings)]
+
+
+@pytest.mark.parametrize("module", _attention_modules(), ids=lambda m: type(m).__name__)
+def test_fixed_shape_inference_cuts_and_pads_the_batch(module):
+    n = INFERENCE_ROWS + 44  # a full block and a padded one
+    blocks = _token_blocks(n)
+    module.eval()
     with torch.inference_mode():
-        outputs = module(**batch)
-        per_row = torch.cat([module._forward({n: {k: v[[i]] for k, v in b.items()} for n, b in batch.items()}) for i in range(len(X))])
-    assert outputs.shape == (len(rows), 1)
-    np.testing.assert_allclose(outputs.numpy(), per_row.numpy()[rows], rtol=1e-5, atol=1e-6)
+        outputs = module(**blocks)
+        rows = [{name: {key: v[[i]] for key, v in block.items()} for name, block in blocks.items()} for i in range(n)]
+        per_row = torch.cat([module._forward(row) for row in rows])
+    assert outputs.shape == (n, 1)
+    np.testing.assert_allclose(outputs.numpy(), per_row.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_the_network_sees_whole_blocks_outside_training_only(attention_models, monkeypatch):
-    X, (model, _) = attention_models
-    module = copy.deepcopy(model.net_.module_)
+@pytest.mark.parametrize("module", _attention_modules(), ids=lambda m: type(m).__name__)
+def test_the_network_sees_whole_blocks_outside_training_only(module, monkeypatch):
     seen = []
     forward = module._forward
-    monkeypatch.setattr(module, "_forward", lambda blocks: seen.append(len(blocks["ehr"]["present"])) or forward(blocks))
-    batch, _ = ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.arange(3))
+    monkeypatch.setattr(module, "_forward", lambda blocks: seen.append(len(blocks["v"]["present"])) or forward(blocks))
+    blocks = _token_blocks(3)
     module.train()
-    module(**batch)
+    module(**blocks)
     module.eval()
-    module(**batch)
+    module(**blocks)
     assert seen == [3, INFERENCE_ROWS]
 
 
@@ -130,14 +154,16 @@ def test_complex_event_times_and_values_are_refused(make, column):
 
 
 def test_a_complex_value_among_numbers_is_refused():
-    events = pd.DataFrame({"time": [1.0, 2.0], "code": ["Lab/A", "Lab/A"], "numeric_value": pd.Series([1.0, 2j], dtype=object)})
-    with pytest.raises(ValueError, match=r"event frame row 1 \(position\), column 'numeric_value': 2j is a complex number"):
+    values = pd.Series([1.0, 2j], dtype=object)
+    events = pd.DataFrame({"time": [1.0, 2.0], "code": ["Lab/A", "Lab/A"], "numeric_value": values})
+    with pytest.raises(ValueError, match=r"row 1 \(position\), column 'numeric_value': 2j is a complex number"):
         OneHotEHREncoder().fit(pd.DataFrame({"ehr": [events]}))
 
 
 def test_complex_volumes_are_refused():
     X = pd.DataFrame({"ct": pd.Series([np.full((2, 8, 8), 40.0), np.full((2, 8, 8), 40 + 1j)], dtype=object)})
-    with pytest.raises(ValueError, match="non-missing cell 1: a volume array must be real; got dtype complex128. Complex data not supported"):
+    match = "non-missing cell 1: a volume array must be real; got dtype complex128. Complex data not supported"
+    with pytest.raises(ValueError, match=match):
         CTVolumeEmbedder(device="cpu").fit_transform(X)
 
 
@@ -154,7 +180,11 @@ def test_classifiers_fit_a_label_indicator_matrix_and_say_so():
 
 @pytest.mark.parametrize(
     "model, allow_nan",
-    [(LateFusionSurvival(max_epochs=2), True), (ConcatSurvival(missing="learn", max_epochs=2), True), (ConcatSurvival(max_epochs=2), False)],
+    [
+        (LateFusionSurvival(max_epochs=2), True),
+        (ConcatSurvival(missing="learn", max_epochs=2), True),
+        (ConcatSurvival(max_epochs=2), False),
+    ],
     ids=repr,
 )
 def test_allow_nan_says_whether_a_block_may_be_all_nan(model, allow_nan):
@@ -251,12 +281,15 @@ def _fitted_models():
         yield CoAttentionClassifier(guide="img", max_epochs=2, random_state=0).fit(X, y["event"]), X, "predict_proba"
         yield ConVIRT(**small).fit(P), P, "transform"
         yield MedCAMClassifier(MedCAMAdapter(**small), max_epochs=2, random_state=0).fit(P, Y), P, "predict_proba"
-        yield ImageEmbedder(backbone=backbone, mean=None, std=None, resize=8, crop_size=8, device="cpu").fit(images), images, "transform"
+        embedder = ImageEmbedder(backbone=backbone, mean=None, std=None, resize=8, crop_size=8, device="cpu")
+        yield embedder.fit(images), images, "transform"
         yield CLMBREmbedder(**TINY_CLMBR, random_state=0).fit(events), events, "transform"
         yield TimeToEventPretraining(**TINY_TTE).fit(volumes), volumes[["ct"]], "transform"
 
 
-@pytest.mark.parametrize("model, X, method", list(_fitted_models()), ids=lambda v: type(v).__name__ if hasattr(v, "fit") else "")
+@pytest.mark.parametrize(
+    "model, X, method", list(_fitted_models()), ids=lambda v: type(v).__name__ if hasattr(v, "fit") else ""
+)
 def test_a_model_fitted_on_cuda_loads_and_predicts_without_cuda(model, X, method, monkeypatch):
     expected = np.asarray(getattr(model, method)(X))
     with pytest.warns(DeviceWarning, match="no CUDA devices are available"):
@@ -279,6 +312,5 @@ def test_safetensors_files_hold_no_device(tmp_path):
         assert all(f.get_tensor(key).device.type == "cpu" for key in f.keys())
     reloaded = CLMBREmbedder(pretrained=tmp_path / "clmbr", device="auto").fit(events)
     hidden = slice(0, TINY_CLMBR["hidden_size"])  # the transformer's embedding (the summary columns come from fit)
-    np.testing.assert_allclose(
-        reloaded.transform(events).to_numpy()[:, hidden], clmbr.transform(events).to_numpy()[:, hidden], rtol=1e-5, atol=1e-6
-    )
+    got, expected = reloaded.transform(events).to_numpy()[:, hidden], clmbr.transform(events).to_numpy()[:, hidden]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -198,7 +198,10 @@ class FixedShapeInference(nn.Module):
         outputs = []
         for start in range(0, n, INFERENCE_ROWS):
             stop = start + INFERENCE_ROWS
-            rows = slice(start, stop) if stop <= n else torch.arange(start, stop, device=present.device).clamp_(max=n - 1)
+            if stop <= n:
+                rows = slice(start, stop)
+            else:
+                rows = torch.arange(start, stop, device=present.device).clamp_(max=n - 1)
             chunk = {name: {key: value[rows] for key, value in block.items()} for name, block in blocks.items()}
             outputs.append(self._forward(chunk)[: n - start])
         return torch.cat(outputs)
