@@ -22,7 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 
-from ._compat import Interval, SequenceOf, StrOptions, _fit_context
+from ._compat import Interval, SequenceOf, StrOptions, _fit_context, check_sample_weight
 from ._data import (
     ModalityDataset,
     _rows,
@@ -79,6 +79,40 @@ def divergence_error(what, lr):
         f"training diverged: {what}. Lower the learning rate (lr={lr}), and check the inputs' scale "
         "(standardize=True rescales vector blocks)."
     )
+
+
+def check_weights(sample_weight, n_samples):
+    """``sample_weight`` validated (:func:`~skfusion._compat.check_sample_weight`), refused when all zero.
+
+    Returns
+    -------
+    weight : ndarray of shape (n_samples,)
+        float64, ones for ``None``.
+    """
+    weight = check_sample_weight(sample_weight, n_samples)
+    if not weight.any():
+        raise ValueError("sample_weight is zero for every sample: there is nothing to fit; give some rows a weight.")
+    return weight
+
+
+def unit_mean(weight):
+    """``weight`` scaled to mean 1.
+
+    Every loss is a weighted mean, so only the weights' ratios matter: the scale keeps
+    float32 losses away from weights such as 1e-40 or 1e40, and keeps a weighted sum (the
+    Weibull marginal fit's) at the size of the unweighted one.
+    """
+    weight = weight / weight.max()
+    return weight / weight.mean()
+
+
+def weighted_mean(values, weight):
+    """``sum(weight * values) / sum(weight)``; 0 for a batch whose weights are all zero.
+
+    scikit-learn's ``MLPClassifier`` averages a batch's losses with its sample weights the same way.
+    """
+    weight = weight.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
 
 
 def data_parallel():
@@ -363,6 +397,12 @@ class BaseFusion(BaseEstimator):
     ``_build_module(n_outputs)``; they may override ``_check_blocks(blocks)`` (default: every
     modality must be present in every row) and ``_infer_layout(X)`` (default: the modalities
     named by the ``modalities`` parameter).
+
+    The task's ``_encode_target(y, n_samples, sample_weight)`` returns the targets as one
+    float64 tensor whose last column is each row's weight (:func:`check_weights`, scaled by
+    :func:`unit_mean`): the weights then travel with their rows through batches, validation
+    splits, internal folds and the processes of a data-parallel job, and every loss reads
+    them from its targets.
     """
 
     _parameter_constraints = {
@@ -533,7 +573,7 @@ class BaseFusion(BaseEstimator):
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the fusion model.
 
         Parameters
@@ -544,6 +584,12 @@ class BaseFusion(BaseEstimator):
         y : array-like
             Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
             Classification: labels, or a label-indicator matrix for multi-label targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows: every loss (and the linear start, the held-out
+            loss, the Breslow baseline) is a weighted mean, so only their ratios matter, and
+            an integer weight is that many copies of the row (but for a Cox event's copies,
+            which Efron's ties would treat as tied deaths: ``docs/design.md``). ``None``:
+            equal weights.
 
         Returns
         -------
@@ -551,7 +597,7 @@ class BaseFusion(BaseEstimator):
         """
         device = resolve_device(self.device)
         blocks, n_samples = self._blocks(X, reset=True)
-        targets = self._encode_target(y, n_samples)
+        targets = self._encode_target(y, n_samples, sample_weight)
         dataset = ModalityDataset(blocks, targets, device)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         net_class = FusionNet

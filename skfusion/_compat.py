@@ -5,11 +5,50 @@ classes) is private but is what every scikit-learn estimator uses; importing it 
 a future rename a one-file change.
 """
 
+import inspect
+
+import numpy as np
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, Options, StrOptions
 from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import _check_sample_weight
 
-__all__ = ["HasMethods", "Interval", "Options", "SequenceOf", "StrOptions", "_fit_context", "_get_output_config"]
+__all__ = [
+    "HasMethods",
+    "Interval",
+    "Options",
+    "SequenceOf",
+    "StrOptions",
+    "_fit_context",
+    "_get_output_config",
+    "check_sample_weight",
+]
+
+# scikit-learn 1.7 added its own refusal of all-zero weights, whose message does not name
+# the parameter: skfusion refuses them itself (skfusion._base.check_weights), on every version.
+_ZERO_WEIGHTS_ALLOWED = (
+    {"allow_all_zero_weights": True}
+    if "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters
+    else {}
+)
+
+
+def check_sample_weight(sample_weight, n_samples):
+    """scikit-learn's validation of ``sample_weight``: a float64 array of ``n_samples`` non-negative finite weights.
+
+    ``None`` gives ones and a number gives that weight to every row. A weight that is
+    negative, NaN or infinite, or an array of another shape, is a ValueError naming
+    ``sample_weight``; all-zero weights pass (the caller refuses them).
+    """
+    try:
+        return _check_sample_weight(
+            sample_weight, np.empty((n_samples, 0)), dtype=np.float64, ensure_non_negative=True, **_ZERO_WEIGHTS_ALLOWED
+        )
+    except ValueError as error:
+        if "sample_weight" in str(error):
+            raise
+        # A 2-D array ("Sample weights must be 1D") or strings (NumPy's conversion error).
+        raise ValueError(f"sample_weight: {error}") from None
 
 
 class SequenceOf(HasMethods):

@@ -13,8 +13,8 @@ DOCS = {
         modalities: ``None`` halves the columns into ``"m0"`` and ``"m1"``, a list gives
         consecutive widths named ``"m0", "m1", ...``, a dict names them.""",
     "survival_task": """loss : {"cox", "weibull", "discrete"}, default="cox"
-        Survival likelihood: Cox partial likelihood with Efron ties (torchsurv) and a
-        Breslow baseline, a Weibull model (torchsurv), or discrete-time logistic hazards.
+        Survival likelihood: Cox partial likelihood with Efron ties and a Breslow baseline,
+        a Weibull model, or discrete-time logistic hazards (each weighted by ``sample_weight``).
     n_durations : int or "auto", default="auto"
         Number of time bins (at event-time quantiles) for ``loss="discrete"``. ``"auto"``
         takes 5 bins when the training rows hold fewer than 1,000 events and 10 otherwise:
@@ -126,6 +126,12 @@ DOCS = {
         return_array=True)``.
     survival_model_ : object
         The fitted survival head (Breslow baseline for ``loss="cox"``).""",
+    "class_weight": """class_weight : dict, "balanced" or None, default=None
+        Weights of the classes of a binary or multi-class target, multiplied into
+        ``sample_weight`` (scikit-learn's ``LogisticRegression``): ``{label: weight}``, a
+        class left out weighing 1, or ``"balanced"``, ``n_samples / (n_classes * count)``
+        with the counts under ``sample_weight``. ``None``: every class weighs 1. Refused for
+        a multi-label target: weigh its rows with ``sample_weight``.""",
     "classifier_attributes": """classes_ : ndarray
         Class labels (``arange(n_labels)`` for multi-label targets).
     multilabel_ : bool

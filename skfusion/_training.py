@@ -145,7 +145,8 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha):
     ``alpha`` is the strength of ``ALPHAS`` with the lowest loss on the held-out rows of
     ``splits`` (pairs of row positions), each path fitted from the strongest penalty down,
     warm-started; without ``splits`` (too few rows to hold any out) it is ``fallback_alpha``.
-    The returned layer is fitted on all rows of ``z`` at that strength.
+    The returned layer is fitted on all rows of ``z`` at that strength. ``loss`` reads the
+    rows' weights from the last column of ``targets`` (see :class:`~skfusion._base.BaseFusion`).
     """
     alpha = fallback_alpha
     if splits:
@@ -155,7 +156,8 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha):
             for k, strength in enumerate(ALPHAS):
                 _fit_penalized(z[train], targets[train], loss, linear, strength, gtol=1e-5)
                 with torch.no_grad():
-                    held_out[k] += float(loss(linear(z[valid]), targets[valid])) * len(valid)
+                    # A fold's loss is a weighted mean: times the fold's weight, the folds add up.
+                    held_out[k] += float(loss(linear(z[valid]), targets[valid])) * float(targets[valid, -1].sum())
         finite = np.isfinite(held_out)
         if finite.any():
             alpha = float(ALPHAS[np.flatnonzero(finite)[np.argmin(held_out[finite])]])

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _sample_weight_checks import WEIGHTS_ARE_NOT_ROWS
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -221,6 +222,7 @@ def test_temperature_must_be_positive(data):
 
 @parametrize_with_checks(
     [ContrastiveClassifier(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0)],
+    expected_failed_checks=lambda estimator: WEIGHTS_ARE_NOT_ROWS,
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _sample_weight_checks import WEIGHTS_ARE_NOT_ROWS
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -223,6 +224,7 @@ def test_adapter_chains_into_an_image_only_classifier(data):
 
 
 EXPECTED_FAILURES = {
+    **WEIGHTS_ARE_NOT_ROWS,
     "check_classifiers_train": (
         "predicts from its image modality only (the second of the check's two columns): on the "
         "3-class blobs that column alone gives it 0.76 training accuracy (a depth-3 tree on it: "

@@ -11,9 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
-from torch.nn import functional as F
 
 from skfusion import ConcatClassifier, ConcatSurvival, LateFusionSurvival
+from skfusion._classifier import cross_entropy
 from skfusion._survival import CoxModel
 from skfusion._training import (
     ALPHAS,
@@ -41,18 +41,18 @@ def _linear_cohort(n, seed, task="survival"):
 
 
 def test_linear_start_is_scikit_survivals_ridge_cox_model():
-    """Cox partial likelihood (Efron) + alpha / 2 ||b||^2, torchsurv's mean over event times: sksurv's
-    ridge Cox model with its penalty on the summed log-likelihood, alpha times the number of events."""
+    """Cox partial likelihood (Efron) + alpha / 2 ||b||^2, the mean over events: sksurv's ridge Cox
+    model with its penalty on the summed log-likelihood, alpha times the number of events."""
     X, y, _ = _linear_cohort(150, 0)
     z = (X - X.mean()) / X.std(ddof=0)
     z = z.astype(np.float64)
     cox = CoxModel()
-    target = torch.from_numpy(cox.prepare(y["time"], y["event"]))
+    target = torch.from_numpy(cox.prepare(y["time"], y["event"], np.ones(len(y))))
     alpha = 0.05
     layer, chosen = fit_linear_start(torch.tensor(z.to_numpy()), target, cox.loss, 1, None, alpha)
     reference = CoxPHSurvivalAnalysis(alpha=alpha * y["event"].sum(), ties="efron").fit(z, y).coef_
     assert chosen == alpha
-    # L-BFGS-B's line search ends at the round-off of torchsurv's loss, 1e-7 of the objective
+    # L-BFGS-B's line search ends at the round-off of the loss, 1e-7 of the objective
     # above scikit-survival's Newton optimum: coefficients within a few 1e-4.
     np.testing.assert_allclose(layer.weight.detach().numpy().ravel(), reference, rtol=1e-3, atol=5e-4)
 
@@ -62,7 +62,8 @@ def test_linear_start_is_scikit_learns_multinomial_ridge_regression():
     x = rng.normal(size=(240, 5))
     labels = np.argmax(x[:, :3] + rng.normal(size=(240, 3)), axis=1)
     alpha = 0.02
-    layer, _ = fit_linear_start(torch.tensor(x), torch.from_numpy(labels), F.cross_entropy, 3, None, alpha)
+    target = torch.from_numpy(np.column_stack([labels, np.ones(len(x))]))
+    layer, _ = fit_linear_start(torch.tensor(x), target, cross_entropy, 3, None, alpha)
     reference = LogisticRegression(C=1 / (alpha * len(x)), tol=1e-10, max_iter=10_000).fit(x, labels)
     np.testing.assert_allclose(layer.weight.detach().numpy(), reference.coef_, rtol=1e-3, atol=1e-4)
     # The intercepts are free: equal up to a constant.
@@ -74,11 +75,11 @@ def test_the_penalty_is_chosen_on_held_out_rows():
     """Noise features get one of the two strongest penalties of the grid, a strong signal on many rows a weak one."""
     rng = np.random.RandomState(0)
     x = torch.tensor(rng.normal(size=(600, 4)))
-    noise = torch.from_numpy(rng.randint(0, 2, 600))
-    signal = (x[:, 0] > 0).long()
+    noise = torch.from_numpy(np.column_stack([rng.randint(0, 2, 600), np.ones(600)]))
+    signal = torch.from_numpy(np.column_stack([(x[:, 0] > 0).numpy(), np.ones(600)]))
     splits = folds(600, None, 0)
-    assert fit_linear_start(x, noise, F.cross_entropy, 2, splits, 1.0)[1] >= ALPHAS[1]
-    assert fit_linear_start(x, signal, F.cross_entropy, 2, splits, 1.0)[1] <= 1e-3
+    assert fit_linear_start(x, noise, cross_entropy, 2, splits, 1.0)[1] >= ALPHAS[1]
+    assert fit_linear_start(x, signal, cross_entropy, 2, splits, 1.0)[1] <= 1e-3
 
 
 def test_linear_inputs_are_the_blocks_the_token_means_and_presence_flags():

@@ -68,7 +68,7 @@ def test_breslow_matches_sksurv_for_same_linear_predictor(linear_data):
     reference = CoxPHSurvivalAnalysis(alpha=0.0, ties="efron").fit(X.to_numpy(), y)
     lp = reference.predict(X.to_numpy())
     cox = CoxModel()
-    cox.finalize(lp[:, None], cox.prepare(y["time"], y["event"]))
+    cox.finalize(lp[:, None], cox.prepare(y["time"], y["event"], np.ones(len(y))))
     times = reference.unique_times_
     ours = np.exp(-cox.cumulative_hazard(lp[:, None], times))
     theirs = reference.predict_survival_function(X.to_numpy(), return_array=True)
@@ -85,7 +85,7 @@ def test_weibull_survival_matches_torchsurv():
     out = rng.normal(scale=0.3, size=(5, 1))
     model = WeibullModel()
     time = rng.exponential(size=50) * 10
-    model.prepare(time, np.ones(50, dtype=bool))
+    model.prepare(time, np.ones(50, dtype=bool), np.ones(50))
     times = np.linspace(0.5, 20, 7)
     ours = np.exp(-model.cumulative_hazard(out, times))
     # The output is an offset from the marginal fit's log scale, soft-bounded (b * tanh(z / b));
@@ -140,7 +140,7 @@ def test_discrete_time_nll_matches_formula():
     bins = rng.integers(0, 5, size=9)
     events = rng.random(9) < 0.6
     ours = discrete_time_nll(
-        torch.tensor(logits), torch.tensor(bins), torch.tensor(events, dtype=torch.float64)
+        torch.tensor(logits), torch.tensor(bins), torch.tensor(events, dtype=torch.float64), torch.ones(9)
     ).item()
     assert ours == pytest.approx(_discrete_nll_by_hand(logits, bins, events), rel=1e-12)
 
@@ -150,7 +150,7 @@ def test_discrete_survival_is_product_of_bin_survivals():
     time = rng.exponential(size=200)
     event = rng.random(200) < 0.7
     model = DiscreteTimeModel(n_durations=4)
-    target = model.prepare(time, event)
+    target = model.prepare(time, event, np.ones(200))
     assert target[:, 0].max() <= 3
     # An event at exactly a cut belongs to that cut's bin: (cut[j-1], cut[j]].
     assert model.bin_index(model.cuts_[:3]).tolist() == [0, 1, 2]
@@ -170,7 +170,7 @@ def test_auto_bins_follow_the_number_of_training_events(n_events, n_bins):
     time = rng.exponential(size=1500)
     event = np.arange(1500) < n_events
     model = DiscreteTimeModel(n_durations="auto")
-    assert model.prepare(time, event)[:, 0].max() == n_bins - 1
+    assert model.prepare(time, event, np.ones(1500))[:, 0].max() == n_bins - 1
     assert model.n_outputs == n_bins and len(model.cuts_) == n_bins
 
 
@@ -186,9 +186,10 @@ def test_life_table_offsets_are_the_covariate_free_maximum_likelihood():
     time = rng.exponential(size=300)
     event = rng.random(300) < 0.6
     model = DiscreteTimeModel(n_durations=5)
-    target = torch.from_numpy(model.prepare(time, event))
+    target = torch.from_numpy(model.prepare(time, event, np.ones(300)))
     logits = torch.zeros(300, 5, requires_grad=True)
-    discrete_time_nll(logits + torch.from_numpy(model.offset_), target[:, 0].long(), target[:, 1]).backward()
+    offset = torch.from_numpy(model.offset_)
+    discrete_time_nll(logits + offset, target[:, 0].long(), target[:, 1], target[:, -1]).backward()
     # The offset is the stationary point (up to the clipping of hazards to [1e-4, 1 - 1e-4]).
     assert logits.grad.sum(dim=0).abs().max() < 1e-4
     # By hand: events in bin j over the events there plus the rows leaving in later bins.
@@ -202,7 +203,7 @@ def test_marginal_weibull_offset_is_the_covariate_free_maximum_likelihood():
     rng = np.random.default_rng(5)
     time = 3.0 * rng.weibull(1.5, size=4000)
     model = WeibullModel()
-    target = model.prepare(time, np.ones(4000, dtype=bool))
+    target = model.prepare(time, np.ones(4000, dtype=bool), np.ones(4000))
     out = torch.zeros(4000, 1, requires_grad=True)
     model.loss(out, torch.from_numpy(target)).backward()
     assert out.grad.sum(dim=0).abs().max() < 1e-4

@@ -23,7 +23,7 @@ from torch import nn
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
-from .._compat import StrOptions, _fit_context
+from .._compat import StrOptions, _fit_context, check_sample_weight
 from .._data import infer_layout, take_rows
 from .._images import IMAGE_FILE_CONSTRAINTS
 from .._survival import SurvivalMixin
@@ -198,7 +198,7 @@ class _EncoderPretraining:
         return None
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model, after pre-training its encoders when ``pretrain_encoders=True``.
 
         Parameters
@@ -209,6 +209,11 @@ class _EncoderPretraining:
         y : array-like
             Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
             Classification: labels, or a label-indicator matrix for multi-label targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows (every loss is a weighted mean), in both
+            stages: an encoder pre-trained on the task gets its rows' weights times the
+            class weights, one pre-trained on ``pretrain_targets`` its rows' weights.
+            ``None``: equal weights.
 
         Returns
         -------
@@ -221,26 +226,28 @@ class _EncoderPretraining:
         self._pretrained = {}
         try:
             if self.pretrain_encoders or self._selects_rows():
-                X, y = self._first_stage(X, y)
-            return super().fit(X, y)
+                X, y, sample_weight = self._first_stage(X, y, sample_weight)
+            return super().fit(X, y, sample_weight=sample_weight)
         finally:
             del self._pretrained
 
-    def _first_stage(self, X, y):
-        """Validate, pre-train the encoders and return the rows of ``(X, y)`` kept for fine-tuning."""
+    def _first_stage(self, X, y, sample_weight):
+        """Validate, pre-train the encoders and return the rows of ``(X, y, sample_weight)`` kept for fine-tuning."""
         blocks, n_samples = self._blocks(X, reset=True)
-        self._encode_target(y, n_samples)
+        targets = self._encode_target(y, n_samples, sample_weight)
+        weight = check_sample_weight(sample_weight, n_samples)
         rng = check_random_state(self.random_state)
         if self.pretrain_encoders:
-            self._pretrained = self._pretrain(X, y, blocks, rng)
+            self._pretrained = self._pretrain(X, y, blocks, rng, targets[:, -1].numpy(), weight)
         rows = self._fine_tuning_rows(blocks, rng)
-        return take_rows(X, rows), take_rows(y, rows)
+        return take_rows(X, rows), take_rows(y, rows), take_rows(weight, rows)
 
-    def _pretrain(self, X, y, blocks, rng):
+    def _pretrain(self, X, y, blocks, rng, task_weight, sample_weight):
         """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows.
 
-        On the task's ``y``, or on the modality's ``pretrain_targets`` labels (as a classifier)
-        on the rows that have them.
+        On the task's ``y`` with ``task_weight`` (the rows' weights times the class weights),
+        or on the modality's ``pretrain_targets`` labels (as a classifier) on the rows that
+        have them, with ``sample_weight``.
         """
         targets = self._pretrain_labels(X)
         X = self._without_labels(X)
@@ -254,10 +261,10 @@ class _EncoderPretraining:
             present = blocks[spec.name]["present"].numpy()
             if spec.name in targets:
                 target, labelled = targets[spec.name]
-                pretrainer, kwargs = _ClassifierPretrainer, settings
+                pretrainer, kwargs, weight = _ClassifierPretrainer, settings, sample_weight
                 present = present & labelled
             else:
-                target = y
+                target, weight = y, task_weight
                 pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
                 kwargs = {**settings, **task_settings}
             rows = None if present.all() else np.flatnonzero(present)
@@ -265,7 +272,7 @@ class _EncoderPretraining:
             fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **kwargs)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                fitted.fit(take_rows(X, rows), take_rows(target, rows))
+                fitted.fit(take_rows(X, rows), take_rows(target, rows), sample_weight=take_rows(weight, rows))
             for warning in caught:
                 # The user knows the estimator, not its private first stage: name them both.
                 stage = f"{type(self).__name__}'s pre-training of {spec.name!r}"

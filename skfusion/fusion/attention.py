@@ -345,6 +345,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
     {attention_parameters}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -397,6 +398,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modalities = modalities
         self.missing = missing
@@ -419,6 +421,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight
 
 
 @_fill_doc
@@ -537,6 +540,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
     {attention_parameters}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -591,6 +595,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modalities = modalities
         self.guide = guide
@@ -614,3 +619,4 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

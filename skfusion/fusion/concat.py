@@ -187,6 +187,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     {sequence_encoder}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -240,6 +241,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modality = modality
         self.sequence_encoder = sequence_encoder
@@ -264,6 +266,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight
 
 
 @fill_doc
@@ -398,6 +401,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
     {pretraining}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -459,6 +463,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modalities = modalities
         self.missing = missing
@@ -487,3 +492,4 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

@@ -46,7 +46,7 @@ class _Contrastive(BaseFusion):
             require_present(blocks, list(blocks), "pass missing='learn' to substitute a learnable vector.")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Align the modality projections (step 1), then fit the model on the task (step 2).
 
         Parameters
@@ -57,16 +57,20 @@ class _Contrastive(BaseFusion):
         y : array-like
             Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
             Classification: labels, or a label-indicator matrix for multi-label targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows in step 2, whose losses are weighted means.
+            Step 1 learns how the modalities pair up from every complete row, unweighted
+            (the weights are of the task's rows). ``None``: equal weights.
 
         Returns
         -------
         self : object
         """
         blocks, n_samples = self._blocks(X, reset=True)
-        # Check y before spending the alignment epochs; step 2 encodes it again.
-        self._encode_target(y, n_samples)
+        # Check y and the weights before spending the alignment epochs; step 2 encodes them again.
+        self._encode_target(y, n_samples, sample_weight)
         self.alignment_net_ = self._align(blocks)
-        return super().fit(X, y)
+        return super().fit(X, y, sample_weight=sample_weight)
 
     def _align(self, blocks):
         """Step 1: the projections trained with the contrastive loss on the complete rows."""
@@ -279,6 +283,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
     {contrastive_parameters}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -334,6 +339,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modalities = modalities
         self.missing = missing
@@ -358,3 +364,4 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

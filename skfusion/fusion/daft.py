@@ -189,6 +189,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     {encoders}
     {classifier_head_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -256,6 +257,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.ehr = ehr
         self.image = image
@@ -286,3 +288,4 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

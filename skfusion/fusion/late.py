@@ -83,7 +83,7 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
         return LateFusion(encoders, hidden, n_outputs, self.dropout, self._average())
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model: the branches jointly, or each alone (``mode="average"``).
 
         Parameters
@@ -94,13 +94,17 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
         y : array-like
             Survival: structured array from :func:`sksurv.util.Surv.from_arrays`.
             Classification: labels, or a label-indicator matrix for multi-label targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows (every loss is a weighted mean); with
+            ``mode="average"`` each unimodal model is given its rows' weights (times the
+            class weights). ``None``: equal weights.
 
         Returns
         -------
         self : object
         """
         if self.mode == "joint":
-            return super().fit(X, y)
+            return super().fit(X, y, sample_weight=sample_weight)
         if isinstance(self, SurvivalMixin) and self.loss != "cox":
             raise ValueError(
                 f"mode='average' averages log relative hazards and needs loss='cox'; got loss={self.loss!r}, whose "
@@ -108,18 +112,21 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
                 "discrete: the time bins). Use mode='joint' with it."
             )
         blocks, n_samples = self._blocks(X, reset=True)
-        targets = self._encode_target(y, n_samples)
-        self.estimators_, offsets = self._fit_unimodal(X, y, blocks)
+        targets = self._encode_target(y, n_samples, sample_weight)
+        self.estimators_, offsets = self._fit_unimodal(X, y, targets[:, -1].numpy(), blocks)
         self.net_ = self._averaging_net(offsets, n_samples)
         self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
         return self
 
-    def _fit_unimodal(self, X, y, blocks):
-        """The unimodal models ``{modality: model}``, each fitted on the rows that have it.
+    def _fit_unimodal(self, X, y, weight, blocks):
+        """The unimodal models ``{modality: model}``, each fitted on the rows that have it, with their ``weight``.
 
-        Also returns each model's mean output over its training rows (the offset that
+        ``weight`` already holds the class weights: the unimodal models get none of their
+        own (``"balanced"`` on a model's rows would balance another set of rows). Also
+        returns each model's mean output over its training rows (the offset that
         ``_averaging_net`` removes from a survival model).
         """
+        no_class_weight = {"class_weight": None} if isinstance(self, ClassifierHeadMixin) else {}
         rng = check_random_state(self.random_state)
         models, offsets = {}, {}
         for spec in self.layout_:
@@ -129,11 +136,17 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             own = {m: label for m, label in (self.pretrain_targets or {}).items() if m == spec.name}
             # The averaging network is the unimodal networks side by side: it has no linear start.
             model = clone(self).set_params(
-                modalities=[spec.name], mode="joint", random_state=seed, pretrain_targets=own or None, linear_path=False
+                modalities=[spec.name],
+                mode="joint",
+                random_state=seed,
+                pretrain_targets=own or None,
+                linear_path=False,
+                **no_class_weight,
             )
-            models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows))
+            row_weight = take_rows(weight, rows)
+            models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows), sample_weight=row_weight)
             self._check_same_classes(model, spec.name)
-            offsets[spec.name] = model._predict_outputs(take_rows(X, rows)).mean(axis=0)
+            offsets[spec.name] = np.average(model._predict_outputs(take_rows(X, rows)), axis=0, weights=row_weight)
         return models, offsets
 
     def _check_same_classes(self, model, name):
@@ -302,6 +315,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     {{mode}}
     {classifier_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -363,6 +377,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.modalities = modalities
         self.sequence_encoder = sequence_encoder
@@ -391,3 +406,4 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

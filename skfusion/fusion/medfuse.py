@@ -362,6 +362,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     {medfuse_parameters}
     {classifier_head_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -424,6 +425,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.ehr = ehr
         self.image = image
@@ -454,3 +456,4 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

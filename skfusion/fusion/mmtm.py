@@ -183,6 +183,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     {encoders}
     {classifier_head_training}
     {modality_dims}
+    {class_weight}
 
     Attributes
     ----------
@@ -249,6 +250,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        class_weight=None,
     ):
         self.ehr = ehr
         self.image = image
@@ -278,3 +280,4 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.class_weight = class_weight

@@ -185,6 +185,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     freeze_adapter : bool, default=False
         Train only the linear head (linear probing) instead of fine-tuning the adapter.
     {training_rest}
+    {class_weight}
 
     Attributes
     ----------
@@ -249,6 +250,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         device="auto",
         random_state=None,
         verbose=0,
+        class_weight=None,
     ):
         self.adapter = adapter
         self.freeze_adapter = freeze_adapter
@@ -263,6 +265,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.class_weight = class_weight
 
     def _make_adapter(self):
         if isinstance(self.adapter, FrozenEstimator):
@@ -273,7 +276,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         return adapter
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Adapt the image encoder to the EHR (no labels), then fine-tune it with a linear head.
 
         Parameters
@@ -283,13 +286,17 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
             part in step 2 only); an array is split by the adapter's ``modality_dims``.
         y : array-like of shape (n_samples,) or (n_samples, n_labels)
             Labels, or a label-indicator matrix for multi-label findings.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the rows in step 2, whose loss is a weighted mean; the
+            adaptation (step 1) has no labels and weighs its rows equally. ``None``: equal
+            weights.
 
         Returns
         -------
         self : object
         """
         self.adapter_ = self._make_adapter().fit(X, None)
-        return super().fit(X, y)
+        return super().fit(X, y, sample_weight=sample_weight)
 
     def _blocks(self, X, reset):
         spec, ehr = self.adapter_.image_spec_, self.adapter_.ehr_spec_
