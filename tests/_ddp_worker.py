@@ -74,7 +74,7 @@ def gathered_dtypes(rank):
 # have no dropout, whose masks are the one thing drawn differently by 2 processes.
 FITS = {
     "dropout": {},
-    "exact": {"dropout": 0.0},
+    "exact": {"dropout": 0.0, "early_stopping": False},
     "early": {"dropout": 0.0, "early_stopping": True, "n_iter_no_change": 2, "lr": 0.01},
 }
 
