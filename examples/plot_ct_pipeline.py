@@ -123,7 +123,7 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_
 model = Pipeline(
     [
         ("ct", CTVolumeEmbedder(window="mace", cache_dir=workdir / "cache")),
-        ("survival", UnimodalSurvival(modality="ct", max_epochs=60, random_state=0)),
+        ("survival", UnimodalSurvival(modality="ct", random_state=0)),
     ]
 )
 model.fit(X_train, y_train)

@@ -27,9 +27,9 @@ print(X.shape, f"{(~y['event']).mean():.0%} censored")
 # Fit the fusion model and the unimodal baselines
 # -----------------------------------------------
 models = {
-    "image only": UnimodalSurvival(modality="img", max_epochs=40, random_state=0),
-    "EHR only": UnimodalSurvival(modality="ehr", max_epochs=40, random_state=0),
-    "concatenation": ConcatSurvival(max_epochs=40, random_state=0),
+    "image only": UnimodalSurvival(modality="img", random_state=0),
+    "EHR only": UnimodalSurvival(modality="ehr", random_state=0),
+    "concatenation": ConcatSurvival(random_state=0),
 }
 for name, model in models.items():
     model.fit(X, y)

@@ -48,7 +48,9 @@ for vector, t, start in zip(image, n_slices, lesion_start):
 X = X.filter(like="ehr__").assign(img=pd.Series(scans, dtype=object))
 train, test = np.arange(320), np.arange(320, 400)
 
-model = CoAttentionSurvival(guide="ehr", n_tokens=4, attention_dim=16, max_epochs=40, lr=3e-3, random_state=0)
+# ``linear_path=False``: as in the attention example, the image reaches the risk only through
+# attention (the linear model beside the network by default would read the mean of the slices).
+model = CoAttentionSurvival(guide="ehr", n_tokens=4, attention_dim=16, linear_path=False, random_state=0)
 model.fit(X.iloc[train], y[train])
 print(f"test C-index: {model.score(X.iloc[test], y[test]):.3f}")
 
@@ -109,7 +111,7 @@ X_img["cxr"] = pd.Series(list(images), dtype=object)
 cnn = torch.nn.Sequential(
     torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten()
 )
-pixel_model = ConcatSurvival(image_encoder=cnn, max_epochs=30, lr=3e-3, random_state=0)
+pixel_model = ConcatSurvival(image_encoder=cnn, random_state=0)
 pixel_model.fit(X_img.iloc[:250], y_img[:250])
 print(f"test C-index: {pixel_model.score(X_img.iloc[250:], y_img[250:]):.3f}")
 

@@ -72,7 +72,7 @@ def fused(frame):
     return pretrained.transform(history.transform(frame)).drop(columns="index_time")
 
 
-concat = ConcatSurvival(max_epochs=30, lr=1e-3, random_state=0, device="cpu").fit(fused(train), y_train)
+concat = ConcatSurvival(random_state=0, device="cpu").fit(fused(train), y_train)
 scores["TTE-pretrained + EHR (ConcatSurvival)"] = concordance_index(y_test, concat.predict(fused(test)))
 print(pd.Series(scores).round(3))
 

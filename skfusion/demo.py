@@ -39,15 +39,14 @@ def _synthetic_table(device):
     }
     rows = []
     for name, model in models.items():
-        model.set_params(max_epochs=40, early_stopping=True, device=device, random_state=0).fit(X, y)
+        model.set_params(device=device, random_state=0).fit(X, y)
         rows.append({"model": name, "internal": model.score(X, y), "external": model.score(X_ext, y_ext)})
     return pd.DataFrame(rows).set_index("model"), models["concatenation"], (X_ext, y_ext)
 
 
 def _breast_cancer_table(device):
     X, y = load_breast_cancer_multimodal()
-    settings = {"max_epochs": 60, "weight_decay": 1e-2, "dropout": 0.3, "device": device, "random_state": 0}
-    models = {name: _scaled(model) for name, model in fusion_models(X, **settings).items()}
+    models = {name: _scaled(model) for name, model in fusion_models(X, device=device, random_state=0).items()}
     models["sksurv CoxPH (ridge)"] = _scaled(CoxPHSurvivalAnalysis(alpha=10.0))
     return compare_fusion(X, y, models=models, cv=5, reference="clin only", n_resamples=500, random_state=0)
 

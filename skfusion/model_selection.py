@@ -94,7 +94,7 @@ def fusion_models(X, task="survival", **params):
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.model_selection import fusion_models
     >>> X, y = make_multimodal_survival(n_samples=50, random_state=0)
-    >>> list(fusion_models(X, max_epochs=10))
+    >>> list(fusion_models(X))
     ['img only', 'ehr only', 'concatenation', 'late fusion', 'contrastive', 'cross-attention', 'co-attention (img guide)', 'co-attention (ehr guide)']
     """
     if task not in _FAMILIES:
@@ -247,8 +247,8 @@ def compare_fusion(
     >>> from skfusion.model_selection import compare_fusion
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
     >>> models = {
-    ...     "img only": UnimodalSurvival(modality="img", max_epochs=20, random_state=0),
-    ...     "concatenation": ConcatSurvival(max_epochs=20, random_state=0),
+    ...     "img only": UnimodalSurvival(modality="img", random_state=0),
+    ...     "concatenation": ConcatSurvival(random_state=0),
     ... }
     >>> table = compare_fusion(X, y, models=models, cv=3, n_resamples=200, random_state=0)
     >>> table[["cohort", "model", "best"]]

@@ -271,7 +271,7 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.fusion.attention import CrossAttentionSurvival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = CrossAttentionSurvival(attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = CrossAttentionSurvival(attention_dim=16, random_state=0).fit(X, y)
     >>> bool(model.score(X, y) > 0.6)
     True
     >>> weights = model.attention_weights(X.iloc[:2])
@@ -367,7 +367,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
     >>> from skfusion.datasets import make_multimodal_classification
     >>> from skfusion.fusion.attention import CrossAttentionClassifier
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = CrossAttentionClassifier(attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = CrossAttentionClassifier(attention_dim=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)
@@ -463,7 +463,9 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.fusion.attention import CoAttentionSurvival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = CoAttentionSurvival(guide="img", attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = CoAttentionSurvival(attention_dim=16, random_state=0).fit(X, y)
+    >>> model.guide_  # guide="auto": the image modality gives the queries
+    'img'
     >>> bool(model.score(X, y) > 0.6)
     True
     >>> weights = model.attention_weights(X.iloc[:2])["img<-ehr"]
@@ -563,7 +565,7 @@ class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
     >>> from skfusion.datasets import make_multimodal_classification
     >>> from skfusion.fusion.attention import CoAttentionClassifier
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = CoAttentionClassifier(guide="ehr", attention_dim=16, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = CoAttentionClassifier(guide="ehr", attention_dim=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)

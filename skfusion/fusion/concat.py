@@ -113,7 +113,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
     >>> from skfusion import UnimodalSurvival
     >>> from skfusion.datasets import make_multimodal_survival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = UnimodalSurvival(modality='img', max_epochs=30, random_state=0).fit(X, y)
+    >>> model = UnimodalSurvival(modality='img', random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
     >>> bool(model.score(X, y) > 0.6)
@@ -208,7 +208,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     >>> from skfusion import UnimodalClassifier
     >>> from skfusion.datasets import make_multimodal_classification
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = UnimodalClassifier(modality='img', max_epochs=30, random_state=0).fit(X, y)
+    >>> model = UnimodalClassifier(modality='img', random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)
@@ -312,7 +312,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
     >>> from skfusion import ConcatSurvival
     >>> from skfusion.datasets import make_multimodal_survival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = ConcatSurvival(max_epochs=30, random_state=0).fit(X, y)
+    >>> model = ConcatSurvival(random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
     >>> bool(model.score(X, y) > 0.6)
@@ -426,7 +426,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
     >>> from skfusion import ConcatClassifier
     >>> from skfusion.datasets import make_multimodal_classification
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = ConcatClassifier(max_epochs=30, random_state=0).fit(X, y)
+    >>> model = ConcatClassifier(random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)

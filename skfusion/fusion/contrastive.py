@@ -208,7 +208,7 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.fusion.contrastive import ContrastiveSurvival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = ContrastiveSurvival(alignment_epochs=20, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = ContrastiveSurvival(random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
     >>> bool(model.score(X, y) > 0.6)
@@ -306,7 +306,7 @@ class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
     >>> from skfusion.datasets import make_multimodal_classification
     >>> from skfusion.fusion.contrastive import ContrastiveClassifier
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = ContrastiveClassifier(alignment_epochs=20, max_epochs=30, random_state=0).fit(X, y)
+    >>> model = ContrastiveClassifier(random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)

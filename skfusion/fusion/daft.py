@@ -102,7 +102,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
     >>> X, y = make_multimodal_survival(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = DAFTSurvival(ehr_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = DAFTSurvival(ehr_hidden=16, random_state=0).fit(X, y)
     >>> model.predict(X.iloc[:3]).shape
     (3,)
     """
@@ -220,7 +220,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     >>> X, y = make_multimodal_classification(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = DAFTClassifier(ehr_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = DAFTClassifier(ehr_hidden=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """

@@ -227,7 +227,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
     >>> from skfusion import LateFusionSurvival
     >>> from skfusion.datasets import make_multimodal_survival
     >>> X, y = make_multimodal_survival(n_samples=300, random_state=0)
-    >>> model = LateFusionSurvival(max_epochs=30, random_state=0).fit(X, y)
+    >>> model = LateFusionSurvival(random_state=0).fit(X, y)
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
     True
     >>> bool(model.score(X, y) > 0.6)
@@ -340,7 +340,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     >>> from skfusion import LateFusionClassifier
     >>> from skfusion.datasets import make_multimodal_classification
     >>> X, y = make_multimodal_classification(n_samples=300, random_state=0)
-    >>> model = LateFusionClassifier(max_epochs=30, random_state=0).fit(X, y)
+    >>> model = LateFusionClassifier(random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     >>> bool(model.score(X, y) > 0.7)

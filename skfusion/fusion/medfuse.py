@@ -273,7 +273,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
     ...                                 random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MedFuseSurvival(ehr_hidden=16, fusion_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = MedFuseSurvival(ehr_hidden=16, fusion_hidden=16, random_state=0).fit(X, y)
     >>> [spec.name for spec in model.layout_]
     ['ts', 'img']
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
@@ -388,7 +388,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     ...                                       random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MedFuseClassifier(ehr_hidden=16, fusion_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = MedFuseClassifier(ehr_hidden=16, fusion_hidden=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """

@@ -98,7 +98,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
     >>> X, y = make_multimodal_survival(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MMTMSurvival(ehr_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = MMTMSurvival(ehr_hidden=16, random_state=0).fit(X, y)
     >>> model.predict(X.iloc[:3]).shape
     (3,)
     """
@@ -214,7 +214,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     >>> X, y = make_multimodal_classification(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MMTMClassifier(ehr_hidden=16, max_epochs=20, random_state=0).fit(X, y)
+    >>> model = MMTMClassifier(ehr_hidden=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """

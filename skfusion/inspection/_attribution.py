@@ -176,7 +176,7 @@ def gradient_saliency(estimator, X, modality, *, target=None):
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.inspection import gradient_saliency
     >>> X, y = make_multimodal_survival(n_samples=100, n_features=(6, 4), random_state=0)
-    >>> model = ConcatSurvival(max_epochs=5, random_state=0).fit(X, y)
+    >>> model = ConcatSurvival(random_state=0).fit(X, y)
     >>> gradient_saliency(model, X.iloc[:3], "img").shape
     (3, 6)
     """
@@ -233,7 +233,7 @@ def integrated_gradients(estimator, X, modality, *, target=None, baseline=0.0, n
     >>> from skfusion.datasets import make_multimodal_survival
     >>> from skfusion.inspection import integrated_gradients
     >>> X, y = make_multimodal_survival(n_samples=100, n_features=(6, 4), random_state=0)
-    >>> model = ConcatSurvival(max_epochs=5, random_state=0).fit(X, y)
+    >>> model = ConcatSurvival(random_state=0).fit(X, y)
     >>> attributions = integrated_gradients(model, X.iloc[:3], "img")
     >>> zeroed = X.iloc[:3].assign(**{f"img__{j}": 0.0 for j in range(6)})
     >>> bool(np.allclose(attributions.sum(axis=1), model.predict(X.iloc[:3]) - model.predict(zeroed), atol=1e-2))

@@ -211,7 +211,9 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=200, random_state=0)
     >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=5)
-    >>> clf = MedCAMClassifier(adapter, max_epochs=30, random_state=0).fit(X, Y)
+    >>> # The fusion estimators' training budget: in optimizer steps, the epoch chosen on held-out rows.
+    >>> settings = dict(batch_size="auto", max_epochs="auto", early_stopping="auto", random_state=0)
+    >>> clf = MedCAMClassifier(adapter, **settings).fit(X, Y)
     >>> clf.predict_proba(X.drop(columns="ehr")).shape
     (200, 14)
 
@@ -220,7 +222,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     >>> from sklearn.frozen import FrozenEstimator
     >>> aligned = adapter.set_params(random_state=0).fit(X)
     >>> X_new, Y_new = make_paired_image_ehr(n_samples=100, random_state=1)
-    >>> clf = MedCAMClassifier(FrozenEstimator(aligned), max_epochs=30, random_state=0)
+    >>> clf = MedCAMClassifier(FrozenEstimator(aligned), **settings)
     >>> clf.fit(X_new.drop(columns="ehr"), Y_new).predict(X_new.drop(columns="ehr")).shape
     (100, 14)
     """
