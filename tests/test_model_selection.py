@@ -68,8 +68,8 @@ def test_cohort_rows_equal_bootstrap_ci_and_paired_test(survival):
                     concordance_index, y_ext, risks[row.model], risks[ref], n_resamples=200, random_state=3
                 )
                 assert p == test.pvalue
-    assert table["best"].sum() == 1
-    assert table.loc[table["best"], "estimate"].item() == table["estimate"].max()
+    # Every row with the top estimate is marked (models that end at their linear start tie).
+    assert table["best"].tolist() == (table["estimate"] == table["estimate"].max()).tolist()
     assert table.attrs["metric"] == "concordance_index"
 
 
@@ -121,10 +121,12 @@ def test_default_models_run_end_to_end(survival):
     )
     assert table["cohort"].unique().tolist() == ["cross-validation", "external"]
     assert table["model"].unique().tolist() == list(models)
-    assert table.groupby("cohort")["best"].sum().tolist() == [1, 1]
+    top = table.groupby("cohort")["estimate"].transform("max")
+    assert table["best"].tolist() == (table["estimate"] == top).tolist()
     text = format_comparison(table)
     assert text.shape == (len(models), 2)
-    assert text.map(lambda cell: cell.startswith("**")).sum().tolist() == [1, 1]
+    bold = text.map(lambda cell: cell.startswith("**")).sum().tolist()
+    assert bold == table.groupby("cohort", sort=False)["best"].sum().tolist() and min(bold) >= 1
     ax = plot_comparison(table, reference=0.5)
     assert ax.get_xlabel() == "Harrell's C-index (95% CI)"
     plt.close(ax.figure)
