@@ -283,6 +283,12 @@ class DataParallelNet(FusionNet):
         )
         return self
 
+    def get_all_learnable_params(self):
+        # The wrapped module's names, as in one process: the optimizer's parameter groups
+        # (the linear start's weight decay) match them.
+        for name, param in super().get_all_learnable_params():
+            yield name.removeprefix("module."), param
+
     def get_iterator(self, dataset, training=False):
         return ProcessShare(super().get_iterator(dataset, training=training))
 

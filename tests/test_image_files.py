@@ -39,7 +39,7 @@ def image_frame(tmp_path_factory):
 
 
 def small(estimator, **params):
-    settings = {"image_size": 32, "max_epochs": 2, "batch_size": 16, "random_state": 0, **params}
+    settings = {"image_size": 32, "max_epochs": 2, "early_stopping": False, "batch_size": 16, "random_state": 0, **params}
     return estimator(image_encoder=tiny_cnn(), **settings)
 
 

@@ -260,7 +260,7 @@ def test_pretrain_targets_pretrain_the_image_encoder_on_its_own_labels(data):
         rng = np.random.RandomState(0)
         rng.randint(np.iinfo(np.int32).max)  # the EHR encoder's draw (pre-trained on the task)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "weight_decay", "device")}
+        settings = {k: getattr(model, k) for k in ("lr", "batch_size", "max_epochs", "early_stopping", "weight_decay", "device")}
         alone = _ClassifierPretrainer(modality="cxr", encoder=model._make_encoder, random_state=seed, **settings)
         # A multi-label classifier of the findings, on the labelled rows only (the first 10 are not).
         expected = _state(alone.fit(X[["cxr"]].iloc[10:], findings[10:].astype(int)).network_.encoder)

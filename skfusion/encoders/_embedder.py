@@ -9,7 +9,6 @@ raw slices into the model's input, which descriptor to use, and which of their p
 change the output.
 """
 
-import copy
 import os
 from numbers import Integral, Real
 
@@ -175,7 +174,10 @@ class SliceEmbedder(BaseColumnEncoder):
         chunks = list(gen_even_slices(len(cells), min(effective_n_jobs(self.n_jobs), len(cells))))
         if len(chunks) == 1:
             return self._extract_chunk(cells, pool, start=0, verbose=self.verbose)
-        shipped = copy.copy(self)
+        # A shallow copy by hand: copy.copy would go through __getstate__, which serializes
+        # the networks (and makes new ones).
+        shipped = object.__new__(type(self))
+        shipped.__dict__.update(self.__dict__)
         if isinstance(self.backbone, torch.nn.Module):
             # The user's module and its fitted copy would both travel with every chunk;
             # pointing the parameter at the copy lets pickle send the weights once.
