@@ -632,7 +632,8 @@ class BaseFusion(BaseEstimator):
         self.linear_alpha_ = None if linear is None else linear["alpha"]
         self.net_.module_.eval()  # the fitted network is used for inference only
         self._finish_fit(dataset, targets)
-        warn_if_cut_short(self, self.net_.history, runs, max_epochs, patience)
+        train_losses = self.net_.history[:, "train_loss"] if self.net_.history else []  # empty: epoch 0 kept
+        warn_if_cut_short(self, train_losses, runs, max_epochs, patience)
         return self
 
     def _final_run(self, dataset, linear, settings, epochs, callbacks):

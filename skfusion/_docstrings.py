@@ -253,6 +253,10 @@ DOCS["paired_attributes"] = """image_spec_, ehr_spec_ : ModalitySpec
     net_ : skorch.NeuralNet
         The trained network (:class:`~skfusion.modules.ssl.PairedEncoders`);
         ``net_.history`` holds the loss of each epoch.
+    n_iter_ : int
+        Epochs trained: ``max_epochs`` (no epoch is chosen on held-out rows).
+    best_epoch_ : int
+        The epoch whose weights the model has: the last one.
     n_features_in_ : int
         Number of columns ``transform`` reads (for a frame: the output modalities' columns;
         for an array: every column).

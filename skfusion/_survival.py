@@ -45,7 +45,7 @@ MIN_VALIDATION_EVENTS = 100
 
 
 # Times above this are refused: float32 networks and torchsurv cannot represent them.
-_MAX_TIME = float(np.finfo(np.float32).max) / 16
+MAX_TIME = float(np.finfo(np.float32).max) / 16
 
 
 def check_survival_target(y, n_samples):
@@ -86,7 +86,7 @@ def check_survival_target(y, n_samples):
     for bad, what in (
         (~np.isfinite(raw_time), "non-finite times"),
         (raw_time < 0, "negative times"),
-        (raw_time > _MAX_TIME, f"times above {_MAX_TIME:.1e} (rescale the time unit)"),
+        (raw_time > MAX_TIME, f"times above {MAX_TIME:.1e} (rescale the time unit)"),
     ):
         if bad.any():
             raise ValueError(f"y field {time_field!r} has {what} in rows {_rows(bad)}.")

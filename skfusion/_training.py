@@ -6,10 +6,10 @@ Three pieces, used by :meth:`skfusion._base.BaseFusion.fit`:
   on the pooled inputs (:class:`~skfusion.modules._blocks.WideAndDeep`): the vector blocks,
   the token means of the sequences and a presence flag per modality that some rows lack.
   Before the network trains, that linear model is fitted alone by L-BFGS on the task's own
-  loss with an L2 penalty ``alpha`` chosen by internal cross-validation (:func:`fit_linear_start`),
-  and the network joins it through a gate that starts at zero. The untrained model is thus
-  the penalized linear model (a ridge Cox model, a ridge logistic regression), and training
-  moves away from it only as far as the held-out rows reward.
+  loss with an L2 penalty ``alpha`` chosen by internal cross-validation (:func:`fit_linear_start`);
+  then the network's output is added to it and both train together. Epoch 0 of the
+  validation curve is the penalized linear model alone (a ridge Cox model, a ridge logistic
+  regression), so training moves away from it only as far as the held-out rows reward.
 - **The number of epochs chosen on held-out rows** (:class:`EpochSelection`). The
   validation loss is recorded before the first epoch (the linear start) and after each
   epoch; the best epoch, 0 included, is kept. With enough held-out events (or rows of the
@@ -281,14 +281,14 @@ def mean_curve_best(curves):
     return int(np.argmin(mean))
 
 
-def warn_if_cut_short(estimator, history, selection, max_epochs, patience):
+def warn_if_cut_short(estimator, train_losses, selection, max_epochs, patience):
     """A ConvergenceWarning when training stopped at ``max_epochs`` while still improving.
 
     With a validation curve (``selection``: the :class:`EpochSelection` callbacks of the
     runs), a run is cut short when it reached ``max_epochs`` before ``patience`` epochs
-    without a new best. Without one, when the training loss of the last ``patience`` epochs
-    (all of them after the first, in a shorter run) fell by more than ``CONVERGENCE_TOL`` of
-    its whole descent (scikit-learn's
+    without a new best. Without one, when the training loss (``train_losses``, one per
+    epoch) of the last ``patience`` epochs (all of them after the first, in a shorter run)
+    fell by more than ``CONVERGENCE_TOL`` of its whole descent (scikit-learn's
     ``MLPClassifier`` warns the same way on its training loss).
     """
     if selection:
@@ -297,7 +297,7 @@ def warn_if_cut_short(estimator, history, selection, max_epochs, patience):
             return
         what = "the validation loss was still falling"
     else:
-        losses = np.asarray(history[:, "train_loss"], dtype=float)
+        losses = np.asarray(train_losses, dtype=float)
         if len(losses) < max(max_epochs, 2):
             return
         window = min(patience, len(losses) - 1)
@@ -312,3 +312,4 @@ def warn_if_cut_short(estimator, history, selection, max_epochs, patience):
         ConvergenceWarning,
         stacklevel=3,
     )
+

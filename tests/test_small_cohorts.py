@@ -197,12 +197,8 @@ def test_a_converged_fit_does_not_warn():
 
 
 def test_training_loss_criterion_of_a_fit_without_validation():
-    class History(list):
-        def __getitem__(self, key):
-            return [row[key[1]] for row in self] if isinstance(key, tuple) else super().__getitem__(key)
-
-    falling = History({"train_loss": 2.0 - 0.01 * e} for e in range(100))
-    flat = History({"train_loss": max(2.0 - 0.05 * e, 1.0)} for e in range(100))
+    falling = [2.0 - 0.01 * e for e in range(100)]
+    flat = [max(2.0 - 0.05 * e, 1.0) for e in range(100)]
     with pytest.warns(ConvergenceWarning, match="training loss fell"):
         warn_if_cut_short(ConcatClassifier(), falling, [], 100, 10)
     with warnings.catch_warnings():
@@ -234,3 +230,34 @@ def test_a_pre_training_cut_short_is_named_by_its_estimator():
         ConcatClassifier(
             pretrain_encoders=True, lstm_hidden=4, max_epochs=3, early_stopping=False, random_state=0
         ).fit(X, y)
+
+
+def _convirt():
+    from skfusion.datasets import make_paired_image_ehr
+    from skfusion.ssl import ConVIRT
+
+    X, _ = make_paired_image_ehr(n_samples=60, n_image_features=8, n_ehr_features=4, n_timesteps=(3, 5), random_state=0)
+    return ConVIRT(projection_dim=4, hidden_dim=8, lstm_hidden=4, lr=0.01, random_state=0), X
+
+
+def _time_to_event():
+    from skfusion.datasets import make_imaging_ehr_cohort
+    from skfusion.ssl import TimeToEventPretraining
+
+    X, _ = make_imaging_ehr_cohort(n_samples=16, volume_shape=(4, 16, 16), random_state=0)
+    return TimeToEventPretraining(window="pe", batch_size=8, random_state=0, device="cpu"), X
+
+
+def _clmbr():
+    from skfusion.datasets._events_real import load_pbcseq_events
+    from skfusion.encoders import CLMBREmbedder
+
+    X = load_pbcseq_events(landmark=365)[0].iloc[:40][["ehr"]]
+    settings = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, code_summary=False)
+    return CLMBREmbedder(**settings, batch_size=16, device="cpu", random_state=0), X
+
+
+@pytest.mark.parametrize("make", [_convirt, _time_to_event, _clmbr], ids=["ConVIRT", "TimeToEvent", "CLMBR"])
+def test_pretraining_transformers_report_their_epochs(make):
+    estimator, X = make()
+    assert estimator.set_params(max_epochs=3).fit(X).n_iter_ == estimator.best_epoch_ == 3

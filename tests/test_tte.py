@@ -330,6 +330,10 @@ def _good():
             "row 1 of column 'ehr'.*both be numbers or both datetimes",
         ),
         (lambda X: X.assign(ehr=[_events((0, "A")), _events((0, "B"))]), "at least 2 rows .* follow-up"),
+        (
+            lambda X: X.assign(ehr=[_events((0, "A"), (2, "B")), _events((1, "B"), (1e39, "A"))]),
+            r"row 1 of column 'ehr': an event is more than 2.1e\+37 days after the index time",
+        ),
         (lambda X: X.assign(ct=[np.zeros((2, 8, 8)), np.zeros((2, 8, 4))]), r"row 1 of column 'ct'.*input_size"),
         (lambda X: X.assign(ct=[np.zeros((2, 8, 8)), np.full((2, 8, 8), np.nan)]), "row 1 of column 'ct'.*NaN"),
     ],

@@ -279,6 +279,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     device_ : torch.device
     loss_curve_ : list of float
         Mean next-code loss of each epoch (empty for a pretrained model).
+    n_iter_ : int
+        Epochs trained (``max_epochs``; 0 for a pretrained model).
+    best_epoch_ : int
+        The epoch whose weights the model has: the last one.
     summary_codes_ : list of str
         Codes of the summary block, in column order (empty without ``code_summary``).
     value_quantiles_ : dict of str to ndarray
@@ -410,6 +414,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         events = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else []
         self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_count)
         if self.pretrained is not None:
+            self.n_iter_ = self.best_epoch_ = 0
             self.model_ = load_femr_checkpoint(self.pretrained).to(self.device_)
             self.dictionary_ = self._read_dictionary()
             self._check_vocabulary_fits()
@@ -480,9 +485,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         if not len(trainable):
             raise ValueError(f"CLMBREmbedder: no patient of column {self.column!r} has two tokens to learn from.")
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        steps = max(1, -(-len(trainable) // self.batch_size))
         for epoch in range(self.max_epochs):
             losses = []
-            for batch in np.array_split(rng.permutation(trainable), max(1, -(-len(trainable) // self.batch_size))):
+            for batch in np.array_split(rng.permutation(trainable), steps):
                 inputs, lengths = self._collate([tokens[i] for i in batch])
                 loss = model.next_code_loss(model(**inputs), inputs["tokens"], lengths)
                 optimizer.zero_grad()
@@ -497,6 +503,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             self.loss_curve_.append(float(np.mean(losses)))
             if self.verbose:
                 print(f"CLMBREmbedder epoch {epoch + 1}/{self.max_epochs}: next-code loss {self.loss_curve_[-1]:.4f}")
+        self.n_iter_ = self.best_epoch_ = len(self.loss_curve_)
         return model.eval()
 
     # ----------------------------------------------------------- transform

@@ -250,6 +250,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
             )
             self.net_.fit(dataset, None)
         self.net_.module_.eval()
+        self.n_iter_ = self.best_epoch_ = len(self.net_.history)
         return self
 
     def _embed(self, blocks, role):

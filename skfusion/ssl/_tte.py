@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._base import FusionNet, resolve_device, seeded
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset
+from .._survival import MAX_TIME
 from ..encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, load_backbone, load_state_dict
 from ..encoders._base import BaseColumnEncoder, is_missing_cell
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
@@ -144,6 +145,10 @@ class TimeToEventPretraining(BaseColumnEncoder):
         equal-shaped ``(Z, H, W)`` HU arrays, which they fine-tune with the task head.
     net_ : skfusion._base.FusionNet
         The skorch network (encoder and piecewise-exponential head) and its history.
+    n_iter_ : int
+        Epochs trained: ``max_epochs`` (no epoch is chosen on held-out rows).
+    best_epoch_ : int
+        The epoch whose weights the model has: the last one.
     embedding_dim_ : int
         Width ``d`` of the embedding.
     slice_shape_ : tuple of (int, int)
@@ -373,6 +378,11 @@ class TimeToEventPretraining(BaseColumnEncoder):
                 raise ValueError(f"{where}: event times must be finite.")
             after = days > start
             codes, delays = frame["code"].to_numpy()[after], days[after] - start
+            if (delays > MAX_TIME).any():
+                raise ValueError(
+                    f"{where}: an event is more than {MAX_TIME:.1e} days after the index time, beyond what the "
+                    "float32 network can hold (rescale the times)."
+                )
             first = {}
             for code, delay in zip(codes, delays):  # sorted by time: the first one wins
                 first.setdefault(code, delay)
@@ -511,6 +521,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
             )
             self.net_.fit(dataset, None)
         self.net_.module_.eval()
+        self.n_iter_ = self.best_epoch_ = len(self.net_.history)
         self.encoder_ = self.net_.module_.encoder
         self.backbone_ = self.encoder_.backbone
         self.image_encoder_ = torch.nn.Sequential(self._geometry(), self.encoder_).to(self.net_.device)
