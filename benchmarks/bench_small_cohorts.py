@@ -618,8 +618,12 @@ def run_synthetic(args, stored, save):
     cells = plan(args)
     print(f"{len(cells)} cells on {args.jobs} process(es)", flush=True)
     started = time.perf_counter()
+    # The workers import this file as a module: pickled from __main__, the lru_cache'd
+    # warm_up would be looked up in the worker's own __main__, which lacks it.
+    import bench_small_cohorts as module
+
     jobs = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(
-        delayed(_labelled)(cell, args) for cell in cells
+        delayed(module._labelled)(cell, args) for cell in cells
     )
     for (task, generator, model, n, repeat), results in jobs:
         for name, metrics in results.items():
