@@ -312,4 +312,3 @@ def warn_if_cut_short(estimator, train_losses, selection, max_epochs, patience):
         ConvergenceWarning,
         stacklevel=3,
     )
-
