@@ -61,7 +61,7 @@ Usage::
 
     python benchmarks/bench_small_cohorts.py [--families concat late] [--tasks survival]
         [--generators linear interaction] [--sizes 200 500 2000] [--repeats 5] [--test-size 2000]
-        [--threads 1] [--jobs 1] [--seed 0] [--merge] [--out PATH] [--quick]
+        [--threads 1] [--jobs 1] [--seed 0] [--merge | --resume] [--out PATH] [--quick]
     python benchmarks/bench_small_cohorts.py --real [--real-datasets whas500 GBSG2] [--real-folds 5]
     python benchmarks/bench_small_cohorts.py --real-from benchmarks/results/real.json
     python benchmarks/bench_small_cohorts.py --report-only
@@ -70,7 +70,8 @@ Usage::
 the cells in that many processes (joblib), each with ``--threads`` torch and BLAS threads.
 The JSON sidecar beside ``--out`` keeps every per-repeat number; a run replaces the part it
 computes (synthetic cells or the real table) and keeps the other; ``--merge`` keeps the
-synthetic cells it does not recompute; ``--report-only`` rewrites ``--out`` from the sidecar.
+synthetic cells it does not recompute; ``--resume`` also skips the cells already stored (an
+interrupted run, or more repeats or sizes added to a table, picks up where it stopped); ``--report-only`` rewrites ``--out`` from the sidecar.
 """
 
 import argparse
@@ -169,8 +170,11 @@ def cell_key(task, generator, model, n, repeat):
     return f"{task}/{generator}/{model}/{n}/{repeat}"
 
 
-def plan(args):
-    """The cells to run: ``(task, generator, model, n, repeat)``, ``model`` a family or "reference"."""
+def plan(args, stored=()):
+    """The cells to run: ``(task, generator, model, n, repeat)``, ``model`` a family or "reference".
+
+    With ``--resume``, those whose results are in ``stored`` (the sidecar's cells) are left out.
+    """"
     cells = []
     for task in args.tasks:
         for generator in args.generators:
@@ -180,6 +184,10 @@ def plan(args):
             for n in args.sizes:
                 for repeat in range(args.repeats):
                     cells += [(task, generator, model, n, repeat) for model in ["reference", *families]]
+    if args.resume:
+        # The reference cell stores the linear baseline, the oracle and Kaplan-Meier together.
+        stored_as = {"reference": REFERENCES[0]}
+        cells = [c for c in cells if cell_key(c[0], c[1], stored_as.get(c[2], c[2]), *c[3:]) not in stored]
     return cells
 
 
@@ -615,7 +623,7 @@ def write_report(stored, out):
 
 
 def run_synthetic(args, stored, save):
-    cells = plan(args)
+    cells = plan(args, stored["cells"])
     print(f"{len(cells)} cells on {args.jobs} process(es)", flush=True)
     started = time.perf_counter()
     # The workers import this file as a module: pickled from __main__, the lru_cache'd
@@ -684,6 +692,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="the skfusion models' device")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="keep the synthetic cells already in the sidecar")
+    parser.add_argument("--resume", action="store_true", help="as --merge, and skip the cells already stored")
     parser.add_argument("--quick", action="store_true", help="smoke run: --sizes 200 --repeats 1 --test-size 500")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--real", action="store_true", help="run part two (bench_real's table) instead of part one")
@@ -705,6 +714,7 @@ def main():
         return
     part = "real" if args.real or args.real_from else "synthetic"
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    args.merge = args.merge or args.resume
     kept = part == "synthetic" and args.merge
     stored["commands"][part] = (stored["commands"][part] if kept else []) + [command]
     torch.set_num_threads(args.threads)
