@@ -174,7 +174,7 @@ def plan(args, stored=()):
     """The cells to run: ``(task, generator, model, n, repeat)``, ``model`` a family or "reference".
 
     With ``--resume``, those whose results are in ``stored`` (the sidecar's cells) are left out.
-    """"
+    """
     cells = []
     for task in args.tasks:
         for generator in args.generators:
