@@ -46,6 +46,8 @@ RESULTS = Path(__file__).parent / "results" / "medmod.md"
 # skfusion's ResNet-34 on 3-channel images: torchvision's resnet34 without its fc layer, 21.28 M.
 RESNET34_FEATURES = sum(p.numel() for p in resnet(3).parameters())
 T_MAX, D_EHR, D_IMG = 24, 76, 512
+# The papers' widths, which the hand-written loops build too ("auto" scales them to the rows).
+PAPER_MEDFUSE = {"ehr_hidden": 256, "fusion_hidden": 512}
 LR = 1e-4
 BATCH = 16
 
@@ -66,12 +68,14 @@ def make_data(n, image_share=0.7, seed=0):
 def models():
     lstm = partial(make_encoder, hidden_dim=256, n_layers=2, dropout=0.1, sequence=True)
     common = {"batch_size": BATCH, "lr": LR, "random_state": 0}
+    concat = {"lstm_hidden": 256, **common}
+    ehr = {"ehr_hidden": 256, **common}
     return {
-        "Early/joint fusion (ConcatClassifier, missing='learn')": ConcatClassifier(missing="learn", **common),
-        "Late fusion (LateFusionClassifier)": LateFusionClassifier(**common),
-        "MedFuse (MedFuseClassifier)": MedFuseClassifier(pretrain_encoders=False, **common),
-        "DAFT (DAFTClassifier, missing='learn')": DAFTClassifier(missing="learn", **common),
-        "MMTM (MMTMClassifier, missing='learn')": MMTMClassifier(missing="learn", **common),
+        "Early/joint fusion (ConcatClassifier, missing='learn')": ConcatClassifier(missing="learn", **concat),
+        "Late fusion (LateFusionClassifier)": LateFusionClassifier(**concat),
+        "MedFuse (MedFuseClassifier)": MedFuseClassifier(pretrain_encoders=False, **PAPER_MEDFUSE, **common),
+        "DAFT (DAFTClassifier, missing='learn')": DAFTClassifier(missing="learn", **ehr),
+        "MMTM (MMTMClassifier, missing='learn')": MMTMClassifier(missing="learn", **ehr),
         "EHR only (2-layer LSTM + linear head)": _ClassifierPretrainer(modality="ehr", encoder=lstm, **common),
     }
 
@@ -173,7 +177,7 @@ def hand_two_stages(X, y, epochs):
 
 def fit_table(n, epochs, runs):
     X, y = make_data(n, seed=1)
-    common = {"batch_size": BATCH, "lr": LR, "max_epochs": epochs, "random_state": 0}
+    common = {"batch_size": BATCH, "lr": LR, "max_epochs": epochs, "random_state": 0, **PAPER_MEDFUSE}
     configurations = [
         ("one stage", "MedFuseClassifier(pretrain_encoders=False)",
          lambda: MedFuseClassifier(pretrain_encoders=False, **common).fit(X, y), lambda: hand_one_stage(X, y, epochs)),

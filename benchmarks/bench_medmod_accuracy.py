@@ -66,13 +66,14 @@ def models(classification, ehr, other, training):
         False: (UnimodalSurvival, ConcatSurvival, LateFusionSurvival, MedFuseSurvival, DAFTSurvival, MMTMSurvival),
     }[classification]
     unimodal, concat, late, medfuse, daft, mmtm = kinds
-    roles = {"ehr": ehr, "image": other}
+    roles = {"ehr": ehr, "image": other, "ehr_hidden": 256}  # the papers' widths, not "auto"
+    lstm = {"lstm_hidden": 256, **training}
     return {
-        "EHR only (LSTM)": unimodal(modality=ehr, **training),
-        "Early fusion": concat(missing="learn", pretrain_encoders=True, freeze_encoders=True, **training),
-        "Joint fusion": concat(missing="learn", **training),
-        "Late fusion": late(pretrain_encoders=True, freeze_encoders=True, **training),
-        "MedFuse": medfuse(**roles, **training),
+        "EHR only (LSTM)": unimodal(modality=ehr, **lstm),
+        "Early fusion": concat(missing="learn", pretrain_encoders=True, freeze_encoders=True, **lstm),
+        "Joint fusion": concat(missing="learn", **lstm),
+        "Late fusion": late(pretrain_encoders=True, freeze_encoders=True, **lstm),
+        "MedFuse": medfuse(fusion_hidden=512, **roles, **training),
         "DAFT": daft(missing="learn", **roles, **training),
         "MMTM": mmtm(missing="learn", **roles, **training),
     }

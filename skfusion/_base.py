@@ -42,6 +42,7 @@ from ._training import (
     EpochSelection,
     auto_max_epochs,
     auto_patience,
+    auto_width,
     fit_linear_start,
     folds,
     linear_modalities,
@@ -483,6 +484,9 @@ class BaseFusion(BaseEstimator):
             raise ValueError(f"n_samples={len(X)}: fitting needs at least 2 samples.")
         if reset:
             self.layout_ = self._layout(X)
+            if not getattr(self, "_pretrained", None):
+                # The rows that "auto" widths scale to; a second stage keeps its pre-trained encoders'.
+                self._width_rows = len(X)
         blocks = to_blocks(X, self.layout_)
         self._check_blocks(blocks)
         if reset:
@@ -504,6 +508,10 @@ class BaseFusion(BaseEstimator):
                 return "split"
             return "folds" if folds(len(targets), self._fold_strata(targets), 0) is not None else None
         return "split" if self.early_stopping else None
+
+    def _auto_width(self, value, reference, floor):
+        """A width parameter's ``value``; for ``"auto"``, :func:`~skfusion._training.auto_width` of this fit's rows."""
+        return auto_width(reference, self._width_rows, floor) if value == "auto" else value
 
     def _uses_linear_path(self):
         """Whether the network gets a linear start (a family without the ``linear_path`` parameter: never)."""

@@ -25,8 +25,11 @@ DOCS = {
         hidden state is the vector (dropout ``dropout`` on it); ``"mean"`` is the masked mean
         over the tokens (the average of slice embeddings over z of Zhang et al., 2026). A vector block is
         always used as it is.
-    lstm_hidden : int, default=256
-        Hidden width of that LSTM (MedFuse's :math:`m = 256`).
+    lstm_hidden : int or "auto", default="auto"
+        Hidden width of that LSTM. ``"auto"`` scales MedFuse's :math:`m = 256` to the
+        training rows, :math:`256 \\sqrt{n / 42{,}628}` (the weights per row of MedFuse on
+        its phenotyping stays) within [the sequence's features, 256]: 18 units for 200
+        rows of 12 variables (``docs/design.md``).
 """,
     "pretraining": """pretrain_encoders : bool, default=False
         Train each encoder with parameters (the LSTM of a sequence modality with

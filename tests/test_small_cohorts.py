@@ -12,7 +12,7 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
-from skfusion import ConcatClassifier, ConcatSurvival, LateFusionSurvival
+from skfusion import ConcatClassifier, ConcatSurvival, LateFusionClassifier, LateFusionSurvival, MedFuseClassifier
 from skfusion._classifier import cross_entropy
 from skfusion._survival import CoxModel
 from skfusion._training import (
@@ -20,6 +20,7 @@ from skfusion._training import (
     EpochSelection,
     auto_max_epochs,
     auto_patience,
+    auto_width,
     fit_linear_start,
     folds,
     warn_if_cut_short,
@@ -101,6 +102,56 @@ def test_budget_formulas():
     assert auto_max_epochs(1) == 1000
     assert auto_patience(5) == 100
     assert auto_patience(79) == 10
+
+
+def test_auto_width_keeps_medfuses_weights_per_row():
+    assert auto_width(256, 42_628, 76) == 256  # MedFuse's phenotyping training set
+    assert auto_width(256, 200, 12) == 18  # 256 * sqrt(200 / 42,628) = 17.5
+    assert auto_width(256, 2000, 12) == 55
+    assert auto_width(256, 200, 76) == 76  # never narrower than its input
+    assert auto_width(256, 10**6, 12) == 256  # never wider than MedFuse's
+    assert auto_width(512, 200, 18) == 35
+    assert auto_width(8, 200, 76) == 8  # a reference narrower than the input is the bound
+
+
+def _series_cohort(n, seed):
+    """A token column of (T, 3) series and a 2-feature image block, missing in a quarter of the rows."""
+    rng = np.random.RandomState(seed)
+    X = pd.DataFrame({"ts": [rng.normal(size=(rng.randint(2, 6), 3)).astype(np.float32) for _ in range(n)]})
+    image = rng.normal(size=(n, 2)).astype(np.float32)
+    image[: n // 4] = np.nan
+    X[["img__0", "img__1"]] = image
+    return X, (np.array([cell[:, 0].mean() for cell in X["ts"]]) > 0).astype(int)
+
+
+def _lstm_widths(module):
+    return sorted({layer.hidden_size for layer in module.modules() if isinstance(layer, torch.nn.LSTM)})
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 2 epochs: widths only
+def test_auto_widths_scale_to_the_training_rows_and_explicit_ones_are_kept():
+    X, y = _series_cohort(120, 0)
+    kw = {"max_epochs": 2, "early_stopping": False, "random_state": 0}
+    model = LateFusionClassifier(mode="joint", **kw).fit(X, y)
+    assert _lstm_widths(model.network_) == [auto_width(256, 120, 3)] == [14]
+    model = LateFusionClassifier(mode="joint", lstm_hidden=5, **kw).fit(X, y)
+    assert _lstm_widths(model.network_) == [5]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_auto_widths_survive_pre_training_and_averaging():
+    # MedFuse pre-trains its EHR encoder on all 120 rows, then fine-tunes on fewer
+    # (uni_modal_fraction drops rows without an image): the encoder keeps the first stage's width.
+    X, y = _series_cohort(120, 1)
+    kw = {"max_epochs": 2, "early_stopping": False, "random_state": 0}
+    model = MedFuseClassifier(pretrain_encoders=True, uni_modal_fraction=0.0, **kw).fit(X, y)
+    ehr = auto_width(256, 120, 3)
+    assert _lstm_widths(model.network_) == sorted({ehr, auto_width(512, 120, ehr)})
+    # Late fusion's averaged models: the time-series model, fitted on the 90 rows that have a
+    # series, has the width of the 120-row model that averages it (whose network loads its weights).
+    X.loc[90:, "ts"] = None
+    model = LateFusionClassifier(mode="average", **kw).fit(X, y)
+    assert _lstm_widths(model.estimators_["ts"].network_) == _lstm_widths(model.network_) == [14]
 
 
 def test_folds_hold_every_row_out_once_and_every_stratum_in_each():

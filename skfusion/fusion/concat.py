@@ -10,6 +10,7 @@ from .._compat import Interval, StrOptions
 from .._data import infer_layout, require_present
 from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
+from .._training import LSTM_WIDTH
 from ..modules._blocks import default_hidden_dims
 from ..modules.concat import ConcatFusion
 from ..modules.encoders import make_encoder
@@ -26,7 +27,7 @@ class _ModalityEncoders(ImageFileInputs):
 
     _encoder_constraints = {
         "sequence_encoder": [StrOptions({"lstm", "mean"})],
-        "lstm_hidden": [Interval(Integral, 1, None, closed="left")],
+        "lstm_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         **IMAGE_ENCODER_CONSTRAINTS,
     }
 
@@ -34,7 +35,8 @@ class _ModalityEncoders(ImageFileInputs):
 
     def _make_encoder(self, spec):
         sequence = None if self.sequence_encoder == "lstm" else False
-        return make_encoder(spec, self.lstm_hidden, dropout=self.dropout, sequence=sequence, image=self.image_encoder)
+        width = self._auto_width(self.lstm_hidden, LSTM_WIDTH, spec.dim)
+        return make_encoder(spec, width, dropout=self.dropout, sequence=sequence, image=self.image_encoder)
 
 
 class _Concat(_ModalityEncoders, _EncoderPretraining, BaseFusion):
@@ -125,7 +127,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         *,
         modality=None,
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -220,7 +222,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         *,
         modality=None,
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -325,7 +327,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         modalities=None,
         missing="raise",
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -439,7 +441,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         modalities=None,
         missing="raise",
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,

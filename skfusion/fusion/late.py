@@ -16,6 +16,7 @@ from .._compat import StrOptions, _fit_context
 from .._data import ModalityDataset, require_any_present, take_rows
 from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
+from .._training import LSTM_WIDTH
 from ..modules._blocks import default_hidden_dims
 from ..modules.late import LateFusion
 from ._pretraining import PRETRAINING_CONSTRAINTS, _EncoderPretraining
@@ -141,6 +142,8 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
                 random_state=seed,
                 pretrain_targets=own or None,
                 linear_path=False,
+                # Its encoder's width is this model's (the averaging network loads its weights).
+                lstm_hidden=self._auto_width(self.lstm_hidden, LSTM_WIDTH, spec.dim),
                 **no_class_weight,
             )
             row_weight = take_rows(weight, rows)
@@ -239,7 +242,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         *,
         modalities=None,
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -352,7 +355,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         *,
         modalities=None,
         sequence_encoder="lstm",
-        lstm_hidden=256,
+        lstm_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,

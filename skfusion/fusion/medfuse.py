@@ -20,6 +20,7 @@ from .._compat import Interval, StrOptions
 from .._data import infer_layout, require_present
 from .._docstrings import DOCS, classifier_version
 from .._survival import SurvivalMixin
+from .._training import FUSION_LSTM_WIDTH, LSTM_WIDTH
 from ..modules.encoders import LSTMEncoder, make_encoder
 from ..modules.medfuse import MedFuseNet
 from ._pretraining import (
@@ -46,7 +47,7 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
         **_BASE_CONSTRAINTS,
         "ehr": [str, None],
         "image": [str, None],
-        "ehr_hidden": [Interval(Integral, 1, None, closed="left")],
+        "ehr_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         **IMAGE_ENCODER_CONSTRAINTS,
         **PRETRAINING_CONSTRAINTS,
     }
@@ -75,10 +76,15 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
             blocks, [self.layout_[0].name], f"{self._family} needs its EHR modality (ehr=) in every row."
         )
 
+    def _ehr_width(self):
+        """The EHR LSTM's width (``ehr_hidden``, resolved)."""
+        return self._auto_width(self.ehr_hidden, LSTM_WIDTH, self.layout_[0].dim)
+
     def _make_encoder(self, spec):
         if spec.name == self.layout_[0].name:
-            return LSTMEncoder(spec.dim, self.ehr_hidden, _EHR_LAYERS, self.dropout)
-        return make_encoder(spec, self.ehr_hidden, _EHR_LAYERS, self.dropout, image=self.image_encoder)
+            return LSTMEncoder(spec.dim, self._ehr_width(), _EHR_LAYERS, self.dropout)
+        width = self._auto_width(self.ehr_hidden, LSTM_WIDTH, spec.dim)
+        return make_encoder(spec, width, _EHR_LAYERS, self.dropout, image=self.image_encoder)
 
 
 class _PairedEhrImage(_EhrImageFusion):
@@ -112,7 +118,7 @@ class _MedFuse(_EhrImageFusion):
 
     _parameter_constraints = {
         **_EhrImageFusion._parameter_constraints,
-        "fusion_hidden": [Interval(Integral, 1, None, closed="left")],
+        "fusion_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "uni_modal_fraction": [Interval(Real, 0, 1, closed="both")],
     }
@@ -136,13 +142,13 @@ class _MedFuse(_EhrImageFusion):
 
     def _build_module(self, n_outputs):
         ehr, image = (spec.name for spec in self.layout_)
-        token_dim = self.projection_dim if self.projection_dim is not None else self.ehr_hidden
+        token_dim = self.projection_dim if self.projection_dim is not None else self._ehr_width()
         return MedFuseNet(
             ehr,
             image,
             self._encoders(self.layout_),
             token_dim,
-            self.fusion_hidden,
+            self._auto_width(self.fusion_hidden, FUSION_LSTM_WIDTH, token_dim),
             self.hidden_dims or (),
             n_outputs,
             self.dropout,
@@ -164,8 +170,11 @@ FAMILY_DOCS = {
         LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.
     """
     + DOCS["image_encoder"],
-    "encoders": """ehr_hidden : int, default=256
-        Hidden width of the two-layer LSTM encoding ``ehr`` (MedFuse's :math:`m = 256`).
+    "encoders": """ehr_hidden : int or "auto", default="auto"
+        Hidden width of the two-layer LSTM encoding ``ehr``. ``"auto"`` scales MedFuse's
+        :math:`m = 256` to the training rows, :math:`256 \\sqrt{n / 42{,}628}` (the weights
+        per row of MedFuse on its phenotyping stays) within [the series' features, 256]
+        (``docs/design.md``).
     pretrain_encoders : bool, default={pretrain_default}
         Train each encoder with parameters (the EHR LSTM; in MedFuse also the LSTM of a
         token-column image) alone on the task first, with its own temporary linear head and
@@ -201,8 +210,9 @@ def fill_family_doc(**fields):
     return decorate
 
 
-_MEDFUSE_PARAMETERS = """fusion_hidden : int, default=512
-        Hidden width of the fusion LSTM :math:`f_{fusion}`.
+_MEDFUSE_PARAMETERS = """fusion_hidden : int or "auto", default="auto"
+        Hidden width of the fusion LSTM :math:`f_{fusion}`; ``"auto"`` scales the paper's
+        512 to the training rows as ``ehr_hidden`` scales 256, within [the token width, 512].
     projection_dim : int, default=None
         Width of the fusion LSTM's input tokens; ``None`` uses ``ehr_hidden``. The image
         vector gets the linear projection :math:`\\phi` to it (eq. 3), and so does the EHR
@@ -286,7 +296,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         *,
         ehr=None,
         image=None,
-        ehr_hidden=256,
+        ehr_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -294,7 +304,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
-        fusion_hidden=512,
+        fusion_hidden="auto",
         projection_dim=None,
         uni_modal_fraction=1.0,
         loss="cox",
@@ -398,7 +408,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         *,
         ehr=None,
         image=None,
-        ehr_hidden=256,
+        ehr_hidden="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -406,7 +416,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
-        fusion_hidden=512,
+        fusion_hidden="auto",
         projection_dim=None,
         uni_modal_fraction=1.0,
         hidden_dims=None,

@@ -27,7 +27,6 @@ import copy
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ._blocks import pooled
 
@@ -36,26 +35,30 @@ def sequence_inputs(block):
     """``(x, mask, lengths)`` of a block read as a sequence; a vector block is a length-1 sequence.
 
     ``x`` is (n, T, d) zero-padded, ``mask`` (n, T) true on real steps, ``lengths`` (n,)
-    int64 on the CPU (what packing needs); an absent row has length 0.
+    int64; an absent row has length 0.
     """
     if "mask" in block:
         mask = block["mask"]
-        return block["x"], mask, mask.sum(dim=1).cpu()
+        return block["x"], mask, mask.sum(dim=1)
     present = block["present"]
-    return block["x"].unsqueeze(1), present.unsqueeze(1), present.long().cpu()
+    return block["x"].unsqueeze(1), present.unsqueeze(1), present.long()
 
 
 def run_lstm(layer, x, lengths):
-    """Run one ``batch_first`` LSTM over packed rows of ``x`` (n, T, d).
+    """Run one ``batch_first`` LSTM over the zero-padded rows of ``x`` (n, T, d).
 
-    Returns the padded output states (n, T, h), zero after each row's length, and the last
-    valid hidden state of every row (n, h). Rows of length 0 are run over one zero step
-    (packing rejects empty rows); the caller masks them.
+    Returns the output states (n, T, h), zero after each row's length, and the last valid
+    hidden state of every row (n, h). The padding is at the end and a unidirectional
+    LSTM's state at a step depends only on the steps before it, so the padded run is the
+    packed one on every valid step, without packing's per-step regrouping of the batch
+    (5x the time of a 2 x 18-unit encoder's step on a CPU). Rows of length 0 are read at
+    their first (zero) step; the caller masks them.
     """
-    packed = pack_padded_sequence(x, lengths.clamp_min(1), batch_first=True, enforce_sorted=False)
-    out, (h, _) = layer(packed)
-    states, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-    return states, h[-1]
+    states, _ = layer(x)
+    lengths = lengths.to(states.device)
+    last = states[torch.arange(len(states), device=states.device), lengths.clamp_min(1) - 1]
+    valid = torch.arange(states.shape[1], device=states.device) < lengths[:, None]
+    return torch.where(valid.unsqueeze(-1), states, torch.zeros_like(states)), last
 
 
 def zero_absent(h, present):

@@ -52,9 +52,9 @@ class MedFuseNet(nn.Module):
         self.head = mlp(fusion_hidden, hidden_dims, n_outputs, dropout)
 
     def tokens(self, **blocks):
-        """The modality sequence (n, 2, token_dim) and each row's length (1 or 2), on the CPU."""
+        """The modality sequence (n, 2, token_dim) and each row's length (1 or 2)."""
         steps = [self.projections[n](self.encoders[n](blocks[n])) for n in (self.ehr, self.image)]
-        lengths = 1 + blocks[self.image]["present"].long().cpu()
+        lengths = 1 + blocks[self.image]["present"].long()
         return torch.stack(steps, dim=1), lengths
 
     def forward(self, **blocks):
