@@ -56,6 +56,11 @@ PATH`` takes part two from a ``bench_real.py`` JSON sidecar instead of running i
 after ``python benchmarks/bench_real.py --models defaults peers``). The SurvSet data sets and
 the pycox peers need the ``bench`` extra (``pip install -e .[bench]``); a peer that cannot
 run is a failed row, listed beside the targets and left out of the best peer.
+``benchmarks/results/small_cohorts_real.json`` (the part two of ``small_cohorts.md``) is
+``real.json`` with its default ``concat`` and ``late`` rows re-run (the peers' code is
+unchanged and their rows reproduce): copy ``real.json`` to it, then ``python
+benchmarks/bench_real.py --datasets whas500 GBSG2 GSE7390 pbcseq flchain support2 --models
+concat late --merge --out benchmarks/results/small_cohorts_real.md``.
 
 Usage::
 
