@@ -69,7 +69,7 @@ def models():
     lstm = partial(make_encoder, hidden_dim=256, n_layers=2, dropout=0.1, sequence=True)
     common = {"batch_size": BATCH, "lr": LR, "random_state": 0}
     concat = {"lstm_hidden": 256, **common}
-    ehr = {"ehr_hidden": 256, **common}
+    ehr = {"ehr_hidden": PAPER_MEDFUSE["ehr_hidden"], **common}
     return {
         "Early/joint fusion (ConcatClassifier, missing='learn')": ConcatClassifier(missing="learn", **concat),
         "Late fusion (LateFusionClassifier)": LateFusionClassifier(**concat),

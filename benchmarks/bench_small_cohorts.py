@@ -76,7 +76,8 @@ the cells in that many processes (joblib), each with ``--threads`` torch and BLA
 The JSON sidecar beside ``--out`` keeps every per-repeat number; a run replaces the part it
 computes (synthetic cells or the real table) and keeps the other; ``--merge`` keeps the
 synthetic cells it does not recompute; ``--resume`` also skips the cells already stored (an
-interrupted run, or more repeats or sizes added to a table, picks up where it stopped); ``--report-only`` rewrites ``--out`` from the sidecar.
+interrupted run, or more repeats or sizes added to a table, picks up where it stopped);
+``--report-only`` rewrites ``--out`` from the sidecar.
 """
 
 import argparse

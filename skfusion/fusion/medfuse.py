@@ -81,9 +81,9 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
         return self._auto_width(self.ehr_hidden, LSTM_WIDTH, self.layout_[0].dim)
 
     def _make_encoder(self, spec):
-        if spec.name == self.layout_[0].name:
-            return LSTMEncoder(spec.dim, self._ehr_width(), _EHR_LAYERS, self.dropout)
         width = self._auto_width(self.ehr_hidden, LSTM_WIDTH, spec.dim)
+        if spec.name == self.layout_[0].name:
+            return LSTMEncoder(spec.dim, width, _EHR_LAYERS, self.dropout)
         return make_encoder(spec, width, _EHR_LAYERS, self.dropout, image=self.image_encoder)
 
 

@@ -92,7 +92,7 @@ class LSTMEncoder(nn.Module):
         self.out_dim = hidden_dim
 
     def run_layers(self, x, lengths, layers):
-        """Run the layers numbered ``layers`` in turn on packed ``x`` (n, T, d).
+        """Run the layers numbered ``layers`` in turn on zero-padded ``x`` (n, T, d) (:func:`run_lstm`).
 
         Returns the padded states of the last one run (n, T, h), zero after each row's
         length, and its last valid states (n, h).
