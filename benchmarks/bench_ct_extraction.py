@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from skfusion.encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, autocast_dtype, resolve_device
+from skfusion._images import IMAGENET_MEAN, IMAGENET_STD
+from skfusion.encoders._backbone import autocast_dtype, resolve_device
 from skfusion.encoders._descriptors import CTSliceDescriptor
 from skfusion.encoders.ct import CTVolumeEmbedder
 

@@ -32,7 +32,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler

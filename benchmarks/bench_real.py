@@ -59,7 +59,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import GridSearchCV, KFold, RepeatedStratifiedKFold, StratifiedShuffleSplit

@@ -14,9 +14,9 @@ VENV="${SKFUSION_MIN_VENV:-$ROOT/.venv-min}"
 TESTS=(tests/test_data.py tests/test_bad_inputs.py tests/test_training.py tests/test_survival.py tests/test_common.py)
 SELECT="not sklearn_compatible"
 
-# "name>=low" in [project] dependencies pinned to "name==low" (torch left out).
+# "name>=low" (or "name>=low,<high") in [project] dependencies pinned to "name==low" (torch left out).
 pins="$(awk '/^dependencies = \[/ {inside = 1; next} inside && /^\]/ {inside = 0} inside' "$ROOT/pyproject.toml" |
-    sed -E 's/^ *"([^"<>=]+)>=([^",]+)",?$/\1==\2/' | grep -v '^torch==')"
+    sed -E 's/^ *"([^"<>=]+)>=([^",<]+)(,<[^"]+)?",?( *#.*)?$/\1==\2/' | grep -v '^torch==')"
 
 if [ ! -x "$VENV/bin/python" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"

@@ -4,13 +4,13 @@ A public estimator is ``(task mixin, fusion family)``: the family builds the
 ``torch.nn.Module`` (``_build_module``) and says which missing modalities it can use
 (``_check_blocks``); the task mixin (survival or classification) encodes ``y``, provides the
 loss and turns network outputs into predictions. :class:`BaseFusion` owns the public ``fit``
-and its validation (the template method), and trains through :class:`FusionNet`, a skorch
-``NeuralNet`` that iterates over tensors already on the device, by index.
+and its validation (the template method), and trains through the engine's
+:class:`~skfusion._engine.FusionNet`, a skorch ``NeuralNet`` that iterates over tensors
+already on the device, by index.
 """
 
-import os
 import warnings
-from contextlib import contextmanager
+from contextlib import nullcontext
 from math import ceil
 from numbers import Integral, Real
 
@@ -18,26 +18,38 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
-from skorch import NeuralNet
 
-from ._compat import Interval, SequenceOf, StrOptions, _fit_context, check_sample_weight
+from ._compat import Interval, SequenceOf, StrOptions, _fit_context
 from ._data import (
     ModalityDataset,
     _rows,
     check_X,
     fit_standardization,
-    image_memory_format,
     infer_layout,
     require_kinds,
     require_present,
     sized_images,
     standardize_blocks,
+    take_block_rows,
+    take_rows,
     to_blocks,
     warn_wholly_missing,
 )
-from ._images import read_batches
+from ._distributed import DataParallelNet, shared_seed
+from ._engine import (
+    FusionNet,
+    TaskLoss,
+    ValidationSplit,
+    data_parallel,
+    draw_seed,
+    make_net,
+    resolve_batch_size,
+    resolve_device,
+    seeded,
+    training_precision,
+    weight_format,
+)
 from ._training import (
     EpochSelection,
     auto_max_epochs,
@@ -63,347 +75,25 @@ def _int_in(low, high):
     return lambda v: isinstance(v, Integral) and not isinstance(v, bool) and low <= v <= high
 
 
-def resolve_batch_size(batch_size, n_samples):
-    """``batch_size``, with ``"auto"`` as a sixteenth of the rows within [32, 256].
-
-    Small data then gets at least 16 optimizer steps per epoch (a few hundred rows in
-    batches of 256 would be one step an epoch), large data batches of 256.
-    """
-    if batch_size == "auto":
-        return int(np.clip(n_samples // 16, 32, 256))
-    return batch_size
-
-
-def divergence_error(what, lr):
-    """The error for a training run that diverged: ``what`` went wrong, and what to change."""
-    return ValueError(
-        f"training diverged: {what}. Lower the learning rate (lr={lr}), and check the inputs' scale "
-        "(standardize=True rescales vector blocks)."
-    )
-
-
-def check_weights(sample_weight, n_samples):
-    """``sample_weight`` validated (:func:`~skfusion._compat.check_sample_weight`), refused when all zero.
-
-    Returns
-    -------
-    weight : ndarray of shape (n_samples,)
-        float64, ones for ``None``.
-    """
-    weight = check_sample_weight(sample_weight, n_samples)
-    if not weight.any():
-        raise ValueError("sample_weight is zero for every sample: there is nothing to fit; give some rows a weight.")
-    return weight
-
-
-def unit_mean(weight):
-    """``weight`` scaled to mean 1.
-
-    Every loss is a weighted mean, so only the weights' ratios matter: the scale keeps
-    float32 losses away from weights such as 1e-40 or 1e40, and keeps a weighted sum (the
-    Weibull marginal fit's) at the size of the unweighted one.
-    """
-    weight = weight / weight.max()
-    return weight / weight.mean()
-
-
-def weighted_mean(values, weight):
-    """``sum(weight * values) / sum(weight)``; 0 for a batch whose weights are all zero.
-
-    scikit-learn's ``MLPClassifier`` averages a batch's losses with its sample weights the same way.
-    """
-    weight = weight.to(values.dtype)
-    return (values * weight).sum() / weight.sum().clamp_min(torch.finfo(values.dtype).tiny)
-
-
-def data_parallel():
-    """Whether this process is one of a ``torch.distributed`` job (torchrun): then ``fit`` trains data-parallel."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _process_device(device):
-    """In a data-parallel job, plain ``"cuda"`` is this process's GPU: torchrun's ``LOCAL_RANK``."""
-    if device == "cuda" and data_parallel():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', torch.cuda.current_device()))}"
-    return device
-
-
-def resolve_device(device):
-    """``"auto"`` means CUDA when available, else the CPU; anything else must be a torch device."""
-    if device == "auto":
-        return _process_device("cuda") if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"The 'device' parameter must be 'auto', 'cpu', 'cuda' or another torch device such as 'cuda:1'; "
-            f"got {device!r}."
-        ) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"The 'device' parameter is {device!r} but CUDA is not available here; use device='auto'.")
-    return _process_device(device)
-
-
-@contextmanager
-def seeded(seed, device):
-    """Torch's global generators seeded with ``seed`` inside the block and restored after it."""
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-class BatchIterator:
-    """Mini-batches of a :class:`~skfusion._data.ModalityDataset`, gathered by index.
-
-    With ``strata`` (a function of the targets returning a boolean tensor, e.g. the event
-    indicator), positives are dealt round-robin over the batches, so every batch has at least
-    one; the number of batches is reduced if there are fewer positives than batches.
-    Without targets (prediction), rows keep their order.
-
-    The images of a column of file paths are read per batch by a DataLoader with
-    ``num_workers`` worker processes (pinned memory for a CUDA device), augmented when
-    ``augment`` (training), centre-cropped otherwise (:mod:`skfusion._images`).
-    """
-
-    def __init__(self, dataset, batch_size, shuffle=False, seed=0, strata=None, augment=False, num_workers=0):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.strata = strata
-        self.augment = augment
-        self.num_workers = num_workers
-        # A generator given instead of a seed is shared: it goes on advancing from one
-        # iterator to the next (the internal folds train an epoch per skorch call).
-        self.generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
-
-    def _stratified(self):
-        return self.strata is not None and self.dataset.targets is not None
-
-    def _groups(self):
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        if not self._stratified():
-            return order.split(self.batch_size)
-        positive = self.strata(self.dataset.target_values())[order]
-        pos, neg = order[positive], order[~positive]
-        n_batches = self._n_batches(positive)
-        return [torch.cat([pos[b::n_batches], neg[b::n_batches]]) for b in range(n_batches)]
-
-    def _n_batches(self, positive=None):
-        """Batches of ``batch_size``, fewer when there are fewer ``positive`` rows than batches."""
-        n_batches = ceil(len(self.dataset) / self.batch_size)
-        return n_batches if positive is None else max(1, min(n_batches, int(positive.sum())))
-
-    def __iter__(self):
-        return self.load(self._groups())
-
-    def load(self, groups):
-        """Yield the batch of each group of row positions, with the images of the file columns read."""
-        device = self.dataset.device
-        groups = [positions.to(device) for positions in groups]
-        if not self.dataset.files:
-            for positions in groups:
-                yield self.dataset.batch(positions)
-            return
-        seeds = torch.randint(1 << 62, (len(groups),), generator=self.generator).tolist()
-        batches = [(self.dataset.rows(positions).cpu(), seed) for positions, seed in zip(groups, seeds)]
-        images = read_batches(self.dataset.files, batches, self.augment, self.num_workers, device.type == "cuda")
-        for positions, batch_images in zip(groups, images):
-            yield self.dataset.batch(positions, batch_images)
-
-    def __len__(self):
-        return self._n_batches(self.strata(self.dataset.target_values()) if self._stratified() else None)
-
-
-class ValidationSplit:
-    """Hold out ``fraction`` of the rows, stratified by ``strata`` when given (skorch train_split).
-
-    Every stratum with at least two rows is represented on both sides (at least one row held
-    out, at least one kept), so a survival validation split always holds events.
-
-    Raises
-    ------
-    ValueError
-        When ``fraction`` of a stratum rounds to all of its rows (nothing of it would be
-        trained on), or when either side would hold fewer than 2 rows.
-    """
-
-    def __init__(self, fraction, seed, strata=None):
-        self.fraction = fraction
-        self.seed = seed
-        self.strata = strata
-
-    def __call__(self, dataset, y=None, **fit_params):
-        rng = np.random.RandomState(self.seed)
-        n = len(dataset)
-        labels = np.zeros(n, dtype=int) if self.strata is None else np.asarray(self.strata)
-        valid = []
-        for label in np.unique(labels):
-            rows = rng.permutation(np.flatnonzero(labels == label))
-            requested = int(round(self.fraction * len(rows)))
-            if requested >= len(rows) > 1:
-                raise ValueError(
-                    f"validation_fraction={self.fraction} holds out all {len(rows)} rows of a stratum of "
-                    f"{n} samples, leaving none of it to train on; lower validation_fraction."
-                )
-            valid.append(rows[: min(max(requested, 1), len(rows) - 1)])
-        valid = np.sort(np.concatenate(valid))
-        if min(len(valid), n - len(valid)) < 2:
-            raise ValueError(
-                f"validation_fraction={self.fraction} splits {n} samples into {n - len(valid)} to train on and "
-                f"{len(valid)} to validate on; each side needs at least 2 (pass early_stopping=False on so few rows)."
-            )
-        train = np.setdiff1d(np.arange(n), valid)
-        return dataset.subset(train), dataset.subset(valid)
-
-
-class TaskLoss(torch.nn.Module):
-    """skorch criterion delegating to the estimator's task loss."""
-
-    def __init__(self, loss):
-        super().__init__()
-        self.loss = loss
-
-    def forward(self, y_pred, y_true):
-        return self.loss(y_pred, y_true)
-
-
-def _has_cnn(layout):
-    return any(spec.kind == "image" for spec in layout)
-
-
-def weight_format(device, layout):
-    """The memory format of a network's weights: its images' (channels-last on CUDA) when it has a CNN."""
-    return image_memory_format(device) if _has_cnn(layout) else torch.preserve_format
-
-
-def training_precision(device, layout):
-    """The autocast dtype for training: bfloat16 for a network with a CNN on a CUDA device that supports it.
-
-    bfloat16 keeps float32's exponent range, so no loss scaling is needed; everything else
-    trains in float32.
-    """
-    if torch.device(device).type == "cuda" and _has_cnn(layout) and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
-
-
-class FusionNet(NeuralNet):
-    """The skorch network behind every skfusion estimator.
-
-    Data arrive as a :class:`~skfusion._data.ModalityDataset` whose tensors already sit on
-    the device; :class:`BatchIterator` gathers batches by index, so there is no per-row
-    collation and no host-to-device copy per batch. With ``amp_dtype`` (see
-    :func:`training_precision`) the forward passes run under autocast and the outputs are
-    cast back to float32 before the loss.
-    """
-
-    def __init__(self, *args, amp_dtype=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.amp_dtype = amp_dtype
-
-    def autocast(self):
-        """The autocast context of the forward passes (a no-op without ``amp_dtype``)."""
-        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-    def __getstate__(self):
-        # skorch pickles module_ and criterion_ so that a net trained on CUDA loads on a machine
-        # without it (mapped to the CPU, with a DeviceWarning), but pickles the rest with the
-        # plain state, whose CUDA tensors then fail to load there: module and criterion (the
-        # instances that became module_ and criterion_) and the callbacks (EarlyStopping keeps
-        # the best weights). These prefixes put them with module_ (skorch issues 426, 1096).
-        prefixes = ["module", "criterion", "callbacks", *self.cuda_dependent_attributes_]
-        self.cuda_dependent_attributes_ = list(dict.fromkeys(prefixes))
-        return super().__getstate__()
-
-    def get_default_callbacks(self):
-        # PrintLog tabulates the history every epoch, printed or not (0.5 ms an epoch): it is
-        # left out when nothing is printed.
-        return [(name, cb) for name, cb in super().get_default_callbacks() if self.verbose or name != "print_log"]
-
-    def infer(self, x, **fit_params):
-        # The batches are dicts of tensors already on the device: skorch's to_tensor walk over
-        # them (60 us a batch) is skipped.
-        with self.autocast():
-            y = self.module_(**x, **fit_params)
-        return y.float() if isinstance(y, torch.Tensor) else y
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        # skorch's epoch, with a batch's size read from its first block rather than by
-        # skorch's get_len walk over the nested batch (80 us a batch).
-        if iterator is None:
-            return
-        batch_count = 0
-        for batch in iterator:
-            self.notify("on_batch_begin", batch=batch, training=training)
-            step = step_fn(batch, **fit_params)
-            self.history.record_batch(prefix + "_loss", step["loss"].item())
-            first_block = next(iter(batch[0].values()))
-            self.history.record_batch(prefix + "_batch_size", len(first_block["present"]))
-            self.notify("on_batch_end", batch=batch, training=training, **step)
-            batch_count += 1
-        self.history.record(prefix + "_batch_count", batch_count)
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        split = "training" if training else "validation"
-        if not torch.isfinite(y_pred).all():
-            raise divergence_error(f"the network's outputs are not finite at epoch {len(self.history)} ({split})", self.lr)
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if not torch.isfinite(loss):
-            raise divergence_error(f"the {split} loss is {loss.item()} at epoch {len(self.history)}", self.lr)
-        return loss
-
-    def _set_training(self, training=True):
-        # skorch calls train(training) on every module before every batch: a walk that sets
-        # each submodule's flag (37 us a step for the concatenation MLP, 0.3 ms for a ResNet-34).
-        # Reading the flags costs a quarter of that; the modes are set only when one differs.
-        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
-        trees = [m.modules() for m in modules if isinstance(m, torch.nn.Module)]
-        if not all(sub.training == training for tree in trees for sub in tree):
-            super()._set_training(training)
-
-    def dataset_loss(self, dataset):
-        """The task loss over all rows of ``dataset`` at once, in evaluation mode (a float).
-
-        Every process of a data-parallel job computes it over all the rows (hence
-        ``FusionNet.get_loss``, not a subclass's, which would gather the rows of all processes).
-        """
-        self.module_.eval()
-        workers = self.get_params_for("iterator_valid").get("num_workers", 0)
-        batches = BatchIterator(dataset, self.batch_size, num_workers=workers)
-        with torch.inference_mode(), self.autocast():
-            outputs = torch.cat([self.infer(X) for X, _ in batches])
-            return FusionNet.get_loss(self, outputs, dataset.target_values().to(outputs.device)).item()
-
-    def predict_outputs(self, dataset):
-        """Network outputs for every row of ``dataset``, in order, as a float64 array.
-
-        Batches are consecutive rows (never the event-stratified training batches), so the
-        outputs line up with the rows and their targets.
-        """
-        self.module_.eval()
-        workers = self.get_params_for("iterator_valid").get("num_workers", 0)
-        batches = BatchIterator(dataset, self.batch_size, num_workers=workers)
-        with torch.inference_mode(), self.autocast():
-            outputs = [self.module_(**X).float() for X, _ in batches]
-        return torch.cat(outputs).double().cpu().numpy()
-
-
 class BaseFusion(BaseEstimator):
     """Template for the fusion estimators: validation, training and prediction plumbing.
 
     Subclasses mix in a task (:class:`~skfusion._survival.SurvivalMixin` or
     :class:`~skfusion._classifier.ClassifierHeadMixin`) and implement
-    ``_build_module(n_outputs)``; they may override ``_check_blocks(blocks)`` (default: every
-    modality must be present in every row) and ``_infer_layout(X)`` (default: the modalities
-    named by the ``modalities`` parameter).
+    ``_build_module(n_outputs)`` (the family's ``torch.nn.Module``). They may override
+    ``_infer_layout(X)`` (default: the modalities named by ``modalities``),
+    ``_modality_kinds`` (the kinds of modality read), ``_check_blocks(blocks)`` (default:
+    every modality present in every row), ``_image_files()`` (how image file columns are
+    read; None: none), ``_uses_linear_path()``, ``_before_training(...)`` (a first stage
+    between reading the inputs and training) and ``_fold_encoders(valid)`` (the context an
+    internal fold's network is built in). ``docs/extending.md`` gives the order of the calls.
 
     The task's ``_encode_target(y, n_samples, sample_weight)`` returns the targets as one
-    float64 tensor whose last column is each row's weight (:func:`check_weights`, scaled by
-    :func:`unit_mean`): the weights then travel with their rows through batches, validation
-    splits, internal folds and the processes of a data-parallel job, and every loss reads
-    them from its targets.
+    float64 tensor whose last column is each row's weight
+    (:func:`~skfusion._engine.check_weights`, scaled by :func:`~skfusion._engine.unit_mean`):
+    the weights then travel with their rows through batches, validation splits, internal
+    folds and the processes of a data-parallel job, and every loss reads them from its
+    targets.
     """
 
     _parameter_constraints = {
@@ -484,9 +174,7 @@ class BaseFusion(BaseEstimator):
             raise ValueError(f"n_samples={len(X)}: fitting needs at least 2 samples.")
         if reset:
             self.layout_ = self._layout(X)
-            if not getattr(self, "_pretrained", None):
-                # The rows that "auto" widths scale to; a second stage keeps its pre-trained encoders'.
-                self._width_rows = len(X)
+            self._width_rows = len(X)  # the rows that "auto" widths scale to
         blocks = to_blocks(X, self.layout_)
         self._check_blocks(blocks)
         if reset:
@@ -518,7 +206,7 @@ class BaseFusion(BaseEstimator):
         return getattr(self, "linear_path", False)
 
     def _linear_start(self, dataset, targets, seed):
-        """``(names, indicators, z rows, z, layer, alpha)`` of the linear start, or None.
+        """The linear start, a dict of ``names``, ``indicators``, ``rows``, ``z``, ``layer`` and ``alpha``, or None.
 
         ``z`` holds :func:`~skfusion._training.pooled_inputs` of at most ``MAX_LINEAR_ROWS``
         rows (positions ``z rows``); ``layer`` is the penalized linear model fitted on them
@@ -558,26 +246,24 @@ class BaseFusion(BaseEstimator):
                 ("linear.weight", {"weight_decay": linear["alpha"]}),
                 ("linear.bias", {"weight_decay": 0.0}),
             ]
-        return net_class(
-            module=module.to(memory_format=weight_format(device, self.layout_)),
-            criterion=TaskLoss(self._loss_function()),
-            optimizer=torch.optim.Adam,
-            optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=groups,
-            lr=self.lr,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            iterator_train=BatchIterator,
-            iterator_train__shuffle=True,
-            iterator_train__seed=seed,
-            iterator_train__strata=self._batch_strata,
-            iterator_valid=BatchIterator,
-            train_split=None,
-            callbacks=callbacks,
+        augment, workers = self._loader_settings()
+        return make_net(
+            module.to(memory_format=weight_format(device, self.layout_)),
+            TaskLoss(self._loss_function()),
             device=device,
+            batch_size=batch_size,
+            seed=seed,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            param_groups=groups,
+            max_epochs=max_epochs,
+            strata=self._batch_strata,
+            augment=augment,
+            num_workers=workers,
+            callbacks=callbacks,
             verbose=verbose,
             amp_dtype=training_precision(device, self.layout_),
-            **self._loader_settings(),
+            net_class=net_class,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -603,15 +289,23 @@ class BaseFusion(BaseEstimator):
         -------
         self : object
         """
+        blocks, _ = self._blocks(X, reset=True)
+        return self._fit_blocks(X, y, sample_weight, blocks)
+
+    def _fit_blocks(self, X, y, sample_weight, blocks):
+        """``fit`` from the ``blocks`` that ``X`` became (``layout_`` and ``standardization_`` set)."""
         device = resolve_device(self.device)
-        blocks, n_samples = self._blocks(X, reset=True)
+        n_samples = len(next(iter(blocks.values()))["present"])
         targets = self._encode_target(y, n_samples, sample_weight)
+        rows = self._before_training(X, y, sample_weight, blocks, targets)
+        if rows is not None:
+            blocks, n_samples = take_block_rows(blocks, rows), len(rows)
+            weight = None if sample_weight is None else take_rows(sample_weight, rows)
+            targets = self._encode_target(take_rows(y, rows), n_samples, weight)
         dataset = ModalityDataset(blocks, targets, device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = draw_seed(self.random_state)
         net_class = FusionNet
         if data_parallel():
-            from ._distributed import DataParallelNet, shared_seed  # _distributed builds on FusionNet
-
             net_class, seed = DataParallelNet, shared_seed(seed, device)
         batch_size = resolve_batch_size(self.batch_size, n_samples)
         steps = ceil(n_samples / batch_size)
@@ -643,6 +337,19 @@ class BaseFusion(BaseEstimator):
         train_losses = self.net_.history[:, "train_loss"] if self.net_.history else []  # empty: epoch 0 kept
         warn_if_cut_short(self, train_losses, runs, max_epochs, patience)
         return self
+
+    def _before_training(self, X, y, sample_weight, blocks, targets):
+        """What a family does between the validation of the fit's inputs and the training: the rows to train on.
+
+        Called once per ``fit`` with its arguments (``X`` is None where a fusion estimator
+        fits a pre-training model on blocks it read) and what they became (``blocks`` of
+        :func:`~skfusion._data.to_blocks`, standardized; ``targets`` of ``_encode_target``),
+        so that no stage converts ``X`` again. Returns the positions of the rows to train on
+        (``None``: all of them), whose targets ``_encode_target`` then encodes anew. Nothing
+        by default; encoder pre-training and contrastive alignment train their first stage
+        here.
+        """
+        return None
 
     def _final_run(self, dataset, linear, settings, epochs, callbacks):
         """The network trained for ``epochs`` on ``dataset`` (initialised only when ``epochs`` is 0)."""
@@ -679,7 +386,7 @@ class BaseFusion(BaseEstimator):
                     self._n_outputs(), None, linear["alpha"],
                 )[0]
             run = EpochSelection(dataset.subset(valid), patience=np.inf, restore=False)
-            with seeded(seed, device):
+            with self._fold_encoders(valid), seeded(seed, device):
                 net = self._make_net(
                     net_class, self._network(linear, layer), device, torch.Generator().manual_seed(seed), batch_size,
                     max_epochs, [("epoch_selection", run)], linear, 0,
@@ -697,16 +404,18 @@ class BaseFusion(BaseEstimator):
                 break
         return runs
 
+    def _fold_encoders(self, valid):
+        """A context to build an internal fold's network in, one that has not seen the fold's held-out rows ``valid``.
+
+        Nothing to do for a network trained from scratch; encoder pre-training overrides it
+        (:class:`~skfusion.fusion._pretraining._EncoderPretraining`).
+        """
+        return nullcontext()
+
     def _loader_settings(self):
-        """The iterators' settings for the image-file loader (none for a family that reads no images)."""
-        if self._image_files() is None:
-            return {}
-        _, augment, workers = self._image_files()
-        return {
-            "iterator_train__augment": augment,
-            "iterator_train__num_workers": workers,
-            "iterator_valid__num_workers": workers,
-        }
+        """``(augment, num_workers)`` of the image-file loader (no augmentation, no workers without image files)."""
+        files = self._image_files()
+        return (False, 0) if files is None else files[1:]
 
     @property
     def network_(self):

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import column_or_1d
 from torch.nn import functional as F
 
-from ._base import check_weights, unit_mean, weighted_mean
+from ._engine import check_weights, unit_mean, weighted_mean
 from ._compat import StrOptions
 
 # early_stopping="auto" holds out a validation split when it would hold at least this many

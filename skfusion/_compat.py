@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # scikit-learn 1.7 added its own refusal of all-zero weights, whose message does not name
-# the parameter: skfusion refuses them itself (skfusion._base.check_weights), on every version.
+# the parameter: skfusion refuses them itself (skfusion._engine.check_weights), on every version.
 _ZERO_WEIGHTS_ALLOWED = (
     {"allow_all_zero_weights": True}
     if "allow_all_zero_weights" in inspect.signature(_check_sample_weight).parameters

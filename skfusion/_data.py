@@ -610,6 +610,23 @@ def take_rows(X, rows):
     return X.iloc[rows] if isinstance(X, pd.DataFrame) else np.asarray(X)[rows]
 
 
+def take_block_rows(blocks, rows):
+    """The rows ``rows`` of :func:`to_blocks`'s ``blocks`` (new block dicts; all rows when ``rows`` is None).
+
+    The tensors of the rows taken are copies; a block's standardization is kept.
+    """
+    if rows is None:
+        return {name: dict(block) for name, block in blocks.items()}
+    index = torch.as_tensor(rows)
+    return {
+        name: {
+            key: value.take(rows) if key == "files" else value[index] if key in ("x", "present", "mask") else value
+            for key, value in block.items()
+        }
+        for name, block in blocks.items()
+    }
+
+
 def require_present(blocks, names, hint):
     """Raise a ValueError naming the modality and rows where any of ``names`` is missing."""
     for name in names:
@@ -657,7 +674,7 @@ class ModalityDataset(torch.utils.data.Dataset):
     standardized with the statistics :func:`standardize_blocks` attached, and zero where
     there is no value. ``indices`` selects a subset without copying the blocks (used for the
     validation split). An image column of file paths stays on disk (``files``):
-    :meth:`batch` is given its images, read by the :class:`~skfusion._base.BatchIterator`'s
+    :meth:`batch` is given its images, read by the :class:`~skfusion._engine.BatchIterator`'s
     loader, or reads them itself.
     """
 

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
-from ._base import FusionNet
+from ._engine import FusionNet
 from .modules.encoders import ImageEncoder
 
 
@@ -147,7 +147,7 @@ def global_neg_partial_log_likelihood(log_hz, event, time, ties_method="efron", 
     >>> import torch
     >>> import torch.distributed as dist
     >>> from torchsurv.loss.cox import neg_partial_log_likelihood
-    >>> from skfusion import global_neg_partial_log_likelihood
+    >>> from skfusion.losses import global_neg_partial_log_likelihood
     >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     >>> log_hz = torch.tensor([0.5, -0.2, 0.1])
     >>> event = torch.tensor([True, False, True])
@@ -235,7 +235,7 @@ def process_shares(groups):
 
 
 class ProcessShare:
-    """This process's share of each batch of a :class:`~skfusion._base.BatchIterator`.
+    """This process's share of each batch of a :class:`~skfusion._engine.BatchIterator`.
 
     The batches are the single-process ones (the event-stratified batches of a survival
     model: the ``world_size``-th rows of a batch whose events come first hold events
@@ -253,7 +253,7 @@ class ProcessShare:
 
 
 class DataParallelNet(FusionNet):
-    """:class:`~skfusion._base.FusionNet` for one process of a data-parallel job (see the module docstring).
+    """:class:`~skfusion._engine.FusionNet` for one process of a data-parallel job (see the module docstring).
 
     ``batch_size`` is the size of the batch shared among the processes, so that the same
     parameters train the same model whatever the number of processes.

@@ -4,6 +4,76 @@ Docstrings reference them as ``{name}`` fields, filled by :func:`fill_doc`, so a
 parameter is described once.
 """
 
+# The training parameters every fusion estimator shares, one entry each, in signature order.
+TRAINING = {
+    "hidden_dims": """hidden_dims : list of int, default=None
+        Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
+        input width (one layer of ``d // 2`` units within [16, 512]), as in Zhang et al. (2026).""",
+    "standardize": """standardize : bool, default=True
+        Standardize every feature of the vector blocks and token columns to zero mean
+        and unit variance over the training rows that have it (learnt in ``fit``, applied
+        at prediction; ``standardization_``), so raw clinical variables can be passed
+        as they are. Images are left to their encoder.""",
+    "linear_path": """linear_path : bool, default=True
+        Put a linear model beside the network (a "wide and deep" model), on the vector
+        blocks, the token means of the sequences and, for each modality that some training
+        rows lack, a presence flag. It is fitted first, alone, by L-BFGS on the task's loss
+        with an L2 penalty chosen by internal 3-fold cross-validation (a ridge Cox model, a
+        ridge logistic regression: ``linear_alpha_``), then trained with the network; the
+        epoch chosen on held-out rows may be 0, the linear model alone. So on a small cohort
+        the model does not fall below its linear baseline, and finds what lies beyond it
+        where the held-out rows show it (``docs/design.md``). Images reach it only through
+        their presence flag.""",
+    "dropout": """dropout : float, default=0.1
+        Dropout after each hidden layer.""",
+    "lr": """lr : float, default=1e-3
+        Adam learning rate.""",
+    "weight_decay": """weight_decay : float, default=1e-2
+        L2 penalty on the trainable parameters (Adam's weight decay: the
+        :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).""",
+    "batch_size": """batch_size : int or "auto", default="auto"
+        Mini-batch size; ``"auto"`` is a sixteenth of the training rows within [32, 256], so
+        that a small cohort gets at least 16 optimizer steps an epoch. Survival batches are
+        stratified so each has events. In a ``torchrun`` job, the size of the batch that the
+        processes share.""",
+    "max_epochs": """max_epochs : int or "auto", default="auto"
+        Most passes over the training data. ``"auto"`` allows 4,000 optimizer steps, within
+        [100, 1000] epochs: the same number of updates for a 200-row cohort as for a
+        20,000-row one. The epoch kept is chosen on held-out rows (``early_stopping``), so
+        the bound is rarely reached; when it is, while the model was still improving,
+        ``fit`` warns (:class:`~sklearn.exceptions.ConvergenceWarning`).""",
+    "early_stopping": """early_stopping : bool or "auto", default="auto"
+        How the number of epochs is chosen. ``True``: hold out ``validation_fraction`` of the
+        rows (stratified by event or class), record their loss (over all of them at once)
+        before training and after each epoch, stop when it has not improved for
+        ``n_iter_no_change`` epochs and restore the best epoch (0: the untrained start, the
+        linear model alone with ``linear_path=True``). ``"auto"`` does so when that split
+        would hold at least 100 events (survival) or 100 rows of the rarest class; below
+        that, where one split would rank the epochs by noise, it trains on 3 internal
+        folds in step, chooses the epoch with the lowest mean held-out loss (every row held
+        out once) and refits on all rows for that many epochs. ``False``: train
+        ``max_epochs`` epochs.""",
+    "validation_fraction": """validation_fraction : float, default=0.1
+        Share of rows held out when ``early_stopping=True`` (or ``"auto"`` on a large cohort).""",
+    "n_iter_no_change": """n_iter_no_change : int or "auto", default="auto"
+        Patience of early stopping, in epochs without a better held-out loss. ``"auto"``:
+        the epochs of 500 optimizer steps, at least 10.""",
+    "callbacks": """callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
+        tuples or callback objects.""",
+    "device": """device : {"auto", "cpu", "cuda"} or str, default="auto"
+        Torch device; ``"auto"`` picks CUDA when available. Called in every process of a
+        ``torchrun`` job (``torch.distributed`` initialised), ``fit`` trains data-parallel,
+        one process per device (``"auto"`` and ``"cuda"`` are the GPU of ``LOCAL_RANK``),
+        with each batch's loss over the whole batch (for Cox, its global risk set); every
+        process ends with the same fitted model.""",
+    "random_state": """random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, batch order and dropout; the same value gives the same
+        predictions on the same device.""",
+    "verbose": """verbose : int, default=0
+        Print the training log each epoch when positive.""",
+}
+
 DOCS = {
     "modalities": """modalities : list of str, default=None
         Modalities to use, in this order. ``None`` uses every modality of ``X``: the
@@ -39,72 +109,6 @@ DOCS = {
     freeze_encoders : bool, default=False
         Keep the pre-trained encoders fixed in the second stage (needs
         ``pretrain_encoders=True``): MedMod's early and late fusion.""",
-    "training": """hidden_dims : list of int, default=None
-        Widths of the hidden layers of the prediction MLP. ``None`` scales them to the
-        input width (one layer of ``d // 2`` units within [16, 512]), as in Zhang et al. (2026).
-    standardize : bool, default=True
-        Standardize every feature of the vector blocks and token columns to zero mean
-        and unit variance over the training rows that have it (learnt in ``fit``, applied
-        at prediction; ``standardization_``), so raw clinical variables can be passed
-        as they are. Images are left to their encoder.
-    linear_path : bool, default=True
-        Put a linear model beside the network (a "wide and deep" model), on the vector
-        blocks, the token means of the sequences and, for each modality that some training
-        rows lack, a presence flag. It is fitted first, alone, by L-BFGS on the task's loss
-        with an L2 penalty chosen by internal 3-fold cross-validation (a ridge Cox model, a
-        ridge logistic regression: ``linear_alpha_``), then trained with the network; the
-        epoch chosen on held-out rows may be 0, the linear model alone. So on a small cohort
-        the model does not fall below its linear baseline, and finds what lies beyond it
-        where the held-out rows show it (``docs/design.md``). Images reach it only through
-        their presence flag.
-    dropout : float, default=0.1
-        Dropout after each hidden layer.
-    lr : float, default=1e-3
-        Adam learning rate.
-    weight_decay : float, default=1e-2
-        L2 penalty on the trainable parameters (Adam's weight decay: the
-        :math:`\\lambda \\lVert\\theta\\rVert_2^2` term of the loss of Zhang et al. (2026), up to a factor 2).
-    batch_size : int or "auto", default="auto"
-        Mini-batch size; ``"auto"`` is a sixteenth of the training rows within [32, 256], so
-        that a small cohort gets at least 16 optimizer steps an epoch. Survival batches are
-        stratified so each has events. In a ``torchrun`` job, the size of the batch that the
-        processes share.
-    max_epochs : int or "auto", default="auto"
-        Most passes over the training data. ``"auto"`` allows 4,000 optimizer steps, within
-        [100, 1000] epochs: the same number of updates for a 200-row cohort as for a
-        20,000-row one. The epoch kept is chosen on held-out rows (``early_stopping``), so
-        the bound is rarely reached; when it is, while the model was still improving,
-        ``fit`` warns (:class:`~sklearn.exceptions.ConvergenceWarning`).
-    early_stopping : bool or "auto", default="auto"
-        How the number of epochs is chosen. ``True``: hold out ``validation_fraction`` of the
-        rows (stratified by event or class), record their loss (over all of them at once)
-        before training and after each epoch, stop when it has not improved for
-        ``n_iter_no_change`` epochs and restore the best epoch (0: the untrained start, the
-        linear model alone with ``linear_path=True``). ``"auto"`` does so when that split
-        would hold at least 100 events (survival) or 100 rows of the rarest class; below
-        that, where one split would rank the epochs by noise, it trains on 3 internal
-        folds in step, chooses the epoch with the lowest mean held-out loss (every row held
-        out once) and refits on all rows for that many epochs. ``False``: train
-        ``max_epochs`` epochs.
-    validation_fraction : float, default=0.1
-        Share of rows held out when ``early_stopping=True`` (or ``"auto"`` on a large cohort).
-    n_iter_no_change : int or "auto", default="auto"
-        Patience of early stopping, in epochs without a better held-out loss. ``"auto"``:
-        the epochs of 500 optimizer steps, at least 10.
-    callbacks : list of skorch callbacks, default=None
-        Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
-        tuples or callback objects.
-    device : {"auto", "cpu", "cuda"} or str, default="auto"
-        Torch device; ``"auto"`` picks CUDA when available. Called in every process of a
-        ``torchrun`` job (``torch.distributed`` initialised), ``fit`` trains data-parallel,
-        one process per device (``"auto"`` and ``"cuda"`` are the GPU of ``LOCAL_RANK``),
-        with each batch's loss over the whole batch (for Cox, its global risk set); every
-        process ends with the same fitted model.
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialisation, batch order and dropout; the same value gives the same
-        predictions on the same device.
-    verbose : int, default=0
-        Print the training log each epoch when positive.""",
     "attributes": """layout_ : tuple of ModalitySpec
         The modalities seen in ``fit`` (name, kind, columns, width).
     standardization_ : dict of str to (ndarray, ndarray)
@@ -156,19 +160,23 @@ DOCS["pretrain_targets"] = """pretrain_targets : dict of str to str, default=Non
         ``pretrain_encoders=True``."""
 DOCS["pretraining"] += "\n    " + DOCS["pretrain_targets"]
 
-# The classifiers' training defaults differ from the survival models' (docs/design.md).
-CLASSIFIER_DEFAULTS = (("weight_decay : float, default=1e-2", "weight_decay : float, default=1e-4"),)
+def parameters(entries, *, only=None, **replaced):
+    """The numpydoc entries of ``entries`` (name to entry), in order, as one docstring field.
+
+    ``only`` keeps the names it lists; ``replaced`` gives an estimator's own entry for a
+    shared name (its own default or meaning), in the shared one's place.
+    """
+    unknown = set(replaced) - set(entries)
+    if unknown:
+        raise KeyError(f"no shared entries {sorted(unknown)}")
+    names = [name for name in entries if only is None or name in only]
+    return "\n    ".join(replaced.get(name, entries[name]) for name in names)
 
 
-def classifier_version(text):
-    """``text`` with the classifiers' training defaults."""
-    for survival, classifier in CLASSIFIER_DEFAULTS:
-        assert survival in text
-        text = text.replace(survival, classifier)
-    return text
-
-
-DOCS["classifier_training"] = classifier_version(DOCS["training"])
+# The classifiers' weight decay differs from the survival models' (docs/design.md).
+CLASSIFIER_WEIGHT_DECAY = TRAINING["weight_decay"].replace("default=1e-2", "default=1e-4")
+DOCS["training"] = parameters(TRAINING)
+DOCS["classifier_training"] = parameters(TRAINING, weight_decay=CLASSIFIER_WEIGHT_DECAY)
 
 
 DOCS["image_files"] = """image_size : int, default=224
@@ -197,10 +205,21 @@ DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.
 DOCS["sequence_encoder"] = DOCS["sequence_encoder"].rstrip() + "\n    " + DOCS["image_encoder"]
 
 
-def fill_doc(obj):
-    """Fill the ``{name}`` fields of ``obj.__doc__`` from :data:`DOCS`."""
-    obj.__doc__ = obj.__doc__.format(**DOCS)
-    return obj
+def fill_doc(obj=None, /, **fields):
+    """Fill the ``{name}`` fields of a docstring from :data:`DOCS` and ``fields``.
+
+    The one docstring template of the package: ``@fill_doc`` on a class or function, or
+    ``@fill_doc(name=text, ...)`` to add or override fields (a family's own descriptions).
+    A filled field is not filled again, so its text may hold braces (``:math:`v_{ehr}```).
+    """
+    values = {**DOCS, **fields}
+
+    def fill(target):
+        target.__doc__ = target.__doc__.format(**values)
+        return target
+
+    return fill if obj is None else fill(obj)
+
 
 # Image-EHR pretraining (skfusion.ssl): the parameters every method shares.
 DOCS["paired_modalities"] = """image : str, default=None

@@ -1,7 +1,7 @@
 """Image columns of file paths, read batch by batch while a model trains.
 
 An image modality given as file paths (PNG, JPEG, TIFF, DICOM, 2-D NIfTI: anything
-:func:`~skfusion.encoders._volumes.read_image` reads) is never loaded whole: each batch's
+:func:`~skfusion._volumes.read_image` reads) is never loaded whole: each batch's
 images are read and preprocessed when the batch is drawn, by a
 :class:`torch.utils.data.DataLoader` whose ``num_workers`` worker processes read ahead of
 the training loop. The preprocessing is MedFuse's (Hayat, Geras and Shamout, "MedFuse:
@@ -20,6 +20,11 @@ and normalised with ImageNet's channel means and standard deviations.
 A bad file (unreadable, empty, not 1 or 3 channels, several frames, beyond Pillow's
 decompression-bomb limit) is a ValueError naming it and its row, raised at the first batch
 that holds it, never wrapped by the DataLoader.
+
+The module also holds what every image path shares, the encoders' and the estimators':
+what a missing cell is (:func:`is_missing_cell`), resizing, cropping and ImageNet
+normalisation. It sits below the data contract, the networks and the encoders, with the
+file readers of :mod:`skfusion._volumes`, and imports none of them.
 """
 
 import math
@@ -28,13 +33,15 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 
 from ._compat import Interval
-from .encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
-from .encoders._base import is_missing_cell
-from .encoders._volumes import read_image
+from ._volumes import read_image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # The parameters of an estimator that reads image files (see the estimators' docstrings).
 IMAGE_FILE_CONSTRAINTS = {
@@ -48,6 +55,54 @@ RESIZE_RATIO = 256 / 224
 MAX_ROTATION = 45.0
 SCALE_RANGE = (0.85, 1.15)
 MAX_TRANSLATION = 0.15
+
+
+def is_missing_cell(cell):
+    """Whether a raw cell stands for a missing modality: ``None``, a float NaN or ``pd.NA``.
+
+    ``pd.NA`` is how a pandas ``string`` column (e.g. of image paths) holds a missing cell.
+    """
+    return cell is None or cell is pd.NA or (isinstance(cell, float) and np.isnan(cell))
+
+
+def resize(x, size):
+    """Resize a ``(B, C, H, W)`` batch: an int sets the shorter side (aspect kept), a pair sets (H, W).
+
+    Bilinear with antialiasing, as torchvision's ``Resize`` on tensors.
+    """
+    if size is None:
+        return x
+    h, w = x.shape[-2:]
+    if isinstance(size, Integral):
+        short, long = min(h, w), max(h, w)
+        new_long = int(size * long / short)
+        size = (size, new_long) if h <= w else (new_long, size)
+    if tuple(size) == (h, w):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def center_crop(x, size):
+    """Crop the centre ``size`` (int for a square, or (H, W)) of a ``(B, C, H, W)`` batch."""
+    if size is None:
+        return x
+    ch, cw = (size, size) if isinstance(size, Integral) else size
+    h, w = x.shape[-2:]
+    if ch > h or cw > w:
+        raise ValueError(f"crop_size={size!r} is larger than the resized image ({h}, {w}).")
+    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+    return x[..., top : top + ch, left : left + cw]
+
+
+def to_backbone_input(x, mean, std):
+    """Replicate grayscale to 3 channels and normalise with per-channel ``mean``/``std`` (if given)."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if mean is None:
+        return x
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 def is_path(cell):
@@ -70,6 +125,10 @@ class ImageFiles:
     def __init__(self, paths, size):
         self.paths = paths
         self.size = size
+
+    def take(self, rows):
+        """The column of the rows ``rows`` only."""
+        return ImageFiles(self.paths[rows], self.size)
 
     def read(self, rows, generator=None):
         """The images of ``rows`` as a ``(len(rows), 3, size, size)`` float32 tensor (zeros where missing).

@@ -35,7 +35,7 @@ from sksurv.functions import StepFunction
 from sksurv.util import check_y_survival
 from torch.nn import functional as F
 
-from ._base import check_weights, divergence_error, unit_mean, weighted_mean
+from ._engine import check_weights, divergence_error, unit_mean, weighted_mean
 from ._compat import Interval, StrOptions
 from ._data import _rows
 

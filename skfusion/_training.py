@@ -326,9 +326,10 @@ def warn_if_cut_short(estimator, train_losses, selection, max_epochs, patience):
         if not (descent > 0 and recent > CONVERGENCE_TOL * descent):
             return
         what = f"the training loss fell by {recent / descent:.1%} of its descent in the last {window} epoch(s)"
+    auto = any("auto" in getattr(c, "options", ()) for c in estimator._parameter_constraints.get("max_epochs", []))
     warnings.warn(
         f"{type(estimator).__name__}: training stopped at max_epochs={max_epochs} while {what}; "
-        "the model may be under-trained: raise max_epochs (or leave it at 'auto').",
+        "the model may be under-trained: raise max_epochs" + (" (or leave it at 'auto')." if auto else "."),
         ConvergenceWarning,
         stacklevel=3,
     )

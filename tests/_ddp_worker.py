@@ -13,8 +13,9 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from skfusion import ConcatSurvival, MedFuseClassifier, global_neg_partial_log_likelihood
+from skfusion import ConcatSurvival, MedFuseClassifier
 from skfusion._distributed import gather_rows, process_shares
+from skfusion.losses import global_neg_partial_log_likelihood
 
 # (rows of rank 0, rows of rank 1, tied times, ties method) of the loss cases; the rows of
 # rank 0 come first in the concatenated batch.

@@ -13,10 +13,13 @@ from _batch_invariance import assert_float32_close
 from safetensors.torch import save_file
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
+from skorch.callbacks import Callback
 
+import skfusion.encoders.clmbr as clmbr_encoder
 from skfusion.encoders.clmbr import CLMBREmbedder
-from skfusion.modules.clmbr import CLMBRModel, complete_config, local_causal_mask
+from skfusion.modules.clmbr import CLMBRModel, NextCodeLoss, NextCodePretraining, complete_config, local_causal_mask
 
 BIRTH = "SNOMED/184099003"
 
@@ -230,18 +233,22 @@ def test_local_causal_mask_window():
     assert torch.equal(mask, want.bool())
 
 
-def test_next_code_loss_is_cross_entropy_of_the_following_token():
+def test_next_code_losses_sum_each_patients_cross_entropy_of_the_following_token():
     config = small_config()
     model = double_model(config, {k: v.double() for k, v in femr_state(config).items()})
-    tokens = torch.tensor([[0, 1, 2, 3], [3, 1, 0, 0]])
-    lengths = torch.tensor([4, 2])
-    ages = torch.arange(4, dtype=torch.float64).repeat(2, 1)
-    hidden = model(tokens, ages, torch.zeros(2, 4, dtype=torch.float64))
-    # Targets 0..3 lie in the 4-token head; position t predicts token t + 1 of the same patient.
-    pairs = [(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 0, 1)]
-    logits = model.task_model(torch.stack([hidden[r, t] for r, t, _ in pairs]))
-    want = torch.nn.functional.cross_entropy(logits, torch.tensor([c for *_, c in pairs]))
-    torch.testing.assert_close(model.next_code_loss(hidden, tokens, lengths), want)
+    tokens = torch.tensor([[0, 1, 2, 3, 7], [3, 1, 0, 0, 0]])  # 7 lies outside the 4-token head
+    lengths = torch.tensor([5, 2])
+    ages = torch.arange(5, dtype=torch.float64).repeat(2, 1)
+    hidden = model(tokens, ages, torch.zeros(2, 5, dtype=torch.float64))
+
+    def cross_entropy(row, t, code):
+        return torch.nn.functional.cross_entropy(model.task_model(hidden[row, t]), torch.tensor(code))
+
+    # Position t predicts token t + 1 of the same patient; the padding and the target 7 carry no loss.
+    want = torch.stack(
+        [cross_entropy(0, 0, 1) + cross_entropy(0, 1, 2) + cross_entropy(0, 2, 3), cross_entropy(1, 0, 1)]
+    )
+    torch.testing.assert_close(model.next_code_losses(hidden, tokens, lengths), want)
 
 
 # ------------------------------------------------------------------------ checkpoints
@@ -482,6 +489,100 @@ def test_fit_is_deterministic_and_finite(tiny_events):
     np.testing.assert_array_equal(Z, again.transform(tiny_events).to_numpy())
     assert not np.allclose(Z, other.transform(tiny_events).to_numpy())
     assert len(first.loss_curve_) == 2 and first.loss_curve_[-1] < first.loss_curve_[0]
+
+
+def test_the_engine_minimises_the_mean_cross_entropy_over_a_batchs_tokens(tiny_events):
+    """A padded training batch's loss is the cross-entropy of every next code, each patient read alone."""
+    emb = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    tokens = emb._tokenize_all(emb._read_all(emb._check_frame(tiny_events, reset=False)))
+    patients = clmbr_encoder._TokenSequences([t for t in tokens if len(t.ids) >= 2], "ehr", "cpu")
+    X, n_targets = patients.batch(torch.arange(8))
+    logits, targets = [], []
+    with torch.inference_mode():
+        loss = NextCodeLoss()(NextCodePretraining("ehr", emb.model_)(**X), n_targets)
+        for t in patients.tokens[:8]:
+            ids = torch.from_numpy(t.ids)
+            hidden = emb.model_(ids[None], torch.from_numpy(t.ages)[None], torch.from_numpy(t.normed_ages)[None])[0]
+            logits.append(emb.model_.task_model(hidden[:-1]))
+            targets.append(ids[1:])
+        want = torch.nn.functional.cross_entropy(torch.cat(logits), torch.cat(targets))
+    assert len({len(t.ids) for t in patients.tokens[:8]}) > 1  # the batch is padded
+    torch.testing.assert_close(loss, want)
+
+
+def test_early_stopping_restores_the_best_epoch_on_held_out_patients(tiny_events):
+    weights, held_out = [], []  # the model's weights after each epoch, the held-out loss of each
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            weights.append({name: value.clone() for name, value in net.module_.model.state_dict().items()})
+
+        def on_train_end(self, net, **kwargs):
+            held_out.extend(net.history[:, "valid_loss"])
+
+    # A high learning rate: the held-out loss falls, then rises within a few dozen epochs.
+    emb = CLMBREmbedder(
+        **{**TINY_FIT, "max_epochs": 60}, lr=0.1, early_stopping=True, validation_fraction=0.25, n_iter_no_change=3,
+        callbacks=[Snapshot()], random_state=0,
+    ).fit(tiny_events)
+    assert emb.n_iter_ == len(held_out) == len(weights) == len(emb.loss_curve_) < 60
+    best = int(np.argmin(held_out))
+    assert held_out[-1] > held_out[best]
+    # Epochs count from 1 (0 is the initial weights); training stopped 3 epochs past the best.
+    assert emb.best_epoch_ == best + 1 == emb.n_iter_ - 3
+    fitted = emb.model_.state_dict()
+    assert all(torch.equal(value, weights[best][name]) for name, value in fitted.items())
+    assert not all(torch.equal(value, weights[-1][name]) for name, value in fitted.items())
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_fit_is_deterministic(tiny_events):
+    settings = dict(**TINY_FIT, early_stopping=True, validation_fraction=0.25, random_state=0)
+    first, again = (CLMBREmbedder(**settings).fit(tiny_events) for _ in range(2))
+    assert first.loss_curve_ == again.loss_curve_ and first.best_epoch_ == again.best_epoch_
+    np.testing.assert_array_equal(first.transform(tiny_events).to_numpy(), again.transform(tiny_events).to_numpy())
+
+
+def test_max_epochs_cutting_the_held_out_descent_warns(tiny_events):
+    with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=2 while the validation loss was still falling"):
+        CLMBREmbedder(**TINY_FIT, early_stopping=True, validation_fraction=0.25, random_state=0).fit(tiny_events)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("fraction, holds_out", [(0.1, True), (0.05, False)])
+def test_auto_early_stopping_holds_patients_out_from_a_cohort_size(tiny_events, monkeypatch, fraction, holds_out):
+    # 3 held-out patients instead of 100, so that the 40 patients here cross the threshold.
+    monkeypatch.setattr(clmbr_encoder, "MIN_VALIDATION_PATIENTS", 3)
+    held_out = []
+
+    class Record(Callback):
+        def on_train_end(self, net, **kwargs):
+            held_out.append("valid_loss" in net.history[-1])
+
+    CLMBREmbedder(**TINY_FIT, validation_fraction=fraction, callbacks=[Record()], random_state=0).fit(tiny_events)
+    assert held_out == [holds_out]
+
+
+def test_user_callbacks_are_called(tiny_events):
+    epochs = []
+
+    class Count(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            epochs.append(len(net.history))
+
+    CLMBREmbedder(**{**TINY_FIT, "max_epochs": 3}, callbacks=[Count()], random_state=0).fit(tiny_events)
+    assert epochs == [1, 2, 3]
+
+
+def test_mixed_precision_trains_under_autocast_and_keeps_float32_weights(tiny_events, monkeypatch):
+    """On a CUDA device with bfloat16 the engine autocasts the pretraining; CPU autocast runs the same path here."""
+    full = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    monkeypatch.setattr(clmbr_encoder, "transformer_precision", lambda device: torch.bfloat16)
+    mixed = CLMBREmbedder(**TINY_FIT, random_state=0).fit(tiny_events)
+    assert all(value.dtype == torch.float32 for value in mixed.model_.state_dict().values())
+    assert mixed.loss_curve_ != full.loss_curve_  # bfloat16 arithmetic
+    np.testing.assert_allclose(mixed.loss_curve_, full.loss_curve_, rtol=0.02)
+    assert mixed.transform(tiny_events).notna().all().all()
 
 
 def test_vocabulary_bins_values_per_code(tiny_events):

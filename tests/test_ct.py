@@ -24,7 +24,7 @@ from pydicom.sequence import Sequence  # noqa: E402
 
 from skfusion.encoders import _backbone, heart_slices  # noqa: E402
 from skfusion.encoders._descriptors import HU_BAND_EDGES, HU_RANGE, ImageDescriptor  # noqa: E402
-from skfusion.encoders._volumes import apply_window, read_ct_volume, select_slices  # noqa: E402
+from skfusion._volumes import apply_window, read_ct_volume, select_slices  # noqa: E402
 from skfusion.encoders.ct import CTVolumeEmbedder  # noqa: E402
 
 CT_SMALL = get_testdata_file("CT_small.dcm")

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
-from skfusion import ConcatSurvival, global_neg_partial_log_likelihood
+from skfusion import ConcatSurvival
+from skfusion.losses import global_neg_partial_log_likelihood
 from skfusion.datasets import make_multimodal_survival
 
 pytestmark = [

@@ -25,7 +25,7 @@ NOT_IN_API = {
 }
 PUBLIC_MODULES = [
     "skfusion", "skfusion.datasets", "skfusion.encoders", "skfusion.metrics", "skfusion.model_selection",
-    "skfusion.ssl",
+    "skfusion.ssl", "skfusion.losses",
 ]
 
 

@@ -121,7 +121,7 @@ def test_load_encoders_copies_and_freezes():
 
 def medfuse_reference(net, blocks):
     """Eq. 3-5 row by row: [v_ehr] or [v_ehr, phi(v_img)] through an unbatched fusion LSTM."""
-    enc_ehr, enc_img = net.encoders[net.ehr], net.encoders[net.image]
+    enc_ehr = net.encoders[net.ehr]
     ehr, img = blocks[net.ehr], blocks[net.image]
     rows = []
     for i in range(len(img["present"])):

@@ -10,9 +10,9 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from skfusion.encoders._backbone import center_crop, resize
+from skfusion._images import center_crop, resize
 from skfusion.encoders._descriptors import ImageDescriptor
-from skfusion.encoders._volumes import read_image
+from skfusion._volumes import read_image
 from skfusion.encoders.image import ImageEmbedder
 
 Image = pytest.importorskip("PIL.Image")

@@ -20,7 +20,7 @@ from skfusion import (
     UnimodalClassifier,
 )
 from skfusion._data import infer_layout, to_blocks
-from skfusion.modules.encoders import ImageEncoder, image_encoder, resnet
+from skfusion.modules.encoders import ImageEncoder, image_encoder
 
 # torchvision's resnet34 / resnet18 without their 1000-class fc layer, on 3-channel images.
 RESNET34_FEATURES = 21_284_672

@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from skfusion import ConcatClassifier, ConcatSurvival, MedFuseClassifier
-from skfusion._base import FusionNet
+from skfusion._engine import FusionNet
 from skfusion._images import ImageFiles, affine, preprocess
-from skfusion.encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize, to_backbone_input
-from skfusion.encoders._volumes import read_image
+from skfusion._images import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize, to_backbone_input
+from skfusion._volumes import read_image
 
 N_ROWS = 48
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from sksurv.util import Surv
 
 from skfusion import LateFusionClassifier, LateFusionSurvival
 from skfusion.datasets import make_multimodal_classification, make_multimodal_survival

@@ -32,7 +32,7 @@ from test_ct import ChannelMeanLinear, write_series  # noqa: E402
 
 from skfusion.encoders import CTVolumeEmbedder, ImageEmbedder  # noqa: E402
 from skfusion.encoders._cache import EmbeddingCache, cache_key, content_hash  # noqa: E402
-from skfusion.encoders._volumes import series_files  # noqa: E402
+from skfusion._volumes import series_files  # noqa: E402
 
 N_SLICES = 4  # slices per CT volume, and the batch size: one forward call per volume
 

@@ -154,6 +154,33 @@ def test_auto_widths_survive_pre_training_and_averaging():
     assert _lstm_widths(model.estimators_["ts"].network_) == _lstm_widths(model.network_) == [14]
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 6 epochs: the rows only
+def test_internal_folds_pre_train_without_their_held_out_rows(monkeypatch):
+    """Each fold's encoder is pre-trained anew on the rows it does not hold out, for the epochs chosen on all rows."""
+    from skfusion.fusion._pretraining import _EncoderPretraining
+
+    calls = []
+    pretrain = _EncoderPretraining._pretrain
+
+    def spy(self, inputs, epochs=None, kept=None):
+        fitted = pretrain(self, inputs, epochs, kept)
+        calls.append((epochs, kept, {name: model.best_epoch_ for name, model in fitted.items()}))
+        return fitted
+
+    monkeypatch.setattr(_EncoderPretraining, "_pretrain", spy)
+    X, y = _series_cohort(120, 2)  # rows 0-29 have no image; half of them are kept for fine-tuning
+    model = MedFuseClassifier(uni_modal_fraction=0.5, max_epochs=6, n_iter_no_change=2, random_state=0)
+    model.fit(X, y)
+    (first_epochs, first_kept, chosen), *fold_calls = calls
+    assert first_epochs is None and first_kept is None and len(fold_calls) == 3
+    held_out = [np.flatnonzero(~kept) for epochs, kept, _ in fold_calls]
+    assert all(epochs == chosen for epochs, _, _ in fold_calls)
+    assert sorted(np.concatenate(held_out)) == sorted(set(np.concatenate(held_out)))  # each row held out once
+    union = np.concatenate(held_out)
+    assert set(range(30, 120)) <= set(union) and np.sum(union < 30) == 15
+    assert all(33 <= len(rows) <= 37 for rows in held_out)
+
+
 def test_folds_hold_every_row_out_once_and_every_stratum_in_each():
     strata = np.r_[np.ones(7, bool), np.zeros(20, bool)]
     pairs = folds(27, strata, 0)

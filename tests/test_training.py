@@ -6,7 +6,7 @@ import torch
 from skorch.callbacks import Callback
 
 from skfusion import ConcatClassifier, ConcatSurvival
-from skfusion._base import ValidationSplit
+from skfusion._engine import ValidationSplit
 from skfusion.datasets import make_multimodal_classification, make_multimodal_survival
 
 

@@ -354,7 +354,7 @@ def test_transform_checks_the_slice_size(fitted):
 
 def test_two_dimensional_images_and_nifti_paths(tmp_path):
     nib = pytest.importorskip("nibabel")
-    from skfusion.encoders._volumes import read_ct_volume
+    from skfusion._volumes import read_ct_volume
 
     rng = np.random.default_rng(0)
     events = [_events((0, "A"), (2 + i % 3, "B"), (5, "A")) for i in range(6)]

@@ -1,5 +1,6 @@
 """Data sets: synthetic generators with a known truth and loaders for bundled real data."""
 
+from ._cohort import make_imaging_ehr_cohort
 from ._events_real import load_pbcseq_events
 from ._icu import make_icu_timeseries
 from ._paired import make_paired_image_ehr
@@ -12,11 +13,8 @@ __all__ = [
     "load_pbcseq_events",
     "load_pbcseq_timeseries",
     "make_icu_timeseries",
+    "make_imaging_ehr_cohort",
     "make_multimodal_classification",
     "make_multimodal_survival",
     "make_paired_image_ehr",
 ]
-
-from ._cohort import make_imaging_ehr_cohort  # noqa: E402
-
-__all__ += ["make_imaging_ehr_cohort"]

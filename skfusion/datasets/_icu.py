@@ -24,7 +24,7 @@ from scipy.optimize import brentq
 from scipy.special import expit, ndtr
 from sklearn.utils import Bunch, check_random_state
 
-from ..encoders.timeseries import NUMERIC_CODES
+from .._mimic import NUMERIC_CODES
 from ._checks import check_int, check_real
 
 TASKS = ("in_hospital_mortality", "phenotyping", "decompensation", "length_of_stay", "radiology")

@@ -224,11 +224,12 @@ def make_multimodal_classification(
     ----------
     n_samples : int, default=500
     n_classes : int, default=2
-    n_features, modality_names, n_informative, signal, interaction, noise, missing_rate,
-    n_external, shift, random_state
+    n_features, modality_names, n_informative, signal, interaction, noise, missing_rate, n_external, shift
         As in :func:`make_multimodal_survival`.
     return_truth : bool, default=False
         Also return the true class probabilities.
+    random_state : int, RandomState instance or None, default=None
+        As in :func:`make_multimodal_survival`.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """Encoders: scikit-learn transformers that turn raw modality columns into embeddings."""
 
 from .clmbr import CLMBREmbedder
-from ._cardiac import heart_slices
+from .._cardiac import heart_slices
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
 from .onehot import OneHotEHREncoder

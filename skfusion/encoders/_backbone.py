@@ -1,4 +1,4 @@
-"""Backbones for the image encoders: resolution, local weights, preprocessing, batched extraction.
+"""Backbones for the image encoders: resolution, local weights, batched extraction.
 
 A backbone is any ``torch.nn.Module`` mapping a ``(B, 3, H, W)`` float batch to ``(B, d)``
 embeddings, or the name of a torchvision architecture whose weights come from a local file
@@ -17,18 +17,13 @@ import contextlib
 import copy
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ._cache import cache_key, content_hash
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def resolve_device(device):
@@ -130,46 +125,6 @@ def load_state_dict(path):
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"weights {str(path)!r}: tensor {name!r} holds NaN or infinite values.")
     return state
-
-
-def resize(x, size):
-    """Resize a ``(B, C, H, W)`` batch: an int sets the shorter side (aspect kept), a pair sets (H, W).
-
-    Bilinear with antialiasing, as torchvision's ``Resize`` on tensors.
-    """
-    if size is None:
-        return x
-    h, w = x.shape[-2:]
-    if isinstance(size, Integral):
-        short, long = min(h, w), max(h, w)
-        new_long = int(size * long / short)
-        size = (size, new_long) if h <= w else (new_long, size)
-    if tuple(size) == (h, w):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-
-
-def center_crop(x, size):
-    """Crop the centre ``size`` (int for a square, or (H, W)) of a ``(B, C, H, W)`` batch."""
-    if size is None:
-        return x
-    ch, cw = (size, size) if isinstance(size, Integral) else size
-    h, w = x.shape[-2:]
-    if ch > h or cw > w:
-        raise ValueError(f"crop_size={size!r} is larger than the resized image ({h}, {w}).")
-    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
-    return x[..., top : top + ch, left : left + cw]
-
-
-def to_backbone_input(x, mean, std):
-    """Replicate grayscale to 3 channels and normalise with per-channel ``mean``/``std`` (if given)."""
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    if mean is None:
-        return x
-    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean) / std
 
 
 def run_model(model, x, amp_dtype):

@@ -23,14 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.utils import get_map_location
 
 from .._compat import _fit_context, _get_output_config
-
-
-def is_missing_cell(cell):
-    """Whether a raw cell stands for a missing modality: ``None``, a float NaN or ``pd.NA``.
-
-    ``pd.NA`` is how a pandas ``string`` column (e.g. of image paths) holds a missing cell.
-    """
-    return cell is None or cell is pd.NA or (isinstance(cell, float) and np.isnan(cell))
+from .._images import is_missing_cell
 
 
 def is_polars_frame(X):
@@ -198,7 +191,17 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         return [f"{name}__{i}" for i in range(self._embedding_dim())]
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns: the passed-through columns, then the new block."""
+        """Names of the output columns: the passed-through columns, then the new block.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Unused: the names are those seen in ``fit`` (scikit-learn's signature).
+
+        Returns
+        -------
+        ndarray of str
+        """
         check_is_fitted(self)
         passthrough = [c for c in self.feature_names_in_ if c != self.column]
         new = [self._output_name()] if self._returns_tokens() else self._block_columns()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._volumes import apply_window
+from .._volumes import apply_window
 
 #: Bumped whenever a descriptor's definition changes, so that cached entries are not reused.
 DESCRIPTOR_VERSION = 1

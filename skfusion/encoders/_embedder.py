@@ -19,20 +19,13 @@ from sklearn.utils import gen_even_slices
 from sklearn.utils.parallel import Parallel, delayed
 
 from .._compat import Interval
+from .._images import to_backbone_input
+from .._volumes import series_files
 from ..modules.encoders import first_convolution
-from ._backbone import (
-    autocast_dtype,
-    check_finite_embeddings,
-    extract_tokens,
-    load_backbone,
-    resolve_device,
-    run_model,
-    to_backbone_input,
-)
+from ._backbone import autocast_dtype, check_finite_embeddings, extract_tokens, load_backbone, resolve_device, run_model
 from ._base import BaseColumnEncoder
 from ._cache import EmbeddingCache, fingerprint_of, module_fingerprint
 from ._descriptors import DESCRIPTOR_VERSION
-from ._volumes import series_files
 
 
 def check_size(value, name):

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ._base import is_missing_cell, is_polars_frame
+from .._images import is_missing_cell
+from ._base import is_polars_frame
 
 EVENT_COLUMNS = ("time", "code", "numeric_value")
 # Every column some reader takes from an event frame: none may appear twice.

@@ -17,13 +17,16 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from .._compat import Interval, StrOptions
+from .._engine import BalancedBatches, ValidationSplit, draw_seed, make_net, seeded, transformer_precision
+from .._training import EpochSelection, warn_if_cut_short
 from ..modules.clmbr import (
     DICTIONARY_FILE,
     CLMBRModel,
+    NextCodeLoss,
+    NextCodePretraining,
     complete_config,
     init_clmbr_weights,
     last_states,
@@ -42,6 +45,9 @@ MAX_AGE_DAYS = 1000 * 365.25
 MAX_NORMED_AGE = float(np.sqrt(np.finfo(np.float16).max))
 # Resolution of the training-value distribution each code's last value is placed on.
 N_VALUE_QUANTILES = 101
+# early_stopping="auto" holds patients out from this many on: the fusion estimators' threshold
+# (100 held-out events, or rows of the rarest class), counted in patients.
+MIN_VALIDATION_PATIENTS = 100
 # Fields femr's tokenizer reads from each kind of vocabulary entry (flat, hierarchical).
 VOCAB_FIELDS = {
     "code": (("code_string",), ("code_string",)),
@@ -258,17 +264,39 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     n_value_bins : int, default=10
         Quantile bins per code for numeric values (fewer when values repeat).
     max_epochs : int, default=20
-        Passes over the training patients.
+        Most passes over the training patients (those with two tokens or more: a single
+        token predicts nothing). 0 keeps the initial weights.
     batch_size : int, default=32
         Patients per batch, in fitting and in ``transform``.
     lr : float, default=1e-3
         Adam learning rate.
+    early_stopping : bool or "auto", default="auto"
+        How the number of epochs is chosen. ``True``: hold out ``validation_fraction`` of
+        the training patients, record their next-code loss (the mean over all their tokens)
+        before training and after each epoch, stop when it has not improved for
+        ``n_iter_no_change`` epochs and restore the best epoch (0: the initial weights).
+        ``"auto"`` does so when that share would hold at least 100 patients (the fusion
+        estimators' threshold of 100 held-out events); below that, every patient is trained
+        on. ``False``: train ``max_epochs`` epochs on every patient.
+    validation_fraction : float, default=0.1
+        Share of the training patients held out when ``early_stopping=True`` (or ``"auto"``
+        on a cohort of 1,000 patients or more at the default share).
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs without a better held-out loss
+        (scikit-learn's ``MLPClassifier`` default).
+    callbacks : list of skorch callbacks, default=None
+        Extra skorch callbacks (e.g. ``skorch.callbacks.Checkpoint``), as ``(name, callback)``
+        tuples or callback objects. Their ``net.module_`` is the pretraining network: the
+        CLMBR model (``net.module_.model``) fed batches of token sequences.
     device : str, default="auto"
-        Torch device; "auto" takes CUDA when available.
+        Torch device; "auto" takes CUDA when available. On a CUDA device that supports it,
+        the pretraining runs under bfloat16 autocast (float32 weights); ``transform`` runs
+        in float32.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initial weights and the batch order.
+        Seeds the initial weights, the batch order and the held-out patients; the same
+        value gives the same model on the same device.
     verbose : int, default=0
-        Print the mean training loss of each epoch when positive.
+        Print the training log each epoch when positive.
 
     Attributes
     ----------
@@ -278,11 +306,15 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         The vocabulary in femr's ``dictionary.msgpack`` form.
     device_ : torch.device
     loss_curve_ : list of float
-        Mean next-code loss of each epoch (empty for a pretrained model).
+        Training next-code loss of each epoch: the mean of its batches' losses (each the
+        mean over the batch's tokens), weighted by their patients. Empty for a pretrained
+        model or ``max_epochs=0``.
     n_iter_ : int
-        Epochs trained (``max_epochs``; 0 for a pretrained model).
+        Epochs trained: ``max_epochs``, fewer when early stopping ended training (0 for a
+        pretrained model).
     best_epoch_ : int
-        The epoch whose weights the model has: the last one.
+        The epoch whose weights the model has: with patients held out, the one of lowest
+        held-out loss (0: the initial weights); otherwise the last, ``n_iter_``.
     summary_codes_ : list of str
         Codes of the summary block, in column order (empty without ``code_summary``).
     value_quantiles_ : dict of str to ndarray
@@ -353,6 +385,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "callbacks": [list, None],
         "device": [str],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -379,6 +415,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         max_epochs=20,
         batch_size=32,
         lr=1e-3,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        callbacks=None,
         device="auto",
         random_state=None,
         verbose=0,
@@ -401,6 +441,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.callbacks = callbacks
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -408,12 +452,12 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     # ----------------------------------------------------------------- fit
     def _fit_cells(self, cells, y):
         self.device_ = self._resolve_device()
-        self.loss_curve_ = []
         summarize = self.code_summary is True or (self.code_summary == "auto" and self.pretrained is None)
         self._fit_warned_no_birth = False
         events = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else []
         self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_count)
         if self.pretrained is not None:
+            self.loss_curve_ = []
             self.n_iter_ = self.best_epoch_ = 0
             self.model_ = load_femr_checkpoint(self.pretrained).to(self.device_)
             self.dictionary_ = self._read_dictionary()
@@ -475,36 +519,55 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         return complete_config(config, "CLMBREmbedder")
 
     def _pretrain(self, tokens):
-        rng = check_random_state(self.random_state)
-        generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-        with torch.random.fork_rng(devices=[]):
-            model = CLMBRModel(self._model_config(), clmbr_vocab_size=len(self.dictionary_["vocab"]))
-        init_clmbr_weights(model, generator)
-        model.to(self.device_).train()
-        trainable = np.array([i for i, t in enumerate(tokens) if len(t.ids) >= 2])
-        if not len(trainable):
+        """The model pretrained with the next-code objective through the training engine."""
+        patients = _TokenSequences([t for t in tokens if len(t.ids) >= 2], self.column, self.device_)
+        if not len(patients):
             raise ValueError(f"CLMBREmbedder: no patient of column {self.column!r} has two tokens to learn from.")
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
-        steps = max(1, -(-len(trainable) // self.batch_size))
-        for epoch in range(self.max_epochs):
-            losses = []
-            for batch in np.array_split(rng.permutation(trainable), steps):
-                inputs, lengths = self._collate([tokens[i] for i in batch])
-                loss = model.next_code_loss(model(**inputs), inputs["tokens"], lengths)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                if not np.isfinite(losses[-1]):
-                    raise ValueError(
-                        f"CLMBREmbedder: the next-code loss became {losses[-1]} in epoch {epoch + 1}; "
-                        f"training diverged: lower lr (now {self.lr:g})."
-                    )
-            self.loss_curve_.append(float(np.mean(losses)))
-            if self.verbose:
-                print(f"CLMBREmbedder epoch {epoch + 1}/{self.max_epochs}: next-code loss {self.loss_curve_[-1]:.4f}")
-        self.n_iter_ = self.best_epoch_ = len(self.loss_curve_)
+        seed = draw_seed(self.random_state)
+        with seeded(seed, self.device_):
+            model = CLMBRModel(self._model_config(), clmbr_vocab_size=len(self.dictionary_["vocab"]))
+        init_clmbr_weights(model, torch.Generator().manual_seed(seed))
+        model.to(self.device_)
+        self.loss_curve_, self.n_iter_, self.best_epoch_ = [], 0, 0
+        if self.max_epochs:
+            self._train(NextCodePretraining(self.column, model), patients, seed)
         return model.eval()
+
+    def _train(self, module, patients, seed):
+        """Train ``module`` on ``patients`` with ``make_net``, the epoch chosen on held-out patients or not."""
+        callbacks, selection = list(self.callbacks or []), None
+        if self._holds_out(len(patients)):
+            patients, valid = ValidationSplit(self.validation_fraction, seed)(patients)
+            selection = EpochSelection(valid, self.n_iter_no_change)
+            callbacks.append(("epoch_selection", selection))
+        with seeded(seed, self.device_):
+            net = make_net(
+                module,
+                NextCodeLoss(),
+                device=self.device_,
+                batch_size=self.batch_size,
+                seed=seed,
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                iterator=BalancedBatches,
+                callbacks=callbacks,
+                verbose=self.verbose,
+                amp_dtype=transformer_precision(self.device_),
+            )
+            net.fit(patients, None)
+        self.loss_curve_ = [float(loss) for loss in net.history[:, "train_loss"]]
+        self.n_iter_ = len(net.history)
+        self.best_epoch_ = self.n_iter_ if selection is None else selection.best_epoch_
+        if selection is not None:
+            # Without held-out patients nothing warns: the next-code loss of a small model
+            # falls for hundreds of epochs, a warning on it would come with every default fit.
+            warn_if_cut_short(self, [], [selection], self.max_epochs, self.n_iter_no_change)
+
+    def _holds_out(self, n_patients):
+        """Whether the epoch is chosen on held-out patients (``early_stopping``; "auto": from 100 held out)."""
+        if self.early_stopping == "auto":
+            return n_patients * self.validation_fraction >= MIN_VALIDATION_PATIENTS
+        return self.early_stopping
 
     # ----------------------------------------------------------- transform
     def _embedding_dim(self):
@@ -612,31 +675,77 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def _collate(self, tokens):
         """Right-padded batch tensors on ``device_`` and the true lengths."""
-        lengths = np.array([len(t.ids) for t in tokens])
-        n, width = len(tokens), max(1, lengths.max())
-        hierarchical = tokens[0].weights is not None
-        bag = max(t.ids.shape[1] for t in tokens) if hierarchical else None
-        ids = np.zeros((n, width, bag) if hierarchical else (n, width), dtype=np.int64)
-        weights = np.zeros((n, width, bag), dtype=np.float32) if hierarchical else None
-        ages = np.zeros((n, width), dtype=np.float32)
-        normed = np.zeros((n, width), dtype=np.float16)
-        for row, t in enumerate(tokens):
-            k = len(t.ids)
-            if hierarchical:
-                ids[row, :k, : t.ids.shape[1]] = t.ids
-                weights[row, :k, : t.ids.shape[1]] = t.weights
-            else:
-                ids[row, :k] = t.ids
-            ages[row, :k] = t.ages
-            normed[row, :k] = t.normed_ages
-        device = self.device_
-        inputs = {
-            "tokens": torch.from_numpy(ids).to(device),
-            "ages": torch.from_numpy(ages).to(device),
-            "normed_ages": torch.from_numpy(normed).to(device),
-            "token_weights": None if weights is None else torch.from_numpy(weights).to(device),
-        }
-        return inputs, torch.from_numpy(lengths).to(device)
+        return _collate(tokens, self.device_)
+
+
+def _collate(tokens, device):
+    """Right-padded batch tensors of ``tokens`` on ``device`` and the true lengths."""
+    lengths = np.array([len(t.ids) for t in tokens])
+    n, width = len(tokens), max(1, lengths.max())
+    hierarchical = tokens[0].weights is not None
+    bag = max(t.ids.shape[1] for t in tokens) if hierarchical else None
+    ids = np.zeros((n, width, bag) if hierarchical else (n, width), dtype=np.int64)
+    weights = np.zeros((n, width, bag), dtype=np.float32) if hierarchical else None
+    ages = np.zeros((n, width), dtype=np.float32)
+    normed = np.zeros((n, width), dtype=np.float16)
+    for row, t in enumerate(tokens):
+        k = len(t.ids)
+        if hierarchical:
+            ids[row, :k, : t.ids.shape[1]] = t.ids
+            weights[row, :k, : t.ids.shape[1]] = t.weights
+        else:
+            ids[row, :k] = t.ids
+        ages[row, :k] = t.ages
+        normed[row, :k] = t.normed_ages
+    inputs = {
+        "tokens": torch.from_numpy(ids).to(device),
+        "ages": torch.from_numpy(ages).to(device),
+        "normed_ages": torch.from_numpy(normed).to(device),
+        "token_weights": None if weights is None else torch.from_numpy(weights).to(device),
+    }
+    return inputs, torch.from_numpy(lengths).to(device)
+
+
+class _TokenSequences(torch.utils.data.Dataset):
+    """Patients' token sequences as the training engine iterates over them, batched by index.
+
+    A batch (:meth:`batch`, gathered by :class:`~skfusion._engine.BatchIterator`) is
+    ``({name: block}, n_targets)``: the block holds :func:`_collate`'s right-padded inputs,
+    the true ``lengths`` and the ``present`` flags by which the engine counts the batch's
+    patients; ``n_targets`` is each patient's number of next-code targets, every token but
+    the first (the head covers the whole vocabulary fitted here). ``subset`` gives a view on
+    some patients (the held-out split).
+    """
+
+    files = {}  # no column of image files to read per batch
+
+    def __init__(self, tokens, name, device, indices=None):
+        self.tokens = tokens
+        self.name = name
+        self.device = torch.device(device)
+        self.indices = np.arange(len(tokens)) if indices is None else indices
+        self.targets = torch.tensor([len(t.ids) - 1 for t in tokens], dtype=torch.float32)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.batch(torch.as_tensor([i]))
+
+    def subset(self, positions):
+        """The patients at ``positions`` (relative to this dataset)."""
+        return _TokenSequences(self.tokens, self.name, self.device, self.indices[np.asarray(positions)])
+
+    def target_values(self):
+        """Each patient's number of next-code targets, on the CPU."""
+        return self.targets[self.indices]
+
+    def batch(self, positions):
+        """The patients at ``positions``: ``({name: block}, n_targets)`` on the device."""
+        rows = self.indices[positions.cpu().numpy()]
+        inputs, lengths = _collate([self.tokens[i] for i in rows], self.device)
+        present = torch.ones(len(rows), dtype=torch.bool, device=self.device)
+        return {self.name: {**inputs, "lengths": lengths, "present": present}}, self.targets[rows].to(self.device)
 
 
 def _tokenize_patient(events, vocabulary, max_length):

@@ -5,12 +5,12 @@ from numbers import Integral, Real
 import numpy as np
 
 from .._compat import Interval, StrOptions
-from ._backbone import IMAGENET_MEAN, IMAGENET_STD, resize
+from .._images import IMAGENET_MEAN, IMAGENET_STD, resize
 from ._cache import callable_fingerprint
-from ._cardiac import HEART_SLICES_VERSION
+from .._cardiac import HEART_SLICES_VERSION
 from ._descriptors import CTSliceDescriptor
 from ._embedder import SliceEmbedder, as_size, check_size
-from ._volumes import apply_window, read_ct_volume, resolve_window, select_slices
+from .._volumes import apply_window, read_ct_volume, resolve_window, select_slices
 
 
 class CTVolumeEmbedder(SliceEmbedder):
@@ -70,11 +70,13 @@ class CTVolumeEmbedder(SliceEmbedder):
     input_size : None, int or tuple of (int, int), default=None
         Resize each slice before the backbone (bilinear, antialiased): an int sets the
         shorter side, a pair sets (height, width); None keeps the native size.
-    mean, std : tuple of float or None, default=ImageNet's
-        Per-channel normalisation ``(x - mean) / std`` of the backbone input (1 or 3
-        values); both None to skip. ``(0.485, 0.456, 0.406)`` and ``(0.229, 0.224,
-        0.225)`` by default, as MedImageInsight and torchvision models expect. Not used by
-        the descriptor.
+    mean : tuple of float or None, default=(0.485, 0.456, 0.406)
+        Per-channel means of the normalisation ``(x - mean) / std`` of the backbone input
+        (1 or 3 values; ImageNet's by default, as MedImageInsight and torchvision models
+        expect); ``mean`` and ``std`` both None to skip it.
+    std : tuple of float or None, default=(0.229, 0.224, 0.225)
+        Per-channel standard deviations of that normalisation (ImageNet's by default).
+        Neither is used by the descriptor.
     pool : {"mean"} or None, default="mean"
         ``"mean"`` averages the slice embeddings (the z-average of Zhang et al., 2026) into
         ``"{output}__{i}"`` columns; None returns one object column ``"{output}"``

@@ -5,10 +5,10 @@ from numbers import Integral
 import numpy as np
 
 from .._compat import Interval
-from ._backbone import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
+from .._images import IMAGENET_MEAN, IMAGENET_STD, center_crop, resize
 from ._descriptors import ImageDescriptor
 from ._embedder import SliceEmbedder, as_size, check_size
-from ._volumes import read_image
+from .._volumes import read_image
 
 
 class ImageEmbedder(SliceEmbedder):
@@ -58,9 +58,12 @@ class ImageEmbedder(SliceEmbedder):
         Centre crop after resizing (square for an int); None skips it. Without a crop
         (or a resize to a pair), images of different sizes go through the backbone in
         separate batches.
-    mean, std : tuple of float or None, default=ImageNet's
-        Per-channel normalisation ``(x - mean) / std`` of the backbone input (1 or 3
-        values); both None to skip. Not used by the descriptor.
+    mean : tuple of float or None, default=(0.485, 0.456, 0.406)
+        Per-channel means of the normalisation ``(x - mean) / std`` of the backbone input
+        (1 or 3 values; ImageNet's by default); ``mean`` and ``std`` both None to skip it.
+    std : tuple of float or None, default=(0.229, 0.224, 0.225)
+        Per-channel standard deviations of that normalisation (ImageNet's by default).
+        Neither is used by the descriptor.
     batch_size : int, default=32
         Images per forward pass.
     device : str, default="auto"

@@ -14,6 +14,7 @@ rows of ``X`` through cross-validation splits and pipelines, and ``clone`` copie
 """
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,8 @@ from torch import nn
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context, check_sample_weight
-from .._data import infer_layout, take_rows
+from .._data import fit_standardization, infer_layout, standardize_blocks, take_block_rows, take_rows
+from .._engine import draw_seed
 from .._images import IMAGE_FILE_CONSTRAINTS
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
@@ -128,6 +130,17 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
     def _infer_layout(self, X):
         return infer_layout(X, [self.modality], self.modality_dims)
 
+    def _fit_read(self, spec, blocks, y, sample_weight):
+        """``fit`` on ``blocks``: the modality ``spec`` as the fusion estimator that pre-trains it read it from ``X``.
+
+        ``X`` is not read again; the features are standardized over the rows of ``blocks``,
+        as ``fit`` on those rows of ``X`` would.
+        """
+        self.layout_ = (spec,)
+        self.standardization_ = fit_standardization(blocks) if self.standardize else {}
+        standardize_blocks(blocks, self.standardization_)
+        return self._fit_blocks(None, y, sample_weight, blocks)
+
     def _build_module(self, n_outputs):
         return EncoderHead(self.modality, self.encoder(self.layout_[0]), n_outputs)
 
@@ -223,42 +236,55 @@ class _EncoderPretraining:
             raise ValueError("freeze_encoders=True needs pretrain_encoders=True: there is nothing to freeze.")
         if self.pretrain_targets and not self.pretrain_encoders:
             raise ValueError("pretrain_targets needs pretrain_encoders=True: there is no pre-training to target.")
-        self._pretrained = {}
+        self._pretrained, self._pretraining = {}, None
         try:
-            if self.pretrain_encoders or self._selects_rows():
-                X, y, sample_weight = self._first_stage(X, y, sample_weight)
             return super().fit(X, y, sample_weight=sample_weight)
         finally:
-            del self._pretrained
+            del self._pretrained, self._pretraining
 
-    def _first_stage(self, X, y, sample_weight):
-        """Validate, pre-train the encoders and return the rows of ``(X, y, sample_weight)`` kept for fine-tuning."""
-        blocks, n_samples = self._blocks(X, reset=True)
-        targets = self._encode_target(y, n_samples, sample_weight)
-        weight = check_sample_weight(sample_weight, n_samples)
+    def _before_training(self, X, y, sample_weight, blocks, targets):
+        """Pre-train the encoders (``pretrain_encoders=True``); the rows kept for fine-tuning (``None``: all)."""
+        if not (self.pretrain_encoders or self._selects_rows()):
+            return None
+        weight = check_sample_weight(sample_weight, len(targets))
         rng = check_random_state(self.random_state)
         if self.pretrain_encoders:
-            self._pretrained = self._pretrain(X, y, blocks, rng, targets[:, -1].numpy(), weight)
+            seeds = {
+                spec.name: draw_seed(rng)
+                for spec in self.layout_
+                if has_parameters(self._make_encoder(spec))
+            }
+            inputs = (X, y, blocks, targets[:, -1].numpy(), weight, seeds)
+            fitted = self._pretrain(inputs)
+            self._pretrained = {name: model.network_.encoder.state_dict() for name, model in fitted.items()}
+            epochs = {name: model.best_epoch_ for name, model in fitted.items()}
         rows = self._fine_tuning_rows(blocks, rng)
-        return take_rows(X, rows), take_rows(y, rows), take_rows(weight, rows)
+        if self.pretrain_encoders:
+            self._pretraining = (inputs, epochs, rows)
+        return rows
 
-    def _pretrain(self, X, y, blocks, rng, task_weight, sample_weight):
-        """``{name: state_dict}`` of every encoder with parameters, trained alone on its present rows.
+    def _pretrain(self, inputs, epochs=None, kept=None):
+        """``{name: fitted pre-training model}`` of every encoder with parameters, trained alone on its present rows.
 
-        On the task's ``y`` with ``task_weight`` (the rows' weights times the class weights),
-        or on the modality's ``pretrain_targets`` labels (as a classifier) on the rows that
-        have them, with ``sample_weight``.
+        ``inputs`` is ``(X, y, blocks, task_weight, sample_weight, seeds)``: each encoder
+        trains on the task's ``y`` with ``task_weight`` (the rows' weights times the class
+        weights), or on its modality's ``pretrain_targets`` labels (as a classifier) on the
+        rows that have them with ``sample_weight``, from its seed. With ``epochs`` (``{name:
+        epochs}``), each trains that many epochs without validation, on the rows of the mask
+        ``kept`` only; an encoder given 0 epochs is left out (it starts untrained).
         """
+        X, y, blocks, task_weight, sample_weight, seeds = inputs
         targets = self._pretrain_labels(X)
-        X = self._without_labels(X)
         survival = isinstance(self, SurvivalMixin)
         settings = {key: getattr(self, key) for key in _SHARED_SETTINGS}
         task_settings = {"loss": self.loss, "n_durations": self.n_durations} if survival else {}
-        states = {}
+        fitted = {}
         for spec in self.layout_:
-            if not has_parameters(self._make_encoder(spec)):
+            if spec.name not in seeds or (epochs is not None and not epochs[spec.name]):
                 continue
             present = blocks[spec.name]["present"].numpy()
+            if kept is not None:
+                present = present & kept
             if spec.name in targets:
                 target, labelled = targets[spec.name]
                 pretrainer, kwargs, weight = _ClassifierPretrainer, settings, sample_weight
@@ -267,19 +293,48 @@ class _EncoderPretraining:
                 target, weight = y, task_weight
                 pretrainer = _SurvivalPretrainer if survival else _ClassifierPretrainer
                 kwargs = {**settings, **task_settings}
+            if epochs is not None:
+                kwargs = {**kwargs, "max_epochs": epochs[spec.name], "early_stopping": False}
             rows = None if present.all() else np.flatnonzero(present)
-            seed = int(rng.randint(np.iinfo(np.int32).max))
-            fitted = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seed, **kwargs)
+            model = pretrainer(modality=spec.name, encoder=self._make_encoder, random_state=seeds[spec.name], **kwargs)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                fitted.fit(take_rows(X, rows), take_rows(target, rows), sample_weight=take_rows(weight, rows))
-            for warning in caught:
-                # The user knows the estimator, not its private first stage: name them both.
-                stage = f"{type(self).__name__}'s pre-training of {spec.name!r}"
-                message = str(warning.message).replace(type(fitted).__name__, stage)
-                warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno)
-            states[spec.name] = fitted.network_.encoder.state_dict()
-        return states
+                model._fit_read(
+                    spec, take_block_rows({spec.name: blocks[spec.name]}, rows), take_rows(target, rows),
+                    take_rows(weight, rows),
+                )
+            if epochs is None:
+                # A repeat for given epochs warns of nothing the first fit has not said.
+                for warning in caught:
+                    # The user knows the estimator, not its private first stage: name them both.
+                    stage = f"{type(self).__name__}'s pre-training of {spec.name!r}"
+                    message = str(warning.message).replace(type(model).__name__, stage)
+                    warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno)
+            fitted[spec.name] = model
+        return fitted
+
+    @contextmanager
+    def _fold_encoders(self, valid):
+        """Inside the block, the encoders are pre-trained without the internal fold's held-out rows ``valid``.
+
+        An encoder pre-trained on all rows has seen the rows that choose the number of
+        epochs, and a fold's validation curve would reward fitting them: each fold pre-trains
+        its own, on the other rows, for the epochs the pre-training on all rows chose (the
+        folds' linear start does the same, :meth:`~skfusion._base.BaseFusion._fold_runs`).
+        """
+        if not self._pretrained:
+            yield
+            return
+        inputs, epochs, rows = self._pretraining
+        kept = np.ones(len(inputs[3]), dtype=bool)
+        kept[valid if rows is None else rows[valid]] = False
+        all_rows = self._pretrained
+        fitted = self._pretrain(inputs, epochs, kept)
+        self._pretrained = {name: model.network_.encoder.state_dict() for name, model in fitted.items()}
+        try:
+            yield
+        finally:
+            self._pretrained = all_rows
 
     def _encoders(self, specs):
         """Fresh encoders for ``specs``, loaded with the pre-trained weights (and frozen) if any."""

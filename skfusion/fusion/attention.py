@@ -11,7 +11,7 @@ from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions
 from .._data import ModalityDataset, require_present
-from .._docstrings import DOCS
+from .._docstrings import CLASSIFIER_WEIGHT_DECAY, TRAINING, fill_doc, parameters
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.attention import CoAttentionFusion, CrossAttentionFusion
@@ -224,18 +224,15 @@ _ATTENTION_DOCS = {
         The modality that guided the fit: ``guide``, or the one ``guide="auto"`` chose.""",
     # The attention classifiers keep batches of 256: with the more frequent steps of
     # batch_size="auto" they grow over-confident on small data (benchmarks/results/classifiers.md).
-    "classifier_training": DOCS["classifier_training"].replace(
-        'batch_size : int or "auto", default="auto"', 'batch_size : int or "auto", default=256'
+    "classifier_training": parameters(
+        TRAINING,
+        weight_decay=CLASSIFIER_WEIGHT_DECAY,
+        batch_size=TRAINING["batch_size"].replace('default="auto"', "default=256"),
     ),
 }
 
 
-def _fill_doc(obj):
-    obj.__doc__ = obj.__doc__.format(**{**DOCS, **_ATTENTION_DOCS})
-    return obj
-
-
-@_fill_doc
+@fill_doc(**_ATTENTION_DOCS)
 class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
     """Bidirectional cross-attention fusion for survival (time-to-event).
 
@@ -331,7 +328,7 @@ class CrossAttentionSurvival(SurvivalMixin, _CrossAttention):
         self.modality_dims = modality_dims
 
 
-@_fill_doc
+@fill_doc(**_ATTENTION_DOCS)
 class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
     """Bidirectional cross-attention fusion for classification.
 
@@ -424,7 +421,7 @@ class CrossAttentionClassifier(ClassifierHeadMixin, _CrossAttention):
         self.class_weight = class_weight
 
 
-@_fill_doc
+@fill_doc(**_ATTENTION_DOCS)
 class CoAttentionSurvival(SurvivalMixin, _CoAttention):
     """Co-attention fusion for survival (time-to-event): one modality guides attention over the other.
 
@@ -527,7 +524,7 @@ class CoAttentionSurvival(SurvivalMixin, _CoAttention):
         self.modality_dims = modality_dims
 
 
-@_fill_doc
+@fill_doc(**_ATTENTION_DOCS)
 class CoAttentionClassifier(ClassifierHeadMixin, _CoAttention):
     """Co-attention fusion for classification: one modality guides attention over the other.
 

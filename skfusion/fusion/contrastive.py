@@ -4,25 +4,17 @@ import copy
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.utils import check_random_state
 
-from .._base import BaseFusion, BatchIterator, FusionNet, resolve_batch_size, resolve_device, seeded
+from .._base import BaseFusion
+from .._engine import AlignmentNet, draw_seed, make_net, resolve_batch_size, resolve_device, seeded
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset, require_present
-from .._docstrings import DOCS
+from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
 from ..modules._blocks import default_hidden_dims
 from ..modules.contrastive import AlignmentLoss, ContrastiveFusion, ContrastiveProjections
 from .attention import require_modalities
-
-
-class AlignmentNet(FusionNet):
-    """The step-1 network: its loss reads the projections only (the pairing is the target)."""
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        return self.criterion_(y_pred)
 
 
 class _Contrastive(BaseFusion):
@@ -66,11 +58,11 @@ class _Contrastive(BaseFusion):
         -------
         self : object
         """
-        blocks, n_samples = self._blocks(X, reset=True)
-        # Check y and the weights before spending the alignment epochs; step 2 encodes them again.
-        self._encode_target(y, n_samples, sample_weight)
-        self.alignment_net_ = self._align(blocks)
         return super().fit(X, y, sample_weight=sample_weight)
+
+    def _before_training(self, X, y, sample_weight, blocks, targets):
+        self.alignment_net_ = self._align(blocks)
+        return None
 
     def _align(self, blocks):
         """Step 1: the projections trained with the contrastive loss on the complete rows."""
@@ -82,29 +74,26 @@ class _Contrastive(BaseFusion):
             )
         device = resolve_device(self.device)
         dataset = ModalityDataset(blocks, device=device).subset(complete)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = draw_seed(self.random_state)
         with seeded(seed, device):
-            net = AlignmentNet(
-                module=ContrastiveProjections(
+            net = make_net(
+                ContrastiveProjections(
                     {spec.name: spec.dim for spec in self.layout_},
                     self.projection_dim,
                     self.temperature,
                     self.learn_temperature,
                 ),
-                criterion=AlignmentLoss(),
-                optimizer=torch.optim.Adam,
-                optimizer__weight_decay=self.weight_decay,
-                # CLIP leaves its logit scale out of the weight decay.
-                optimizer__param_groups=[("log_scale", {"weight_decay": 0.0})],
-                lr=self.lr,
-                max_epochs=self.alignment_epochs,
-                batch_size=resolve_batch_size(self.batch_size, len(complete)),
-                iterator_train=BatchIterator,
-                iterator_train__shuffle=True,
-                iterator_train__seed=seed,
-                train_split=None,
+                AlignmentLoss(),
                 device=device,
+                batch_size=resolve_batch_size(self.batch_size, len(complete)),
+                seed=seed,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                # CLIP leaves its logit scale out of the weight decay.
+                param_groups=[("log_scale", {"weight_decay": 0.0})],
+                max_epochs=self.alignment_epochs,
                 verbose=self.verbose,
+                net_class=AlignmentNet,
             )
             net.fit(dataset, None)
         return net
@@ -168,12 +157,7 @@ _CONTRASTIVE_DOCS = {
 }
 
 
-def _fill_doc(obj):
-    obj.__doc__ = obj.__doc__.format(**DOCS, **_CONTRASTIVE_DOCS)
-    return obj
-
-
-@_fill_doc
+@fill_doc(**_CONTRASTIVE_DOCS)
 class ContrastiveSurvival(SurvivalMixin, _Contrastive):
     """Contrastive alignment fusion for survival (time-to-event): CLIP-style pre-alignment, then the survival head.
 
@@ -271,7 +255,7 @@ class ContrastiveSurvival(SurvivalMixin, _Contrastive):
         self.modality_dims = modality_dims
 
 
-@_fill_doc
+@fill_doc(**_CONTRASTIVE_DOCS)
 class ContrastiveClassifier(ClassifierHeadMixin, _Contrastive):
     """Contrastive alignment fusion for classification: CLIP-style pre-alignment, then the classification head.
 

@@ -6,7 +6,8 @@ from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions
 from .._survival import SurvivalMixin
 from ..modules.daft import DAFTNet
-from .medfuse import _PairedEhrImage, fill_family_doc
+from .._docstrings import fill_doc
+from .medfuse import FAMILY_DOCS, _PairedEhrImage, family_encoders
 
 
 class _DAFT(_PairedEhrImage):
@@ -36,7 +37,8 @@ class _DAFT(_PairedEhrImage):
 
 
 _DAFT_DOC = {
-    "pretrain_default": False,
+    **FAMILY_DOCS,
+    "encoders": family_encoders(False),
     "daft_notes": """A bottleneck MLP (no biases) reads the squeezed features of the transformed modality
     next to the conditioning vector and emits a per-channel scale :math:`\\alpha` and shift
     :math:`\\beta`; the features become :math:`\\alpha \\odot h + \\beta`. With
@@ -58,7 +60,7 @@ _DAFT_DOC = {
 }
 
 
-@fill_family_doc(**_DAFT_DOC)
+@fill_doc(**_DAFT_DOC)
 class DAFTSurvival(SurvivalMixin, _DAFT):
     """DAFT for survival (time-to-event): an affine transform of one modality's features conditioned on the other.
 
@@ -176,7 +178,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.modality_dims = modality_dims
 
 
-@fill_family_doc(**_DAFT_DOC)
+@fill_doc(**_DAFT_DOC)
 class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     """DAFT for classification: an affine transform of one modality's features conditioned on the other.
 

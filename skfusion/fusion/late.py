@@ -10,7 +10,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 
-from .._base import BaseFusion, BatchIterator, FusionNet, TaskLoss, resolve_batch_size, resolve_device
+from .._base import BaseFusion
+from .._engine import TaskLoss, draw_seed, make_net, resolve_batch_size, resolve_device
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
 from .._data import ModalityDataset, require_any_present, take_rows
@@ -40,16 +41,6 @@ _CLASSIFIER_AVERAGE = """Classification: the predicted probabilities, MedMod's
         :math:`\\hat y = \\frac{1}{M} \\sum_m \\hat y_m` (softmax probabilities of binary and
         multi-class targets, per-label sigmoids of multi-label ones); ``predict_proba`` returns
         that mean."""
-
-
-def _fill_mode(average):
-    """Fill the ``{mode}`` field (``{{mode}}`` for :func:`fill_doc`) with the task's averaging rule."""
-
-    def decorate(cls):
-        cls.__doc__ = cls.__doc__.replace("{mode}", _MODE_DOC + average)
-        return cls
-
-    return decorate
 
 
 class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
@@ -133,7 +124,7 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
         for spec in self.layout_:
             present = blocks[spec.name]["present"].numpy()
             rows = None if present.all() else np.flatnonzero(present)
-            seed = int(rng.randint(np.iinfo(np.int32).max))
+            seed = draw_seed(rng)
             own = {m: label for m, label in (self.pretrain_targets or {}).items() if m == spec.name}
             # The averaging network is the unimodal networks side by side: it has no linear start.
             model = clone(self).set_params(
@@ -177,19 +168,13 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             for name, offset in offsets.items():
                 module.heads[name][-1].bias.data -= module.heads[name][-1].bias.new_tensor(offset)
         device = resolve_device(self.device)
-        net = FusionNet(
-            module=module,
-            criterion=TaskLoss(self._loss_function()),
-            iterator_valid=BatchIterator,
-            batch_size=resolve_batch_size(self.batch_size, n_samples),
-            device=device,
-        ).initialize()
+        batch_size = resolve_batch_size(self.batch_size, n_samples)
+        net = make_net(module, TaskLoss(self._loss_function()), device=device, batch_size=batch_size).initialize()
         net.module_.eval()
         return net
 
 
-@_fill_mode(_SURVIVAL_AVERAGE)
-@fill_doc
+@fill_doc(mode=_MODE_DOC + _SURVIVAL_AVERAGE)
 class LateFusionSurvival(SurvivalMixin, _Late):
     """Late fusion for survival (time-to-event): one MLP per modality, outputs averaged over the modalities present.
 
@@ -202,7 +187,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
     {modalities}
     {sequence_encoder}
     {pretraining}
-    {{mode}}
+    {mode}
     {survival_task}
     {training}
     {modality_dims}
@@ -301,8 +286,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.modality_dims = modality_dims
 
 
-@_fill_mode(_CLASSIFIER_AVERAGE)
-@fill_doc
+@fill_doc(mode=_MODE_DOC + _CLASSIFIER_AVERAGE)
 class LateFusionClassifier(ClassifierHeadMixin, _Late):
     """Late fusion for classification: one MLP per modality, outputs averaged over the modalities present.
 
@@ -315,7 +299,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     {modalities}
     {sequence_encoder}
     {pretraining}
-    {{mode}}
+    {mode}
     {classifier_training}
     {modality_dims}
     {class_weight}

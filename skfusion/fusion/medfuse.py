@@ -18,7 +18,7 @@ from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, StrOptions
 from .._data import infer_layout, require_present
-from .._docstrings import DOCS, classifier_version
+from .._docstrings import CLASSIFIER_WEIGHT_DECAY, DOCS, TRAINING, fill_doc, parameters
 from .._survival import SurvivalMixin
 from .._training import FUSION_LSTM_WIDTH, LSTM_WIDTH
 from ..modules.encoders import LSTMEncoder, make_encoder
@@ -45,6 +45,7 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
 
     _parameter_constraints = {
         **_BASE_CONSTRAINTS,
+        "linear_path": ["boolean"],
         "ehr": [str, None],
         "image": [str, None],
         "ehr_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -155,7 +156,12 @@ class _MedFuse(_EhrImageFusion):
         )
 
 
-_TRAINING_REST = DOCS["training"][DOCS["training"].index("    lr : float") :]
+_HEAD = {
+    "hidden_dims": """hidden_dims : list of int, default=None
+        Hidden widths of the prediction head; ``None`` is the papers' single linear layer.""",
+    "dropout": """dropout : float, default=0.1
+        Dropout on the EHR encoder's output vector and after each hidden layer of the head.""",
+}
 
 FAMILY_DOCS = {
     "ehr_image": """ehr : str, default=None
@@ -167,14 +173,23 @@ FAMILY_DOCS = {
         ``img__0 ... img__511``), or a raw column of ``(C, H, W)`` images or image file
         paths read by ``image_encoder``. ``None`` takes the first vector or image modality other than
         ``ehr`` (else the next modality). A token column in this role is read by its own
-        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.
-    """
-    + DOCS["image_encoder"],
-    "encoders": """ehr_hidden : int or "auto", default="auto"
+        LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.""",
+    "head_training": parameters(TRAINING, **_HEAD),
+    "classifier_head_training": parameters(TRAINING, **_HEAD, weight_decay=CLASSIFIER_WEIGHT_DECAY),
+}
+
+
+def family_encoders(pretrain_default):
+    """The encoder parameters of the EHR + image families, ``pretrain_encoders`` defaulting to ``pretrain_default``."""
+    return (
+        """ehr_hidden : int or "auto", default="auto"
         Hidden width of the two-layer LSTM encoding ``ehr``. ``"auto"`` scales MedFuse's
         :math:`m = 256` to the training rows, :math:`256 \\sqrt{n / 42{,}628}` (the weights
         per row of MedFuse on its phenotyping stays) within [the series' features, 256]
         (``docs/design.md``).
+    """
+        + DOCS["image_encoder"]
+        + f"""
     pretrain_encoders : bool, default={pretrain_default}
         Train each encoder with parameters (the EHR LSTM; in MedFuse also the LSTM of a
         token-column image) alone on the task first, with its own temporary linear head and
@@ -184,30 +199,8 @@ FAMILY_DOCS = {
         Keep the pre-trained encoders fixed in the second stage (needs
         ``pretrain_encoders=True``).
     """
-    + DOCS["pretrain_targets"],
-    "head_training": """hidden_dims : list of int, default=None
-        Hidden widths of the prediction head; ``None`` is the papers' single linear layer.
-    dropout : float, default=0.1
-        Dropout on the EHR encoder's output vector and after each hidden layer of the head.
-"""
-    + _TRAINING_REST,
-}
-FAMILY_DOCS["classifier_head_training"] = classifier_version(FAMILY_DOCS["head_training"])
-
-
-def fill_family_doc(**fields):
-    """Fill ``{name}`` fields from the shared descriptions, the EHR + image families' and ``fields``.
-
-    ``fields["pretrain_default"]`` is the default written for ``pretrain_encoders``.
-    """
-    values = {**DOCS, **FAMILY_DOCS, **fields}
-    values["encoders"] = values["encoders"].replace("{pretrain_default}", str(fields["pretrain_default"]))
-
-    def decorate(obj):
-        obj.__doc__ = obj.__doc__.format(**values)
-        return obj
-
-    return decorate
+        + DOCS["pretrain_targets"]
+    )
 
 
 _MEDFUSE_PARAMETERS = """fusion_hidden : int or "auto", default="auto"
@@ -237,13 +230,14 @@ _MEDFUSE_NOTES = """The EHR vector :math:`v_{ehr}` (last hidden state of a two-l
     the rest of skfusion."""
 
 _MEDFUSE_DOC = {
-    "pretrain_default": True,
+    **FAMILY_DOCS,
+    "encoders": family_encoders(True),
     "medfuse_notes": _MEDFUSE_NOTES,
     "medfuse_parameters": _MEDFUSE_PARAMETERS,
 }
 
 
-@fill_family_doc(**_MEDFUSE_DOC)
+@fill_doc(**_MEDFUSE_DOC)
 class MedFuseSurvival(SurvivalMixin, _MedFuse):
     """MedFuse for survival (time-to-event): an LSTM over the sequence of modality vectors.
 
@@ -359,7 +353,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.modality_dims = modality_dims
 
 
-@fill_family_doc(**_MEDFUSE_DOC)
+@fill_doc(**_MEDFUSE_DOC)
 class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     """MedFuse for classification: an LSTM over the sequence of modality vectors.
 

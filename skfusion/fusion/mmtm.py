@@ -6,7 +6,8 @@ from .._classifier import ClassifierHeadMixin
 from .._compat import Interval
 from .._survival import SurvivalMixin
 from ..modules.mmtm import MMTMNet
-from .medfuse import _PairedEhrImage, fill_family_doc
+from .._docstrings import fill_doc
+from .medfuse import FAMILY_DOCS, _PairedEhrImage, family_encoders
 
 
 class _MMTM(_PairedEhrImage):
@@ -34,7 +35,8 @@ class _MMTM(_PairedEhrImage):
 
 
 _MMTM_DOC = {
-    "pretrain_default": False,
+    **FAMILY_DOCS,
+    "encoders": family_encoders(False),
     "mmtm_notes": """Each stream's features are squeezed (the EHR LSTM's first-layer states averaged over
     valid time steps; the image embedding is its own squeeze), joined by one linear layer
     and a ReLU into :math:`Z` of width (``ehr_hidden`` + image width) / ``reduction``, and
@@ -54,7 +56,7 @@ _MMTM_DOC = {
 }
 
 
-@fill_family_doc(**_MMTM_DOC)
+@fill_doc(**_MMTM_DOC)
 class MMTMSurvival(SurvivalMixin, _MMTM):
     """MMTM for survival (time-to-event): the EHR and image streams recalibrate each other's channels.
 
@@ -170,7 +172,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.modality_dims = modality_dims
 
 
-@fill_family_doc(**_MMTM_DOC)
+@fill_doc(**_MMTM_DOC)
 class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     """MMTM for classification: the EHR and image streams recalibrate each other's channels.
 

@@ -355,11 +355,13 @@ class BootstrapDraws:
 
     Parameters
     ----------
-    metric, y_true, n_resamples, stratify, random_state, n_jobs
+    metric, y_true
         As in :func:`bootstrap_ci`.
     scores : dict of str to array-like
         Each model's predictions for the samples of ``y_true``; the names are used in
         error messages and by :meth:`interval` and :meth:`paired`.
+    n_resamples, stratify, random_state, n_jobs
+        As in :func:`bootstrap_ci`.
     """
 
     def __init__(self, metric, y_true, scores, *, n_resamples=1000, stratify=None, random_state=None, n_jobs=None):
@@ -372,14 +374,30 @@ class BootstrapDraws:
         self.values = dict(zip(scores, values.T))
 
     def interval(self, name, *, confidence_level=0.95, method="percentile"):
-        """:class:`BootstrapResult` of the model ``name``."""
+        """:class:`BootstrapResult` of the model ``name``.
+
+        Parameters
+        ----------
+        name : str
+            One of the models of ``scores``.
+        confidence_level, method
+            As in :func:`bootstrap_ci`.
+        """
         check_bootstrap_parameters(self.n_resamples, confidence_level, method)
         resamples, n_skipped = _defined(self.values[name], self.n_resamples, confidence_level, "two-sided")
         low, high, std = self._interval([name], _first, resamples, confidence_level, method, "two-sided")
         return BootstrapResult(self.estimates[name], low, high, std, resamples, n_skipped, confidence_level, method)
 
     def paired(self, name_a, name_b, *, alternative="two-sided", confidence_level=0.95, method="percentile"):
-        """:class:`PairedBootstrapResult` of model ``name_a`` minus model ``name_b``."""
+        """:class:`PairedBootstrapResult` of model ``name_a`` minus model ``name_b``.
+
+        Parameters
+        ----------
+        name_a, name_b : str
+            Two of the models of ``scores``.
+        alternative, confidence_level, method
+            As in :func:`paired_bootstrap_test`.
+        """
         check_bootstrap_parameters(self.n_resamples, confidence_level, method, alternative)
         difference = self.values[name_a] - self.values[name_b]
         resamples, n_skipped = _defined(difference, self.n_resamples, confidence_level, alternative)
@@ -547,7 +565,21 @@ class MeanOverSplits:
 
     @staticmethod
     def pack(tests, predictions, n):
-        """Pack each split's test rows ``tests[s]`` and ``predictions[s]`` for ``n`` samples."""
+        """Pack each split's test rows and out-of-fold predictions for the metric.
+
+        Parameters
+        ----------
+        tests : list of ndarray of int
+            The test rows of each split.
+        predictions : list of ndarray
+            Each split's predictions for its test rows, in their order.
+        n : int
+            Number of samples.
+
+        Returns
+        -------
+        ndarray, shape (n, n_splits, 1 + k)
+        """
         width = int(np.prod(predictions[0].shape[1:], dtype=int))
         packed = np.zeros((n, len(tests), 1 + width))
         for s, (test, pred) in enumerate(zip(tests, predictions)):

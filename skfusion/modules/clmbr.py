@@ -19,6 +19,10 @@ network so the released ``model.safetensors`` loads key for key:
   last token at or before it;
 - ``task_model.final_layer``: the next-code head over the first ``clmbr_vocab_size`` tokens.
 
+:class:`NextCodePretraining` (the network fed batches of padded token sequences) and
+:class:`NextCodeLoss` (the criterion) pretrain it with the next-code objective through the
+training engine (:func:`skfusion._engine.make_net`).
+
 Checkpoints of femr 0.2.0/0.2.1 (RMSNorm parameter ``scale``, another norm) and of femr
 0.2.4 (recurrent blocks on even layers) are a different network: :func:`load_femr_checkpoint`
 refuses them by naming the keys that do not fit.
@@ -121,7 +125,9 @@ class CLMBRLayer(nn.Module):
     def forward(self, x, normed_ages, sin, cos, mask):
         h = self.norm(x)
         if self.use_normed_ages:
-            ages = torch.stack((normed_ages, normed_ages**2), dim=-1).to(h.dtype)
+            # femr squares the float16 age; each feature is cast before stacking, as autocast
+            # refuses to stack float16 tensors in a bfloat16 region.
+            ages = torch.stack((normed_ages.to(h.dtype), (normed_ages**2).to(h.dtype)), dim=-1)
             h = torch.cat((h[..., :-2], ages), dim=-1)
         projected = self.input_proj(h)
         ff = projected[..., : -3 * self.hidden_size]
@@ -224,16 +230,69 @@ class CLMBRModel(nn.Module):
     def forward(self, tokens, ages, normed_ages, token_weights=None):
         return self.transformer(tokens, ages, normed_ages, token_weights)
 
-    def next_code_loss(self, hidden, tokens, lengths):
-        """Mean cross-entropy of predicting token ``t + 1`` from the state at ``t``.
+    def next_code_losses(self, hidden, tokens, lengths):
+        """Per sequence, the summed cross-entropy of predicting token ``t + 1`` from the state at ``t``.
 
-        Targets outside the head's vocabulary carry no loss, as in femr's CLMBR task.
+        Positions past a sequence's length (the right padding) carry no loss, and neither do
+        targets outside the head's vocabulary, as in femr's CLMBR task.
+
+        Parameters
+        ----------
+        hidden : Tensor of shape (B, T, hidden_size)
+            The transformer's output.
+        tokens : LongTensor of shape (B, T)
+            The token ids it read, right-padded.
+        lengths : LongTensor of shape (B,)
+            The true length of each sequence.
+
+        Returns
+        -------
+        losses : Tensor of shape (B,)
         """
         targets = tokens[:, 1:]
         position = torch.arange(targets.shape[1], device=tokens.device)
         keep = (position[None, :] + 1 < lengths[:, None]) & (targets < self.clmbr_vocab_size)
-        logits = self.task_model(hidden[:, :-1][keep])
-        return F.cross_entropy(logits, targets[keep])
+        losses = F.cross_entropy(self.task_model(hidden[:, :-1][keep]), targets[keep], reduction="none")
+        return torch.zeros(keep.shape, dtype=losses.dtype, device=losses.device).masked_scatter(keep, losses).sum(1)
+
+
+class NextCodePretraining(nn.Module):
+    """A :class:`CLMBRModel` fed modality blocks as the training engine batches them: each patient's next-code loss.
+
+    Block ``name`` holds the right-padded flat ``tokens`` (a vocabulary fitted here),
+    ``ages``, ``normed_ages`` and ``token_weights`` (None) and the true ``lengths``; the
+    output is each patient's summed next-code cross-entropy (:meth:`CLMBRModel.next_code_losses`), which
+    :class:`NextCodeLoss` turns into the mean over a batch's tokens.
+
+    Parameters
+    ----------
+    name : str
+        The block of the batch that holds the token sequences.
+    model : CLMBRModel
+        The network trained, with a next-code head.
+    """
+
+    def __init__(self, name, model):
+        super().__init__()
+        self.name = name
+        self.model = model
+
+    def forward(self, **blocks):
+        block = blocks[self.name]
+        hidden = self.model(block["tokens"], block["ages"], block["normed_ages"], block["token_weights"])
+        return self.model.next_code_losses(hidden, block["tokens"], block["lengths"])
+
+
+class NextCodeLoss(nn.Module):
+    """skorch criterion: the mean next-code cross-entropy over the tokens of a batch.
+
+    Every token weighs alike, whichever history it is in (a long history weighs more than
+    a short one): the patients' summed losses (:class:`NextCodePretraining`'s output) over
+    their numbers of next-code targets.
+    """
+
+    def forward(self, summed, n_targets):
+        return summed.sum() / n_targets.sum()
 
 
 def last_states(hidden, lengths):

@@ -18,8 +18,8 @@
 import torch
 from torch import nn
 
-from ..encoders._backbone import resize, to_backbone_input
-from ..encoders._volumes import apply_window
+from .._images import resize, to_backbone_input
+from .._volumes import apply_window
 from .encoders import resnet
 
 #: The default slice network: a ResNet with one basic block per stage, 8 to 64 channels.
@@ -43,7 +43,7 @@ class SliceGeometry(nn.Module):
     window : tuple of (float, float)
         HU window (clipped and scaled to [0, 1]).
     size : None, int or tuple of (int, int)
-        Slice size after resizing (see :func:`skfusion.encoders._backbone.resize`).
+        Slice size after resizing (see :func:`skfusion._images.resize`).
     """
 
     def __init__(self, window, size=None):

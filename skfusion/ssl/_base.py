@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._base import BatchIterator, resolve_device, seeded, training_precision, weight_format
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import (
     SEPARATOR,
@@ -26,25 +24,22 @@ from .._data import (
     sized_images,
     to_blocks,
 )
+from .._engine import (
+    AlignmentNet,
+    BalancedBatches,
+    BatchIterator,
+    draw_seed,
+    make_net,
+    resolve_device,
+    seeded,
+    training_precision,
+    weight_format,
+)
 from .._images import IMAGE_FILE_CONSTRAINTS
-from ..fusion.contrastive import AlignmentNet
 from ..modules.encoders import image_encoder
 from ..modules.ssl import PairedEncoders
 
 _MIN_PAIRED_ROWS = 2
-
-
-class BalancedBatches(BatchIterator):
-    """Shuffled mini-batches of near-equal sizes (at most ``batch_size``), never a batch of one.
-
-    Contrastive losses need negatives and VICReg a variance, so a trailing batch of one row
-    (``n % batch_size == 1``) would be meaningless; ``tensor_split`` deals the rows evenly.
-    """
-
-    def _groups(self):
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        return order.tensor_split(-(-n // self.batch_size))
 
 
 def find_pair(X, image, ehr, modality_dims, raw_image=False):
@@ -185,7 +180,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         return paired
 
     def _seed(self):
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        return draw_seed(self.random_state)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -228,25 +223,23 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 self._learn_temperature(),
                 encoder,
             ).to(memory_format=weight_format(device, [self.image_spec_]))
-            self.net_ = AlignmentNet(
-                module=module,
-                criterion=self._criterion(),
-                optimizer=torch.optim.Adam,
-                optimizer__weight_decay=self.weight_decay,
-                # CLIP and ALIGN leave the logit scale out of the weight decay.
-                optimizer__param_groups=[("log_scale", {"weight_decay": 0.0})],
-                lr=self.lr,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                iterator_train=BalancedBatches,
-                iterator_train__shuffle=True,
-                iterator_train__seed=seed,
-                iterator_train__augment=self.augment,
-                iterator_train__num_workers=self.num_workers,
-                train_split=None,
+            self.net_ = make_net(
+                module,
+                self._criterion(),
                 device=device,
+                batch_size=self.batch_size,
+                seed=seed,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                # CLIP and ALIGN leave the logit scale out of the weight decay.
+                param_groups=[("log_scale", {"weight_decay": 0.0})],
+                max_epochs=self.max_epochs,
+                iterator=BalancedBatches,
+                augment=self.augment,
+                num_workers=self.num_workers,
                 verbose=self.verbose,
                 amp_dtype=training_precision(device, [self.image_spec_]),
+                net_class=AlignmentNet,
             )
             self.net_.fit(dataset, None)
         self.net_.module_.eval()
@@ -292,7 +285,17 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         return z
 
     def get_feature_names_out(self, input_features=None):
-        """Output column names: ``"{modality}__{i}"`` for each output modality, image first."""
+        """Output column names: ``"{modality}__{i}"`` for each output modality, image first.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Unused: the names follow the modalities seen in ``fit`` (scikit-learn's signature).
+
+        Returns
+        -------
+        ndarray of str
+        """
         check_is_fitted(self)
         return np.asarray(
             [f"{spec.name}{SEPARATOR}{i}" for spec in self._output_specs() for i in range(self.projection_dim)],

@@ -3,7 +3,7 @@
 from numbers import Real
 
 from .._compat import Interval, StrOptions
-from .._docstrings import DOCS
+from .._docstrings import fill_doc
 from ..modules.ssl import ALIGNLoss, ConVIRTLoss, VICRegLoss
 from ._base import BasePairedPretraining
 
@@ -25,12 +25,9 @@ _SSL_DOCS = {
 }
 
 
-def _fill_doc(**fields):
-    def decorate(obj):
-        obj.__doc__ = obj.__doc__.format(**DOCS, **{k: v.format(**fields) for k, v in _SSL_DOCS.items()})
-        return obj
-
-    return decorate
+def _ssl_docs(name):
+    """The fields of :data:`_SSL_DOCS` written for the method ``name``."""
+    return {field: text.format(name=name) for field, text in _SSL_DOCS.items()}
 
 
 class _SSLTransformer(BasePairedPretraining):
@@ -56,7 +53,7 @@ def _swap_range(fraction):
 _TEMPERATURE = {"temperature": [Interval(Real, 0, None, closed="neither")]}
 
 
-@_fill_doc(name="ConVIRT")
+@fill_doc(**_ssl_docs("ConVIRT"))
 class ConVIRT(_SSLTransformer):
     """ConVIRT: bidirectional contrastive pretraining of an image and EHR embedding.
 
@@ -188,7 +185,7 @@ class ConVIRT(_SSLTransformer):
         return ConVIRTLoss(self.image_weight, ehr_weight, self.negatives_only)
 
 
-@_fill_doc(name="ALIGN")
+@fill_doc(**_ssl_docs("ALIGN"))
 class ALIGN(_SSLTransformer):
     """ALIGN: symmetric contrastive pretraining with a learned temperature, on noisy pairs.
 
@@ -322,7 +319,7 @@ class ALIGN(_SSLTransformer):
         return True
 
 
-@_fill_doc(name="VICReg")
+@fill_doc(**_ssl_docs("VICReg"))
 class VICReg(_SSLTransformer):
     """VICReg: variance-invariance-covariance regularised pretraining of image and EHR embeddings.
 

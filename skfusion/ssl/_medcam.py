@@ -3,25 +3,20 @@
 import copy
 from numbers import Integral, Real
 
-import numpy as np
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
-from sklearn.utils import check_random_state
 
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import Interval, _fit_context
 from .._data import is_grouped_frame, require_present
-from .._docstrings import DOCS
+from .._engine import draw_seed
+from .._docstrings import TRAINING, fill_doc, parameters
 from ..modules.ssl import AdaptedImageClassifier, MedCAMLoss
 from ._base import BasePairedPretraining, read_blocks
 
-_TRAINING_REST = DOCS["training"][DOCS["training"].index("    lr : float") :]
-
-
-def _fill_doc(obj):
-    obj.__doc__ = obj.__doc__.format(**DOCS, training_rest=_TRAINING_REST)
-    return obj
+# The shared descriptions from callbacks on (MedCAMClassifier's defaults before them are its own).
+_fill_doc = fill_doc(training_tail=parameters(TRAINING, only=("callbacks", "device", "random_state", "verbose")))
 
 
 @_fill_doc
@@ -184,7 +179,27 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
         are. A ``FrozenEstimator`` around a fitted one is used as it is.
     freeze_adapter : bool, default=False
         Train only the linear head (linear probing) instead of fine-tuning the adapter.
-    {training_rest}
+    lr : float, default=1e-3
+        Adam learning rate of step 2.
+    weight_decay : float, default=1e-4
+        L2 penalty on the trainable parameters of step 2 (Adam's weight decay).
+    batch_size : int or "auto", default=256
+        Mini-batch size of step 2; ``"auto"`` is a sixteenth of the training rows within
+        [32, 256], as in the fusion estimators.
+    max_epochs : int or "auto", default=100
+        Most passes over the training data in step 2; ``"auto"`` allows 4,000 optimizer
+        steps within [100, 1000] epochs, as in the fusion estimators.
+    early_stopping : bool or "auto", default=False
+        ``False``: train ``max_epochs`` epochs (MedCAM's fine-tuning). ``True``: hold out
+        ``validation_fraction`` of the rows (stratified by class), stop when their loss has
+        not improved for ``n_iter_no_change`` epochs and restore the best epoch. ``"auto"``:
+        the fusion estimators' choice between a validation split and internal folds.
+    validation_fraction : float, default=0.1
+        Share of the rows held out when ``early_stopping`` holds rows out.
+    n_iter_no_change : int or "auto", default=10
+        Epochs without a better held-out loss before training stops; ``"auto"`` is at least
+        500 optimizer steps (and 10 epochs).
+    {training_tail}
     {class_weight}
 
     Attributes
@@ -274,7 +289,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
             return self.adapter
         adapter = MedCAMAdapter() if self.adapter is None else clone(self.adapter)
         if adapter.random_state is None:
-            adapter.set_params(random_state=int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max)))
+            adapter.set_params(random_state=draw_seed(self.random_state))
         return adapter
 
     @_fit_context(prefer_skip_nested_validation=False)

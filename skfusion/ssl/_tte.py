@@ -8,19 +8,19 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import FusionNet, resolve_device, seeded
+from .._engine import BalancedBatches, draw_seed, make_net, resolve_device, seeded
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset
 from .._survival import MAX_TIME
-from ..encoders._backbone import IMAGENET_MEAN, IMAGENET_STD, load_backbone, load_state_dict
-from ..encoders._base import BaseColumnEncoder, is_missing_cell
+from .._images import IMAGENET_MEAN, IMAGENET_STD, is_missing_cell
+from ..encoders._backbone import load_backbone, load_state_dict
+from ..encoders._base import BaseColumnEncoder
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
 from ..encoders._embedder import as_size
 from ..encoders._events import as_event_frame, is_number, to_days
-from ..encoders._volumes import read_ct_volume, select_slices, series_files
+from .._volumes import read_ct_volume, select_slices, series_files
 from ..encoders.ct import CTVolumeEmbedder
 from ..modules.tte import (
     PiecewiseExponentialHead,
@@ -30,7 +30,7 @@ from ..modules.tte import (
     VolumeEncoder,
     default_slice_backbone,
 )
-from ._base import BalancedBatches
+
 
 _PREPROCESSING_VERSION = 1
 _MIN_ROWS = 2
@@ -100,8 +100,10 @@ class TimeToEventPretraining(BaseColumnEncoder):
     input_size : None, int or tuple of (int, int), default=None
         Resize each slice (bilinear, antialiased) before the backbone. Every volume must
         then have slices of one size: set a pair when volumes differ.
-    mean, std : tuple of float or None, default=ImageNet's
-        Normalisation of the backbone input, as in ``CTVolumeEmbedder``.
+    mean : tuple of float or None, default=(0.485, 0.456, 0.406)
+        Per-channel means of the backbone input's normalisation, as in ``CTVolumeEmbedder``.
+    std : tuple of float or None, default=(0.229, 0.224, 0.225)
+        Per-channel standard deviations of that normalisation.
     attention_dim : int, default=32
         Hidden width of the attention pooling over slices.
     lr : float, default=1e-3
@@ -143,7 +145,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         The encoder behind the windowing and resizing: ``(n, Z, H, W)`` volumes in HU to
         ``(n, d)``; the ``image_encoder=`` of the fusion estimators on a raw column of
         equal-shaped ``(Z, H, W)`` HU arrays, which they fine-tune with the task head.
-    net_ : skfusion._base.FusionNet
+    net_ : skfusion._engine.FusionNet
         The skorch network (encoder and piecewise-exponential head) and its history.
     n_iter_ : int
         Epochs trained: ``max_epochs`` (no epoch is chosen on held-out rows).
@@ -498,25 +500,22 @@ class TimeToEventPretraining(BaseColumnEncoder):
         blocks = {self.image: {"x": x, "present": torch.ones(len(x), dtype=torch.bool), "mask": mask}}
         targets = torch.from_numpy(np.stack([time, event.astype(np.float64)], axis=1).astype(np.float32))
         dataset = ModalityDataset(blocks, targets, device)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = draw_seed(self.random_state)
         with seeded(seed, device):
             encoder = self._build_encoder()
             head = PiecewiseExponentialHead(
                 encoder.out_dim, self.n_pieces_, len(self.tasks_), self.rank, self._log_rates(time, event)
             )
-            self.net_ = FusionNet(
-                module=TimeToEventNetwork(self.image, encoder, head),
-                criterion=PiecewiseExponentialLoss(self.piece_boundaries_),
-                optimizer=torch.optim.Adam,
-                optimizer__weight_decay=self.weight_decay,
-                lr=self.lr,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                iterator_train=BalancedBatches,
-                iterator_train__shuffle=True,
-                iterator_train__seed=seed,
-                train_split=None,
+            self.net_ = make_net(
+                TimeToEventNetwork(self.image, encoder, head),
+                PiecewiseExponentialLoss(self.piece_boundaries_),
                 device=device,
+                batch_size=self.batch_size,
+                seed=seed,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                max_epochs=self.max_epochs,
+                iterator=BalancedBatches,
                 verbose=self.verbose,
             )
             self.net_.fit(dataset, None)
