@@ -85,8 +85,9 @@ if __name__ == "__main__":
 # chunk per worker thread, here two. The output is the single-process frame: the same
 # values, rows, columns and NaN row for the patient without a scan.
 if __name__ == "__main__":
+    # The dashboard on a free port: the default, 8787, may be another cluster's.
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
     client = distributed.Client(cluster)
     embedder = CTVolumeEmbedder(backbone=backbone, input_size=32, device="cpu", cache_dir=workdir / "cache")

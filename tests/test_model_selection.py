@@ -180,7 +180,7 @@ def test_dask_local_cluster_gives_the_same_table(survival, serial_table):
     # Worker processes, as on a real cluster: threads of one process would share the torch
     # generator that every fit seeds, and race for it.
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, processes=True
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0", processes=True
     ) as cluster, distributed.Client(cluster):
         with joblib.parallel_backend("dask"):
             on_dask = compare_fusion(X, y, models=_survival_models(), n_jobs=2, **PARALLEL_KWARGS)
