@@ -39,10 +39,10 @@ from skfusion.modules.clmbr import CLMBRModel, complete_config, last_states, sav
 
 RESULTS = Path(__file__).parent / "results" / "clmbr.md"
 SIZES = {
-    "default (64 wide, 2 layers)": dict(hidden_size=64, n_layers=2, n_heads=4, intermediate_size=128),
-    "mid (256 wide, 4 layers)": dict(hidden_size=256, n_layers=4, n_heads=8, intermediate_size=1024),
+    "default (64 wide, 2 layers)": dict(hidden_dim=64, n_layers=2, n_heads=4, intermediate_dim=128),
+    "mid (256 wide, 4 layers)": dict(hidden_dim=256, n_layers=4, n_heads=8, intermediate_dim=1024),
 }
-BASE_SHAPE = dict(vocab_size=65536, hidden_size=768, intermediate_size=3072, n_heads=12, n_layers=12)
+BASE_SHAPE = dict(vocab_size=65536, hidden_dim=768, intermediate_dim=3072, n_heads=12, n_layers=12)
 
 
 def best_of(fn, repeats):
@@ -90,7 +90,7 @@ def throughput_row(name, embedder, X, repeats):
 
 def base_shape_embedder(X, folder):
     """A 141M-parameter CLMBR-T-base-shaped checkpoint with random weights, in femr's layout."""
-    fitted = CLMBREmbedder(min_count=1, max_epochs=0, random_state=0, device="cpu").fit(X)
+    fitted = CLMBREmbedder(min_frequency=1, max_epochs=0, random_state=0, device="cpu").fit(X)
     config = complete_config({**BASE_SHAPE, "use_normed_ages": True, "use_bias": False}, "benchmark")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -107,7 +107,7 @@ def throughput(repeats):
     many = pd.concat([X] * 4, ignore_index=True)
     rows = []
     for name, size in SIZES.items():
-        embedder = CLMBREmbedder(**size, min_count=1, max_epochs=0, random_state=0, device="cpu").fit(X)
+        embedder = CLMBREmbedder(**size, min_frequency=1, max_epochs=0, random_state=0, device="cpu").fit(X)
         rows.append(throughput_row(name, embedder, many, repeats))
     with tempfile.TemporaryDirectory() as folder:
         embedder, n_params, load_s = base_shape_embedder(X, folder)

@@ -2,33 +2,45 @@
 
 Cases (``--cases``; N from ``--sizes`` for the narrow Cox case, ``--family-size`` for the others):
 
-- ``cox``: ``ConcatSurvival`` on the narrow shape of issue 15 (two modalities x 256 float32
-  features, the default network 512 -> 256 -> 1, Cox loss with Efron ties), against a
-  hand-written loop of the identical network, loss (torchsurv, Efron), optimizer (Adam,
-  lr 1e-3, weight decay 1e-4), batch size (256) and epochs, and against pycox's ``CoxPH`` of
-  the identical network (its own Breslow-ties loss);
+- ``cox``: ``ConcatSurvival`` with its defaults (``linear_path=True``, ``standardize=True``) on
+  the narrow shape of issue 15 (two modalities x 256 float32 features, network 512 -> 256 -> 1
+  beside a linear path 512 -> 1, Cox loss with Efron ties), against a hand-written loop of the
+  identical network, loss (torchsurv, Efron), optimizer (Adam, lr 1e-3, weight decay 1e-4),
+  batch size (256) and epochs, and against pycox's ``CoxPH`` of the identical network (its
+  own Breslow-ties loss); and ``ConcatSurvival(linear_path=False)`` against the hand loop of
+  the network alone;
 - ``cox-wide``: the same on 1024 + 768 features (network 1792 -> 512 -> 1);
 - ``classifier``: ``ConcatClassifier`` (two classes, cross-entropy) against the hand loop of
-  the identical network;
+  the identical network, with and without the linear path;
 - ``co-attention``: ``CoAttentionSurvival`` against a hand loop of the identical module
   (built by the estimator, trained on the float32, standardized blocks the estimator's
   batches hold, which the hand loop gets ready: its conversion is not timed).
 
-skfusion runs with ``early_stopping=False`` (the default ``"auto"`` may hold out a
-validation split, which changes the work). "skfusion, skorch's own epoch" is the same fit
-with ``FusionNet``'s two overrides of skorch's private methods (``run_single_epoch``,
-``_set_training``) swapped for skorch's own: what the overrides save. Every method of a case runs once to warm up,
-then ``--repeats`` times interleaved in this one process; the table gives the median CPU
-time (``time.process_time``, one torch thread) and its ratio to the hand loop, and
-skfusion's CPU time outside its epoch loop (validation, conversion, standardization, the
-forward pass over the training rows and the Breslow baseline). Peak memory is measured in a
-subprocess per method (``/proc/self/clear_refs`` then ``VmHWM``): the resident memory the
-fit adds, as a multiple of the float32 size of the data, and skfusion's excess over the
-hand loop's.
+The hand loop is the tight loop one writes by hand: the data made a row-major float32
+tensor once (standardized, not timed), then per epoch ``torch.randperm``, and per batch the
+rows indexed from that tensor, forward, loss, backward, Adam; no DataLoader, no validation.
+skfusion's ``fit`` is timed whole, on the DataFrame: the checks and conversion, the
+standardization statistics, the linear start (``linear_path=True``: the penalized linear
+model's L-BFGS path, 3 internal folds x 6 penalties, before training), the epochs and the
+training rows' forward pass for Breslow's baseline. skfusion runs with
+``early_stopping=False`` (the default ``"auto"`` may hold out a validation split, which
+changes the work). ``--overrides`` adds "skfusion + former overrides": the same fit with the
+two overrides of skorch's private methods that ``FusionNet`` had until issue 24
+(``run_single_epoch`` without skorch's ``get_len`` walk, ``_set_training`` setting the modes
+only when one differs; the first is kept, for CLMBR's batches), to show what they saved. Every method of a case runs once to warm
+up, then ``--repeats`` times interleaved in this one process; the table gives the median CPU
+time (``time.process_time``, one torch thread) and its ratio to its reference, and
+skfusion's CPU time outside its epoch loop and in its linear start. Peak memory is measured
+in a subprocess per method (``/proc/self/clear_refs`` then ``VmHWM``): the resident memory
+the fit adds, as a multiple of the float32 size of the data, and the excess over the
+reference's. ``--python`` runs the whole measurement under each interpreter given (e.g. one
+environment with pandas 2 and one with pandas 3) and writes one table with a ``pandas``
+column.
 
 Usage::
 
     python benchmarks/bench_fit.py [--sizes 2000 20000 200000] [--cases cox cox-wide classifier co-attention]
+        [--python .venv/bin/python /tmp/venv-pd2/bin/python] [--overrides]
 """
 
 import argparse
@@ -47,7 +59,6 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "fit.md"
-SKORCH_EPOCH = "skfusion, skorch's own epoch"
 NARROW, WIDE = (256, 256), (1024, 768)
 BATCH = 256
 # The cases: (feature widths, estimator, task, epochs).
@@ -57,6 +68,10 @@ CASES = {
     "classifier": (NARROW, "ConcatClassifier", "classification", 5),
     "co-attention": (NARROW, "CoAttentionSurvival", "survival", 5),
 }
+NO_LINEAR, HAND_NO_LINEAR = "skfusion, linear_path=False", "hand, no linear path"
+OVERRIDES = "skfusion + former overrides"
+# Each method's ratio is to its reference: the hand loop of the same network.
+REFERENCE = {NO_LINEAR: HAND_NO_LINEAR, HAND_NO_LINEAR: HAND_NO_LINEAR}
 
 
 def _data(n, dims, task, seed=0):
@@ -73,41 +88,49 @@ def _rss_kib(field):
     raise RuntimeError(field)
 
 
-def _network(in_dim, n_outputs=1):
-    from skfusion.modules._blocks import default_hidden_dims
+class HandNet(torch.nn.Module):
+    """The network ``Concat*`` builds, on one concatenated tensor: ``mlp(x) (+ linear(x))``."""
 
-    # skfusion's default width: in_dim // 2, at most 512.
-    (hidden,) = default_hidden_dims(in_dim)
-    return torch.nn.Sequential(
-        torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, n_outputs)
-    )
+    def __init__(self, in_dim, n_outputs=1, linear_path=True):
+        from skfusion.modules._blocks import default_hidden_dims
+
+        super().__init__()
+        # skfusion's default width: in_dim // 2, at most 512.
+        (hidden,) = default_hidden_dims(in_dim)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(hidden, n_outputs)
+        )
+        self.linear = torch.nn.Linear(in_dim, n_outputs) if linear_path else None
+
+    def forward(self, x):
+        out = self.mlp(x)
+        return out if self.linear is None else out + self.linear(x)
 
 
 def _cox_loss(log_hz, target):
     from torchsurv.loss.cox import neg_partial_log_likelihood
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Ties in `time` detected")
-        return neg_partial_log_likelihood(log_hz[:, 0], target[:, 1].bool(), target[:, 0], ties_method="efron")
+    return neg_partial_log_likelihood(log_hz[:, 0], target[:, 1].bool(), target[:, 0], ties_method="efron")
 
 
-def _float32(X):
-    # The frame's values as float32, without a copy when they already are (pandas keeps
-    # them column-major: the rows are then gathered from a strided tensor).
-    return torch.from_numpy(X.to_numpy(dtype=np.float32))
+def _ready(X):
+    """What a hand loop trains on: the frame as one row-major float32 tensor, standardized."""
+    x = torch.tensor(X.to_numpy(dtype=np.float32))
+    return (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
 
 
 def _train(net, forward, target, loss, n, epochs):
     """The floor: shuffled index batches, forward, loss, backward, Adam."""
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     net.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(n).split(BATCH):
-            optimizer.zero_grad()
-            batch_loss = loss(forward(idx), target[idx])
-            batch_loss.backward()
-            optimizer.step()
-            batch_loss.item()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Ties in `time` detected")
+        for _ in range(epochs):
+            for idx in torch.randperm(n).split(BATCH):
+                optimizer.zero_grad()
+                batch_loss = loss(forward(idx), target[idx])
+                batch_loss.backward()
+                optimizer.step()
 
 
 def _survival_target(y):
@@ -129,7 +152,7 @@ def _hand_baseline(net, forward, n, y):
     return time.process_time() - start
 
 
-def make_runners(estimator, task, X, y, epochs):
+def make_runners(estimator, task, X, y, epochs, overrides=False):
     """``{method: callable}`` fitting each method once on ``(X, y)``.
 
     A survival method's hand loop and pycox return the CPU seconds of their baseline hazard
@@ -137,21 +160,23 @@ def make_runners(estimator, task, X, y, epochs):
     """
     import skfusion
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        x = _float32(X)
     extra = {"guide": "img"} if estimator == "CoAttentionSurvival" else {}
-    model = getattr(skfusion, estimator)(
-        max_epochs=epochs, batch_size=BATCH, weight_decay=1e-4, early_stopping=False, random_state=0, **extra
-    )
+    settings = dict(max_epochs=epochs, batch_size=BATCH, weight_decay=1e-4, early_stopping=False, random_state=0)
+    model = getattr(skfusion, estimator)(**settings, **extra)
+    def fitting(estimator):
+        def run():
+            estimator.fit(X, y)
 
-    def run_skfusion():
-        model.fit(X, y)
+        return run
 
-    def run_skorch_epoch():
-        with skorchs_own_epoch():
-            model.fit(X, y)
+    runners = {"skfusion": fitting(model)}
+    if overrides:
 
+        def run_overrides():
+            with former_overrides():
+                model.fit(X, y)
+
+        runners[OVERRIDES] = run_overrides
     if estimator == "CoAttentionSurvival":
         # The module needs the layout; the hand loop trains a fresh copy on the same blocks,
         # made float32 and standardized as the estimator's batches are (not timed).
@@ -170,21 +195,24 @@ def make_runners(estimator, task, X, y, epochs):
             _train(net, forward, target, _cox_loss, len(X), epochs)
             return _hand_baseline(net, forward, len(X), y)
 
-        return {"skfusion": run_skfusion, SKORCH_EPOCH: run_skorch_epoch, "hand": run_hand}
+        return {**runners, "hand": run_hand}
+    plain = getattr(skfusion, estimator)(**settings, linear_path=False)
+    runners[NO_LINEAR] = fitting(plain)
+    x = _ready(X)
     if task == "classification":
         codes = torch.from_numpy(np.unique(y, return_inverse=True)[1])
 
-        def run_hand():
+        def hand(linear_path):
             torch.manual_seed(0)
-            net = _network(x.shape[1], n_outputs=2)
+            net = HandNet(x.shape[1], n_outputs=2, linear_path=linear_path)
             _train(net, lambda idx: net(x[idx]), codes, torch.nn.functional.cross_entropy, len(x), epochs)
 
-        return {"skfusion": run_skfusion, SKORCH_EPOCH: run_skorch_epoch, "hand": run_hand}
+        return {**runners, "hand": lambda: hand(True), HAND_NO_LINEAR: lambda: hand(False)}
     target = _survival_target(y)
 
-    def run_hand():
+    def hand(linear_path):
         torch.manual_seed(0)
-        net = _network(x.shape[1])
+        net = HandNet(x.shape[1], linear_path=linear_path)
         _train(net, lambda idx: net(x[idx]), target, _cox_loss, len(x), epochs)
         return _hand_baseline(net, lambda idx: net(x[idx]), len(x), y)
 
@@ -193,52 +221,82 @@ def make_runners(estimator, task, X, y, epochs):
         from pycox.models import CoxPH
 
         torch.manual_seed(0)
-        pycox = CoxPH(_network(x.shape[1]), tt.optim.Adam(lr=1e-3, weight_decay=1e-4))
+        pycox = CoxPH(HandNet(x.shape[1]), tt.optim.Adam(lr=1e-3, weight_decay=1e-4))
         durations, events = y["time"].astype(np.float32), y["event"].astype(np.float32)
         pycox.fit(x.numpy(), (durations, events), batch_size=BATCH, epochs=epochs, verbose=False)
         start = time.process_time()
         pycox.compute_baseline_hazards(batch_size=BATCH)
         return time.process_time() - start
 
-    return {"skfusion": run_skfusion, SKORCH_EPOCH: run_skorch_epoch, "hand": run_hand, "pycox": run_pycox}
+    return {**runners, "hand": lambda: hand(True), HAND_NO_LINEAR: lambda: hand(False), "pycox": run_pycox}
+
+
+def _former_run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+    # FusionNet's override as it was before issue 24 (the same as now): a batch's size read
+    # from its first block rather than by skorch's get_len walk over the nested batch.
+    if iterator is None:
+        return
+    batch_count = 0
+    for batch in iterator:
+        self.notify("on_batch_begin", batch=batch, training=training)
+        step = step_fn(batch, **fit_params)
+        self.history.record_batch(prefix + "_loss", step["loss"].item())
+        first_block = next(iter(batch[0].values()))
+        self.history.record_batch(prefix + "_batch_size", len(first_block["present"]))
+        self.notify("on_batch_end", batch=batch, training=training, **step)
+        batch_count += 1
+    self.history.record(prefix + "_batch_count", batch_count)
+
+
+def _former_set_training(self, training=True):
+    # FusionNet's override until issue 24: the modes are set only when one differs.
+    from skorch import NeuralNet
+
+    modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
+    trees = [m.modules() for m in modules if isinstance(m, torch.nn.Module)]
+    if not all(sub.training == training for tree in trees for sub in tree):
+        NeuralNet._set_training(self, training)
 
 
 @contextmanager
-def skorchs_own_epoch():
-    """Inside the block, ``FusionNet`` runs skorch's ``run_single_epoch`` and ``_set_training``, not its overrides.
-
-    The overrides skip skorch's walk over a nested batch to read its size and its mode
-    switch of every submodule before every batch: this variant measures what they save.
-    """
-    from skorch import NeuralNet
-
+def former_overrides():
+    """Inside the block, ``FusionNet`` has the two overrides of skorch's private methods it had until issue 24."""
     from skfusion._engine import FusionNet
 
-    saved = FusionNet.run_single_epoch, FusionNet._set_training
-    FusionNet.run_single_epoch, FusionNet._set_training = NeuralNet.run_single_epoch, NeuralNet._set_training
+    saved = FusionNet.run_single_epoch
+    FusionNet.run_single_epoch, FusionNet._set_training = _former_run_single_epoch, _former_set_training
     try:
         yield
     finally:
-        FusionNet.run_single_epoch, FusionNet._set_training = saved
+        FusionNet.run_single_epoch = saved
+        del FusionNet._set_training
 
 
-class LoopTimer:
-    """CPU seconds spent inside skfusion's epoch loop (``FusionNet.fit_loop``), summed over calls."""
+class Timers:
+    """CPU seconds inside skfusion's epoch loop (``FusionNet.fit_loop``) and its linear start, summed over calls."""
 
     def __init__(self):
+        from skfusion._base import BaseFusion
         from skfusion._engine import FusionNet
 
-        self.seconds = 0.0
-        fit_loop = FusionNet.fit_loop
+        self.seconds = {"loop": 0.0, "linear start": 0.0}
+        self._wrap(FusionNet, "fit_loop", "loop")
+        self._wrap(BaseFusion, "_linear_start", "linear start")
 
-        def timed(net, *args, **kwargs):
+    def _wrap(self, cls, name, key):
+        method = getattr(cls, name)
+
+        def timed(*args, **kwargs):
             start = time.process_time()
             try:
-                return fit_loop(net, *args, **kwargs)
+                return method(*args, **kwargs)
             finally:
-                self.seconds += time.process_time() - start
+                self.seconds[key] += time.process_time() - start
 
-        FusionNet.fit_loop = timed
+        setattr(cls, name, timed)
+
+    def reset(self):
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 
 def _cpu(fn):
@@ -256,7 +314,7 @@ def _child(case, n, method):
     torch.set_num_threads(1)
     dims, estimator, task, epochs = CASES[case]
     X, y = _data(n, dims, task)
-    runner = make_runners(estimator, task, X, y, epochs)[method]
+    runner = make_runners(estimator, task, X, y, epochs, overrides=method == OVERRIDES)[method]
     before = _rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")
     runner()
@@ -279,50 +337,70 @@ def _memory(case, n, method, timeout):
     return result["extra_bytes"] / result["data_bytes"]
 
 
-def measure(case, n, repeats, memory, timeout):
-    """Rows of the table for one case and size."""
+def measure(case, n, repeats, memory, timeout, overrides):
+    """Rows of the table for one case and size (without the ``pandas`` column)."""
     dims, estimator, task, epochs = CASES[case]
     X, y = _data(n, dims, task)
-    runners = make_runners(estimator, task, X, y, epochs)
-    loop = LoopTimer.instance
+    runners = make_runners(estimator, task, X, y, epochs, overrides)
+    timers = Timers.instance
     for fn in runners.values():
         fn()  # warm-up: torch's first calls, pycox's imports
     times = {name: [] for name in runners}
     baseline = {name: [] for name in runners}
-    outside = []
+    outside, linear_start = {}, {}
     for _ in range(repeats):
         for name, fn in runners.items():
-            loop.seconds = 0.0
+            timers.reset()
             seconds, baseline_seconds = _cpu(fn)
             if baseline_seconds is not None:
                 # Timed without its baseline; "+ baseline" is the same run, whole.
                 baseline[name].append(seconds)
                 seconds -= baseline_seconds
             times[name].append(seconds)
-            if name == "skfusion":
-                outside.append(seconds - loop.seconds)
+            if name.startswith("skfusion"):
+                outside.setdefault(name, []).append(seconds - timers.seconds["loop"])
+                linear_start.setdefault(name, []).append(timers.seconds["linear start"])
     peaks = {name: _memory(case, n, name, timeout) for name in runners} if memory else {}
-    hand = statistics.median(times["hand"])
     with_baseline = {f"{name} + baseline": runs for name, runs in baseline.items() if runs}
     rows = []
     for name, runs in {**times, **with_baseline}.items():
         med = statistics.median(runs)
+        ref = REFERENCE.get(name.removesuffix(" + baseline"), "hand")
+        plain = statistics.median(times[ref])
         # Survival fits are also compared with the hand loop that computes its baseline hazard.
-        like_for_like = name.endswith("baseline") or (name in ("skfusion", SKORCH_EPOCH) and baseline["hand"])
-        ref = statistics.median(baseline["hand"]) if like_for_like else hand
-        ratio = f"{med / hand:.2f}" + (f" ({med / ref:.2f})" if ref != hand else "")
-        out = f"{statistics.median(outside):.3f}" if name == "skfusion" else "-"
+        like_for_like = name.endswith("baseline") or (name.startswith("skfusion") and baseline[ref])
+        full = statistics.median(baseline[ref]) if like_for_like else plain
+        ratio = f"{med / plain:.2f}" + (f" ({med / full:.2f})" if full != plain else "")
+        out = f"{statistics.median(outside[name]):.3f}" if name in outside else "-"
+        start = f"{statistics.median(linear_start[name]):.3f}" if name in linear_start else "-"
         peak = peaks.get(name)
         peak_text = "-" if peak is None else f"{peak:.2f}"
         beyond = "-"
-        if name not in ("hand", "hand + baseline") and peak is not None and peaks.get("hand") is not None:
-            beyond = f"{peak - peaks['hand']:+.2f}"
+        if name != ref and not name.endswith("baseline") and peak is not None and peaks.get(ref) is not None:
+            beyond = f"{peak - peaks[ref]:+.2f}"
         rows.append(
-            f"| {case} | {n} | {epochs} | {name} | {med:.3f} | {', '.join(f'{t:.2f}' for t in runs)} | {ratio} | "
-            f"{out} | {peak_text} | {beyond} |"
+            f"| {case} | {n} | {epochs} | {name} | {med:.3f} | {', '.join(f'{t:.2f}' for t in runs)} | {ref} | "
+            f"{ratio} | {out} | {start} | {peak_text} | {beyond} |"
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def _machine():
+    import pandas as pd
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores (shared), CPU instruction set "
+        f"{torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"pandas {pd.__version__}"
+    )
+
+
+def _run_under(python, argv):
+    """The rows of this benchmark run by ``python`` (another environment), each with its ``pandas`` column."""
+    out = subprocess.run([python, __file__, *argv, "--rows-only"], stdout=subprocess.PIPE, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["machine"], [f"| {result['pandas']} {row}" for row in result["rows"]]
 
 
 def main():
@@ -332,46 +410,67 @@ def main():
     parser.add_argument("--family-size", type=int, default=20000, help="N of the other cases")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--overrides", action="store_true", help="also time the former overrides of skorch's epoch")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a memory run is stopped")
+    parser.add_argument("--python", nargs="+", help="interpreters to run the measurement under (default: this one)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         case, n, method = args.child
         _child(case, int(n), method)
         return
-    torch.set_num_threads(1)
-    LoopTimer.instance = LoopTimer()
     load_before = os.getloadavg()[0]
-    rows = []
-    for case in args.cases:
-        for n in args.sizes if case == "cox" else [args.family_size]:
-            rows += measure(case, n, args.repeats, not args.no_memory, args.timeout)
+    if args.python:
+        argv = [arg for arg in sys.argv[1:] if arg not in args.python and arg != "--python"]
+        machines, rows = [], []
+        for python in args.python:
+            machine, python_rows = _run_under(python, argv)
+            machines.append(machine)
+            rows += python_rows
+    else:
+        import pandas as pd
+
+        torch.set_num_threads(1)
+        Timers.instance = Timers()
+        rows = []
+        for case in args.cases:
+            for n in args.sizes if case == "cox" else [args.family_size]:
+                rows += measure(case, n, args.repeats, not args.no_memory, args.timeout, args.overrides)
+        if args.rows_only:
+            print(json.dumps({"machine": _machine(), "pandas": pd.__version__, "rows": rows}))
+            return
+        machines, rows = [_machine()], [f"| {pd.__version__} {row}" for row in rows]
     header = [
         "# Fit: time and memory against hand-written torch loops and pycox",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}, "
-        f"torch {torch.__version__}, one torch thread, CPU. Load average (1 min) at the start "
+        f"Machine: {'; '.join(machines)}; one torch thread. Load average (1 min) at the start "
         f"{load_before:.1f}, at the end {os.getloadavg()[0]:.1f}.",
         "",
-        "Batch 256, Adam (lr 1e-3, weight decay 1e-4), skfusion with `early_stopping=False`. "
-        "`cox` and `classifier`: 2 modalities x 256 features, network 512 -> 256 -> out; `cox-wide`: "
-        "1024 + 768 features, network 1792 -> 512 -> 1; `co-attention`: `CoAttentionSurvival`'s "
-        "defaults on the narrow shape, the hand loop training the identical module. CPU seconds "
-        "(`time.process_time`), median of the interleaved runs after one warm-up run each; `ratio` = "
-        "median / the hand loop's, and in brackets / the hand loop's with its baseline hazard. "
-        "`+ baseline`: the same runs including what a Cox model needs before it can predict survival "
-        "(the trained network's outputs over the training rows and Breslow's baseline; pycox's "
+        "Batch 256, Adam (lr 1e-3, weight decay 1e-4), skfusion with `early_stopping=False` and otherwise its "
+        "defaults (`linear_path=True`, `standardize=True`). `cox` and `classifier`: 2 modalities x 256 features, "
+        "network 512 -> 256 -> out beside a linear path 512 -> out; `cox-wide`: 1024 + 768 features, network "
+        "1792 -> 512 -> 1 beside 1792 -> 1; `co-attention`: `CoAttentionSurvival`'s defaults on the narrow shape, "
+        "the hand loop training the identical module. `hand`: the tight loop of the same network (the linear "
+        "path included) on a ready row-major float32 tensor (built and standardized before the clock starts), "
+        "`torch.randperm` per epoch, rows indexed per batch, torchsurv's Efron loss or cross-entropy, Adam; "
+        "`hand, no linear path`: the same without the linear path, the reference of `skfusion, "
+        "linear_path=False`. CPU seconds (`time.process_time`), median of the interleaved runs after one "
+        "warm-up run each; `ratio` = median / the reference's, and in brackets / the reference's with its "
+        "baseline hazard. `+ baseline`: the same runs including what a Cox model needs before it can predict "
+        "survival (the trained network's outputs over the training rows and Breslow's baseline; pycox's "
         "`compute_baseline_hazards`), which skfusion's `fit` includes and the plain rows exclude. "
-        "`outside loop` = skfusion's CPU seconds outside its epoch loop. "
+        "`outside loop` = skfusion's CPU seconds outside its epoch loop (the linear start included); "
+        "`linear start` = its penalized linear model's L-BFGS path (3 folds x 6 penalties, then all rows). "
         "`peak/data` = peak resident memory added by the fit (a subprocess per method) / the float32 "
-        "size of the data; `beyond hand` = the method's `peak/data` minus the hand loop's.",
+        "size of the data; `beyond ref` = the method's `peak/data` minus its reference's.",
         "",
-        "| case | N | epochs | method | CPU s (median) | runs | ratio to hand (+ baseline) | outside loop s "
-        "| peak/data | beyond hand |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| pandas | case | N | epochs | method | CPU s (median) | runs | reference | ratio (+ baseline) "
+        "| outside loop s | linear start s | peak/data | beyond ref |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text("\n".join(header + rows) + "\n")

@@ -100,11 +100,9 @@ class PngDataset(torch.utils.data.Dataset):
 
 
 def hand_network():
-    from skfusion.modules.encoders import RESNET_LAYERS, resnet
+    from skfusion.modules.encoders import resnet
 
-    return nn.Sequential(
-        resnet(3, RESNET_LAYERS["resnet34"]), nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 2)
-    )
+    return nn.Sequential(resnet("resnet34"), nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 2))
 
 
 def hand_loop(paths, labels, args, device):

@@ -40,7 +40,7 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "medcam.md"
 N_PAIRED, N_LABELLED, N_TEST = 2000, 150, 2000
 DATA = {"n_image_features": 128, "n_nuisance": 16, "n_timesteps": (8, 24)}
-ALIGNMENT = {"projection_dim": 32, "hidden_dim": 128, "lstm_hidden": 32, "max_epochs": 20, "random_state": 0}
+ALIGNMENT = {"projection_dim": 32, "hidden_dim": 128, "lstm_dim": 32, "max_epochs": 20, "random_state": 0}
 TIMING_EPOCHS = 5
 
 
@@ -79,7 +79,7 @@ def fit_hand_loop(paired):
     torch.manual_seed(0)
     net = PairedEncoders(
         "img", "ehr", image.dim, ehr.dim, ALIGNMENT["projection_dim"], ALIGNMENT["hidden_dim"],
-        ALIGNMENT["lstm_hidden"], 0.1, False,
+        ALIGNMENT["lstm_dim"], 0.1, False,
     )
     loss_fn = MedCAMLoss(10)
     optimiser = torch.optim.Adam(
@@ -220,7 +220,7 @@ Data: `make_paired_image_ehr` (14 findings driven by 4 disease factors; a 128-d 
 = factors + 16 larger nuisance factors + noise; 76 EHR features over 8-24 steps, carrying the
 factors on about a quarter of the steps). Paired cohort (image + EHR, no labels):
 {N_PAIRED} rows; labelled cohort without EHR: {N_LABELLED} rows; image-only test cohort:
-{N_TEST} rows. Alignment: `projection_dim=32, hidden_dim=128, lstm_hidden=32, max_epochs=20`,
+{N_TEST} rows. Alignment: `projection_dim=32, hidden_dim=128, lstm_dim=32, max_epochs=20`,
 batch 256, lr 1e-3. Macro AUROC and AUPRC on the test cohort, 95% bootstrap CIs (300
 resamples).
 

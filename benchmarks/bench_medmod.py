@@ -43,11 +43,11 @@ from skfusion.modules.encoders import EncoderHead, IdentityEncoder, LSTMEncoder,
 from skfusion.modules.medfuse import MedFuseNet
 
 RESULTS = Path(__file__).parent / "results" / "medmod.md"
-# skfusion's ResNet-34 on 3-channel images: torchvision's resnet34 without its fc layer, 21.28 M.
-RESNET34_FEATURES = sum(p.numel() for p in resnet(3).parameters())
+# skfusion's ResNet-34: torchvision's resnet34 without its fc layer, 21.28 M.
+RESNET34_FEATURES = sum(p.numel() for p in resnet().parameters())
 T_MAX, D_EHR, D_IMG = 24, 76, 512
 # The papers' widths, which the hand-written loops build too ("auto" scales them to the rows).
-PAPER_MEDFUSE = {"ehr_hidden": 256, "fusion_hidden": 512}
+PAPER_MEDFUSE = {"lstm_dim": 256, "fusion_dim": 512}
 LR = 1e-4
 BATCH = 16
 
@@ -68,8 +68,8 @@ def make_data(n, image_share=0.7, seed=0):
 def models():
     lstm = partial(make_encoder, hidden_dim=256, n_layers=2, dropout=0.1, sequence=True)
     common = {"batch_size": BATCH, "lr": LR, "random_state": 0}
-    concat = {"lstm_hidden": 256, **common}
-    ehr = {"ehr_hidden": PAPER_MEDFUSE["ehr_hidden"], **common}
+    concat = {"lstm_dim": 256, **common}
+    ehr = {"lstm_dim": PAPER_MEDFUSE["lstm_dim"], **common}
     return {
         "Early/joint fusion (ConcatClassifier, missing='learn')": ConcatClassifier(missing="learn", **concat),
         "Late fusion (LateFusionClassifier)": LateFusionClassifier(**concat),
@@ -236,7 +236,7 @@ def main():
         "batch on an A100/V100). MMTM is 1 M smaller than MedMod's: MedFuse's code uses a joint "
         "width of 2 (C_ehr + C_img) / 4 and keeps unimodal heads, skfusion follows the MMTM paper's "
         "(C_ehr + C_img) / 4 and one joint head. Concat and late fusion read the EHR series with the "
-        "same 2-layer LSTM (`sequence_encoder=\"lstm\"`, `lstm_hidden=256`); their MLP heads are "
+        "same 2-layer LSTM (`sequence_encoder=\"lstm\"`, `lstm_dim=256`); their MLP heads are "
         "scaled to the input width (Zhang et al., 2026), and late fusion adds a second MLP on the image.",
         "",
         "| model | trainable parameters (M) | + ResNet-34 (M) | forward (ms) | predict_proba (ms) |",

@@ -5,7 +5,7 @@ Two data sets, each split once into training and test rows:
 1. Synthetic ICU stays (:func:`skfusion.datasets.make_icu_timeseries`), in-hospital
    mortality and phenotyping (25 labels): the 17 clinical variables of the first 48 hours through
    :class:`ClinicalTimeSeriesDiscretizer` (24 steps x 76 channels) and the data set's image
-   embedding, absent in ``--missing-image-rate`` of the stays. AUROC and AUPRC (macro over
+   embedding, absent in ``--missing-rate`` of the stays. AUROC and AUPRC (macro over
    the labels for phenotyping).
 2. pbcseq (:func:`skfusion.datasets.load_pbcseq_timeseries`), a one-year landmark analysis:
    patients still followed at day 365, their lab visits up to day 365 as the series and
@@ -65,14 +65,14 @@ def models(classification, ehr, other, training):
         False: (UnimodalSurvival, ConcatSurvival, LateFusionSurvival, MedFuseSurvival, DAFTSurvival, MMTMSurvival),
     }[classification]
     unimodal, concat, late, medfuse, daft, mmtm = kinds
-    roles = {"ehr": ehr, "image": other, "ehr_hidden": 256}  # the papers' widths, not "auto"
-    lstm = {"lstm_hidden": 256, **training}
+    roles = {"ehr": ehr, "image": other, "lstm_dim": 256}  # the papers' widths, not "auto"
+    lstm = {"lstm_dim": 256, **training}
     return {
         "EHR only (LSTM)": unimodal(modality=ehr, **lstm),
         "Early fusion": concat(missing="learn", pretrain_encoders=True, freeze_encoders=True, **lstm),
         "Joint fusion": concat(missing="learn", **lstm),
         "Late fusion": late(pretrain_encoders=True, freeze_encoders=True, **lstm),
-        "MedFuse": medfuse(fusion_hidden=512, **roles, **training),
+        "MedFuse": medfuse(fusion_dim=512, **roles, **training),
         "DAFT": daft(missing="learn", **roles, **training),
         "MMTM": mmtm(missing="learn", **roles, **training),
     }
@@ -101,7 +101,7 @@ def _evaluate(metric_fns, y_test, scores, baseline, stratify, seed):
 
 
 def synthetic_table(n_stays, missing_rate, training, task):
-    X, y = make_icu_timeseries(n_stays, task=task, missing_image_rate=missing_rate, random_state=0)
+    X, y = make_icu_timeseries(n_stays, task=task, missing_rate=missing_rate, random_state=0)
     binary = y.ndim == 1
     strata = y if binary else None
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, stratify=strata, random_state=0)
@@ -160,7 +160,7 @@ def _cpu_name():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-stays", type=int, default=2000)
-    parser.add_argument("--missing-image-rate", type=float, default=0.5)
+    parser.add_argument("--missing-rate", type=float, default=0.5)
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
@@ -176,16 +176,16 @@ def main():
         "n_iter_no_change": 8, "random_state": 0,
     }
     icu_rows, (n_train, n_test, prevalence) = synthetic_table(
-        args.n_stays, args.missing_image_rate, icu_training, "in_hospital_mortality"
+        args.n_stays, args.missing_rate, icu_training, "in_hospital_mortality"
     )
     pheno_rows, (_, _, pheno_prevalence) = synthetic_table(
-        args.n_stays, args.missing_image_rate, icu_training, "phenotyping"
+        args.n_stays, args.missing_rate, icu_training, "phenotyping"
     )
     pbc_rows, (p_train, p_test, p_events) = pbcseq_table(pbc_training)
     total = time.perf_counter() - start
     command = (
-        f"python benchmarks/bench_medmod_accuracy.py --n-stays {args.n_stays} --missing-image-rate "
-        f"{args.missing_image_rate} --max-epochs {args.max_epochs} --threads {args.threads}"
+        f"python benchmarks/bench_medmod_accuracy.py --n-stays {args.n_stays} --missing-rate "
+        f"{args.missing_rate} --max-epochs {args.max_epochs} --threads {args.threads}"
     )
     lines = [
         "# MedMod's supervised models against the EHR-only LSTM: accuracy with bootstrap CIs",
@@ -199,13 +199,13 @@ def main():
         "Every cell: estimate on the test rows [95% percentile bootstrap CI, "
         f"{N_RESAMPLES} stratified resamples]; p: two-sided paired bootstrap p-value of the difference "
         "to the EHR-only LSTM on the same resamples (0.002 is the smallest value 1000 resamples give). Papers' sizes: EHR LSTM 2 layers x 256 "
-        "(`lstm_hidden` / `ehr_hidden`), MedFuse fusion LSTM 512; Adam lr 1e-3, batch 64, "
+        "(`lstm_dim`), MedFuse fusion LSTM 512; Adam lr 1e-3, batch 64, "
         "early stopping on a held-out 10% (20% for pbcseq) of the training rows, "
         "also in the pre-training stage. Fit time includes pre-training; the synthetic stays are "
         "discretized once, with the discretizer fitted on the training stays.",
         "",
         f"## Synthetic ICU stays, in-hospital mortality ({n_train} train / {n_test} test stays, "
-        f"prevalence {prevalence:.3f}, image missing in {args.missing_image_rate:.0%})",
+        f"prevalence {prevalence:.3f}, image missing in {args.missing_rate:.0%})",
         "",
         "Series: the first 48 h of the 17 variables, 2-hour bins (24 x 76). Image: the data set's 32-d "
         "embedding, which carries the severity and radiographic latents (the label depends on severity).",
@@ -215,7 +215,7 @@ def main():
         *icu_rows,
         "",
         f"## Synthetic ICU stays, phenotyping: 25 clinical conditions ({n_train} train / {n_test} test stays, "
-        f"mean prevalence {pheno_prevalence:.3f}, image missing in {args.missing_image_rate:.0%})",
+        f"mean prevalence {pheno_prevalence:.3f}, image missing in {args.missing_rate:.0%})",
         "",
         "Stays from the same generator and the same inputs; multi-label targets (MedFuse's Table 4 "
         "phenotypes). The radiographic "

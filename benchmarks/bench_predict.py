@@ -5,10 +5,12 @@ On the narrow shape of issue 15 (two modalities x 256 float32 features, the defa
 ``CoAttentionSurvival`` are fitted briefly, then:
 
 - ``predict`` on ``--predict-rows`` rows (a DataFrame, as a user calls it) is timed against a
-  hand-written forward pass of the same module (``model.net_.module_`` in eval mode under
-  ``torch.inference_mode()``, consecutive batches of ``batch_size``) on the same float32
-  tensors, already built: the floor for this workload; the same for the classifier's
-  ``predict_proba`` (the hand pass adds the softmax) and the co-attention model's ``predict``;
+  hand-written forward pass of the same network (the fitted module's MLP and linear path,
+  ``mlp(x) + linear(x)``, in eval mode under ``torch.inference_mode()``, consecutive batches
+  of ``batch_size``) on one ready row-major float32 tensor of the standardized inputs: the
+  floor for this workload; the same for the classifier's ``predict_proba`` (the hand pass
+  adds the softmax); the co-attention model's ``predict`` against its module on the same
+  float32 blocks, already built;
 - ``predict_survival_function(return_array=True)`` and
   ``predict_cumulative_hazard_function(return_array=True)`` on ``--grid-rows`` rows are timed
   against pycox's ``CoxPH.predict_surv`` of the identical network (the fitted module wrapped
@@ -18,17 +20,22 @@ Each case is timed on its own: the median of ``--repeats`` runs of each method,
 interleaved, after one warm-up run of each, on CPU time with one torch thread. Peak
 memory is measured in separate runs with
 ``tracemalloc`` (NumPy's allocations are traced, torch's are not) and reported as a multiple
-of the output's size.
+of the output's size. ``--python`` runs the whole measurement under each interpreter given
+(e.g. one environment with pandas 2 and one with pandas 3) and writes one table with a
+``pandas`` column.
 
 Usage::
 
     python benchmarks/bench_predict.py [--predict-rows 200000] [--grid-rows 20000]
+        [--python .venv/bin/python /tmp/venv-pd2/bin/python]
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -53,6 +60,14 @@ def _tensors(model, X):
     from skfusion._data import ModalityDataset
 
     return ModalityDataset(model._blocks(X, reset=False)[0]).batch(torch.arange(len(X)))[0]
+
+
+def tight_forward(module, x, batch_size):
+    """The hand pass of a ``Concat*`` network on one tensor: ``mlp(x) + linear(x)``, batch by batch."""
+    mlp, linear = module.deep.head, module.linear
+    mlp.eval()
+    with torch.inference_mode():
+        return torch.cat([mlp(x[lo : lo + batch_size]) + linear(x[lo : lo + batch_size]) for lo in range(0, len(x), batch_size)])
 
 
 def hand_forward(module, blocks, batch_size):
@@ -111,7 +126,20 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cases", nargs="+", help="time only these cases (default: all)")
+    parser.add_argument("--python", nargs="+", help="interpreters to run the measurement under (default: this one)")
+    parser.add_argument("--rows-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.python:
+        argv = [arg for arg in sys.argv[1:] if arg not in args.python and arg != "--python"]
+        machines, rows, unique_times = [], [], None
+        for python in args.python:
+            out = subprocess.run([python, __file__, *argv, "--rows-only"], stdout=subprocess.PIPE, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            machines.append(result["machine"])
+            unique_times = result["unique_times"]
+            rows += [f"| {result['pandas']} {row}" for row in result["rows"]]
+        _write(args, machines, rows, unique_times)
+        return
     torch.set_num_threads(1)
 
     import torchtuples as tt  # noqa: F401  (pycox's dependency, imported before timing)
@@ -140,15 +168,17 @@ def main():
         input=x_train, target=(y_fit["time"].astype("float32"), y_fit["event"].astype("float32"))
     )
     x_grid = _concat(_tensors(model, X_grid))
+    # The hand passes' input: one row-major tensor (the module's concatenation of the blocks).
+    x_pred, x_class = torch.from_numpy(_concat(pred_blocks)), torch.from_numpy(_concat(class_blocks))
 
     cases = {
         "predict": {
             "skfusion": lambda: model.predict(X_pred),
-            "hand forward": lambda: hand_forward(module, pred_blocks, bs),
+            "hand forward": lambda: tight_forward(module, x_pred, bs),
         },
         "classifier predict_proba": {
             "skfusion": lambda: classifier.predict_proba(X_class),
-            "hand forward": lambda: torch.softmax(torch.from_numpy(hand_forward(class_module, class_blocks, bs)), 1),
+            "hand forward": lambda: torch.softmax(tight_forward(class_module, x_class, bs), 1),
         },
         "co-attention predict": {
             "skfusion": lambda: co_attention.predict(X_pred),
@@ -164,8 +194,14 @@ def main():
         },
     }
     # Sanity: the hand pass and skfusion agree (float32, same batches), and so do the grids.
-    hand = hand_forward(module, _tensors(model, X_grid), bs)[:, 0]
+    hand = tight_forward(module, torch.from_numpy(_concat(_tensors(model, X_grid))), bs)[:, 0].numpy()
     np.testing.assert_allclose(model.predict(X_grid), hand, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        classifier.predict_proba(X_class[: args.grid_rows]),
+        torch.softmax(tight_forward(class_module, x_class[: args.grid_rows], bs), 1),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     np.testing.assert_allclose(
         co_attention.predict(X_grid), hand_forward(co_attention.net_.module_, _tensors(co_attention, X_grid), bs)[:, 0],
         rtol=1e-4, atol=1e-5,
@@ -189,6 +225,9 @@ def main():
             peak, out = _peak(fn)
             peaks[case, name] = (peak, np.asarray(out).nbytes, np.asarray(out).dtype, np.asarray(out).shape)
 
+    import pandas as pd
+
+    n_times = len(model.unique_times_)
     rows = []
     for case, fns in cases.items():
         ref = statistics.median(times[case][list(fns)[1]])
@@ -201,27 +240,45 @@ def main():
                 f"{'x'.join(map(str, shape))} {dtype} | {peak / 2**20:.1f} | {peak / nbytes:.2f} |"
             )
             print(rows[-1], flush=True)
+    if args.rows_only:
+        print(json.dumps({"machine": _machine(), "pandas": pd.__version__, "rows": rows, "unique_times": n_times}))
+        return
+    _write(args, [_machine()], [f"| {pd.__version__} {row}" for row in rows], n_times)
+
+
+def _machine():
+    import pandas as pd
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores (shared), CPU instruction set "
+        f"{torch.backends.cpu.get_cpu_capability()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"pandas {pd.__version__}"
+    )
+
+
+def _write(args, machines, rows, n_times):
     header = [
         "# Prediction: time and memory against the hand-written forward pass and pycox",
         "",
         f"Command: `python {' '.join(sys.argv)}`",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__} (1 thread), CPU. Load average at the end: {os.getloadavg()[0]:.1f}.",
+        f"Machine: {'; '.join(machines)}; one torch thread. Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
         f"Models: ConcatSurvival (Cox loss, default network {sum(DIMS)} -> 256 -> 1), ConcatClassifier "
         "(two classes, the same network with two outputs) and CoAttentionSurvival (its defaults, "
         f"guide='img'), each fitted on {args.fit_rows} rows x ({DIMS[0]} + {DIMS[1]}) features for "
         f"{args.fit_epochs} epochs with early_stopping=False; "
-        f"{len(model.unique_times_)} unique training times (the grid's width). CPU seconds, median of "
+        f"{n_times} unique training times (the grid's width). CPU seconds, median of "
         f"{args.repeats} interleaved runs after one warm-up run each, case by case. `ratio` = median / "
         "the case's reference (second row). "
         "`peak/output` = tracemalloc peak (NumPy and Python allocations; torch's own buffers are not "
         "traced) / the output's size, in a separate run. skfusion is called on the DataFrame (validation "
-        "and conversion included); the hand pass and pycox get the ready float32 tensor.",
+        "and conversion included); the hand pass and pycox get the ready float32 tensor: for `predict` and "
+        "`predict_proba`, one row-major tensor of the standardized inputs, through the fitted network's MLP "
+        "and linear path (`mlp(x) + linear(x)`); for co-attention, its module on the ready blocks.",
         "",
-        "| case | rows | method | CPU s (median) | runs | ratio | output | peak MiB | peak/output |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pandas | case | rows | method | CPU s (median) | runs | ratio | output | peak MiB | peak/output |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text("\n".join(header + rows) + "\n")

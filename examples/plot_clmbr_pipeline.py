@@ -38,7 +38,7 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, strati
 # next-code model from the training rows only; ``transform`` replaces the ``ehr`` column by
 # the representation at each patient's last event. Both blocks are then standardised.
 common = {"random_state": 0}
-embedder = CLMBREmbedder(hidden_size=32, n_layers=2, n_heads=4, intermediate_size=64, max_epochs=10, random_state=0)
+embedder = CLMBREmbedder(hidden_dim=32, n_layers=2, n_heads=4, intermediate_dim=64, max_epochs=10, random_state=0)
 clmbr = Pipeline(
     [("emb", embedder), ("scale", StandardScaler().set_output(transform="pandas")), ("fuse", ConcatSurvival(**common))]
 )

@@ -42,7 +42,7 @@ paired.iloc[:3, [0, 1, -1]]
 # ----------------------------
 # The image embedding is frozen; the adapter is an MLP on it, trained with the global +
 # local loss (eq. 8). ``transform`` reads the image columns only.
-adapter = MedCAMAdapter(projection_dim=32, hidden_dim=128, lstm_hidden=32, max_epochs=20, random_state=0)
+adapter = MedCAMAdapter(projection_dim=32, hidden_dim=128, lstm_dim=32, max_epochs=20, random_state=0)
 adapter.fit(paired)
 adapter.transform(test).iloc[:3, :4]
 

@@ -61,9 +61,9 @@ X_train.iloc[:3, [0, 1, -1]]
 # same epochs here in a third of the time.
 common = {"n_iter_no_change": 10, "random_state": 0}
 models = {
-    "MedFuse": MedFuseClassifier(ehr_hidden=32, fusion_hidden=32, **common),
-    "Concat (missing='learn')": ConcatClassifier(missing="learn", lstm_hidden=32, **common),
-    "Late fusion": LateFusionClassifier(lstm_hidden=32, **common),
+    "MedFuse": MedFuseClassifier(lstm_dim=32, fusion_dim=32, **common),
+    "Concat (missing='learn')": ConcatClassifier(missing="learn", lstm_dim=32, **common),
+    "Late fusion": LateFusionClassifier(lstm_dim=32, **common),
 }
 shares = [1.0, 0.75, 0.5, 0.25]
 auroc = {name: [] for name in models}

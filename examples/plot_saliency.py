@@ -95,13 +95,15 @@ print(f"share of |attribution| on the lesion slices: {np.mean(on_lesion):.2f} (u
 # %%
 # Pixels: the image encoder inside the network
 # --------------------------------------------
-# Raw ``(1, 16, 16)`` images in a column ``"cxr"``; the risk rises with the brightness of a
-# 4 x 4 square at a fixed place. A small CNN (``image_encoder=``) is trained with the model,
-# so the gradient reaches the pixels.
+# Raw ``(16, 16, 1)`` grey images in [0, 1] in a column ``"cxr"`` (channels last, as numpy,
+# Pillow and pydicom give images); the risk rises with the brightness of a 4 x 4 square at a
+# fixed place. A small CNN (``image_encoder=``) is trained with the model, so the gradient
+# reaches the pixels; the saliency comes back in the images' ``(16, 16, 1)`` layout.
 n, size = 300, 16
-images = rng.normal(scale=0.5, size=(n, 1, size, size)).astype(np.float32)
+logits = rng.normal(scale=0.5, size=(n, size, size, 1))
 brightness = rng.normal(size=n).astype(np.float32)
-images[:, 0, 3:7, 9:13] += brightness[:, None, None]
+logits[:, 3:7, 9:13, 0] += brightness[:, None, None]
+images = (1 / (1 + np.exp(-logits))).astype(np.float32)
 clinical = rng.normal(size=(n, 3)).astype(np.float32)
 eta = 1.5 * brightness + 0.5 * clinical[:, 0]
 y_img = Surv.from_arrays(rng.random(n) < 0.8, rng.exponential(np.exp(-eta)))

@@ -75,7 +75,7 @@ if __name__ == "__main__":
     backbone = TinyCNN()
     workdir = Path(tempfile.mkdtemp(prefix="skfusion-dask-"))
     X = write_cohort(workdir)
-    single = CTVolumeEmbedder(backbone=backbone, input_size=32, device="cpu").fit_transform(X)
+    single = CTVolumeEmbedder(backbone=backbone, image_size=32, device="cpu").fit_transform(X)
     print("one process:", single.shape)
 
 # %%
@@ -90,7 +90,7 @@ if __name__ == "__main__":
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     )
     client = distributed.Client(cluster)
-    embedder = CTVolumeEmbedder(backbone=backbone, input_size=32, device="cpu", cache_dir=workdir / "cache")
+    embedder = CTVolumeEmbedder(backbone=backbone, image_size=32, device="cpu", cache_dir=workdir / "cache")
     embedder.fit(X)
     with joblib.parallel_backend("dask"):
         sharded = embedder.transform(X)

@@ -30,7 +30,7 @@ X_train, Y_train, X_test, Y_test = X.iloc[:1000], Y[:1000], X.iloc[1000:], Y[100
 # ``output="both"`` concatenates the image and EHR embeddings (``"image"`` or ``"ehr"``
 # give one of them; ``transform`` then needs only that modality's columns). The probe is a
 # one-vs-rest logistic regression for the 14 findings.
-settings = {"projection_dim": 16, "hidden_dim": 64, "lstm_hidden": 32, "max_epochs": 10, "random_state": 0}
+settings = {"projection_dim": 16, "hidden_dim": 64, "lstm_dim": 32, "max_epochs": 10, "random_state": 0}
 rows = []
 for method in (ConVIRT, ALIGN, VICReg):
     for output in ("image", "both"):

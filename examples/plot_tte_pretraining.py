@@ -65,7 +65,7 @@ for name, model in {"untrained": untrained, "TTE-pretrained": pretrained}.items(
 # ``ConcatSurvival``. (``pretrained.image_encoder_`` can instead be given as the
 # ``image_encoder=`` of the fusion estimators, which then fine-tune it on the outcome, and
 # ``pretrained.backbone_`` as the ``backbone=`` of ``CTVolumeEmbedder``.)
-history = OneHotEHREncoder(prediction_time="index_time").fit(train)
+history = OneHotEHREncoder(index_time="index_time").fit(train)
 
 
 def fused(frame):

@@ -292,6 +292,23 @@ class BaseFusion(BaseEstimator):
         blocks, _ = self._blocks(X, reset=True)
         return self._fit_blocks(X, y, sample_weight, blocks)
 
+    def _fit_read(self, reader, layout, blocks, y, sample_weight):
+        """``fit`` on ``blocks``, which the fitted estimator ``reader`` read from its ``X`` for ``layout``.
+
+        ``X`` is not read again: the model takes ``reader``'s record of the input features
+        (``n_features_in_``, ``feature_names_in_``), standardizes over the rows of
+        ``blocks`` and scales its ``"auto"`` widths to them, as ``fit`` on those rows of
+        ``X`` would.
+        """
+        for name in ("n_features_in_", "feature_names_in_"):
+            if hasattr(reader, name):
+                setattr(self, name, getattr(reader, name))
+        self.layout_ = tuple(layout)
+        self._width_rows = len(next(iter(blocks.values()))["present"])
+        self.standardization_ = fit_standardization(blocks) if self.standardize else {}
+        standardize_blocks(blocks, self.standardization_)
+        return self._fit_blocks(None, y, sample_weight, blocks)
+
     def _fit_blocks(self, X, y, sample_weight, blocks):
         """``fit`` from the ``blocks`` that ``X`` became (``layout_`` and ``standardization_`` set)."""
         device = resolve_device(self.device)
@@ -426,6 +443,10 @@ class BaseFusion(BaseEstimator):
     def _predict_outputs(self, X):
         check_is_fitted(self)
         blocks, _ = self._blocks(X, reset=False)
+        return self._outputs(blocks)
+
+    def _outputs(self, blocks):
+        """The network's outputs on ``blocks`` (standardized), refusing non-finite ones."""
         outputs = self.net_.predict_outputs(ModalityDataset(blocks, device=self.net_.device))
         bad = ~np.isfinite(outputs).all(axis=1)
         if bad.any():

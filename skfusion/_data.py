@@ -5,11 +5,18 @@
 - a *vector* modality is a numeric block ``"{name}__{feature}"`` (``img__0 ... img__1023``);
 - a *sequence* modality is one object column ``"{name}"`` holding, per row, a ``(T_i, d)``
   array (per-slice CT embeddings, per-timestep EHR states, a clinical time series);
-- an *image* modality is one object column ``"{name}"`` holding, per row, a ``(C, H, W)``
-  array, the same shape in every row (a chest X-ray as ``(1, H, W)``), or the path of an
-  image file (``str`` or ``os.PathLike``): the estimators that train an image encoder (a
-  CNN) read it. Files are read batch by batch while the model trains (see
-  :mod:`skfusion._images`), never all at once.
+- an *image* modality is one object column ``"{name}"`` holding, per row, an ``(H, W, C)``
+  array with ``C`` 1 or 3 (numpy's layout, as Pillow and pydicom give it: a chest X-ray as
+  ``(H, W, 1)``), the same shape in every row, or the path of an image file (``str`` or
+  ``os.PathLike``): the estimators that train an image encoder (a CNN) read it. A 2-D cell
+  is a token array, so a grayscale image needs its channel axis (``image[..., None]``). Each
+  array goes through :func:`~skfusion._volumes.image_from_array`, as in ``ImageEmbedder``:
+  integers are divided by their dtype's maximum, floats must lie in [0, 1]; the network
+  reads ``(C, H, W)``. A channels-first ``(C, H, W)`` cell is a ValueError. Files are read
+  batch by batch while the model trains (see :mod:`skfusion._images`), never all at once.
+  A ``(Z, H, W)`` array whose first and last axes are neither 1 nor 3 is a CT volume in
+  Hounsfield units, read as it is, its ``Z`` slices as channels (the input of
+  ``TimeToEventPretraining.image_encoder_``).
 
 A row whose block is entirely NaN (or whose cell is ``None``, or has ``T_i = 0``) is *missing*
 that modality. NaN inside a partly observed block, and inf anywhere, are errors.
@@ -37,6 +44,7 @@ import torch
 from sklearn.utils.validation import validate_data
 
 from ._images import ImageFiles, check_image_files, is_path
+from ._volumes import check_image_shape, image_from_array, looks_channels_first
 
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
@@ -67,8 +75,9 @@ class ModalitySpec:
     kind: str  # "vector", "sequence" or "image"
     columns: tuple
     dim: int  # features per row (vector), per token (sequence), channels (image)
-    shape: tuple = ()  # (C, H, W) of an image
+    shape: tuple = ()  # (C, H, W) of an image, as the network reads it (its cells are (H, W, C))
     files: bool = False  # an image column of file paths (its shape set by the estimator's image_size)
+    volume: bool = False  # an image column of (Z, H, W) volumes in HU, read as they are (C = Z)
 
 
 def _rows(mask):
@@ -112,14 +121,15 @@ def _raw_columns(X):
 
 
 def _first_present(series):
-    for cell in series:
+    """The first present cell of ``series`` and its row position (``(None, None)`` if none)."""
+    for row, cell in enumerate(series):
         if cell is not None and not (isinstance(cell, float) and np.isnan(cell)):
-            return cell
-    return None
+            return cell, row
+    return None, None
 
 
 def _raw_spec(name, series):
-    """The spec of a raw column from its first present cell: (T, d) tokens or a (C, H, W) image."""
+    """The spec of a raw column from its first present cell: (T, d) tokens or an (H, W, C) image."""
     if series.isna().all():
         # Its kind is read from a present cell: a column without any cannot be typed, and it
         # would carry no information anyway.
@@ -127,20 +137,25 @@ def _raw_spec(name, series):
             f"column {name!r} is missing (None / NaN) in every row: its modality cannot be read from any "
             "cell and carries no information; drop the column, or fill in the rows that have the modality."
         )
-    cell = _first_present(series)
+    cell, row = _first_present(series)
     if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 2:
         return ModalitySpec(name, "sequence", (series.name,), int(cell.shape[1]))
     if isinstance(cell, (np.ndarray, torch.Tensor)) and cell.ndim == 3:
         shape = tuple(int(v) for v in cell.shape)
-        return ModalitySpec(name, "image", (series.name,), shape[0], shape)
+        if looks_channels_first(shape):
+            check_image_shape(shape, f"column {name!r}, row {row}")
+        if shape[-1] in (1, 3):
+            return ModalitySpec(name, "image", (series.name,), shape[-1], (shape[-1], *shape[:2]))
+        return ModalitySpec(name, "image", (series.name,), shape[0], shape, volume=True)
     if is_path(cell):
         return ModalitySpec(name, "image", (series.name,), 3, (3, None, None), files=True)
     kind = type(cell).__name__
     if isinstance(cell, (np.ndarray, torch.Tensor)):
         kind = f"{cell.ndim}-D arrays"
     raise ValueError(
-        f"column {name!r} holds raw inputs ({kind}), not a numeric block, (T, d) token arrays or (C, H, W) "
-        "images: encode it first (e.g. with CTVolumeEmbedder, ImageEmbedder or CLMBREmbedder)."
+        f"column {name!r} holds raw inputs ({kind}), not a numeric block, (T, d) token arrays, (H, W, C) "
+        "images or (Z, H, W) volumes: encode it first (e.g. with CTVolumeEmbedder, ImageEmbedder or "
+        "CLMBREmbedder)."
     )
 
 
@@ -155,7 +170,11 @@ def require_kinds(layout, kinds, estimator):
             )
 
 
-_KIND_NAMES = {"vector": "embedding blocks", "sequence": "token columns", "image": "(C, H, W) images or image files"}
+_KIND_NAMES = {
+    "vector": "embedding blocks",
+    "sequence": "token columns",
+    "image": "(H, W, C) images, (Z, H, W) volumes or image files",
+}
 
 
 def sized_images(layout, size):
@@ -461,16 +480,24 @@ def _image_block(X, spec):
                 f"column {spec.name!r}, row {i}: holds a file path where the column's first image is an array; "
                 "give every image of a column the same way (all arrays or all paths)."
             )
-        arr = np.asarray(cell, dtype=np.float32)
-        if arr.shape != spec.shape:
+        where, arr = f"column {spec.name!r}, row {i}", np.asarray(cell)
+        image = _volume_from_array(arr, where) if spec.volume else image_from_array(arr, where)
+        if image.shape != spec.shape:
+            expected = spec.shape if spec.volume else (*spec.shape[1:], spec.shape[0])
             raise ValueError(
-                f"column {spec.name!r}, row {i}: expected a {spec.shape} image (every image of a column has "
-                f"one shape); got shape {arr.shape}."
+                f"{where}: expected a {expected} {'volume' if spec.volume else 'image'} (every cell of a column "
+                f"has one shape); got shape {arr.shape}."
             )
-        if not np.isfinite(arr).all():
-            raise ValueError(f"column {spec.name!r}, row {i}: image contains NaN or inf.")
-        x[i], present[i] = arr, True
+        x[i], present[i] = image, True
     return {"x": torch.from_numpy(x), "present": torch.from_numpy(present)}
+
+
+def _volume_from_array(array, where):
+    """A ``(Z, H, W)`` volume cell as float32, unscaled (Hounsfield units, windowed by the encoder)."""
+    volume = array.astype(np.float32)
+    if not np.isfinite(volume).all():
+        raise ValueError(f"{where}: volume contains NaN or inf.")
+    return volume
 
 
 _BLOCK_READERS = {"sequence": _sequence_block, "image": _image_block}
@@ -481,7 +508,8 @@ def to_blocks(X, layout):
 
     Vector blocks are ``x`` of shape (n, d), float32 or, read in place from the caller's
     memory, float64; sequence blocks are ``x`` of shape (n, T_max, d) with a boolean ``mask``
-    (n, T_max) that is true on real tokens; image blocks are ``x`` of shape (n, C, H, W).
+    (n, T_max) that is true on real tokens; image blocks are ``x`` of shape (n, C, H, W), the
+    ``(H, W, C)`` cells moved channels-first and scaled to [0, 1] (volumes: (n, Z, H, W) in HU).
     ``present`` (n,) is false where the row lacks the modality. The ``x`` of a vector or
     sequence block is NaN wherever there is no value (a missing row, the padding after a
     sequence's last token); an image block's is zero. :class:`ModalityDataset` gives batches
@@ -719,7 +747,7 @@ class ModalityDataset(torch.utils.data.Dataset):
 
     def rows(self, positions):
         """The rows of the full blocks that ``positions`` (relative to this dataset) select."""
-        return self.indices[positions]
+        return self.indices.index_select(0, positions) if isinstance(positions, torch.Tensor) else self.indices[positions]
 
     def batch(self, positions, images=None, names=None):
         """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest.
@@ -751,10 +779,15 @@ class ModalityDataset(torch.utils.data.Dataset):
 
     def _values(self, name, gathered):
         """A batch's float32 values of a vector or sequence block: standardized, zero where there is no value."""
+        # Written row-major whatever the source's layout: a block read in place from a frame is
+        # column-major, and the modules' concatenation of column-major blocks costs twice the
+        # standardization (0.7 s of a 200,000-row predict, benchmarks/results/predict.md).
         x = gathered["x"].to(torch.float32)
         if name in self.standardization:
             mean, scale = self.standardization[name]
-            x = torch.sub(x, mean).div_(scale)
+            x = torch.sub(x, mean, out=torch.empty(x.shape, device=x.device)).div_(scale)
+        else:
+            x = x.contiguous()
         if self.gaps[name]:
             valid = gathered["mask"] if "mask" in gathered else gathered["present"]
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)

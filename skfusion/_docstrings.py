@@ -95,7 +95,7 @@ DOCS = {
         hidden state is the vector (dropout ``dropout`` on it); ``"mean"`` is the masked mean
         over the tokens (the average of slice embeddings over z of Zhang et al., 2026). A vector block is
         always used as it is.
-    lstm_hidden : int or "auto", default="auto"
+    lstm_dim : int or "auto", default="auto"
         Hidden width of that LSTM. ``"auto"`` scales MedFuse's :math:`m = 256` to the
         training rows, :math:`256 \\sqrt{n / 42{,}628}` (the weights per row of MedFuse on
         its phenotyping stays) within [the sequence's features, 256]: 18 units for 200
@@ -194,12 +194,15 @@ DOCS["image_files"] = """image_size : int, default=224
     num_workers : int, default=0
         DataLoader worker processes that read and preprocess the image files ahead of the
         training loop (0: read in the main process)."""
-DOCS["image_encoder"] = """image_encoder : {"resnet34", "resnet18"} or torch.nn.Module, default="resnet34"
-        The CNN trained on an image modality (a raw column of ``(C, H, W)`` arrays, one shape
-        per column, or of image file paths): a randomly initialised ResNet-34 (MedFuse's and
-        MedMod's image encoder, 512 features) or ResNet-18, or your own module mapping
-        ``(n, C, H, W)`` to ``(n, d)`` (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()``
-        and weights loaded from a local file), deep-copied at fit. Unused without an image
+DOCS["image_encoder"] = """image_encoder : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} or torch.nn.Module, default="resnet34"
+        The CNN trained on an image modality (a raw column of ``(H, W, C)`` arrays with ``C``
+        1 or 3, one shape per column, or of image file paths): torchvision's ResNet of that
+        depth without its ``fc`` layer, randomly initialised (ResNet-34 is MedFuse's and
+        MedMod's image encoder, 512 features; 2,048 from ResNet-50 on; torchvision is not
+        needed), or your own module mapping the channels-first batch ``(n, C, H, W)`` to
+        ``(n, d)``, deep-copied at fit. For pre-trained weights (a local torchvision
+        checkpoint: ImageNet, RadImageNet, ...), pass
+        ``skfusion.encoders.load_backbone("resnet34", path)``. Unused without an image
         modality.
     """ + DOCS["image_files"]
 DOCS["sequence_encoder"] = DOCS["sequence_encoder"].rstrip() + "\n    " + DOCS["image_encoder"]
@@ -226,17 +229,17 @@ DOCS["paired_modalities"] = """image : str, default=None
         The image modality: a pre-computed embedding block ``"{image}__0", ...`` (e.g. from
         :class:`~skfusion.encoders.ImageEmbedder` or a foundation model), adapted by an MLP;
         ``None`` takes the first vector modality other than ``ehr``. With a ``backbone``: a raw
-        column holding one ``(C, H, W)`` image array per row, one shape per column, or one
-        image file path per row (``None``: the first such column).
+        column holding one ``(H, W, C)`` image array per row (``C`` 1 or 3), one shape per
+        column, or one image file path per row (``None``: the first such column).
     ehr : str, default=None
         The EHR time series: an object column of ``(T_i, d)`` arrays (e.g. the 76-feature
         output of :class:`~skfusion.encoders.timeseries.ClinicalTimeSeriesDiscretizer`),
         read by a two-layer LSTM. ``None`` takes the first sequence modality other than the
         image (for an array: its first modality, read as a length-1 sequence).
     backbone : torch.nn.Module, default=None
-        A 2-D image network mapping ``(n, C, H, W)`` images to ``(n, d)`` features (e.g. a
-        torchvision ResNet-34 with ``fc = nn.Identity()``,
-        with weights you load from a local file). When given, a copy of it is fine-tuned
+        A 2-D image network mapping channels-first ``(n, C, H, W)`` batches to ``(n, d)``
+        features (e.g. a torchvision ResNet-34 with ``fc = nn.Identity()``, with weights you
+        load from a local file). When given, a copy of it is fine-tuned
         together with the adapter on the raw images of ``image``, and ``transform`` runs
         it; the estimator's own module is never modified. ``None``: the image is a frozen
         embedding and only the MLP adapter is trained.
@@ -247,7 +250,7 @@ DOCS["paired_network"] = """projection_dim : int, default=128
     hidden_dim : int, default=256
         Hidden width of the image adapter and of the EHR projection (each
         ``Linear -> ReLU -> Linear``).
-    lstm_hidden : int, default=256
+    lstm_dim : int, default=256
         Hidden width of the two-layer EHR LSTM (MedFuse's :math:`m = 256`)."""
 DOCS["paired_training"] = """lr : float, default=1e-3
         Adam learning rate.

@@ -11,7 +11,7 @@ beside it, and the data contract (:mod:`skfusion._data`) below it.
 """
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from math import ceil
 
 import numpy as np
@@ -309,7 +309,9 @@ class FusionNet(NeuralNet):
 
     def autocast(self):
         """The autocast context of the forward passes (a no-op without ``amp_dtype``)."""
-        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        if self.amp_dtype is None:
+            return nullcontext()  # a disabled torch.autocast still costs its checks, every step
+        return torch.autocast(torch.device(self.device).type, dtype=self.amp_dtype)
 
     def __getstate__(self):
         # skorch pickles module_ and criterion_ so that a net trained on CUDA loads on a machine
@@ -334,8 +336,9 @@ class FusionNet(NeuralNet):
         return y.float() if isinstance(y, torch.Tensor) else y
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        # skorch's epoch, with a batch's size read from its first block rather than by
-        # skorch's get_len walk over the nested batch (80 us a batch).
+        # skorch's epoch, with a batch's size read from its first block: skorch's get_len
+        # walks the nested batch and fails on a None in it (CLMBR's batches). Not for speed:
+        # the walk costs under 1% of a step (benchmarks/results/fit.md).
         if iterator is None:
             return
         batch_count = 0
@@ -357,15 +360,6 @@ class FusionNet(NeuralNet):
         if not torch.isfinite(loss):
             raise divergence_error(f"the {split} loss is {loss.item()} at epoch {len(self.history)}", self.lr)
         return loss
-
-    def _set_training(self, training=True):
-        # skorch calls train(training) on every module before every batch: a walk that sets
-        # each submodule's flag (37 us a step for the concatenation MLP, 0.3 ms for a ResNet-34).
-        # Reading the flags costs a quarter of that; the modes are set only when one differs.
-        modules = [getattr(self, name + "_") for name in self._modules + self._criteria]
-        trees = [m.modules() for m in modules if isinstance(m, torch.nn.Module)]
-        if not all(sub.training == training for tree in trees for sub in tree):
-            super()._set_training(training)
 
     def dataset_loss(self, dataset):
         """The task loss over all rows of ``dataset`` at once, in evaluation mode (a float).

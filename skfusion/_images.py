@@ -89,7 +89,7 @@ def center_crop(x, size):
     ch, cw = (size, size) if isinstance(size, Integral) else size
     h, w = x.shape[-2:]
     if ch > h or cw > w:
-        raise ValueError(f"crop_size={size!r} is larger than the resized image ({h}, {w}).")
+        raise ValueError(f"image_size={size!r} is larger than the resized image ({h}, {w}).")
     top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
     return x[..., top : top + ch, left : left + cw]
 

@@ -173,8 +173,9 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha):
         held_out = np.zeros(len(ALPHAS))
         for train, valid in splits:
             linear = _zero_linear(z.shape[1], n_outputs, z)
+            z_train, train_targets = z[train], targets[train]  # gathered once for the path
             for k, strength in enumerate(ALPHAS):
-                _fit_penalized(z[train], targets[train], loss, linear, strength, gtol=1e-5)
+                _fit_penalized(z_train, train_targets, loss, linear, strength, gtol=1e-5)
                 with torch.no_grad():
                     # A fold's loss is a weighted mean: times the fold's weight, the folds add up.
                     held_out[k] += float(loss(linear(z[valid]), targets[valid])) * float(targets[valid, -1].sum())

@@ -6,8 +6,12 @@ Every reader returns a float32 ``(z, y, x)`` volume in HU laid out like an axial
 series in standard orientation: ``z`` from feet to head, rows from anterior to posterior,
 columns from the patient's right to left.
 
-An image cell is a PNG/JPEG/DICOM file or an ndarray; :func:`read_image` returns a float32
-``(C, H, W)`` array in [0, 1] with ``C`` 1 (grayscale) or 3 (RGB).
+An image cell is a PNG/JPEG/DICOM file or an ndarray ``(H, W)`` or ``(H, W, C)`` with ``C``
+1 or 3, the layout numpy, Pillow, pydicom (``pixel_array``) and scikit-image use:
+:func:`read_image` (and :func:`image_from_array`, for arrays, which every image path of the
+library goes through) returns the float32 ``(C, H, W)`` array in [0, 1] that a network reads,
+with ``C`` 1 (grayscale) or 3 (RGB). A channels-first ``(C, H, W)`` array is refused
+(:func:`check_image_shape`).
 """
 
 import os
@@ -406,7 +410,7 @@ def read_image(cell, where):
         image (its scaling applied) is min-max scaled.
     """
     if isinstance(cell, np.ndarray):
-        return _image_from_array(cell, where)
+        return image_from_array(cell, where)
     if not isinstance(cell, (str, os.PathLike)):
         raise ValueError(f"{where}: expected an image path or array; got {type(cell).__name__}.")
     path = Path(cell)
@@ -434,21 +438,37 @@ def _has_dicom_preamble(path):
         return fh.read(132)[128:] == b"DICM"
 
 
-def _image_from_array(array, where):
-    if array.ndim == 3 and array.shape[-1] in (1, 3):
-        array = np.moveaxis(array, -1, 0)
-    elif array.ndim == 2:
-        array = array[None]
-    else:
-        hint = (
-            " (channels first? move them last with np.moveaxis(image, 0, -1))"
-            if array.ndim == 3 and array.shape[0] in (1, 3)
-            else ""
-        )
+def looks_channels_first(shape):
+    """Whether ``shape`` is that of a channels-first ``(C, H, W)`` image: first axis 1 or 3, the last not."""
+    return len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3)
+
+
+def check_image_shape(shape, where):
+    """Raise a ValueError naming ``where`` unless ``shape`` is ``(H, W)`` or ``(H, W, C)`` with ``C`` 1 or 3.
+
+    A channels-first shape gets its own message: it is the layout torch uses, and the one
+    the estimators read before images took numpy's layout.
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3)):
+        return
+    if looks_channels_first(shape):
         raise ValueError(
-            f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape "
-            f"{array.shape}{hint}."
+            f"{where}: the image array of shape {shape} is channels-first (C, H, W); image arrays are (H, W) or "
+            "(H, W, C) with C in (1, 3), as numpy, Pillow and pydicom give them: pass np.moveaxis(image, 0, -1)."
         )
+    raise ValueError(f"{where}: an image array must be (H, W) or (H, W, C) with C in (1, 3); got shape {shape}.")
+
+
+def image_from_array(array, where):
+    """One image array ``(H, W)`` or ``(H, W, C)`` as the float32 ``(C, H, W)`` array in [0, 1] a network reads.
+
+    Integer arrays are divided by their dtype's maximum; float arrays must already lie in
+    [0, 1]. A ValueError names ``where`` for any other shape (:func:`check_image_shape`),
+    dtype or value.
+    """
+    check_image_shape(array.shape, where)
+    array = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
     if min(array.shape[1:]) == 0:
         raise ValueError(f"{where}: the image array is empty.")
     if np.issubdtype(array.dtype, np.integer):
@@ -499,7 +519,7 @@ def _image_from_pillow(path):
             f"image file {str(path)!r} is a floating-point image whose values are not all finite and "
             "in [0, 1]; scale it to [0, 1] (or save it as 8- or 16-bit)."
         )
-    return _image_from_array(pixels.astype(np.float32), str(path))
+    return image_from_array(pixels.astype(np.float32), str(path))
 
 
 def _check_one_frame(image, path):
@@ -538,7 +558,7 @@ def _image_from_nifti(path):
     if not np.isfinite(data).all():
         raise ValueError(f"NIfTI file {str(path)!r} holds NaN or infinite values.")
     # NIfTI stores (x, y): the transpose gives (rows, columns) as a DICOM image has them.
-    return _image_from_array(_min_max(data.T.astype(np.float64)).astype(np.float32), str(path))
+    return image_from_array(_min_max(data.T.astype(np.float64)).astype(np.float32), str(path))
 
 
 def _image_from_dicom(path):
@@ -548,10 +568,10 @@ def _image_from_dicom(path):
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise ValueError(f"DICOM file {str(path)!r} has several frames; an image cell is one 2-D image.")
     if int(ds.get("SamplesPerPixel", 1)) == 3:
-        return _image_from_array(pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1), str(path))
+        return image_from_array(pixels.astype(np.float32) / float(2 ** int(ds.BitsStored) - 1), str(path))
     for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
         _rescale(ds, 0, keyword, default, path)
     values = apply_voi_lut(apply_modality_lut(pixels, ds), ds).astype(np.float64)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         values = -values
-    return _image_from_array(_min_max(values).astype(np.float32), str(path))
+    return image_from_array(_min_max(values).astype(np.float32), str(path))

@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.utils.validation import check_scalar
 from sksurv.nonparametric import kaplan_meier_estimator
 
+from ._volumes import check_image_shape
 from .metrics._calibration import at_horizon_checked, kaplan_meier_at
 from .metrics._checks import as_rows, check_finite, check_lengths, check_survival
 
@@ -540,8 +541,9 @@ def plot_saliency_overlay(image, saliency, *, ax=None, alpha=0.6, cmap="inferno"
 
     Parameters
     ----------
-    image : array-like of shape (H, W) or (C, H, W)
-        One image, as the model reads it (e.g. a row of a raw image column).
+    image : array-like of shape (H, W) or (H, W, C)
+        One image, channels last as the image columns hold them (e.g. a row of a raw image
+        column), with ``C`` 1 or 3. A channels-first ``(C, H, W)`` array is refused.
     saliency : array-like of the same shape
         Its attributions (a row of :func:`skfusion.inspection.gradient_saliency` or
         :func:`skfusion.inspection.integrated_gradients`).
@@ -562,8 +564,8 @@ def plot_saliency_overlay(image, saliency, *, ax=None, alpha=0.6, cmap="inferno"
     ImportError
         If matplotlib is not installed.
     ValueError
-        If the shapes differ, are not 2-D or 3-D, hold non-finite values, or ``alpha`` is
-        outside [0, 1].
+        If the shapes differ, are not ``(H, W)`` or ``(H, W, C)``, hold non-finite values, or
+        ``alpha`` is outside [0, 1].
 
     References
     ----------
@@ -577,24 +579,25 @@ def plot_saliency_overlay(image, saliency, *, ax=None, alpha=0.6, cmap="inferno"
     >>> matplotlib.use("Agg")
     >>> import numpy as np
     >>> from skfusion.plot import plot_saliency_overlay
-    >>> saliency = np.zeros((1, 4, 4))
-    >>> saliency[0, 1, 2] = -3.0
-    >>> ax = plot_saliency_overlay(np.ones((1, 4, 4)), saliency)
+    >>> saliency = np.zeros((4, 4, 1))
+    >>> saliency[1, 2, 0] = -3.0
+    >>> ax = plot_saliency_overlay(np.ones((4, 4, 1)), saliency)
     >>> float(ax.images[1].get_array()[1, 2])
     3.0
     """
     image = np.asarray(image, dtype=np.float64)
     saliency = np.asarray(saliency, dtype=np.float64)
-    if image.shape != saliency.shape or image.ndim not in (2, 3):
+    if image.shape != saliency.shape:
         raise ValueError(
-            f"image and saliency must have the same (H, W) or (C, H, W) shape; got {image.shape} and {saliency.shape}."
+            f"image and saliency must have the same (H, W) or (H, W, C) shape; got {image.shape} and {saliency.shape}."
         )
+    check_image_shape(image.shape, "plot_saliency_overlay")
     if not (np.isfinite(image).all() and np.isfinite(saliency).all()):
         raise ValueError("image and saliency must hold finite values only.")
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}.")
-    grey = image if image.ndim == 2 else image.mean(axis=0)
-    magnitude = np.abs(saliency) if saliency.ndim == 2 else np.abs(saliency).max(axis=0)
+    grey = image if image.ndim == 2 else image.mean(axis=-1)
+    magnitude = np.abs(saliency) if saliency.ndim == 2 else np.abs(saliency).max(axis=-1)
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(3, 3))

@@ -96,11 +96,12 @@ def fits(X, y, params, rank, out):
 
 
 def image_frame(n=48, size=8):
-    """A (1, size, size) image column, every other image missing, an EHR series column and labels of both."""
+    """A (size, size, 1) image column in [0, 1], every other image missing, an EHR series column and labels of both."""
     rng = np.random.default_rng(0)
     signal = rng.normal(size=n)
-    images = rng.normal(scale=0.5, size=(n, 1, size, size)).astype(np.float32)
-    images[:, :, : size // 2] += signal[:, None, None, None].astype(np.float32)
+    logits = rng.normal(scale=0.5, size=(n, size, size, 1))
+    logits[:, : size // 2] += signal[:, None, None, None]  # the top half's brightness
+    images = (1 / (1 + np.exp(-logits))).astype(np.float32)
     series = [(rng.normal(size=(t, 3)) + signal[i]).astype(np.float32) for i, t in enumerate(rng.integers(2, 6, n))]
     cells = [None if i % 2 == 0 else image for i, image in enumerate(images)]
     X = pd.DataFrame({"ehr": pd.Series(series, dtype=object), "cxr": pd.Series(cells, dtype=object)})
@@ -131,7 +132,7 @@ def image_files_fit(folder):
     for row, cell in enumerate(X["cxr"]):
         if cell is not None:
             paths.append(str(folder / f"{row}.png"))
-            Image.fromarray(np.clip(cell[0] * 60 + 128, 0, 255).astype(np.uint8)).save(paths[-1])
+            Image.fromarray(np.round(cell[..., 0] * 255).astype(np.uint8)).save(paths[-1])
         else:
             paths.append(None)
     X = X.assign(cxr=pd.Series(paths, dtype=object))

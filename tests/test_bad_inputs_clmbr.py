@@ -31,7 +31,7 @@ DICTIONARY = {
     "is_hierarchical": False,
     "age_stats": {"mean": 40 * YEAR_SECONDS, "std": 20 * YEAR_SECONDS},
 }
-FIT = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=1, device="cpu")
+FIT = dict(hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=1, device="cpu")
 
 
 def patient(offset=0.0):

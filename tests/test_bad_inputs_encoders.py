@@ -28,7 +28,7 @@ def events(times, codes, values=None):
 GOOD_STAY = events([0.5, 3.0], ["Heart Rate", "Heart Rate"], [80.0, 90.0])
 GOOD_HISTORY = events([-20000.0, 0.0, 10.0], ["SNOMED/184099003", "Dx/A", "Lab/B"], [np.nan, np.nan, 1.0])
 TINY_CLMBR = dict(
-    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, batch_size=16, device="cpu"
+    hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=0, batch_size=16, device="cpu"
 )
 
 # (id, bad cell of row 's2', message words). Each is tried on every reader of event frames.
@@ -81,7 +81,7 @@ def _readers():
 @pytest.mark.parametrize(("cell", "match"), [c[1:] for c in BAD_EVENT_CELLS], ids=[c[0] for c in BAD_EVENT_CELLS])
 def test_bad_event_cells_name_the_row_and_column(reader, cell, match):
     make, good = _readers()[reader]
-    column = make().column
+    column = make().events
     X = pd.DataFrame({column: [good, cell]}, index=["s1", "s2"])
     with pytest.raises(ValueError, match=match):
         make().fit(X)
@@ -103,7 +103,7 @@ def test_time_code_pairs_in_a_list_cell_name_the_row(reader):
 def test_polars_frame_cells_read_as_their_pandas_frames(reader):
     pl = pytest.importorskip("polars")
     make, good = _readers()[reader]
-    column = make().column
+    column = make().events
     other = good.assign(time=good["time"] + 1.0)
     as_pandas = pd.DataFrame({column: [good, other]}, index=["s1", "s2"])
     as_polars = pd.DataFrame({column: [good, pl.from_pandas(other)]}, index=["s1", "s2"])
@@ -127,13 +127,13 @@ def test_discretizer_time_far_beyond_a_stay():
 def test_non_finite_prediction_time_names_the_row(at):
     X = pd.DataFrame({"ehr": [GOOD_HISTORY, GOOD_HISTORY], "at": [20.0, at]}, index=["p1", "p2"])
     with pytest.raises(ValueError, match=r"row 'p2' of column 'at': prediction time -?inf is not finite"):
-        OneHotEHREncoder(prediction_time="at").fit(X)
+        OneHotEHREncoder(index_time="at").fit(X)
 
 
 def test_prediction_time_text_names_the_position():
     X = pd.DataFrame({"ehr": [GOOD_HISTORY, GOOD_HISTORY], "at": ["2020-01-01", "later"]})
     with pytest.raises(ValueError, match=r"column 'at', row 1 \(position\): 'later' is not a time"):
-        OneHotEHREncoder(prediction_time="at").fit(X)
+        OneHotEHREncoder(index_time="at").fit(X)
 
 
 def test_long_table_missing_time_names_the_row():
@@ -162,7 +162,7 @@ BAD_DATASET_CALLS = [
     ("missing_rate key", lambda: make_multimodal_survival(20, missing_rate={"cxr": 0.3}), r"missing_rate names unknown modalities \['cxr'\]"),
     ("missing_rate value", lambda: make_multimodal_survival(20, missing_rate={"img": -0.1}), r"missing_rate\['img'\] must be"),
     ("missing_rate list", lambda: make_multimodal_survival(20, missing_rate=[0.1, 0.2]), r"missing_rate must be None, a number in \[0, 1\].*got list"),
-    ("icu missing_image_rate NaN", lambda: make_icu_timeseries(5, missing_image_rate=np.nan), r"missing_image_rate must be a finite number in \[0, 1\]"),
+    ("icu missing_rate NaN", lambda: make_icu_timeseries(5, missing_rate=np.nan), r"missing_rate must be a finite number in \[0, 1\]"),
     ("icu n_samples float", lambda: make_icu_timeseries(5.0), r"n_samples must be an integer"),
     ("icu prevalence text", lambda: make_icu_timeseries(5, prevalence="high"), r"prevalence for task='in_hospital_mortality' must be"),
     ("paired n_timesteps int", lambda: make_paired_image_ehr(5, n_timesteps=3), r"n_timesteps must be a pair"),

@@ -280,7 +280,7 @@ def test_prediction_time_column_cuts_the_history(tmp_path):
     frame = patient_frame()
     cut = pd.Timestamp("2000-01-02 08:30")
     X = pd.DataFrame({"ehr": [frame], "at": [cut]})
-    got = CLMBREmbedder(pretrained=tmp_path / "ckpt", prediction_time="at").fit(X).transform(X)
+    got = CLMBREmbedder(pretrained=tmp_path / "ckpt", index_time="at").fit(X).transform(X)
     early = frame[frame["time"] <= cut]
     want = CLMBREmbedder(pretrained=tmp_path / "ckpt").fit(X).transform(pd.DataFrame({"ehr": [early], "at": [cut]}))
     np.testing.assert_array_equal(got.filter(like="ehr__").to_numpy(), want.filter(like="ehr__").to_numpy())
@@ -463,7 +463,7 @@ def test_saved_model_round_trips(tmp_path, tiny_events):
 # ------------------------------------------------------------------- fitting and contract
 # The transformer alone: the code summary has tests of its own below.
 TINY_FIT = dict(
-    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=2, batch_size=16, device="cpu",
+    hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=2, batch_size=16, device="cpu",
     code_summary=False,
 )
 
@@ -586,7 +586,7 @@ def test_mixed_precision_trains_under_autocast_and_keeps_float32_weights(tiny_ev
 
 
 def test_vocabulary_bins_values_per_code(tiny_events):
-    emb = CLMBREmbedder(**{**TINY_FIT, "max_epochs": 0}, n_value_bins=4).fit(tiny_events)
+    emb = CLMBREmbedder(**{**TINY_FIT, "max_epochs": 0}, n_bins=4).fit(tiny_events)
     bili = [e for e in emb.dictionary_["vocab"] if e.get("code_string") == "LOINC/1975-2"]
     assert all(e["type"] == "numeric" for e in bili) and len(bili) == 4
     values = np.concatenate([f.loc[f["code"] == "LOINC/1975-2", "numeric_value"] for f in tiny_events["ehr"]])
@@ -636,16 +636,16 @@ def test_bad_parameters_and_columns(tiny_events):
         CLMBREmbedder(**{**TINY_FIT, "device": "gpu!"}).fit(tiny_events)
     with pytest.raises(ValueError, match="column 'ehr' is not in X"):
         CLMBREmbedder(**TINY_FIT).fit(tiny_events.rename(columns={"ehr": "notes"}))
-    with pytest.raises(ValueError, match="prediction_time column 'when' is not in X"):
-        CLMBREmbedder(**TINY_FIT, prediction_time="when").fit(tiny_events)
-    with pytest.raises(ValueError, match="min_count=1000"):
-        CLMBREmbedder(**{**TINY_FIT, "min_count": 1000}).fit(tiny_events)
-    with pytest.raises(ValueError, match="hidden_size"):
+    with pytest.raises(ValueError, match="index_time column 'when' is not in X"):
+        CLMBREmbedder(**TINY_FIT, index_time="when").fit(tiny_events)
+    with pytest.raises(ValueError, match="min_frequency=1000"):
+        CLMBREmbedder(**{**TINY_FIT, "min_frequency": 1000}).fit(tiny_events)
+    with pytest.raises(ValueError, match="hidden_dim=8 must split into n_heads=3"):
         CLMBREmbedder(**{**TINY_FIT, "n_heads": 3}).fit(tiny_events)
 
 
 def test_clone_and_params():
-    emb = CLMBREmbedder(hidden_size=16, random_state=3)
+    emb = CLMBREmbedder(hidden_dim=16, random_state=3)
     twin = clone(emb)
     assert twin.get_params() == emb.get_params()
     assert twin.set_params(n_layers=3).n_layers == 3 and emb.n_layers == 2
@@ -657,7 +657,7 @@ def test_embedding_carries_survival_signal_in_a_pipeline(pbcseq):
     X, y = pbcseq
     pipe = Pipeline(
         [
-            ("emb", CLMBREmbedder(**{**TINY_FIT, "hidden_size": 16, "max_epochs": 3}, random_state=0)),
+            ("emb", CLMBREmbedder(**{**TINY_FIT, "hidden_dim": 16, "max_epochs": 3}, random_state=0)),
             ("ehr", ColumnTransformer([("ehr", "passthrough", make_column_selector(pattern="^ehr__"))])),
             ("cox", CoxPHSurvivalAnalysis(alpha=1.0)),
         ]
@@ -707,7 +707,7 @@ def test_code_summary_auto_only_without_a_checkpoint(tmp_path):
     assert released.summary_codes_ == [] and released.transform(X).shape == (5, 8)
     with_summary = CLMBREmbedder(pretrained=tmp_path / "ckpt", code_summary=True).fit(X)
     np.testing.assert_array_equal(with_summary.transform(X).to_numpy()[:, :8], released.transform(X).to_numpy())
-    # Codes with at least min_count=5 events: every code of patient_frame (each patient is the same).
+    # Codes with at least min_frequency=5 events: every code of patient_frame (each patient is the same).
     assert with_summary.summary_codes_ == sorted(set(patient_frame()["code"]))
     fitted = CLMBREmbedder(**{**TINY_FIT, "code_summary": "auto"}, random_state=0).fit(X)
     assert fitted.summary_codes_ == with_summary.summary_codes_

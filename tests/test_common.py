@@ -164,7 +164,7 @@ class PlainTargetMMTMSurvival(_PlainTarget, MMTMSurvival):
 
 # The classifier twins' settings in their own test modules.
 ATTENTION = {"attention_dim": 8, "n_tokens": 4, "max_epochs": 10, "lr": 0.05, "random_state": 0}
-EHR_IMAGE = {"ehr_hidden": 8, "max_epochs": 10, "lr": 0.05, "random_state": 0}
+EHR_IMAGE = {"lstm_dim": 8, "max_epochs": 10, "lr": 0.05, "random_state": 0}
 PLAIN_TARGET = [
     PlainTargetConcatSurvival(**FAST),
     PlainTargetConcatSurvival(loss="weibull", **FAST),
@@ -174,7 +174,7 @@ PLAIN_TARGET = [
     PlainTargetCrossAttentionSurvival(**ATTENTION),
     PlainTargetCoAttentionSurvival(guide="m0", **ATTENTION),
     PlainTargetContrastiveSurvival(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0),
-    PlainTargetMedFuseSurvival(fusion_hidden=8, **EHR_IMAGE),
+    PlainTargetMedFuseSurvival(fusion_dim=8, **EHR_IMAGE),
     PlainTargetDAFTSurvival(bottleneck_factor=1.0, **EHR_IMAGE),
     PlainTargetMMTMSurvival(**EHR_IMAGE),
 ]
@@ -243,22 +243,22 @@ class _RawColumns:
 class PlainArrayImageEmbedder(_RawColumns, ImageEmbedder):
     def _raw(self, values, fitting):
         # Grey 8 x 8 images in [0, 1] (NaN and inf stay out of range).
-        return {self.column: _objects(np.resize(0.5 + 0.5 * row / (1 + abs(row)), (8, 8)) for row in values)}
+        return {self._column: _objects(np.resize(0.5 + 0.5 * row / (1 + abs(row)), (8, 8)) for row in values)}
 
 
 class PlainArrayCTVolumeEmbedder(_RawColumns, CTVolumeEmbedder):
     def _raw(self, values, fitting):
-        return {self.column: _objects(np.resize(100 * row, (2, 8, 8)) for row in values)}
+        return {self._column: _objects(np.resize(100 * row, (2, 8, 8)) for row in values)}
 
 
 class PlainArrayOneHotEHREncoder(_RawColumns, OneHotEHREncoder):
     def _raw(self, values, fitting):
-        return {self.column: _event_frames(values)}
+        return {self._column: _event_frames(values)}
 
 
 class PlainArrayCLMBREmbedder(_RawColumns, CLMBREmbedder):
     def _raw(self, values, fitting):
-        return {self.column: _event_frames(values)}
+        return {self._column: _event_frames(values)}
 
 
 class PlainArrayClinicalTimeSeriesDiscretizer(_RawColumns, ClinicalTimeSeriesDiscretizer):
@@ -269,7 +269,7 @@ class PlainArrayClinicalTimeSeriesDiscretizer(_RawColumns, ClinicalTimeSeriesDis
             pd.DataFrame({"time": 1 + row * row, "code": "Heart Rate", "numeric_value": rate})
             for row, rate in zip(values, rates)
         )
-        return {self.column: _objects(stays)}
+        return {self._column: _objects(stays)}
 
 
 class PlainArrayTimeToEventPretraining(_RawColumns, TimeToEventPretraining):
@@ -281,10 +281,10 @@ class PlainArrayTimeToEventPretraining(_RawColumns, TimeToEventPretraining):
 
 
 TINY_CLMBR = PlainArrayCLMBREmbedder(
-    hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu", random_state=0
+    hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=0, device="cpu", random_state=0
 )
 ENCODERS = [
-    PlainArrayImageEmbedder(resize=8, crop_size=8, device="cpu"),
+    PlainArrayImageEmbedder(resize=8, image_size=8, device="cpu"),
     PlainArrayCTVolumeEmbedder(device="cpu"),
     PlainArrayOneHotEHREncoder(),
     TINY_CLMBR,
@@ -396,7 +396,7 @@ FAMILIES = [
     CrossAttentionSurvival(**ATTENTION),
     CoAttentionSurvival(guide="m0", **ATTENTION),
     ContrastiveSurvival(projection_dim=8, alignment_epochs=3, max_epochs=10, lr=0.05, random_state=0),
-    MedFuseSurvival(fusion_hidden=8, **EHR_IMAGE),
+    MedFuseSurvival(fusion_dim=8, **EHR_IMAGE),
     DAFTSurvival(bottleneck_factor=1.0, **EHR_IMAGE),
     MMTMSurvival(**EHR_IMAGE),
 ]

@@ -32,7 +32,7 @@ from skfusion.encoders import (
 from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier, TimeToEventPretraining
 from skfusion.modules.attention import INFERENCE_ROWS, CoAttentionFusion, CrossAttentionFusion
 
-TINY_CLMBR = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=0, device="cpu")
+TINY_CLMBR = dict(hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=0, device="cpu")
 TINY_TTE = {
     "n_tasks": 2, "n_pieces": 2, "rank": 4, "attention_dim": 4, "max_epochs": 1, "batch_size": 4, "device": "cpu",
     "random_state": 0,
@@ -146,9 +146,9 @@ def test_complex_event_times_and_values_are_refused(make, column):
     encoder = make()
     events = pd.DataFrame({"time": [1.0, 2.0], "code": ["Heart Rate", "Heart Rate"], "numeric_value": [80.0, 90.0]})
     events[column] = events[column].to_numpy() + np.array([0, 1j])
-    X = pd.DataFrame({encoder.column: [events, events]}, index=["s1", "s2"])
+    X = pd.DataFrame({encoder.events: [events, events]}, index=["s1", "s2"])
     # A complex column is complex data from its first entry on.
-    with pytest.raises(ValueError, match=rf"row 's1' of column '{encoder.column}': event frame row 0 \(position\), "
+    with pytest.raises(ValueError, match=rf"row 's1' of column '{encoder.events}': event frame row 0 \(position\), "
                        rf"column '{column}': \(\d+\+0j\) is a complex number. Complex data not supported"):
         encoder.fit(X)
 
@@ -265,11 +265,11 @@ def _fitted(case):
     rng = np.random.default_rng(0)
     X, y = make_multimodal_survival(n_samples=80, n_features=(4, 3), random_state=0)
     P, Y = make_paired_image_ehr(n_samples=40, random_state=0)
-    small = {"projection_dim": 4, "hidden_dim": 8, "lstm_hidden": 8, "max_epochs": 1, "random_state": 0}
+    small = {"projection_dim": 4, "hidden_dim": 8, "lstm_dim": 8, "max_epochs": 1, "random_state": 0}
     if case == "ImageEmbedder":
         images = pd.DataFrame({"img": pd.Series([rng.random((8, 8)) for _ in range(6)], dtype=object)})
         backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        embedder = ImageEmbedder(backbone=backbone, mean=None, std=None, resize=8, crop_size=8, device="cpu")
+        embedder = ImageEmbedder(backbone=backbone, mean=None, std=None, resize=8, image_size=8, device="cpu")
         return embedder.fit(images), images, "transform"
     if case == "CLMBREmbedder":
         events = pd.DataFrame({"ehr": [pd.DataFrame({"time": [0.0, 1.0, 2.0], "code": ["A", "B", "A"]})] * 4})
@@ -333,6 +333,6 @@ def test_safetensors_files_hold_no_device(tmp_path):
     with safe_open(tmp_path / "clmbr" / "model.safetensors", framework="pt") as f:
         assert all(f.get_tensor(key).device.type == "cpu" for key in f.keys())
     reloaded = CLMBREmbedder(pretrained=tmp_path / "clmbr", device="auto").fit(events)
-    hidden = slice(0, TINY_CLMBR["hidden_size"])  # the transformer's embedding (the summary columns come from fit)
+    hidden = slice(0, TINY_CLMBR["hidden_dim"])  # the transformer's embedding (the summary columns come from fit)
     got, expected = reloaded.transform(events).to_numpy()[:, hidden], clmbr.transform(events).to_numpy()[:, hidden]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -510,11 +510,11 @@ def test_batching_across_volumes_does_not_change_the_output():
     assert [t.shape for t in seven] == [(5, 4), (2, 4), (7, 4), (1, 4)]
 
 
-def test_input_size_resizes_and_backbone_gets_three_float_channels():
+def test_image_size_resizes_and_backbone_gets_three_float_channels():
     X = frame([np.zeros((2, 40, 30)), np.zeros((1, 40, 30))])
-    out = CTVolumeEmbedder(backbone=ShapeReporter(), input_size=(16, 12)).fit_transform(X)
+    out = CTVolumeEmbedder(backbone=ShapeReporter(), image_size=(16, 12)).fit_transform(X)
     np.testing.assert_array_equal(out.to_numpy(), [[16, 12, 3, 1]] * 2)
-    shorter = CTVolumeEmbedder(backbone=ShapeReporter(), input_size=20).fit_transform(X)
+    shorter = CTVolumeEmbedder(backbone=ShapeReporter(), image_size=20).fit_transform(X)
     np.testing.assert_array_equal(shorter.to_numpy()[0, :2], [26, 20])
 
 
@@ -600,14 +600,17 @@ def test_named_architecture_drops_its_head_and_ignores_head_weights(tmp_path, mo
 
 
 def test_torchvision_name_is_imported_lazily():
+    # The ResNets are skfusion's own (tests/test_resnet.py): no torchvision needed.
+    enc = CTVolumeEmbedder(backbone="resnet18", image_size=32).fit(frame([np.zeros((1, 8, 8))]))
+    assert enc.embedding_dim_ == 512
     try:
         import torchvision  # noqa: F401
     except Exception:
         with pytest.raises(ImportError, match="torchvision cannot be imported"):
-            CTVolumeEmbedder(backbone="resnet18").fit(frame([np.zeros((1, 8, 8))]))
+            CTVolumeEmbedder(backbone="densenet121").fit(frame([np.zeros((1, 8, 8))]))
     else:
-        enc = CTVolumeEmbedder(backbone="resnet18", input_size=32).fit(frame([np.zeros((1, 8, 8))]))
-        assert enc.embedding_dim_ == 512
+        enc = CTVolumeEmbedder(backbone="densenet121", image_size=32).fit(frame([np.zeros((1, 8, 8))]))
+        assert enc.embedding_dim_ == 1024
 
 
 # --------------------------------------------------------------------------- the descriptor
@@ -679,7 +682,7 @@ def test_columns_passthrough_and_feature_names():
 def test_clone_and_params_round_trip():
     net = ChannelMeanLinear()
     enc = CTVolumeEmbedder(
-        window=(-100, 100), slices=0.5, backbone=net, input_size=(8, 8), pool=None, batch_size=3
+        window=(-100, 100), slices=0.5, backbone=net, image_size=(8, 8), pool=None, batch_size=3
     )
     params = enc.get_params()
     cloned = clone(enc)
@@ -712,7 +715,7 @@ def test_pipeline_and_grid_search():
     [
         ({"batch_size": 0}, "batch_size"),
         ({"pool": "max"}, "pool"),
-        ({"input_size": (0, 4)}, "input_size"),
+        ({"image_size": (0, 4)}, "image_size"),
         ({"mean": (0.5,), "std": None}, "mean and std"),
         ({"std": (1.0, 0.0, 1.0)}, "std="),
         ({"mean": (1.0, 2.0)}, "mean="),

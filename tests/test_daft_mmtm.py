@@ -17,7 +17,7 @@ SURVIVAL = [DAFTSurvival, MMTMSurvival]
 def tiny(cls, **params):
     """Small settings; DAFT's bottleneck keeps several units at these widths (``(8 + 4) / 7`` is 1)."""
     extra = {"bottleneck_factor": 1.0} if cls in (DAFTClassifier, DAFTSurvival) else {}
-    return cls(**{"ehr_hidden": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0, **extra, **params})
+    return cls(**{"lstm_dim": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0, **extra, **params})
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_pretrained_frozen_ehr_encoder(data, cls):
         (DAFTSurvival, {"missing": "zero"}, "missing"),
         (MMTMClassifier, {"reduction": -1.0}, "reduction"),
         (MMTMSurvival, {"loss": "logistic"}, "loss"),
-        (MMTMClassifier, {"ehr_hidden": 0}, "ehr_hidden"),
+        (MMTMClassifier, {"lstm_dim": 0}, "lstm_dim"),
     ],
 )
 def test_invalid_parameters(data, cls, params, name):

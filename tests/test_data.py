@@ -312,6 +312,25 @@ def test_batches_are_float32_standardized_and_zero_where_there_is_no_value(in_pl
     torch.testing.assert_close(batch["s"]["x"][..., 0], tokens)
 
 
+@pytest.mark.parametrize("standardized", [True, False])
+def test_batches_of_a_column_major_block_are_row_major(in_place, standardized):
+    # A frame read in place is column-major; its batches are written row-major, which the
+    # modules' concatenation of the blocks reads fastest, with the same values.
+    from skfusion._data import ModalityDataset, standardize_blocks
+
+    X = pd.DataFrame(np.arange(24.0, dtype=np.float32).reshape(6, 4), columns=[f"a__{j}" for j in range(4)])
+    blocks = to_blocks(X, infer_layout(X))
+    assert blocks["a"]["x"].stride(0) == 1  # read in place, column-major
+    mean, scale = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 8.0, 16.0])
+    if standardized:
+        standardize_blocks(blocks, {"a": (mean, scale)})
+    for positions in (torch.arange(1, 5), torch.tensor([4, 0, 2])):
+        x = ModalityDataset(blocks).batch(positions)[0]["a"]["x"]
+        expected = X.to_numpy()[positions.numpy()]
+        assert x.is_contiguous()
+        np.testing.assert_array_equal(x.numpy(), (expected - mean.astype(np.float32)) / scale if standardized else expected)
+
+
 @pytest.mark.parametrize(
     ("value", "match"),
     [

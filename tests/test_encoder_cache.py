@@ -241,7 +241,7 @@ def test_key_follows_content_and_output_changing_parameters(tmp_path):
     # Anything that changes slice embeddings: recomputed.
     assert embed(X, tmp_path, window="mace")[1].calls == 2
     assert embed(X, tmp_path, slices=(0, 2))[1].slices == 4
-    assert embed(X, tmp_path, input_size=4)[1].calls == 2
+    assert embed(X, tmp_path, image_size=4)[1].calls == 2
     assert embed(X, tmp_path, mean=(0.5,), std=(0.5,))[1].calls == 2
     changed = X.copy(deep=True)
     changed.loc[1, "ct"] = changed.loc[1, "ct"] + 1
@@ -354,7 +354,7 @@ def test_image_embedder_shares_the_cache(tmp_path):
     X = pd.DataFrame({"img": [rng.random((20, 24)).astype(np.float32) for _ in range(3)]})
     log = CallLog()
     enc = ImageEmbedder(
-        backbone=CountingNet(log), resize=16, crop_size=12, batch_size=1, cache_dir=tmp_path
+        backbone=CountingNet(log), resize=16, image_size=12, batch_size=1, cache_dir=tmp_path
     ).fit(X)
     first = enc.transform(X)
     log.calls = 0

@@ -24,7 +24,7 @@ from skfusion import (
 from skfusion.fusion._pretraining import _ClassifierPretrainer
 from skfusion.modules.encoders import IdentityEncoder, LSTMEncoder
 
-TINY = {"lstm_hidden": 8, "max_epochs": 8, "lr": 0.01, "early_stopping": False, "random_state": 0}
+TINY = {"lstm_dim": 8, "max_epochs": 8, "lr": 0.01, "early_stopping": False, "random_state": 0}
 
 
 def sequence_frame(n=80, seed=0):
@@ -141,7 +141,7 @@ def test_freeze_without_pretrain_raises(data, cls):
     ("cls", "params", "name"),
     [
         (ConcatClassifier, {"sequence_encoder": "gru"}, "sequence_encoder"),
-        (LateFusionSurvival, {"lstm_hidden": 0}, "lstm_hidden"),
+        (LateFusionSurvival, {"lstm_dim": 0}, "lstm_dim"),
         (UnimodalSurvival, {"sequence_encoder": None}, "sequence_encoder"),
         (ConcatSurvival, {"pretrain_encoders": "yes"}, "pretrain_encoders"),
     ],

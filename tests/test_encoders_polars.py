@@ -53,7 +53,7 @@ ENCODERS = {
     "OneHotEHREncoder": (lambda: OneHotEHREncoder(windows=[100, None]), "events"),
     "CLMBREmbedder": (
         lambda: CLMBREmbedder(
-            hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, max_epochs=1,
+            hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, max_epochs=1,
             batch_size=4, device="cpu", random_state=0,
         ),
         "events",
@@ -73,7 +73,7 @@ def _frame(name):
     X = pd.DataFrame(
         {
             "clin__age": [61.0, 70.0, np.nan, 55.0],
-            enc.column: _raw_cells(kind, rng),
+            enc._column: _raw_cells(kind, rng),
             "note": ["a", None, "c", "d"],
             "other": [np.zeros((2, 3)), None, np.ones((1, 3)), np.ones((2, 3))],
         }

@@ -50,7 +50,7 @@ def test_in_hospital_mortality_covers_48_hours():
 
 @pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
 def test_missing_image_rate(rate):
-    X, _, truth = make_icu_timeseries(30, missing_image_rate=rate, return_truth=True, random_state=2)
+    X, _, truth = make_icu_timeseries(30, missing_rate=rate, return_truth=True, random_state=2)
     image = X.filter(like="img__").to_numpy()
     missing = np.isnan(image).all(axis=1)
     assert missing.sum() == round(rate * 30)
@@ -111,7 +111,7 @@ def test_signal_in_the_vitals():
 
 
 def test_signal_in_the_image():
-    X, y, truth = make_icu_timeseries(300, task="radiology", missing_image_rate=0.0, return_truth=True, random_state=8)
+    X, y, truth = make_icu_timeseries(300, task="radiology", missing_rate=0.0, return_truth=True, random_state=8)
     image = X.filter(like="img__").to_numpy()
     train, test = np.arange(200), np.arange(200, 300)
     aucs = []
@@ -131,7 +131,7 @@ def test_signal_in_the_image():
     [
         ({"task": "mortality"}, "task must be one of"),
         ({"n_samples": 0}, "n_samples"),
-        ({"missing_image_rate": 1.5}, "missing_image_rate"),
+        ({"missing_rate": 1.5}, "missing_rate"),
         ({"n_image_features": 0}, "n_image_features"),
         ({"task": "length_of_stay", "prevalence": 0.2}, "prevalence does not apply"),
         ({"task": "phenotyping", "prevalence": [0.1, 0.2]}, "25 numbers"),
@@ -146,9 +146,9 @@ def test_bad_arguments(kwargs, match):
 
 def test_medfuse_reads_the_discretized_stays_and_missing_images():
     medfuse = pytest.importorskip("skfusion.fusion.medfuse")
-    X, y = make_icu_timeseries(40, missing_image_rate=0.5, n_image_features=8, prevalence=0.4, random_state=0)
+    X, y = make_icu_timeseries(40, missing_rate=0.5, n_image_features=8, prevalence=0.4, random_state=0)
     Xt = ClinicalTimeSeriesDiscretizer(max_hours=48).fit_transform(X)
-    model = medfuse.MedFuseClassifier(ehr_hidden=8, fusion_hidden=8, max_epochs=2, random_state=0).fit(Xt, y)
+    model = medfuse.MedFuseClassifier(lstm_dim=8, fusion_dim=8, max_epochs=2, random_state=0).fit(Xt, y)
     assert [spec.name for spec in model.layout_] == ["ts", "img"]
     proba = model.predict_proba(Xt)
     assert proba.shape == (40, 2)

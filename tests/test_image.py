@@ -171,11 +171,11 @@ def test_medfuse_preprocessing_by_default():
     X = frame([np.zeros((300, 260)), np.zeros((200, 400, 3), np.uint8)])
     out = ImageEmbedder(backbone=ShapeReporter()).fit_transform(X)
     np.testing.assert_array_equal(out.to_numpy(), [[224, 224, 3]] * 2)
-    uncropped = ImageEmbedder(backbone=ShapeReporter(), crop_size=None).fit_transform(X)
+    uncropped = ImageEmbedder(backbone=ShapeReporter(), image_size=None).fit_transform(X)
     np.testing.assert_array_equal(uncropped.to_numpy(), [[295, 256, 3], [256, 512, 3]])
-    square = ImageEmbedder(backbone=ShapeReporter(), resize=(48, 40), crop_size=None).fit_transform(X)
+    square = ImageEmbedder(backbone=ShapeReporter(), resize=(48, 40), image_size=None).fit_transform(X)
     np.testing.assert_array_equal(square.to_numpy(), [[48, 40, 3]] * 2)
-    numpy_ints = ImageEmbedder(backbone=ShapeReporter(), resize=np.int64(16), crop_size=np.int64(12))
+    numpy_ints = ImageEmbedder(backbone=ShapeReporter(), resize=np.int64(16), image_size=np.int64(12))
     np.testing.assert_array_equal(numpy_ints.fit_transform(X).to_numpy(), [[12, 12, 3]] * 2)
 
 
@@ -194,25 +194,25 @@ def test_center_crop_offsets_follow_torchvision():
 
 
 def test_crop_larger_than_the_resized_image_is_refused():
-    with pytest.raises(ValueError, match="crop_size=300 is larger"):
-        ImageEmbedder(backbone=ChannelMeans(), crop_size=300).fit(frame([np.zeros((20, 20))]))
+    with pytest.raises(ValueError, match="image_size=300 is larger"):
+        ImageEmbedder(backbone=ChannelMeans(), image_size=300).fit(frame([np.zeros((20, 20))]))
 
 
 def test_normalisation_matches_a_hand_transcription():
     image = np.random.default_rng(1).random((6, 6)).astype(np.float32)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    out = ImageEmbedder(backbone=ChannelMeans(), resize=None, crop_size=4).fit_transform(frame([image]))
+    out = ImageEmbedder(backbone=ChannelMeans(), resize=None, image_size=4).fit_transform(frame([image]))
     expected = (image[1:5, 1:5].astype(np.float64).mean() - mean) / std
     np.testing.assert_allclose(out.to_numpy()[0], expected, rtol=1e-6)
     raw = ImageEmbedder(
-        backbone=ChannelMeans(), resize=None, crop_size=None, mean=None, std=None
+        backbone=ChannelMeans(), resize=None, image_size=None, mean=None, std=None
     ).fit_transform(frame([image]))
     np.testing.assert_allclose(raw.to_numpy()[0], [image.mean()] * 3, rtol=1e-6)
 
 
 def test_images_of_different_sizes_without_crop_are_batched_by_shape():
     X = frame([np.zeros((8, 8)), np.zeros((6, 10)), np.zeros((8, 8))])
-    out = ImageEmbedder(backbone=ShapeReporter(), resize=None, crop_size=None, batch_size=8).fit_transform(X)
+    out = ImageEmbedder(backbone=ShapeReporter(), resize=None, image_size=None, batch_size=8).fit_transform(X)
     np.testing.assert_array_equal(out.to_numpy(), [[8, 8, 3], [6, 10, 3], [8, 8, 3]])
 
 
@@ -256,14 +256,14 @@ def test_image_descriptor_is_deterministic_and_separates_textures():
     rng = np.random.default_rng(0)
     y = np.r_[np.ones(8, int), np.zeros(8, int)]
     X = frame([textured(bool(r), rng) for r in y])
-    first = ImageEmbedder(resize=None, crop_size=None).fit_transform(X)
+    first = ImageEmbedder(resize=None, image_size=None).fit_transform(X)
     np.testing.assert_array_equal(
-        first.to_numpy(), ImageEmbedder(resize=None, crop_size=None).fit_transform(X).to_numpy()
+        first.to_numpy(), ImageEmbedder(resize=None, image_size=None).fit_transform(X).to_numpy()
     )
     # Mean gradient magnitude (feature 23) is what separates them.
     assert first["img__23"][y == 1].min() > first["img__23"][y == 0].max()
     pipe = Pipeline(
-        [("img", ImageEmbedder(resize=None, crop_size=None)), ("clf", LogisticRegression(max_iter=2000))]
+        [("img", ImageEmbedder(resize=None, image_size=None)), ("clf", LogisticRegression(max_iter=2000))]
     )
     assert cross_val_score(pipe, X, y, cv=4).mean() >= 0.9
 
@@ -277,21 +277,21 @@ def test_missing_cells_give_nan_rows():
 
 
 def test_clone_params_pipeline_and_grid_search():
-    enc = ImageEmbedder(backbone=ChannelMeans(), resize=(20, 20), crop_size=16, batch_size=5)
+    enc = ImageEmbedder(backbone=ChannelMeans(), resize=(20, 20), image_size=16, batch_size=5)
     cloned = clone(enc)
     assert cloned.get_params()["resize"] == (20, 20) and cloned.get_params()["batch_size"] == 5
     assert cloned.get_params()["backbone"] is not enc.get_params()["backbone"]
     rng = np.random.default_rng(3)
     y = np.r_[np.ones(6, int), np.zeros(6, int)]
     X = frame([textured(bool(r), rng, size=24) for r in y])
-    pipe = Pipeline([("img", ImageEmbedder(crop_size=None)), ("clf", LogisticRegression(max_iter=2000))])
+    pipe = Pipeline([("img", ImageEmbedder(image_size=None)), ("clf", LogisticRegression(max_iter=2000))])
     search = GridSearchCV(pipe, {"img__resize": [None, 16]}, cv=2).fit(X, y)
     assert search.best_params_["img__resize"] in (None, 16)
 
 
 @pytest.mark.parametrize(
     "params, message",
-    [({"resize": (0, 3)}, "resize"), ({"crop_size": -1}, "crop_size"), ({"resize": "big"}, "resize")],
+    [({"resize": (0, 3)}, "resize"), ({"image_size": -1}, "image_size"), ({"resize": "big"}, "resize")],
 )
 def test_invalid_parameters(params, message):
     with pytest.raises(ValueError, match=message):

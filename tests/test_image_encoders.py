@@ -1,4 +1,4 @@
-"""Raw (C, H, W) image columns: the data layer, the ResNet encoders, and the estimators that train them."""
+"""Raw (H, W, C) image columns: the data layer, the ResNet encoders, and the estimators that train them."""
 
 import copy
 
@@ -20,19 +20,22 @@ from skfusion import (
     UnimodalClassifier,
 )
 from skfusion._data import infer_layout, to_blocks
+from skfusion._volumes import read_image
+from skfusion.encoders import ImageEmbedder
 from skfusion.modules.encoders import ImageEncoder, image_encoder
 
-# torchvision's resnet34 / resnet18 without their 1000-class fc layer, on 3-channel images.
+# torchvision's resnet34 / resnet18 without their 1000-class fc layer (1-channel images are replicated to 3).
 RESNET34_FEATURES = 21_284_672
 RESNET18_FEATURES = 11_176_512
 
 
 def _frame(n=40, size=8, seed=0, missing=()):
-    """A (1, size, size) image column, an EHR series column and labels depending on both."""
+    """A (size, size, 1) image column in [0, 1], an EHR series column and labels depending on both."""
     rng = np.random.default_rng(seed)
     signal = rng.normal(size=n)
-    images = rng.normal(scale=0.5, size=(n, 1, size, size)).astype(np.float32)
-    images[:, :, : size // 2] += signal[:, None, None, None].astype(np.float32)
+    logits = rng.normal(scale=0.5, size=(n, size, size, 1))
+    logits[:, : size // 2] += signal[:, None, None, None]  # the top half's brightness
+    images = (1 / (1 + np.exp(-logits))).astype(np.float32)
     series = [(rng.normal(size=(t, 3)) + signal[i]).astype(np.float32) for i, t in enumerate(rng.integers(2, 6, n))]
     cells = [None if i in missing else image for i, image in enumerate(images)]
     X = pd.DataFrame({"ehr": pd.Series(series, dtype=object), "cxr": pd.Series(cells, dtype=object)})
@@ -58,14 +61,16 @@ def test_data_layer_reads_image_columns():
     assert block["x"].shape == (5, 1, 8, 8) and "mask" not in block
     assert block["present"].tolist() == [True, True, False, True, True]
     assert torch.all(block["x"][2] == 0)
-    np.testing.assert_array_equal(block["x"][3].numpy(), X["cxr"][3])
+    np.testing.assert_array_equal(block["x"][3].numpy(), np.moveaxis(X["cxr"][3], -1, 0))
 
 
 @pytest.mark.parametrize(
     ("cell", "match"),
     [
-        (np.zeros((1, 8, 7)), r"column 'cxr', row 3: expected a \(1, 8, 8\) image .* got shape \(1, 8, 7\)"),
-        (np.full((1, 8, 8), np.nan), "column 'cxr', row 3: image contains NaN or inf"),
+        (np.zeros((8, 7, 1)), r"column 'cxr', row 3: expected a \(8, 8, 1\) image .* got shape \(8, 7, 1\)"),
+        (np.full((8, 8, 1), np.nan), r"column 'cxr', row 3: an image array must hold finite values in \[0, 1\]"),
+        (np.full((8, 8, 1), 1.5), r"column 'cxr', row 3: an image array must hold finite values in \[0, 1\]"),
+        (np.zeros((1, 8, 8)), r"column 'cxr', row 3: .* channels-first .* np.moveaxis\(image, 0, -1\)"),
     ],
 )
 def test_bad_image_cells_are_named(cell, match):
@@ -73,6 +78,54 @@ def test_bad_image_cells_are_named(cell, match):
     X.at[3, "cxr"] = cell
     with pytest.raises(ValueError, match=match):
         to_blocks(X, infer_layout(X))
+
+
+def test_image_cells_are_read_as_image_embedder_reads_them():
+    # One convention: (H, W, C) arrays, integers divided by their dtype's maximum, then (C, H, W) for the network.
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, size=(4, 6, 5, 1), dtype=np.uint8)
+    rgb = rng.random((4, 6, 5, 3))
+    for images, channels in ((grey, 1), (rgb, 3)):
+        X = pd.DataFrame({"cxr": pd.Series(list(images), dtype=object)})
+        (spec,) = infer_layout(X)
+        assert (spec.kind, spec.shape, spec.dim) == ("image", (channels, 6, 5), channels)
+        block = to_blocks(X, (spec,))["cxr"]["x"].numpy()
+        expected = np.stack([read_image(image, "cell") for image in images])
+        np.testing.assert_array_equal(block, expected)
+        np.testing.assert_allclose(np.moveaxis(block, 1, -1), images / (255.0 if channels == 1 else 1.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_estimator_and_image_embedder_read_the_same_cells(channels):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 16, 16, channels), dtype=np.uint8)
+    X = pd.DataFrame({"cxr": pd.Series(list(images), dtype=object), "clin__0": rng.normal(size=12)})
+    scaled = X.assign(cxr=pd.Series([image / 255.0 for image in images], dtype=object))
+    params = {"image_encoder": _tiny_cnn(channels), "max_epochs": 1, "batch_size": 12, "random_state": 0}
+    model = ConcatClassifier(**params).fit(X, np.arange(12) % 2)
+    np.testing.assert_allclose(model.predict_proba(scaled), model.predict_proba(X), rtol=1e-5)
+    embedder = ImageEmbedder(image="cxr", resize=None, image_size=None)
+    embedded = embedder.fit_transform(X[["cxr"]])
+    np.testing.assert_allclose(embedder.transform(scaled[["cxr"]]), embedded, rtol=1e-5)
+    if channels == 1:  # ImageEmbedder also reads the (H, W) the channel axis was added to
+        plain = X[["cxr"]].assign(cxr=pd.Series([image[..., 0] for image in images], dtype=object))
+        np.testing.assert_array_equal(embedder.transform(plain), embedded)
+
+
+def test_channels_first_cells_are_refused_naming_column_and_row():
+    cells = [None, np.zeros((3, 16, 16), np.float32), np.zeros((3, 16, 16), np.float32)]
+    X = pd.DataFrame({"cxr": pd.Series(cells, dtype=object), "clin__0": [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"column 'cxr', row 1: the image array of shape \(3, 16, 16\) is channels-first"):
+        infer_layout(X)
+
+
+def test_volume_cells_are_read_in_hounsfield_units():
+    # (Z, H, W) with neither end axis 1 or 3: a CT volume, its slices the channels, unscaled.
+    volumes = [np.full((4, 6, 6), -1000.0), np.full((4, 6, 6), 40.0)]
+    X = pd.DataFrame({"ct": pd.Series(volumes, dtype=object)})
+    (spec,) = infer_layout(X)
+    assert (spec.kind, spec.shape, spec.volume) == ("image", (4, 6, 6), True)
+    np.testing.assert_array_equal(to_blocks(X, (spec,))["ct"]["x"].numpy(), np.stack(volumes))
 
 
 def test_four_dimensional_cells_are_refused():
@@ -83,7 +136,7 @@ def test_four_dimensional_cells_are_refused():
 
 @pytest.mark.parametrize(("name", "expected"), [("resnet34", RESNET34_FEATURES), ("resnet18", RESNET18_FEATURES)])
 def test_resnet_matches_torchvision_sizes(name, expected):
-    spec = infer_layout(pd.DataFrame({"img": pd.Series([np.zeros((3, 32, 32))] * 2, dtype=object)}))[0]
+    spec = infer_layout(pd.DataFrame({"img": pd.Series([np.zeros((32, 32, 3))] * 2, dtype=object)}))[0]
     encoder = image_encoder(spec, name)
     assert sum(p.numel() for p in encoder.parameters()) == expected
     assert encoder.out_dim == 512
@@ -124,10 +177,10 @@ def test_estimators_train_a_cnn_on_the_image_column(estimator):
     before = copy.deepcopy(backbone.state_dict())
     # A fixed number of epochs: the epoch chosen on held-out rows may be 0 (the linear start).
     params = {"image_encoder": backbone, "max_epochs": 3, "batch_size": 16, "early_stopping": False, "random_state": 0}
-    if "lstm_hidden" in estimator.get_params():
-        params["lstm_hidden"] = 8
+    if "lstm_dim" in estimator.get_params():
+        params["lstm_dim"] = 8
     else:
-        params["ehr_hidden"] = 8
+        params["lstm_dim"] = 8
     model = estimator.set_params(**params).fit(X, y)
     encoders = [m for m in model.net_.module_.modules() if isinstance(m, ImageEncoder)]
     assert len(encoders) == 1 and encoders[0].out_dim == 4
@@ -139,7 +192,7 @@ def test_estimators_train_a_cnn_on_the_image_column(estimator):
 
 def test_concat_pretrains_and_freezes_the_cnn():
     X, y = _frame(missing=(3,))
-    params = {"image_encoder": _tiny_cnn(), "lstm_hidden": 8, "max_epochs": 3, "batch_size": 16, "random_state": 0}
+    params = {"image_encoder": _tiny_cnn(), "lstm_dim": 8, "max_epochs": 3, "batch_size": 16, "random_state": 0}
     model = ConcatClassifier(missing="learn", pretrain_encoders=True, freeze_encoders=True, **params).fit(X, y)
     cnn = model.network_.encoders["cxr"]
     assert isinstance(cnn, ImageEncoder) and not any(p.requires_grad for p in cnn.parameters())
@@ -149,7 +202,7 @@ def test_default_resnet34_on_a_survival_target():
     from sksurv.util import Surv
 
     rng = np.random.default_rng(0)
-    images = [rng.normal(size=(3, 32, 32)).astype(np.float32) for _ in range(12)]
+    images = [rng.random((32, 32, 3)).astype(np.float32) for _ in range(12)]
     X = pd.DataFrame({"cxr": pd.Series(images, dtype=object), "clin__0": rng.normal(size=12)})
     y = Surv.from_arrays(np.arange(12) % 2 == 0, rng.uniform(1, 5, 12))
     model = ConcatSurvival(max_epochs=1, batch_size=12, random_state=0).fit(X, y)
@@ -161,7 +214,7 @@ def test_default_resnet34_on_a_survival_target():
 @pytest.mark.parametrize("estimator", [CrossAttentionClassifier(), ContrastiveClassifier()], ids=lambda e: type(e).__name__)
 def test_families_without_image_encoders_refuse_images(estimator):
     X, y = _frame(n=10)
-    with pytest.raises(ValueError, match=r"reads embedding blocks and token columns; column 'cxr' holds \(C, H, W\) images"):
+    with pytest.raises(ValueError, match=r"reads embedding blocks and token columns; column 'cxr' holds \(H, W, C\) images"):
         estimator.set_params(max_epochs=1).fit(X, y)
 
 

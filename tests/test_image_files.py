@@ -86,7 +86,7 @@ def test_missing_images_in_medfuse(image_frame):
     X = X.copy()
     X.loc[[1, 6, 9], "img"] = None
     # MedFuse's own widths: "auto" gives 9 units to these 48 rows, which 2 epochs do not train.
-    model = small(MedFuseClassifier, ehr="ehr", image="img", ehr_hidden=256, fusion_hidden=512).fit(X, y)
+    model = small(MedFuseClassifier, ehr="ehr", image="img", lstm_dim=256, fusion_dim=512).fit(X, y)
     assert model.score(X, y) > 0.8  # the brightness of the images gives the label: 1.0 measured
     with pytest.raises(ValueError, match=r"modality 'img' is missing .* rows \[1, 6, 9\]"):
         small(ConcatClassifier).fit(X, y)
@@ -159,7 +159,7 @@ def test_affine_reference():
 
 def test_array_column_keeps_working():
     rng = np.random.default_rng(5)
-    X = pd.DataFrame({"img": [rng.random((3, 20, 20)).astype(np.float32) for _ in range(20)], "ehr__0": rng.normal(size=20)})
+    X = pd.DataFrame({"img": [rng.random((20, 20, 3)).astype(np.float32) for _ in range(20)], "ehr__0": rng.normal(size=20)})
     model = small(ConcatClassifier).fit(X, np.tile([0, 1], 10))
     assert model.layout_[0].shape == (3, 20, 20) and not model.layout_[0].files
 
@@ -222,7 +222,7 @@ def test_mixed_paths_and_other_cells(image_frame):
     with pytest.raises(ValueError, match=r"column 'img', row 4: expected an image file path .* got int"):
         small(ConcatClassifier).fit(with_cell(X, 4, 3), y)
     rng = np.random.default_rng(6)
-    arrays = pd.DataFrame({"img": [rng.random((3, 8, 8)) for _ in range(N_ROWS)], "ehr__0": rng.normal(size=N_ROWS)})
+    arrays = pd.DataFrame({"img": [rng.random((8, 8, 3)) for _ in range(N_ROWS)], "ehr__0": rng.normal(size=N_ROWS)})
     with pytest.raises(ValueError, match="row 2: holds a file path where the column's first image is an array"):
         small(ConcatClassifier).fit(with_cell(arrays, 2, X["img"][0]), y)
 
@@ -273,7 +273,7 @@ def test_ssl_backbone_reads_paths(image_frame):
     ehr = pd.Series([rng.normal(size=(4, 3)).astype(np.float32) for _ in range(N_ROWS)], dtype=object)
     X = X[["img"]].assign(ehr=ehr)
     X.loc[2, "img"] = None
-    network = {"projection_dim": 4, "hidden_dim": 8, "lstm_hidden": 8}
+    network = {"projection_dim": 4, "hidden_dim": 8, "lstm_dim": 8}
     model = ConVIRT(
         image="img", ehr="ehr", output="image", backbone=tiny_cnn(), image_size=32, max_epochs=2, batch_size=16,
         random_state=0, num_workers=2, **network,

@@ -130,9 +130,9 @@ class SmoothCNN(torch.nn.Module):
 def test_pixel_attributions_with_the_image_encoder_in_the_network():
     rng = np.random.default_rng(0)
     n = 40
-    images = rng.normal(size=(n, 1, 8, 8)).astype(np.float32)
+    images = 0.9 * rng.random((n, 8, 8, 1)).astype(np.float32)  # (H, W, C) in [0, 1], room for the step below
     ehr = rng.normal(size=(n, 3)).astype(np.float32)
-    eta = images[:, 0, 2:5, 2:5].mean(axis=(1, 2)) + ehr[:, 0]
+    eta = 4 * images[:, 2:5, 2:5, 0].mean(axis=(1, 2)) + ehr[:, 0]
     X = pd.DataFrame({f"ehr__{j}": ehr[:, j] for j in range(3)})
     X["cxr"] = pd.Series(list(images), dtype=object)
     y = Surv.from_arrays(rng.random(n) < 0.8, rng.exponential(np.exp(-eta)))
@@ -141,7 +141,7 @@ def test_pixel_attributions_with_the_image_encoder_in_the_network():
     ).fit(X, y)
     rows = X.iloc[:4]
     attributions = integrated_gradients(model, rows, "cxr", n_steps=128)
-    assert attributions.shape == (4, 1, 8, 8)
+    assert attributions.shape == (4, 8, 8, 1)  # the layout of the cells
     black = rows.assign(cxr=pd.Series([np.zeros_like(im) for im in rows["cxr"]], index=rows.index, dtype=object))
     expected = model.predict(rows) - model.predict(black)
     np.testing.assert_allclose(attributions.sum(axis=(1, 2, 3)), expected, rtol=1e-3, atol=1e-4)
@@ -149,10 +149,11 @@ def test_pixel_attributions_with_the_image_encoder_in_the_network():
     eps = 1e-2
     moved = [im.copy() for im in rows["cxr"]]
     for im in moved:
-        im[0, 3, 4] += eps
+        im[3, 4, 0] += eps
     up = rows.assign(cxr=pd.Series(moved, index=rows.index, dtype=object))
     fd = (model.predict(up) - model.predict(rows)) / eps
-    np.testing.assert_allclose(saliency[:, 0, 3, 4], fd, rtol=5e-2, atol=1e-3)
+    assert saliency.shape == (4, 8, 8, 1)
+    np.testing.assert_allclose(saliency[:, 3, 4, 0], fd, rtol=5e-2, atol=1e-3)
 
 
 def test_bad_input(tokens, survival_model):

@@ -24,7 +24,7 @@ from skfusion.modules.ssl import (
 from skfusion.datasets import make_paired_image_ehr
 from skfusion.ssl import ConVIRT, MedCAMAdapter, MedCAMClassifier
 
-SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
+SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_dim": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
 
 
 def _cos(a, b):
@@ -265,11 +265,12 @@ def test_frozen_adapter_fine_tunes_on_a_cohort_without_ehr(data, adapter):
 
 
 def _raw_image_cohort(n=96, size=12, seed=0):
-    """Paired raw (1, H, W) images and EHR series sharing a latent factor (bright top half)."""
+    """Paired raw (H, W, 1) images in [0, 1] and EHR series sharing a latent factor (bright top half)."""
     rng = np.random.default_rng(seed)
     factor = rng.normal(size=n)
-    images = rng.normal(scale=0.3, size=(n, 1, size, size)).astype(np.float32)
-    images[:, :, : size // 2] += factor[:, None, None, None].astype(np.float32)
+    logits = rng.normal(scale=0.3, size=(n, size, size, 1))
+    logits[:, : size // 2] += factor[:, None, None, None]
+    images = (1 / (1 + np.exp(-logits))).astype(np.float32)
     ehr = [
         (rng.normal(scale=0.3, size=(t, 5)) + factor[i]).astype(np.float32)
         for i, t in enumerate(rng.integers(4, 9, size=n))
@@ -290,7 +291,7 @@ def test_backbone_is_fine_tuned_on_raw_images_and_transform_needs_only_them():
     backbone = _tiny_cnn()
     before = copy.deepcopy(backbone.state_dict())
     adapter = MedCAMAdapter(
-        backbone=backbone, projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        backbone=backbone, projection_dim=4, hidden_dim=8, lstm_dim=8, top_k=3,
         max_epochs=15, lr=1e-2, batch_size=32, random_state=0,
     ).fit(X)
     assert adapter.image_spec_.name == "cxr" and adapter.image_spec_.shape == (1, 12, 12)
@@ -301,7 +302,7 @@ def test_backbone_is_fine_tuned_on_raw_images_and_transform_needs_only_them():
     Z = adapter.transform(X[["cxr"]])
     assert list(Z.columns) == [f"cxr__{i}" for i in range(4)]
     # Transcription: adapter MLP of the backbone's features of each image.
-    images = torch.from_numpy(np.stack(X["cxr"].to_list()))
+    images = torch.from_numpy(np.moveaxis(np.stack(X["cxr"].to_list()), -1, 1))  # the network reads (C, H, W)
     with torch.no_grad():
         expected = fitted.adapter(fitted.encoder.network.eval()(images)).numpy()
     np.testing.assert_allclose(Z.to_numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -316,7 +317,7 @@ def test_classifier_fine_tunes_the_backbone_image_only():
     X, factor = _raw_image_cohort(seed=1)
     y = (factor > 0).astype(int)
     adapter = MedCAMAdapter(
-        backbone=_tiny_cnn(), projection_dim=4, hidden_dim=8, lstm_hidden=8, top_k=3,
+        backbone=_tiny_cnn(), projection_dim=4, hidden_dim=8, lstm_dim=8, top_k=3,
         max_epochs=5, batch_size=32, random_state=0,
     )
     clf = MedCAMClassifier(adapter, max_epochs=40, lr=1e-2, random_state=0).fit(X, y)
@@ -330,9 +331,9 @@ def test_classifier_fine_tunes_the_backbone_image_only():
     [
         (lambda X: X, {"image": "ehr", "ehr": "cxr"}, "with a backbone, the image modality 'ehr' must be a raw column"),
         (
-            lambda X: X.assign(cxr=[np.zeros((1, 10, 12)) if i == 5 else np.zeros((1, 12, 12)) for i in range(len(X))]),
+            lambda X: X.assign(cxr=[np.zeros((10, 12, 1)) if i == 5 else np.zeros((12, 12, 1)) for i in range(len(X))]),
             {},
-            r"column 'cxr', row 5: expected a \(1, 12, 12\) image",
+            r"column 'cxr', row 5: expected a \(12, 12, 1\) image",
         ),
         (
             lambda X: pd.DataFrame(np.zeros((len(X), 3)), columns=["img__0", "img__1", "img__2"]).assign(ehr=X["ehr"]),

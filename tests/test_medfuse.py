@@ -16,7 +16,7 @@ from sksurv.util import Surv
 from skfusion.fusion._pretraining import _ClassifierPretrainer
 from skfusion.fusion.medfuse import MedFuseClassifier, MedFuseSurvival
 
-TINY = {"ehr_hidden": 8, "fusion_hidden": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0}
+TINY = {"lstm_dim": 8, "fusion_dim": 8, "max_epochs": 15, "lr": 0.01, "early_stopping": False, "random_state": 0}
 
 
 def sequence_frame(n=80, n_missing=25, seed=0):
@@ -113,7 +113,7 @@ def test_bad_configuration(data, params, columns, match):
     [
         (MedFuseClassifier, {"uni_modal_fraction": 1.5}, "uni_modal_fraction"),
         (MedFuseClassifier, {"projection_dim": 0}, "projection_dim"),
-        (MedFuseClassifier, {"fusion_hidden": 2.5}, "fusion_hidden"),
+        (MedFuseClassifier, {"fusion_dim": 2.5}, "fusion_dim"),
         (MedFuseClassifier, {"pretrain_encoders": "yes"}, "pretrain_encoders"),
         (MedFuseSurvival, {"loss": "logistic"}, "loss"),
     ],
@@ -191,7 +191,7 @@ def test_multilabel(data):
     assert proba.shape == (len(X), 3)
 
 
-CHECKED = [MedFuseClassifier(ehr_hidden=8, fusion_hidden=8, max_epochs=10, lr=0.05, random_state=0)]
+CHECKED = [MedFuseClassifier(lstm_dim=8, fusion_dim=8, max_epochs=10, lr=0.05, random_state=0)]
 
 
 @parametrize_with_checks(CHECKED, expected_failed_checks=lambda estimator: WEIGHTS_ARE_NOT_ROWS)

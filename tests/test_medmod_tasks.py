@@ -20,18 +20,18 @@ from skfusion.metrics import auroc, linear_weighted_kappa, mean_absolute_deviati
 
 COMMON = {"max_epochs": 2, "batch_size": 16, "random_state": 0}
 MODELS = {
-    "medfuse": MedFuseClassifier(ehr_hidden=8, fusion_hidden=8, **COMMON),
-    "early": ConcatClassifier(missing="learn", pretrain_encoders=True, freeze_encoders=True, lstm_hidden=8, **COMMON),
-    "joint": ConcatClassifier(missing="learn", lstm_hidden=8, **COMMON),
-    "late": LateFusionClassifier(pretrain_encoders=True, freeze_encoders=True, lstm_hidden=8, **COMMON),
-    "daft": DAFTClassifier(missing="learn", ehr_hidden=8, **COMMON),
-    "mmtm": MMTMClassifier(missing="learn", ehr_hidden=8, **COMMON),
+    "medfuse": MedFuseClassifier(lstm_dim=8, fusion_dim=8, **COMMON),
+    "early": ConcatClassifier(missing="learn", pretrain_encoders=True, freeze_encoders=True, lstm_dim=8, **COMMON),
+    "joint": ConcatClassifier(missing="learn", lstm_dim=8, **COMMON),
+    "late": LateFusionClassifier(pretrain_encoders=True, freeze_encoders=True, lstm_dim=8, **COMMON),
+    "daft": DAFTClassifier(missing="learn", lstm_dim=8, **COMMON),
+    "mmtm": MMTMClassifier(missing="learn", lstm_dim=8, **COMMON),
 }
 N = 48
 
 
 def _fit_all(task, **data):
-    X, y = make_icu_timeseries(N, task=task, n_image_features=8, missing_image_rate=0.5, random_state=0, **data)
+    X, y = make_icu_timeseries(N, task=task, n_image_features=8, missing_rate=0.5, random_state=0, **data)
     assert X.filter(like="img__").isna().all(axis=1).sum() == N // 2
     train, test = X.iloc[:32], X.iloc[32:]
     fitted = {}

@@ -22,7 +22,7 @@ from skfusion.encoders import CLMBREmbedder, events_from_long_table
 from skfusion.encoders.clmbr import MEDS_BIRTH_CODE
 
 # A small CLMBR (its defaults pretrain for 20 epochs); nothing here is silenced.
-SMALL_CLMBR = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=16, max_epochs=2, random_state=0)
+SMALL_CLMBR = dict(hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=16, max_epochs=2, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def birth_warnings(caught):
 
 def test_long_table_births_give_back_the_frames(pbcseq):
     X, _ = pbcseq
-    events = events_from_long_table(long_table(X), id_column="id", column="ehr", birth_column="birth")
+    events = events_from_long_table(long_table(X), id_column="id", events="ehr", birth_column="birth")
     assert events.index.tolist() == X.index.tolist()
     for rebuilt, original in zip(events["ehr"], X["ehr"]):
         pd.testing.assert_frame_equal(rebuilt[list(original.columns)], original, check_dtype=False)
@@ -129,7 +129,7 @@ def test_long_table_bad_births_name_the_id_and_column(births, message):
 
 def test_missing_births_warn_once_per_fit(pbcseq):
     X, y = pbcseq
-    events = events_from_long_table(long_table(X), id_column="id", column="ehr")  # no birth_column
+    events = events_from_long_table(long_table(X), id_column="id", events="ehr")  # no birth_column
     pipe = Pipeline(
         [
             ("emb", CLMBREmbedder(**SMALL_CLMBR)),
@@ -153,7 +153,7 @@ def test_missing_births_warn_once_per_fit(pbcseq):
 
 def test_missing_births_after_a_fit_with_births_warn_per_call(pbcseq):
     X, _ = pbcseq
-    without = events_from_long_table(long_table(X), id_column="id", column="ehr")
+    without = events_from_long_table(long_table(X), id_column="id", events="ehr")
     emb = CLMBREmbedder(**SMALL_CLMBR)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -63,13 +63,13 @@ def test_prediction_time_column_and_timedelta_windows(X):
     start = pd.Timestamp("2020-01-01")
     dated = X.assign(ehr=[f.assign(time=start + pd.to_timedelta(f["time"], unit="D")) for f in X["ehr"]])
     dated["at"] = start + pd.to_timedelta([150, 60, 5], unit="D")
-    enc = OneHotEHREncoder(windows=[pd.Timedelta(days=120)], prediction_time="at", n_bins=1).fit(dated)
+    enc = OneHotEHREncoder(windows=[pd.Timedelta(days=120)], index_time="at", n_bins=1).fit(dated)
     out = enc.transform(dated)
     # p1 at day 150: Lab/B on day 100 counts, the later events do not; p3's only event is after
     # day 5. Codes are selected from the events before the prediction times: Rx/C never is.
     assert out.loc["p1"].filter(like="ehr__").to_dict() == {"ehr__Dx/A@120d": 0, "ehr__Lab/B@120d": 1}
     assert out.loc["p3"].filter(like="ehr__").sum() == 0
-    numeric = OneHotEHREncoder(windows=[120], prediction_time="at", n_bins=1).fit(X.assign(at=[150, 60, 5]))
+    numeric = OneHotEHREncoder(windows=[120], index_time="at", n_bins=1).fit(X.assign(at=[150, 60, 5]))
     same = numeric.transform(X.assign(at=[150, 60, 5])).filter(like="ehr__")
     np.testing.assert_array_equal(same, out.filter(like="ehr__"))
 
@@ -92,7 +92,7 @@ def test_plain_code_lists():
     [
         ({"thresholds": {"Lab/B": [4.0, 2.0]}}, "thresholds for code 'Lab/B' must be increasing"),
         ({"windows": [0]}, "window 0 must be positive"),
-        ({"prediction_time": "when"}, "prediction_time column 'when' is not in X"),
+        ({"index_time": "when"}, "index_time column 'when' is not in X"),
     ],
 )
 def test_bad_parameters(X, params, message):
@@ -105,9 +105,9 @@ def test_bad_cells_and_times_name_the_row(X):
     with pytest.raises(ValueError, match=r"row 'p2' of column 'ehr'.*lacks column"):
         OneHotEHREncoder().fit(bad)
     with pytest.raises(ValueError, match=r"row 'p3' of column 'at': missing prediction time"):
-        OneHotEHREncoder(prediction_time="at").fit(X.assign(at=[1.0, 2.0, np.nan]))
+        OneHotEHREncoder(index_time="at").fit(X.assign(at=[1.0, 2.0, np.nan]))
     with pytest.raises(ValueError, match=r"row 'p1' of column 'ehr'.*both be numbers \(days\) or both datetimes"):
-        OneHotEHREncoder(prediction_time="at").fit(X.assign(at=pd.Timestamp("2020-01-01")))
+        OneHotEHREncoder(index_time="at").fit(X.assign(at=pd.Timestamp("2020-01-01")))
 
 
 def test_clone_keeps_parameters():

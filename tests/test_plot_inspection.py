@@ -20,9 +20,9 @@ def test_slice_importance_heatmap_blanks_padding():
 
 
 def test_saliency_overlay_shows_the_channel_max_of_the_magnitude():
-    image = np.stack([np.eye(4), 3 * np.eye(4)])
-    saliency = np.zeros((2, 4, 4))
-    saliency[0, 0, 1], saliency[1, 0, 1] = 2.0, -5.0
+    image = np.stack([np.eye(4), 3 * np.eye(4), 2 * np.eye(4)], axis=-1)  # (H, W, C), as image columns hold them
+    saliency = np.zeros((4, 4, 3))
+    saliency[0, 1, 0], saliency[0, 1, 1] = 2.0, -5.0
     ax = plot_saliency_overlay(image, saliency)
     np.testing.assert_allclose(ax.images[0].get_array(), 2 * np.eye(4))
     assert ax.images[1].get_array()[0, 1] == 5.0
@@ -44,8 +44,10 @@ def test_slice_importance_bad_input(args, match):
 
 
 def test_saliency_overlay_bad_input():
-    with pytest.raises(ValueError, match=r"same \(H, W\) or \(C, H, W\) shape; got \(4, 4\) and \(1, 4, 4\)"):
-        plot_saliency_overlay(np.ones((4, 4)), np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"same \(H, W\) or \(H, W, C\) shape; got \(4, 4\) and \(4, 4, 1\)"):
+        plot_saliency_overlay(np.ones((4, 4)), np.ones((4, 4, 1)))
+    with pytest.raises(ValueError, match=r"shape \(3, 4, 4\) is channels-first .* np.moveaxis\(image, 0, -1\)"):
+        plot_saliency_overlay(np.ones((3, 4, 4)), np.ones((3, 4, 4)))
     with pytest.raises(ValueError, match="finite values only"):
         plot_saliency_overlay(np.ones((4, 4)), np.full((4, 4), np.inf))
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]; got 2"):

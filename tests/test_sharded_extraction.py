@@ -148,7 +148,7 @@ def assert_same_output(single, sharded, assert_values=np.testing.assert_array_eq
 @pytest.mark.float32_batch
 @pytest.mark.parametrize("backbone", [None, "module"])
 def test_image_embedder_on_the_cluster_matches_one_process(client, image_frame, backbone):
-    params = {} if backbone is None else {"backbone": ChannelMeanLinear(d=6), "resize": 32, "crop_size": 28}
+    params = {} if backbone is None else {"backbone": ChannelMeanLinear(d=6), "resize": 32, "image_size": 28}
     encoder = ImageEmbedder(device="cpu", **params).fit(image_frame)
     single = encoder.transform(image_frame)
     sharded = on_cluster(encoder, image_frame)
@@ -160,7 +160,7 @@ def test_image_embedder_on_the_cluster_matches_one_process(client, image_frame, 
 
 @pytest.mark.parametrize(("backbone", "pool"), [(None, "mean"), ("module", "mean"), ("module", None)])
 def test_ct_embedder_on_the_cluster_matches_one_process(client, ct_frame, backbone, pool):
-    params = {} if backbone is None else {"backbone": ChannelMeanLinear(), "input_size": 24}
+    params = {} if backbone is None else {"backbone": ChannelMeanLinear(), "image_size": 24}
     encoder = CTVolumeEmbedder(device="cpu", batch_size=N_SLICES, pool=pool, **params).fit(ct_frame)
     single = encoder.transform(ct_frame)
     sharded = on_cluster(encoder, ct_frame)
@@ -251,7 +251,7 @@ def assert_same_error(encoder, X, match):
 def test_bad_image_file_on_a_worker_is_the_named_value_error(client, image_frame, tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     X = with_cell(image_frame, "img", 5, str(tmp_path / "notes.txt"))  # in the second chunk
-    encoder = ImageEmbedder(device="cpu", resize=32, crop_size=28).fit(image_frame)
+    encoder = ImageEmbedder(device="cpu", resize=32, image_size=28).fit(image_frame)
     assert_same_error(encoder, X, "notes.txt.*not a readable image")
 
 
@@ -269,6 +269,6 @@ def test_bad_cells_on_a_worker_are_the_named_value_errors(client, ct_frame, tmp_
 @pytest.mark.parametrize("n_jobs", [0, 1.5, "2", [2]])
 def test_bad_n_jobs_is_refused(encoder, n_jobs):
     cell = np.zeros((2, 8, 8)) if encoder is CTVolumeEmbedder else np.zeros((8, 8))
-    X = pd.DataFrame({encoder().column: pd.Series([cell], dtype=object)})
+    X = pd.DataFrame({encoder()._column: pd.Series([cell], dtype=object)})
     with pytest.raises(ValueError, match="'n_jobs' parameter"):
         encoder(n_jobs=n_jobs).fit(X)

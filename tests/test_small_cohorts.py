@@ -134,7 +134,7 @@ def test_auto_widths_scale_to_the_training_rows_and_explicit_ones_are_kept():
     kw = {"max_epochs": 2, "early_stopping": False, "random_state": 0}
     model = LateFusionClassifier(mode="joint", **kw).fit(X, y)
     assert _lstm_widths(model.network_) == [auto_width(256, 120, 3)] == [14]
-    model = LateFusionClassifier(mode="joint", lstm_hidden=5, **kw).fit(X, y)
+    model = LateFusionClassifier(mode="joint", lstm_dim=5, **kw).fit(X, y)
     assert _lstm_widths(model.network_) == [5]
 
 
@@ -306,7 +306,7 @@ def test_a_pre_training_cut_short_is_named_by_its_estimator():
     y = (X["img__0"] > 0).astype(int)
     with pytest.warns(ConvergenceWarning, match="ConcatClassifier's pre-training of 'ts': training stopped"):
         ConcatClassifier(
-            pretrain_encoders=True, lstm_hidden=4, max_epochs=3, early_stopping=False, random_state=0
+            pretrain_encoders=True, lstm_dim=4, max_epochs=3, early_stopping=False, random_state=0
         ).fit(X, y)
 
 
@@ -315,7 +315,7 @@ def _convirt():
     from skfusion.ssl import ConVIRT
 
     X, _ = make_paired_image_ehr(n_samples=60, n_image_features=8, n_ehr_features=4, n_timesteps=(3, 5), random_state=0)
-    return ConVIRT(projection_dim=4, hidden_dim=8, lstm_hidden=4, lr=0.01, random_state=0), X
+    return ConVIRT(projection_dim=4, hidden_dim=8, lstm_dim=4, lr=0.01, random_state=0), X
 
 
 def _time_to_event():
@@ -331,7 +331,7 @@ def _clmbr():
     from skfusion.encoders import CLMBREmbedder
 
     X = load_pbcseq_events(landmark=365)[0].iloc[:40][["ehr"]]
-    settings = dict(hidden_size=8, n_layers=1, n_heads=2, intermediate_size=8, min_count=1, code_summary=False)
+    settings = dict(hidden_dim=8, n_layers=1, n_heads=2, intermediate_dim=8, min_frequency=1, code_summary=False)
     return CLMBREmbedder(**settings, batch_size=16, device="cpu", random_state=0), X
 
 

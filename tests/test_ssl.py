@@ -26,7 +26,7 @@ from skfusion.modules.ssl import (
 from skfusion.ssl import ALIGN, ConVIRT, MedCAMAdapter, VICReg
 from skfusion.datasets import make_paired_image_ehr
 
-SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_hidden": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
+SMALL = {"projection_dim": 8, "hidden_dim": 16, "lstm_dim": 8, "max_epochs": 5, "lr": 0.01, "random_state": 0}
 
 
 def _cos(a, b):

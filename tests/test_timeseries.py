@@ -433,10 +433,10 @@ def test_missing_column_and_non_frame_input():
 
 
 def test_clone_params_pickle_and_feature_names():
-    enc = ClinicalTimeSeriesDiscretizer(column="vitals", output="ehr", timestep=1.0, max_hours=24, mask=False)
+    enc = ClinicalTimeSeriesDiscretizer(events="vitals", output="ehr", timestep=1.0, max_hours=24, mask=False)
     params = enc.get_params()
     assert params == {
-        "column": "vitals",
+        "events": "vitals",
         "output": "ehr",
         "timestep": 1.0,
         "max_hours": 24,

@@ -334,7 +334,7 @@ def _good():
             lambda X: X.assign(ehr=[_events((0, "A"), (2, "B")), _events((1, "B"), (1e39, "A"))]),
             r"row 1 of column 'ehr': an event is more than 2.1e\+37 days after the index time",
         ),
-        (lambda X: X.assign(ct=[np.zeros((2, 8, 8)), np.zeros((2, 8, 4))]), r"row 1 of column 'ct'.*input_size"),
+        (lambda X: X.assign(ct=[np.zeros((2, 8, 8)), np.zeros((2, 8, 4))]), r"row 1 of column 'ct'.*image_size"),
         (lambda X: X.assign(ct=[np.zeros((2, 8, 8)), np.full((2, 8, 8), np.nan)]), "row 1 of column 'ct'.*NaN"),
     ],
 )
@@ -374,7 +374,7 @@ def test_two_dimensional_images_and_nifti_paths(tmp_path):
         ({"window": (100, -100)}, "window=.*low < high"),
         ({"mean": (0.5, 0.5), "std": (0.2, 0.2)}, "mean=.*1 or 3 numbers"),
         ({"mean": None}, "mean and std must be both None"),
-        ({"input_size": (8, 0)}, "input_size=.*positive"),
+        ({"image_size": (8, 0)}, "image_size=.*positive"),
         ({"slices": (1, 2, 3)}, r"slices=.*\(start, stop\)"),
     ],
 )

@@ -120,12 +120,12 @@ def _intercept(scale, prevalence):
     return brentq(lambda a: weights @ expit(a + scale * nodes) - prevalence, -30.0, 30.0)
 
 
-def _check_args(n_samples, task, missing_image_rate, n_image_features, prevalence):
+def _check_args(n_samples, task, missing_rate, n_image_features, prevalence):
     if not isinstance(task, str) or task not in TASKS:
         raise ValueError(f"task must be one of {list(TASKS)}; got {task!r}.")
     check_int("n_samples", n_samples)
     check_int("n_image_features", n_image_features)
-    check_real("missing_image_rate", missing_image_rate, 0.0, 1.0)
+    check_real("missing_rate", missing_rate, 0.0, 1.0)
     if prevalence is None:
         return
     if task == "length_of_stay":
@@ -280,7 +280,7 @@ def make_icu_timeseries(
     n_samples=200,
     *,
     task="in_hospital_mortality",
-    missing_image_rate=0.5,
+    missing_rate=0.5,
     n_image_features=32,
     prevalence=None,
     return_truth=False,
@@ -308,7 +308,7 @@ def make_icu_timeseries(
         24 hours for decompensation), 25 multilabel phenotypes (:data:`PHENOTYPES`), the
         remaining stay in the benchmark's 10 buckets (:data:`LOS_BUCKET_EDGES`, days) or 14
         multilabel radiology findings (:data:`RADIOLOGY_FINDINGS`).
-    missing_image_rate : float, default=0.5
+    missing_rate : float, default=0.5
         Fraction of stays without an image (``round(rate * n_samples)`` stays drawn
         completely at random): their ``img__*`` block is all-NaN.
     n_image_features : int, default=32
@@ -357,7 +357,7 @@ def make_icu_timeseries(
     >>> sorted(X["ts"][0].columns)
     ['code', 'numeric_value', 'text_value', 'time']
     """
-    _check_args(n_samples, task, missing_image_rate, n_image_features, prevalence)
+    _check_args(n_samples, task, missing_rate, n_image_features, prevalence)
     rng = np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
     latent = rng.normal(size=(n_samples, 3))
     hours = _window(task, rng, n_samples)
@@ -368,7 +368,7 @@ def make_icu_timeseries(
     image_latent = np.column_stack([latent[:, 0], latent[:, 2], rng.normal(size=(n_samples, 2))])
     image = (image_latent @ image_map + rng.normal(size=(n_samples, n_image_features))).astype(np.float32)
     present = np.ones(n_samples, dtype=bool)
-    present[rng.permutation(n_samples)[: int(round(missing_image_rate * n_samples))]] = False
+    present[rng.permutation(n_samples)[: int(round(missing_rate * n_samples))]] = False
     image[~present] = np.nan
     labels, proba, names = _labels(task, latent, prevalence, rng)
     X = pd.concat(

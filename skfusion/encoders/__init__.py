@@ -2,6 +2,7 @@
 
 from .clmbr import CLMBREmbedder
 from .._cardiac import heart_slices
+from ._backbone import load_backbone
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
 from .onehot import OneHotEHREncoder
@@ -15,4 +16,5 @@ __all__ = [
     "OneHotEHREncoder",
     "events_from_long_table",
     "heart_slices",
+    "load_backbone",
 ]

@@ -2,8 +2,9 @@
 
 A backbone is any ``torch.nn.Module`` mapping a ``(B, 3, H, W)`` float batch to ``(B, d)``
 embeddings, or the name of a torchvision architecture whose weights come from a local file
-(torchvision is imported only then). Weights are never downloaded: they are read with
-``torch.load(..., weights_only=True)`` or safetensors.
+(:func:`load_backbone`): the ResNets are skfusion's copies of torchvision's
+(:class:`~skfusion.modules.encoders.ResNet`), other names import torchvision. Weights are
+never downloaded: they are read with ``torch.load(..., weights_only=True)`` or safetensors.
 
 :func:`extract_tokens` is the extraction loop every image encoder shares: it reads volumes
 one by one (the next one is read in a background thread while the current one is encoded),
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modules.encoders import RESNETS, resnet
 from ._cache import cache_key, content_hash
 
 
@@ -43,46 +45,106 @@ def autocast_dtype(device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_backbone(backbone, weights):
-    """Return an evaluation-mode copy of the backbone, with ``weights`` loaded when given.
+def load_backbone(backbone, weights=None):
+    """An evaluation-mode copy of a backbone, with weights from a local file.
+
+    The one way weights reach a network in skfusion: ``backbone=`` / ``weights=`` of
+    :class:`ImageEmbedder` and :class:`CTVolumeEmbedder` call it, and its result is what to
+    give the fusion estimators' ``image_encoder`` for a pre-trained image encoder (they
+    fine-tune a copy of it).
 
     Parameters
     ----------
     backbone : torch.nn.Module or str
-        A module (copied, so the caller's module is never modified), or the name of a
-        torchvision architecture (``torchvision.models.get_model(name, weights=None)``)
-        whose classification layer, the last ``nn.Linear``, is replaced by the identity so
-        that it returns its penultimate features.
-    weights : str, os.PathLike or None
-        Local state-dict file (safetensors or a ``torch.save`` file, told apart by content).
-        Keys must match the module exactly; for a torchvision name, the removed
-        classification layer's keys are ignored, so a checkpoint with any number of
-        classes loads.
+        A module (copied, so the caller's module is never modified), or the name of an
+        architecture without its classification layer, which is replaced by the identity
+        so that the network returns its penultimate features. The ResNets
+        ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"resnet101"`` and ``"resnet152"``
+        are skfusion's copies of torchvision's (same modules, parameter names and shapes,
+        so torchvision checkpoints load; torchvision is not needed); any other name is
+        built by torchvision (``torchvision.models.get_model(name, weights=None)``), which
+        must then be importable.
+    weights : str, os.PathLike or None, default=None
+        Local state-dict file (safetensors or a ``torch.save`` file, told apart by content),
+        never downloaded. Its keys and shapes must match the module exactly; for a name,
+        the removed classification layer's keys (``fc.*`` of a ResNet) are ignored, so a
+        checkpoint with any number of classes loads. None keeps the random initialisation.
 
     Returns
     -------
     module : torch.nn.Module
+        Mapping ``(n, 3, H, W)`` images to ``(n, d)`` features (a named ResNet also takes
+        1-channel images, replicated to 3).
+
+    Raises
+    ------
+    ValueError
+        When ``weights`` cannot be read, or has missing, unexpected or misshaped keys (named).
+
+    See Also
+    --------
+    ImageEmbedder, CTVolumeEmbedder : Frozen embeddings from a backbone.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import torch
+    >>> from skfusion.encoders import load_backbone
+    >>> path = Path(tempfile.mkdtemp()) / "resnet18.pt"
+    >>> torch.save(load_backbone("resnet18").state_dict(), path)  # stands for a torchvision file
+    >>> network = load_backbone("resnet18", path)
+    >>> network(torch.zeros(2, 1, 64, 64)).shape
+    torch.Size([2, 512])
+
+    With ``ConcatClassifier(image_encoder=network)``, training starts from these weights.
     """
     if isinstance(backbone, str):
-        module = _torchvision_model(backbone)
-        head = _last_linear_name(module)
-        if head is not None:
-            parent, _, child = head.rpartition(".")
-            setattr(module.get_submodule(parent), child, nn.Identity())
+        module, head = _named_backbone(backbone)
     else:
         module, head = copy.deepcopy(backbone), None
     if weights is not None:
         state = load_state_dict(weights)
         if head is not None:
             state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"weights {str(weights)!r} do not match the backbone: missing keys "
-                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected keys "
-                f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}."
-            )
+        _load_exactly(module, state, weights)
     return module.eval()
+
+
+def _named_backbone(name):
+    """The module of an architecture name with its classifier replaced by the identity, and that classifier's name."""
+    if name in RESNETS:
+        return resnet(name), "fc"
+    module = _torchvision_model(name)
+    head = _last_linear_name(module)
+    if head is not None:
+        parent, _, child = head.rpartition(".")
+        setattr(module.get_submodule(parent), child, nn.Identity())
+    return module, head
+
+
+def _load_exactly(module, state, weights):
+    """``module.load_state_dict(state)``, with every key and shape difference a ValueError naming the keys."""
+    own = module.state_dict()
+    misshaped = [
+        f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the backbone"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    missing, unexpected = [], []
+    if not misshaped:
+        # load_state_dict lists the keys itself, knowing which may be absent (the batch-norm
+        # counters of checkpoints written before they existed).
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            f"weights {str(weights)!r} do not match the backbone: missing keys {_first(missing)}, "
+            f"unexpected keys {_first(unexpected)}, misshaped keys {_first(misshaped)}."
+        )
+
+
+def _first(keys, n=5):
+    return f"{list(keys[:n])}{' ...' if len(keys) > n else ''}"
 
 
 def _torchvision_model(name):

@@ -94,8 +94,10 @@ def to_polars_frame(frame):
 class BaseColumnEncoder(TransformerMixin, BaseEstimator):
     """Base class of the encoders: one raw column in, one modality block out.
 
-    Subclasses set ``column`` and ``output`` as constructor parameters (``output=None``
-    means "same name as the column") and implement:
+    Subclasses name the constructor parameter that picks the raw column by the role the
+    column plays (``events`` for event frames, ``image`` for images) in ``_column_parameter``,
+    take ``output`` as a constructor parameter (``output=None`` means "same name as the
+    column") and implement:
 
     - ``_fit_cells(cells, y)``: learn from the non-missing cells (optional; default no-op),
     - ``_encode_cells(cells)``: return an ``(n, d)`` float array for vector outputs, or a
@@ -104,6 +106,13 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
     - ``_embedding_dim()``: ``d`` after fit.
     """
 
+    #: The constructor parameter holding the name of the raw column read (set by each encoder).
+    _column_parameter = None
+
+    @property
+    def _column(self):
+        return getattr(self, self._column_parameter)
+
     def _fit_cells(self, cells, y):
         return self
 
@@ -111,25 +120,25 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         return False
 
     def _output_name(self):
-        return self.column if self.output is None else self.output
+        return self._column if self.output is None else self.output
 
     def _check_frame(self, X, reset):
         if not isinstance(X, pd.DataFrame):
             raise ValueError(
                 f"{type(self).__name__} needs a pandas DataFrame (or a polars one) with a raw column "
-                f"{self.column!r}; got {type(X).__name__}."
+                f"{self._column!r}; got {type(X).__name__}."
             )
         validate_data(self, X, reset=reset, skip_check_array=True)
-        if self.column not in X.columns:
+        if self._column not in X.columns:
             raise ValueError(
-                f"{type(self).__name__}: column {self.column!r} is not in X "
+                f"{type(self).__name__}: column {self._column!r} is not in X "
                 f"(columns: {list(X.columns)[:10]}{' ...' if X.shape[1] > 10 else ''})."
             )
-        return X[self.column].tolist()
+        return X[self._column].tolist()
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Learn what the encoder needs from the raw column ``column`` of ``X``.
+        """Learn what the encoder needs from the raw column of ``X`` that the encoder reads.
 
         Parameters
         ----------
@@ -146,7 +155,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         cells = self._check_frame(X, reset=True)
         present = [c for c in cells if not is_missing_cell(c)]
         if not present:
-            raise ValueError(f"{type(self).__name__}: column {self.column!r} has no non-missing cell.")
+            raise ValueError(f"{type(self).__name__}: column {self._column!r} has no non-missing cell.")
         self._fit_cells(present, y)
         return self
 
@@ -160,7 +169,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         Returns
         -------
         Xt : pandas.DataFrame or polars.DataFrame
-            ``X`` without ``column``, plus the ``"{output}__{i}"`` float columns (or the
+            ``X`` without the raw column read, plus the ``"{output}__{i}"`` float columns (or the
             ``"{output}"`` token column) appended at the end, same index. A polars frame
             with ``set_output(transform="polars")``.
         """
@@ -169,7 +178,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         cells = self._check_frame(X, reset=False)
         rows = [i for i, c in enumerate(cells) if not is_missing_cell(c)]
         encoded = self._encode_cells([cells[i] for i in rows]) if rows else None
-        rest = X.drop(columns=[self.column])
+        rest = X.drop(columns=[self._column])
         name = self._output_name()
         if self._returns_tokens():
             tokens = np.full(len(cells), None, dtype=object)
@@ -203,7 +212,7 @@ class BaseColumnEncoder(TransformerMixin, BaseEstimator):
         ndarray of str
         """
         check_is_fitted(self)
-        passthrough = [c for c in self.feature_names_in_ if c != self.column]
+        passthrough = [c for c in self.feature_names_in_ if c != self._column]
         new = [self._output_name()] if self._returns_tokens() else self._block_columns()
         return np.asarray(passthrough + new, dtype=object)
 

@@ -56,8 +56,10 @@ class SliceEmbedder(BaseColumnEncoder):
     ``_check_own_params()``.
     """
 
+    _column_parameter = "image"
+
     _parameter_constraints = {
-        "column": [str],
+        "image": [str],
         "output": [str, None],
         "backbone": [None, str, torch.nn.Module],
         "weights": [None, str, os.PathLike],
@@ -133,7 +135,7 @@ class SliceEmbedder(BaseColumnEncoder):
                 raise
             raise ValueError(
                 f"backbone: its first convolution ({conv[0]!r}) reads {conv[1]} channel(s), but "
-                f"{type(self).__name__} gives it {x.shape[1]} (column {self.column!r}: grey images and "
+                f"{type(self).__name__} gives it {x.shape[1]} (column {self.image!r}: grey images and "
                 "slices are replicated to RGB, as ImageNet backbones expect). Pass a backbone that reads "
                 "3 channels; a 1-channel network can be preceded by a layer that averages the channels."
             ) from exc
@@ -141,7 +143,7 @@ class SliceEmbedder(BaseColumnEncoder):
         return out.shape[1]
 
     def _where(self, i):
-        return f"column {self.column!r}, non-missing cell {i}"
+        return f"column {self.image!r}, non-missing cell {i}"
 
     def _prepare(self, x):
         x = self._geometry(x)

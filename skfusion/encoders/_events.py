@@ -7,8 +7,9 @@ A cell of an event column is one patient's history up to the prediction time, in
   event carries no value);
 - a plain ordered sequence of code strings, read as events at times 0, 1, 2, ...
 
-A polars DataFrame cell is read as its pandas copy. :func:`as_event_frame` turns either form
-into one canonical frame so that every encoder reads the same thing.
+A polars DataFrame cell is read as its pandas copy, an ``EventView`` (a row of
+:func:`skfusion.datasets.load_meds`) as its event frame. :func:`as_event_frame` turns either
+form into one canonical frame so that every encoder reads the same thing.
 """
 
 from datetime import timedelta
@@ -20,15 +21,19 @@ import pandas as pd
 
 from .._images import is_missing_cell
 from ._base import is_polars_frame
+from ._event_store import EventView
 
 EVENT_COLUMNS = ("time", "code", "numeric_value")
+MICROSECONDS_PER_DAY = 86_400_000_000
 # Every column some reader takes from an event frame: none may appear twice.
 _READ_COLUMNS = (*EVENT_COLUMNS, "text_value", "unit")
 _PAIR_TYPES = (tuple, list, dict, set, np.ndarray, pd.Series, pd.DataFrame)
 
 
 def pandas_cell(cell):
-    """An event cell with a polars DataFrame turned into the pandas one the readers read."""
+    """An event cell with a polars DataFrame or an ``EventView`` turned into the pandas frame the readers read."""
+    if isinstance(cell, EventView):
+        return cell.to_event_frame()
     return cell.to_pandas() if is_polars_frame(cell) else cell
 
 
@@ -256,42 +261,54 @@ def to_days(times, where):
     return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
-class EventColumnMixin:
-    """Reads an event column row by row, naming rows in errors, cut at ``prediction_time``.
+def _view_anchor(cell):
+    """``(prediction day, False)`` of an ``EventView`` that knows its prediction time; ``(None, False)`` otherwise."""
+    if isinstance(cell, EventView) and cell.index_time is not None:
+        return cell.index_time / MICROSECONDS_PER_DAY, False
+    return None, False
 
-    ``prediction_time`` (a constructor parameter of the encoder) is None, or the name of a
+
+class EventColumnMixin:
+    """Reads an event column row by row, naming rows in errors, cut at ``index_time``.
+
+    ``index_time`` (a constructor parameter of the encoder) is None, or the name of a
     column of ``X`` holding each row's prediction time (days or datetimes, as the events):
     events after it are dropped and it is the time the look-back windows end at. Without it,
-    a row's last event is its prediction time.
+    a row of :func:`~skfusion.datasets.load_meds` is anchored at its label's prediction time
+    (which its view carries), any other row at its last event.
     """
+
+    _column_parameter = "events"
 
     def _check_frame(self, X, reset):
         cells = super()._check_frame(X, reset)
         cutoffs, is_number = self._cutoffs(X)
-        return [
-            cell
-            if is_missing_cell(cell)
-            else _EventCell(pandas_cell(cell), f"row {label!r} of column {self.column!r}", cutoff, is_number)
-            for cell, label, cutoff in zip(cells, X.index, cutoffs)
-        ]
+        read = []
+        for cell, label, cutoff in zip(cells, X.index, cutoffs):
+            if is_missing_cell(cell):
+                read.append(cell)
+                continue
+            anchor = _view_anchor(cell) if cutoff is None else (cutoff, is_number)
+            read.append(_EventCell(pandas_cell(cell), f"row {label!r} of column {self._column!r}", *anchor))
+        return read
 
     def _cutoffs(self, X):
-        if self.prediction_time is None:
+        if self.index_time is None:
             return [None] * len(X), False
-        if self.prediction_time not in X.columns:
+        if self.index_time not in X.columns:
             raise ValueError(
-                f"{type(self).__name__}: prediction_time column {self.prediction_time!r} is not in X."
+                f"{type(self).__name__}: index_time column {self.index_time!r} is not in X."
             )
-        times = X[self.prediction_time]
+        times = X[self.index_time]
         if times.isna().any():
             label = times.index[times.isna().to_numpy()][0]
-            raise ValueError(f"row {label!r} of column {self.prediction_time!r}: missing prediction time.")
-        days = to_days(times, f"column {self.prediction_time!r}")
+            raise ValueError(f"row {label!r} of column {self.index_time!r}: missing prediction time.")
+        days = to_days(times, f"column {self.index_time!r}")
         infinite = ~np.isfinite(days)
         if infinite.any():
             label = times.index[infinite][0]
             raise ValueError(
-                f"row {label!r} of column {self.prediction_time!r}: prediction time {float(times[label]):g} is not finite."
+                f"row {label!r} of column {self.index_time!r}: prediction time {float(times[label]):g} is not finite."
             )
         return list(days), is_number(times)
 

@@ -216,10 +216,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     Parameters
     ----------
-    column : str, default="ehr"
+    events : str, default="ehr"
         Raw column of event frames.
     output : str, default=None
-        Prefix of the output block; None means ``column``.
+        Prefix of the output block; None means ``events``.
     pretrained : str or path-like, default=None
         Folder of a femr checkpoint (``config.json``, ``dictionary.msgpack``,
         ``model.safetensors``), e.g. a local copy of ``StanfordShahLab/clmbr-t-base``. Every
@@ -236,32 +236,34 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         ``code_summary``). None counts every patient's ages from their first event,
         silently. :func:`~skfusion.encoders.events_from_long_table` adds birth events from
         a ``birth_column``.
-    prediction_time : str, default=None
-        Column of ``X`` holding each row's prediction time; events after it are dropped.
+    index_time : str, default=None
+        Column of ``X`` holding each row's index time (the prediction time of a MEDS label,
+        the scan time of an image); events after it are dropped.
         None: the whole cell is the history.
     code_parents : dict of str to list of str, default=None
         Parent codes of each code (an ontology), for checkpoints with a hierarchical
         vocabulary, where a token is the bag of a code and its ancestors.
     code_summary : bool or "auto", default="auto"
         Append the per-code summary (counts and last values of the codes with at least
-        ``min_count`` training events) to the transformer state. "auto": with a model
+        ``min_frequency`` training events) to the transformer state. "auto": with a model
         fitted here, not with ``pretrained`` (whose output is then the released model's
         representation alone). On small cohorts, where a transformer pretrained in ``fit``
         learns little, this block carries most of the survival signal (see Notes).
-    hidden_size : int, default=16
+    hidden_dim : int, default=16
         Width of the model fitted here (the transformer state's share of the embedding).
     n_layers : int, default=2
     n_heads : int, default=4
-    intermediate_size : int, default=32
+    intermediate_dim : int, default=32
         Width of the feed-forward part of each block.
     attention_width : int, default=496
         Local attention window: a token sees itself and the ``attention_width - 1`` before it.
     max_length : int, default=1024
         Only the last ``max_length`` tokens of a patient are read (femr's default when
         computing features), in fitting and in ``transform``.
-    min_count : int, default=5
-        Least number of training events for a code (or a code's values) to get a token.
-    n_value_bins : int, default=10
+    min_frequency : int, default=5
+        Least number of training events (not patients, as femr counts) for a code (or a
+        code's values) to get a token.
+    n_bins : int, default=10
         Quantile bins per code for numeric values (fewer when values repeat).
     max_epochs : int, default=20
         Most passes over the training patients (those with two tokens or more: a single
@@ -331,7 +333,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     A patient with no token (no event in the vocabulary) gets the zero vector as transformer
     state, with a warning: the model has no state to read for an empty history.
 
-    Columns: the first ``hidden_size`` (768 for CLMBR-T-base) are the transformer state,
+    Columns: the first ``hidden_dim`` (768 for CLMBR-T-base) are the transformer state,
     then, per summary code, its log-count and, for a code with values, its last value.
     On pbcseq (290 patients, ten 70/30 splits, a ridge Cox model on the block), the
     transformer state alone pretrained here is below curated one-hot features (C 0.771
@@ -358,8 +360,8 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     >>> import pandas as pd
     >>> from skfusion.encoders.clmbr import CLMBREmbedder
     >>> X = pd.DataFrame({"ehr": [["Dx/A", "Dx/B", "Rx/C"], ["Dx/B", "Rx/C"], ["Dx/A", "Rx/C"]] * 4})
-    >>> emb = CLMBREmbedder(birth_code=None, hidden_size=8, n_heads=2, intermediate_size=16,
-    ...                     min_count=1, max_epochs=2, random_state=0).fit(X)
+    >>> emb = CLMBREmbedder(birth_code=None, hidden_dim=8, n_heads=2, intermediate_dim=16,
+    ...                     min_frequency=1, max_epochs=2, random_state=0).fit(X)
     >>> emb.transform(X).shape  # 8 transformer features, then the log-counts of the 3 codes
     (12, 11)
     >>> emb.summary_codes_
@@ -367,21 +369,21 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
     """
 
     _parameter_constraints = {
-        "column": [str],
+        "events": [str],
         "output": [str, None],
         "pretrained": [str, os.PathLike, None],
         "birth_code": [str, None],
-        "prediction_time": [str, None],
+        "index_time": [str, None],
         "code_parents": [dict, None],
         "code_summary": ["boolean", StrOptions({"auto"})],
-        "hidden_size": [Interval(Integral, 4, None, closed="left")],
+        "hidden_dim": [Interval(Integral, 4, None, closed="left")],
         "n_layers": [Interval(Integral, 1, None, closed="left")],
         "n_heads": [Interval(Integral, 1, None, closed="left")],
-        "intermediate_size": [Interval(Integral, 1, None, closed="left")],
+        "intermediate_dim": [Interval(Integral, 1, None, closed="left")],
         "attention_width": [Interval(Integral, 1, None, closed="left")],
         "max_length": [Interval(Integral, 1, None, closed="left")],
-        "min_count": [Interval(Integral, 1, None, closed="left")],
-        "n_value_bins": [Interval(Integral, 1, None, closed="left")],
+        "min_frequency": [Interval(Integral, 1, None, closed="left")],
+        "n_bins": [Interval(Integral, 1, None, closed="left")],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -396,22 +398,22 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def __init__(
         self,
-        column="ehr",
+        events="ehr",
         output=None,
         *,
         pretrained=None,
         birth_code=MEDS_BIRTH_CODE,
-        prediction_time=None,
+        index_time=None,
         code_parents=None,
         code_summary="auto",
-        hidden_size=16,
+        hidden_dim=16,
         n_layers=2,
         n_heads=4,
-        intermediate_size=32,
+        intermediate_dim=32,
         attention_width=496,
         max_length=1024,
-        min_count=5,
-        n_value_bins=10,
+        min_frequency=5,
+        n_bins=10,
         max_epochs=20,
         batch_size=32,
         lr=1e-3,
@@ -423,21 +425,21 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         random_state=None,
         verbose=0,
     ):
-        self.column = column
+        self.events = events
         self.output = output
         self.pretrained = pretrained
         self.birth_code = birth_code
-        self.prediction_time = prediction_time
+        self.index_time = index_time
         self.code_parents = code_parents
         self.code_summary = code_summary
-        self.hidden_size = hidden_size
+        self.hidden_dim = hidden_dim
         self.n_layers = n_layers
         self.n_heads = n_heads
-        self.intermediate_size = intermediate_size
+        self.intermediate_dim = intermediate_dim
         self.attention_width = attention_width
         self.max_length = max_length
-        self.min_count = min_count
-        self.n_value_bins = n_value_bins
+        self.min_frequency = min_frequency
+        self.n_bins = n_bins
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -455,7 +457,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         summarize = self.code_summary is True or (self.code_summary == "auto" and self.pretrained is None)
         self._fit_warned_no_birth = False
         events = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else []
-        self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_count)
+        self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_frequency)
         if self.pretrained is not None:
             self.loss_curve_ = []
             self.n_iter_ = self.best_epoch_ = 0
@@ -463,10 +465,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             self.dictionary_ = self._read_dictionary()
             self._check_vocabulary_fits()
             return self
-        self.dictionary_ = _build_dictionary(events, self.min_count, self.n_value_bins)
+        self.dictionary_ = _build_dictionary(events, self.min_frequency, self.n_bins)
         if not self.dictionary_["vocab"]:
             raise ValueError(
-                f"CLMBREmbedder: no code of column {self.column!r} occurs min_count={self.min_count} times."
+                f"CLMBREmbedder: no code of column {self._column!r} occurs min_frequency={self.min_frequency} times."
             )
         tokens = self._tokenize_all(events)
         self.model_ = self._pretrain(tokens)
@@ -504,11 +506,16 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             raise ValueError(f"{self.pretrained}: dictionary and config.json disagree on is_hierarchical.")
 
     def _model_config(self):
+        if self.hidden_dim % self.n_heads or (self.hidden_dim // self.n_heads) % 2:
+            raise ValueError(
+                f"CLMBREmbedder: hidden_dim={self.hidden_dim} must split into n_heads={self.n_heads} heads of "
+                "even size (rotary pairs)."
+            )
         config = {
             "vocab_size": len(self.dictionary_["vocab"]),
             "is_hierarchical": False,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
+            "hidden_size": self.hidden_dim,
+            "intermediate_size": self.intermediate_dim,
             "n_heads": self.n_heads,
             "n_layers": self.n_layers,
             "attention_width": self.attention_width,
@@ -520,9 +527,9 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def _pretrain(self, tokens):
         """The model pretrained with the next-code objective through the training engine."""
-        patients = _TokenSequences([t for t in tokens if len(t.ids) >= 2], self.column, self.device_)
+        patients = _TokenSequences([t for t in tokens if len(t.ids) >= 2], self._column, self.device_)
         if not len(patients):
-            raise ValueError(f"CLMBREmbedder: no patient of column {self.column!r} has two tokens to learn from.")
+            raise ValueError(f"CLMBREmbedder: no patient of column {self._column!r} has two tokens to learn from.")
         seed = draw_seed(self.random_state)
         with seeded(seed, self.device_):
             model = CLMBRModel(self._model_config(), clmbr_vocab_size=len(self.dictionary_["vocab"]))
@@ -530,7 +537,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         model.to(self.device_)
         self.loss_curve_, self.n_iter_, self.best_epoch_ = [], 0, 0
         if self.max_epochs:
-            self._train(NextCodePretraining(self.column, model), patients, seed)
+            self._train(NextCodePretraining(self._column, model), patients, seed)
         return model.eval()
 
     def _train(self, module, patients, seed):
@@ -586,7 +593,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         lengths = np.array([len(t.ids) for t in tokens])
         if (lengths == 0).any():
             warnings.warn(
-                f"CLMBREmbedder: {(lengths == 0).sum()} row(s) of column {self.column!r} have no event in the "
+                f"CLMBREmbedder: {(lengths == 0).sum()} row(s) of column {self._column!r} have no event in the "
                 "vocabulary; their transformer state is the zero vector.",
                 UserWarning,
                 stacklevel=3,
@@ -600,7 +607,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         broken = ~np.isfinite(out).all(axis=1)
         if broken.any():
             raise ValueError(
-                f"CLMBREmbedder: the model's embedding of {broken.sum()} row(s) of column {self.column!r} "
+                f"CLMBREmbedder: the model's embedding of {broken.sum()} row(s) of column {self._column!r} "
                 f"(first: {tokens[np.flatnonzero(broken)[0]].where}) is not finite: its weights overflow float32."
             )
         return out
@@ -640,7 +647,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         warn = bool(no_birth) and self.birth_code is not None and (fitting or not self._fit_warned_no_birth)
         if warn:
             warnings.warn(
-                f"CLMBREmbedder: {no_birth} {'training ' if fitting else ''}row(s) of column {self.column!r} have "
+                f"CLMBREmbedder: {no_birth} {'training ' if fitting else ''}row(s) of column {self._column!r} have "
                 f"no birth event ({self.birth_code!r}); their ages are counted from their first event.",
                 UserWarning,
                 stacklevel=5,  # the caller of fit or transform, past scikit-learn's wrapper of either
@@ -785,7 +792,7 @@ def _tokenize_patient(events, vocabulary, max_length):
     return _Tokens(ids, None, age_days.astype(np.float32), normed, events.where)
 
 
-def _build_dictionary(events, min_count, n_value_bins):
+def _build_dictionary(events, min_frequency, n_bins):
     """A femr-layout vocabulary from training events: codes, then per-code value quantile bins.
 
     Entries are ordered by decreasing frequency (femr orders by an entropy weight; the
@@ -801,13 +808,13 @@ def _build_dictionary(events, min_count, n_value_bins):
     total = max(len(codes), 1)
     vocab = []
     plain = pd.Series(codes[np.isnan(values)], dtype=object).value_counts()
-    for code, count in plain[plain >= min_count].items():
+    for code, count in plain[plain >= min_frequency].items():
         vocab.append({"type": "code", "code_string": code, "weight": -count / total})
     measured = pd.DataFrame({"code": codes, "value": values}).dropna()
     for code, group in measured.groupby("code", sort=True)["value"]:
-        if len(group) < min_count:
+        if len(group) < min_frequency:
             continue
-        edges = np.unique(np.quantile(group.to_numpy(), np.arange(1, n_value_bins) / n_value_bins))
+        edges = np.unique(np.quantile(group.to_numpy(), np.arange(1, n_bins) / n_bins))
         bounds = [-np.inf, *edges, np.inf]
         counts = np.bincount(np.searchsorted(edges, group.to_numpy(), side="right"), minlength=len(bounds) - 1)
         for start, end, count in zip(bounds[:-1], bounds[1:], counts):
@@ -859,18 +866,18 @@ def _check_dictionary(dictionary, file):
         raise ValueError(f"{file}: age_stats.std is {stats['std']!r}; ages are divided by it, so it must be positive.")
 
 
-def _summary_codes(events, min_count):
-    """Codes with at least ``min_count`` training events, and the value quantiles of those with values."""
+def _summary_codes(events, min_frequency):
+    """Codes with at least ``min_frequency`` training events, and the value quantiles of those with values."""
     if not events:
         return [], {}
     codes = pd.Series(np.concatenate([e.codes for e in events]), dtype=object)
     counts = codes.value_counts()
-    kept = sorted(counts.index[counts >= min_count])
+    kept = sorted(counts.index[counts >= min_frequency])
     values = pd.DataFrame({"code": codes, "value": np.concatenate([e.values for e in events])}).dropna()
     quantiles = {
         code: np.quantile(group.to_numpy(), np.linspace(0, 1, N_VALUE_QUANTILES))
         for code, group in values.groupby("code", sort=True)["value"]
-        if code in set(kept) and len(group) >= min_count
+        if code in set(kept) and len(group) >= min_frequency
     }
     return kept, quantiles
 

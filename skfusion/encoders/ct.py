@@ -16,7 +16,7 @@ from .._volumes import apply_window, read_ct_volume, resolve_window, select_slic
 class CTVolumeEmbedder(SliceEmbedder):
     """Embed CT volumes slice by slice with a 2-D backbone, then average over z.
 
-    Each cell of the raw column ``column`` is one CT volume: a DICOM series folder, a DICOM
+    Each cell of the raw column ``image`` is one CT volume: a DICOM series folder, a DICOM
     file (a single slice or an enhanced multi-frame CT), a NIfTI file, or an ndarray
     ``(z, y, x)`` already in Hounsfield units (HU). The volume is read in HU (DICOM slices
     ordered along the slice normal, RescaleSlope/RescaleIntercept applied; NIfTI
@@ -37,12 +37,12 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     Parameters
     ----------
-    column : str, default="ct"
+    image : str, default="ct"
         The raw column holding the volumes. Missing cells (None/NaN) give NaN rows (or
         None tokens).
     output : str, default=None
         Name of the output block (``"{output}__{i}"`` columns, or the ``"{output}"`` token
-        column); None uses ``column``.
+        column); None uses ``image``.
     window : {"pe", "mace"} or tuple of (float, float), default="pe"
         HU window: ``"pe"`` is [-1350, 150] and ``"mace"`` is [-125, 225] (the windows of
         Zhang et al. (2026) for pulmonary embolism and cardiovascular events); a ``(low, high)`` pair
@@ -61,15 +61,18 @@ class CTVolumeEmbedder(SliceEmbedder):
         windowed slice replicated to 3 channels, normalised by ``mean``/``std``) and must
         return ``(B, d)``; it is copied at fit, never modified. One whose first convolution
         reads another number of channels is refused at fit (a ValueError). A string names a
-        torchvision architecture (torchvision must be importable), built without weights,
-        its classification layer (last ``nn.Linear``) replaced by the identity. None uses
+        torchvision architecture, built without weights, its classification layer (last
+        ``nn.Linear``) replaced by the identity: ``"resnet18"`` to ``"resnet152"`` are built
+        by skfusion with torchvision's layout (:func:`~skfusion.encoders.load_backbone`), any
+        other name needs torchvision. None uses
         the training-free descriptor above.
     weights : None, str or os.PathLike, default=None
         Local state-dict file loaded into the backbone (safetensors, or ``torch.save``
         read with ``weights_only=True``); keys must match. Nothing is ever downloaded.
-    input_size : None, int or tuple of (int, int), default=None
-        Resize each slice before the backbone (bilinear, antialiased): an int sets the
-        shorter side, a pair sets (height, width); None keeps the native size.
+    image_size : None, int or tuple of (int, int), default=None
+        The size of the slice the backbone reads: each slice is resized (bilinear,
+        antialiased) so that its shorter side is the int, or to the ``(height, width)``
+        pair; None keeps the native size.
     mean : tuple of float or None, default=(0.485, 0.456, 0.406)
         Per-channel means of the normalisation ``(x - mean) / std`` of the backbone input
         (1 or 3 values; ImageNet's by default, as MedImageInsight and torchvision models
@@ -89,7 +92,7 @@ class CTVolumeEmbedder(SliceEmbedder):
     cache_dir : None, str or os.PathLike, default=None
         Folder of a resumable, content-addressed cache: one entry per volume, keyed by the
         hash of the volume's bytes (its files, or its array) and of every parameter that
-        changes its slice embeddings (window, slices, input_size, mean, std, the backbone's
+        changes its slice embeddings (window, slices, image_size, mean, std, the backbone's
         class, structure and weights, mixed precision). Entries hold the per-slice
         embeddings, so ``pool`` does not enter the key and both settings share them. A
         killed run resumes without recomputing finished volumes, and the temporary files it
@@ -166,9 +169,9 @@ class CTVolumeEmbedder(SliceEmbedder):
     defines the model), wrap it in an ``nn.Module`` whose ``forward`` takes the
     ``(B, 3, 480, 480)`` ImageNet-normalised batch and returns MII's 1024-d
     ``encode_image`` embedding (projected and L2-normalised), and pass it as
-    ``backbone=mii_module, input_size=(480, 480)`` with ``window="pe"`` or ``"mace"``
+    ``backbone=mii_module, image_size=(480, 480)`` with ``window="pe"`` or ``"mace"``
     and ``pool="mean"``. MII resizes bicubically; skfusion resizes bilinearly, so for an
-    exact match leave ``input_size=None`` and resize inside your module.
+    exact match leave ``image_size=None`` and resize inside your module.
 
     Fitting reads the first volume once when a backbone is given, to learn ``d``.
 
@@ -197,20 +200,20 @@ class CTVolumeEmbedder(SliceEmbedder):
         **SliceEmbedder._parameter_constraints,
         "window": [StrOptions({"pe", "mace"}), tuple, list],
         "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), StrOptions({"heart"}), callable],
-        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "image_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "pool": [StrOptions({"mean"}), None],
     }
 
     def __init__(
         self,
         *,
-        column="ct",
+        image="ct",
         output=None,
         window="pe",
         slices=None,
         backbone=None,
         weights=None,
-        input_size=None,
+        image_size=None,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         pool="mean",
@@ -220,13 +223,13 @@ class CTVolumeEmbedder(SliceEmbedder):
         n_jobs=None,
         verbose=0,
     ):
-        self.column = column
+        self.image = image
         self.output = output
         self.window = window
         self.slices = slices
         self.backbone = backbone
         self.weights = weights
-        self.input_size = input_size
+        self.image_size = image_size
         self.mean = mean
         self.std = std
         self.pool = pool
@@ -238,7 +241,7 @@ class CTVolumeEmbedder(SliceEmbedder):
 
     def _check_own_params(self):
         self.window_ = resolve_window(self.window)
-        check_size(self.input_size, "input_size")
+        check_size(self.image_size, "image_size")
         if isinstance(self.slices, tuple) and not (
             len(self.slices) == 2 and all(v is None or isinstance(v, Integral) for v in self.slices)
         ):
@@ -255,7 +258,7 @@ class CTVolumeEmbedder(SliceEmbedder):
     def _geometry(self, x):
         if self.backbone is not None:
             x = apply_window(x, *self.window_)
-        return resize(x, as_size(self.input_size))
+        return resize(x, as_size(self.image_size))
 
     def _descriptor(self):
         return CTSliceDescriptor(self.window_)
@@ -266,7 +269,7 @@ class CTVolumeEmbedder(SliceEmbedder):
             slices = f"heart v{HEART_SLICES_VERSION}"
         elif callable(slices):
             slices = "callable " + callable_fingerprint(slices, "slices")
-        return {"window": self.window_, "slices": slices, "input_size": as_size(self.input_size)}
+        return {"window": self.window_, "slices": slices, "image_size": as_size(self.image_size)}
 
     def _returns_tokens(self):
         return self.pool is None

@@ -14,13 +14,14 @@ from .._volumes import read_image
 class ImageEmbedder(SliceEmbedder):
     """Embed 2-D images (chest X-rays) with a backbone or a training-free descriptor.
 
-    Each cell of the raw column ``column`` is one image: a PNG/JPEG (anything Pillow
+    Each cell of the raw column ``image`` is one image: a PNG/JPEG (anything Pillow
     reads) or DICOM file (a ``.dcm``/``.dicom`` suffix or the ``DICM`` preamble), or an
-    ndarray ``(H, W)`` / ``(H, W, C)`` (integers scaled by their dtype's maximum, floats
-    already in [0, 1]). Images are scaled to [0, 1] (a grayscale DICOM goes through its
-    modality and VOI LUTs, is inverted when MONOCHROME1 and min-max scaled), resized so
-    that the shorter side is ``resize``,
-    centre-cropped to ``crop_size``, replicated to 3 channels, normalised with ImageNet's
+    ndarray ``(H, W)`` / ``(H, W, C)`` with ``C`` 1 or 3 (numpy's layout, the one the fusion
+    estimators' image columns use; integers scaled by their dtype's maximum, floats already
+    in [0, 1]; a channels-first ``(C, H, W)`` array is refused). Images are scaled to [0, 1]
+    (a grayscale DICOM goes through its modality and VOI LUTs, is inverted when MONOCHROME1
+    and min-max scaled), resized so that the shorter side is ``resize``,
+    centre-cropped to ``image_size``, replicated to 3 channels, normalised with ImageNet's
     mean and standard deviation, and encoded by ``backbone`` in batches: MedFuse's
     preprocessing [1]_ (resize 256, centre crop 224) by default. The extraction loop, the
     device handling and the resumable cache are those of :class:`CTVolumeEmbedder`.
@@ -34,30 +35,32 @@ class ImageEmbedder(SliceEmbedder):
 
     Parameters
     ----------
-    column : str, default="img"
+    image : str, default="img"
         The raw column holding the images. Missing cells (None/NaN) give NaN rows.
     output : str, default=None
-        Prefix of the output columns ``"{output}__{i}"``; None uses ``column``.
+        Prefix of the output columns ``"{output}__{i}"``; None uses ``image``.
     backbone : None, torch.nn.Module or str, default=None
         The image encoder. A module receives ``(B, 3, H, W)`` float batches (grey images
         replicated to 3 channels) and must return ``(B, d)``; it is copied at fit, never
         modified. One whose first convolution reads another number of channels is refused
         at fit (a ValueError). A string names a torchvision
-        architecture (torchvision must be importable), built without weights, its
-        classification layer (last ``nn.Linear``) replaced by the identity (MedFuse uses
-        a ResNet-34 this way). None uses the training-free descriptor above. For
+        architecture, built without weights, its classification layer (last ``nn.Linear``)
+        replaced by the identity (MedFuse uses a ResNet-34 this way): ``"resnet18"`` to
+        ``"resnet152"`` are built by skfusion with torchvision's layout
+        (:func:`~skfusion.encoders.load_backbone`), any other name needs torchvision. None uses the training-free descriptor above. For
         MedImageInsight, see the notes of :class:`CTVolumeEmbedder`; use
-        ``resize=(480, 480), crop_size=None`` with it.
+        ``resize=(480, 480), image_size=None`` with it.
     weights : None, str or os.PathLike, default=None
         Local state-dict file loaded into the backbone (safetensors, or ``torch.save``
         read with ``weights_only=True``); keys must match. Nothing is ever downloaded.
     resize : None, int or tuple of (int, int), default=256
         An int sets the shorter side (aspect kept), a pair sets (height, width)
         (bilinear, antialiased); None keeps the native size.
-    crop_size : None, int or tuple of (int, int), default=224
-        Centre crop after resizing (square for an int); None skips it. Without a crop
-        (or a resize to a pair), images of different sizes go through the backbone in
-        separate batches.
+    image_size : None, int or tuple of (int, int), default=224
+        The side (an int: a square) or ``(height, width)`` of the image the backbone reads,
+        centre-cropped after resizing, as the fusion estimators' ``image_size``; None skips
+        the crop. Without a crop (or a resize to a pair), images of different sizes go
+        through the backbone in separate batches.
     mean : tuple of float or None, default=(0.485, 0.456, 0.406)
         Per-channel means of the normalisation ``(x - mean) / std`` of the backbone input
         (1 or 3 values; ImageNet's by default); ``mean`` and ``std`` both None to skip it.
@@ -128,18 +131,18 @@ class ImageEmbedder(SliceEmbedder):
     _parameter_constraints = {
         **SliceEmbedder._parameter_constraints,
         "resize": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
-        "crop_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "image_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
     }
 
     def __init__(
         self,
         *,
-        column="img",
+        image="img",
         output=None,
         backbone=None,
         weights=None,
         resize=256,
-        crop_size=224,
+        image_size=224,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         batch_size=32,
@@ -148,12 +151,12 @@ class ImageEmbedder(SliceEmbedder):
         n_jobs=None,
         verbose=0,
     ):
-        self.column = column
+        self.image = image
         self.output = output
         self.backbone = backbone
         self.weights = weights
         self.resize = resize
-        self.crop_size = crop_size
+        self.image_size = image_size
         self.mean = mean
         self.std = std
         self.batch_size = batch_size
@@ -164,19 +167,19 @@ class ImageEmbedder(SliceEmbedder):
 
     def _check_own_params(self):
         check_size(self.resize, "resize")
-        check_size(self.crop_size, "crop_size")
+        check_size(self.image_size, "image_size")
 
     def _read_cell(self, cell, where):
         return read_image(cell, where)[None]
 
     def _geometry(self, x):
-        return center_crop(resize(x, as_size(self.resize)), as_size(self.crop_size))
+        return center_crop(resize(x, as_size(self.resize)), as_size(self.image_size))
 
     def _descriptor(self):
         return ImageDescriptor()
 
     def _output_params(self):
-        return {"resize": as_size(self.resize), "crop_size": as_size(self.crop_size)}
+        return {"resize": as_size(self.resize), "image_size": as_size(self.image_size)}
 
     def _encode_cells(self, cells):
         return np.stack(self._extract(cells, pool=True))

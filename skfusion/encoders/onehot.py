@@ -51,11 +51,11 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
 
     Parameters
     ----------
-    column : str, default="ehr"
+    events : str, default="ehr"
         Raw column of per-patient event frames (``time``, ``code``, optional
         ``numeric_value``; a plain list of codes is read as events at times 0, 1, 2, ...).
     output : str, default=None
-        Prefix of the output columns; None means ``column``.
+        Prefix of the output columns; None means ``events``.
     codes : list of str, default=None
         The codes to encode, in this order. None selects, in sorted order, every code seen
         in at least ``min_frequency`` of the training patients and every code of
@@ -73,8 +73,9 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
     min_frequency : int or float, default=0.01
         For automatic selection: the least number (int) or fraction (float) of training
         patients with the code.
-    prediction_time : str, default=None
-        Column of ``X`` with each row's prediction time (days or datetimes): later events are
+    index_time : str, default=None
+        Column of ``X`` with each row's index time (days or datetimes; the prediction time of
+        a MEDS label): later events are
         dropped and windows end there. None takes each row's last event as its prediction time.
 
     Attributes
@@ -114,19 +115,19 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
     """
 
     _parameter_constraints = {
-        "column": [str],
+        "events": [str],
         "output": [str, None],
         "codes": [list, None],
         "windows": [list, None],
         "thresholds": [dict, None],
         "n_bins": [Interval(Integral, 1, None, closed="left")],
         "min_frequency": [Interval(Integral, 1, None, closed="left"), Interval(Real, 0, 1, closed="both")],
-        "prediction_time": [str, None],
+        "index_time": [str, None],
     }
 
     def __init__(
         self,
-        column="ehr",
+        events="ehr",
         output=None,
         *,
         codes=None,
@@ -134,16 +135,16 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
         thresholds=None,
         n_bins=4,
         min_frequency=0.01,
-        prediction_time=None,
+        index_time=None,
     ):
-        self.column = column
+        self.events = events
         self.output = output
         self.codes = codes
         self.windows = windows
         self.thresholds = thresholds
         self.n_bins = n_bins
         self.min_frequency = min_frequency
-        self.prediction_time = prediction_time
+        self.index_time = index_time
 
     def _fit_cells(self, cells, y):
         windows = [None] if self.windows is None else self.windows

@@ -138,7 +138,7 @@ def _read_events(cell, where):
 class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     """Discretize irregular ICU measurements into MIMIC-style bi-hourly series (76 features).
 
-    Each cell of the raw column ``column`` is one ICU stay's measurements of the 17 clinical
+    Each cell of the raw column ``events`` is one ICU stay's measurements of the 17 clinical
     variables of the MIMIC-III benchmark [1]_ used by MedFuse [2]_ and MedMod [3]_ (MedMod,
     appendix A, Table 7). The stay becomes a ``(t, 76)`` float32 array (``mask=True``):
 
@@ -201,10 +201,10 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
 
     Parameters
     ----------
-    column : str, default="ts"
+    events : str, default="ts"
         The raw column holding the event frames.
     output : str, default=None
-        Name of the output token column; None uses ``column``.
+        Name of the output token column; None uses ``events``.
     timestep : float, default=2.0
         Bin width in hours (MedFuse and MedMod: 2 hours).
     max_hours : float, default=None
@@ -268,8 +268,9 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     (59, 'Glasgow coma scale eye opening->4 Spontaneously')
     """
 
+    _column_parameter = "events"
     _parameter_constraints = {
-        "column": [str],
+        "events": [str],
         "output": [str, None],
         "timestep": [Interval(Real, 0, None, closed="neither")],
         "max_hours": [Interval(Real, 0, None, closed="neither"), None],
@@ -277,8 +278,8 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         "implausible": [StrOptions({"raise", "drop"})],
     }
 
-    def __init__(self, column="ts", output=None, *, timestep=2.0, max_hours=None, mask=True, implausible="raise"):
-        self.column = column
+    def __init__(self, events="ts", output=None, *, timestep=2.0, max_hours=None, mask=True, implausible="raise"):
+        self.events = events
         self.output = output
         self.timestep = timestep
         self.max_hours = max_hours
@@ -328,7 +329,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         """Raw imputed series and observed masks of every row, warning once per call."""
         unknown, dropped, series = Counter(), Counter(), []
         for row in rows:
-            where = f"row {row.label!r} of column {self.column!r}"
+            where = f"row {row.label!r} of column {self._column!r}"
             raw, seen, row_unknown, row_dropped = self._discretize(row.cell, where)
             unknown.update(row_unknown)
             dropped.update(row_dropped)
@@ -337,7 +338,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         if unknown:
             listed = ", ".join(f"{code!r} ({n})" for code, n in sorted(unknown.items()))
             warnings.warn(
-                f"{name}: ignored events of {len(unknown)} unknown variable(s) in column {self.column!r} "
+                f"{name}: ignored events of {len(unknown)} unknown variable(s) in column {self._column!r} "
                 f"(event counts): {listed}. Known variables: {list(VARIABLES)}.",
                 UserWarning,
                 stacklevel=5,
@@ -345,7 +346,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         if dropped:
             listed = ", ".join(f"{VARIABLES[v]!r} ({n})" for v, n in sorted(dropped.items()))
             warnings.warn(
-                f"{name}: dropped {sum(dropped.values())} implausible value(s) in column {self.column!r}: {listed}.",
+                f"{name}: dropped {sum(dropped.values())} implausible value(s) in column {self._column!r}: {listed}.",
                 UserWarning,
                 stacklevel=5,
             )
@@ -432,7 +433,7 @@ def events_from_long_table(
     time_column="time",
     code_column="code",
     value_column="value",
-    column="ts",
+    events="ts",
     birth_column=None,
     birth_code=MEDS_BIRTH_CODE,
 ):
@@ -450,7 +451,7 @@ def events_from_long_table(
         appearance.
     time_column, code_column, value_column : str, default="time", "code", "value"
         Columns holding the time, the variable name and the value.
-    column : str, default="ts"
+    events : str, default="ts"
         Name of the output event column.
     birth_column : str, default=None
         Column holding each id's time of birth, on the scale of ``time_column`` (a datetime
@@ -467,7 +468,7 @@ def events_from_long_table(
     Returns
     -------
     events : pandas.DataFrame
-        Indexed by the ids (index name ``id_column``), one object column ``column`` holding
+        Indexed by the ids (index name ``id_column``), one object column ``events`` holding
         each stay's frame with columns ``time``, ``code``, ``numeric_value``, ``text_value``
         (the birth event first, with neither value), as read by
         :class:`ClinicalTimeSeriesDiscretizer` and :class:`~skfusion.encoders.CLMBREmbedder`.
@@ -496,7 +497,7 @@ def events_from_long_table(
     With each patient's birth (here in days, as the times):
 
     >>> long["birth"] = [-20000.0, -20000.0, -25000.0]
-    >>> events = events_from_long_table(long, id_column="stay", column="ehr", birth_column="birth")
+    >>> events = events_from_long_table(long, id_column="stay", events="ehr", birth_column="birth")
     >>> events["ehr"][9][["time", "code"]]
           time              code
     0 -25000.0  SNOMED/184099003
@@ -516,7 +517,7 @@ def events_from_long_table(
     texts = np.full(len(raw), None, dtype=object)
     is_text = np.isnan(numbers) & ~pd.isna(raw)
     texts[is_text] = [str(t) for t in raw[is_text]]
-    events = pd.DataFrame(
+    measurements = pd.DataFrame(
         {
             "time": table[time_column].to_numpy(),
             "code": table[code_column].to_numpy(dtype=object),
@@ -526,14 +527,14 @@ def events_from_long_table(
     )
     ids = ids.to_numpy()
     if birth_column is not None:
-        events, ids = _with_births(events, ids, table[birth_column].to_numpy(), birth_column, birth_code)
-    groups = events.groupby(ids, sort=False)
+        measurements, ids = _with_births(measurements, ids, table[birth_column].to_numpy(), birth_column, birth_code)
+    groups = measurements.groupby(ids, sort=False)
     cells = np.empty(groups.ngroups, dtype=object)
     labels = []
     for i, (label, frame) in enumerate(groups):
         cells[i] = frame.reset_index(drop=True)
         labels.append(label)
-    return pd.DataFrame({column: cells}, index=pd.Index(labels, name=id_column))
+    return pd.DataFrame({events: cells}, index=pd.Index(labels, name=id_column))
 
 
 def _with_births(events, ids, births, birth_column, birth_code):

@@ -25,11 +25,11 @@ from torch import nn
 from .._base import BaseFusion
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context, check_sample_weight
-from .._data import fit_standardization, infer_layout, standardize_blocks, take_block_rows, take_rows
+from .._data import infer_layout, take_block_rows, take_rows
 from .._engine import draw_seed
 from .._images import IMAGE_FILE_CONSTRAINTS
 from .._survival import SurvivalMixin
-from ..modules.encoders import RESNET_LAYERS, EncoderHead, has_parameters, load_encoders
+from ..modules.encoders import RESNETS, EncoderHead, has_parameters, load_encoders
 
 # Settings a pre-training fit shares with the estimator that starts it.
 _SHARED_SETTINGS = (
@@ -59,7 +59,7 @@ PRETRAINING_CONSTRAINTS = {
     "pretrain_targets": [dict, None],
 }
 
-IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNET_LAYERS)), nn.Module], **IMAGE_FILE_CONSTRAINTS}
+IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNETS)), nn.Module], **IMAGE_FILE_CONSTRAINTS}
 
 
 class ImageFileInputs:
@@ -129,17 +129,6 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
 
     def _infer_layout(self, X):
         return infer_layout(X, [self.modality], self.modality_dims)
-
-    def _fit_read(self, spec, blocks, y, sample_weight):
-        """``fit`` on ``blocks``: the modality ``spec`` as the fusion estimator that pre-trains it read it from ``X``.
-
-        ``X`` is not read again; the features are standardized over the rows of ``blocks``,
-        as ``fit`` on those rows of ``X`` would.
-        """
-        self.layout_ = (spec,)
-        self.standardization_ = fit_standardization(blocks) if self.standardize else {}
-        standardize_blocks(blocks, self.standardization_)
-        return self._fit_blocks(None, y, sample_weight, blocks)
 
     def _build_module(self, n_outputs):
         return EncoderHead(self.modality, self.encoder(self.layout_[0]), n_outputs)
@@ -236,9 +225,12 @@ class _EncoderPretraining:
             raise ValueError("freeze_encoders=True needs pretrain_encoders=True: there is nothing to freeze.")
         if self.pretrain_targets and not self.pretrain_encoders:
             raise ValueError("pretrain_targets needs pretrain_encoders=True: there is no pre-training to target.")
+        return super().fit(X, y, sample_weight=sample_weight)
+
+    def _fit_blocks(self, X, y, sample_weight, blocks):
         self._pretrained, self._pretraining = {}, None
         try:
-            return super().fit(X, y, sample_weight=sample_weight)
+            return super()._fit_blocks(X, y, sample_weight, blocks)
         finally:
             del self._pretrained, self._pretraining
 
@@ -300,7 +292,7 @@ class _EncoderPretraining:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 model._fit_read(
-                    spec, take_block_rows({spec.name: blocks[spec.name]}, rows), take_rows(target, rows),
+                    self, (spec,), take_block_rows({spec.name: blocks[spec.name]}, rows), take_rows(target, rows),
                     take_rows(weight, rows),
                 )
             if epochs is None:

@@ -18,7 +18,7 @@ from ._pretraining import IMAGE_ENCODER_CONSTRAINTS, PRETRAINING_CONSTRAINTS, Im
 
 
 class _ModalityEncoders(ImageFileInputs):
-    """``sequence_encoder=`` / ``lstm_hidden=``: one encoder per modality (left of BaseFusion).
+    """``sequence_encoder=`` / ``lstm_dim=``: one encoder per modality (left of BaseFusion).
 
     The identity for a vector block; for a sequence modality the MedFuse EHR encoder (a
     two-layer LSTM, dropout ``dropout`` on its output) or the masked token mean; a CNN
@@ -27,7 +27,7 @@ class _ModalityEncoders(ImageFileInputs):
 
     _encoder_constraints = {
         "sequence_encoder": [StrOptions({"lstm", "mean"})],
-        "lstm_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lstm_dim": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         **IMAGE_ENCODER_CONSTRAINTS,
     }
 
@@ -35,7 +35,7 @@ class _ModalityEncoders(ImageFileInputs):
 
     def _make_encoder(self, spec):
         sequence = None if self.sequence_encoder == "lstm" else False
-        width = self._auto_width(self.lstm_hidden, LSTM_WIDTH, spec.dim)
+        width = self._auto_width(self.lstm_dim, LSTM_WIDTH, spec.dim)
         return make_encoder(spec, width, dropout=self.dropout, sequence=sequence, image=self.image_encoder)
 
 
@@ -127,7 +127,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         *,
         modality=None,
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -153,7 +153,7 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
     ):
         self.modality = modality
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -222,7 +222,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         *,
         modality=None,
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -247,7 +247,7 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
     ):
         self.modality = modality
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -327,7 +327,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         modalities=None,
         missing="raise",
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -357,7 +357,7 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         self.modalities = modalities
         self.missing = missing
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -441,7 +441,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         modalities=None,
         missing="raise",
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -470,7 +470,7 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.modalities = modalities
         self.missing = missing
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment

@@ -104,7 +104,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
     >>> X, y = make_multimodal_survival(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = DAFTSurvival(ehr_hidden=16, random_state=0).fit(X, y)
+    >>> model = DAFTSurvival(lstm_dim=16, random_state=0).fit(X, y)
     >>> model.predict(X.iloc[:3]).shape
     (3,)
     """
@@ -118,7 +118,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         missing="raise",
         conditioning="image",
         bottleneck_factor=7.0,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -150,7 +150,7 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.missing = missing
         self.conditioning = conditioning
         self.bottleneck_factor = bottleneck_factor
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -222,7 +222,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
     >>> X, y = make_multimodal_classification(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = DAFTClassifier(ehr_hidden=16, random_state=0).fit(X, y)
+    >>> model = DAFTClassifier(lstm_dim=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """
@@ -235,7 +235,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         missing="raise",
         conditioning="image",
         bottleneck_factor=7.0,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -266,7 +266,7 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.missing = missing
         self.conditioning = conditioning
         self.bottleneck_factor = bottleneck_factor
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment

@@ -14,7 +14,7 @@ from .._base import BaseFusion
 from .._engine import TaskLoss, draw_seed, make_net, resolve_batch_size, resolve_device
 from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
-from .._data import ModalityDataset, require_any_present, take_rows
+from .._data import ModalityDataset, require_any_present, take_block_rows, take_rows
 from .._docstrings import fill_doc
 from .._survival import SurvivalMixin
 from .._training import LSTM_WIDTH
@@ -105,12 +105,12 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             )
         blocks, n_samples = self._blocks(X, reset=True)
         targets = self._encode_target(y, n_samples, sample_weight)
-        self.estimators_, offsets = self._fit_unimodal(X, y, targets[:, -1].numpy(), blocks)
+        self.estimators_, offsets = self._fit_unimodal(y, targets[:, -1].numpy(), blocks)
         self.net_ = self._averaging_net(offsets, n_samples)
         self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
         return self
 
-    def _fit_unimodal(self, X, y, weight, blocks):
+    def _fit_unimodal(self, y, weight, blocks):
         """The unimodal models ``{modality: model}``, each fitted on the rows that have it, with their ``weight``.
 
         ``weight`` already holds the class weights: the unimodal models get none of their
@@ -134,13 +134,14 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
                 pretrain_targets=own or None,
                 linear_path=False,
                 # Its encoder's width is this model's (the averaging network loads its weights).
-                lstm_hidden=self._auto_width(self.lstm_hidden, LSTM_WIDTH, spec.dim),
+                lstm_dim=self._auto_width(self.lstm_dim, LSTM_WIDTH, spec.dim),
                 **no_class_weight,
             )
             row_weight = take_rows(weight, rows)
-            models[spec.name] = model.fit(take_rows(X, rows), take_rows(y, rows), sample_weight=row_weight)
+            own_blocks = take_block_rows({spec.name: blocks[spec.name]}, rows)
+            models[spec.name] = model._fit_read(self, (spec,), own_blocks, take_rows(y, rows), row_weight)
             self._check_same_classes(model, spec.name)
-            offsets[spec.name] = np.average(model._predict_outputs(take_rows(X, rows)), axis=0, weights=row_weight)
+            offsets[spec.name] = np.average(model._outputs(own_blocks), axis=0, weights=row_weight)
         return models, offsets
 
     def _check_same_classes(self, model, name):
@@ -227,7 +228,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         *,
         modalities=None,
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -257,7 +258,7 @@ class LateFusionSurvival(SurvivalMixin, _Late):
     ):
         self.modalities = modalities
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -339,7 +340,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         *,
         modalities=None,
         sequence_encoder="lstm",
-        lstm_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -368,7 +369,7 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
     ):
         self.modalities = modalities
         self.sequence_encoder = sequence_encoder
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment

@@ -48,7 +48,7 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
         "linear_path": ["boolean"],
         "ehr": [str, None],
         "image": [str, None],
-        "ehr_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "lstm_dim": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         **IMAGE_ENCODER_CONSTRAINTS,
         **PRETRAINING_CONSTRAINTS,
     }
@@ -78,11 +78,11 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
         )
 
     def _ehr_width(self):
-        """The EHR LSTM's width (``ehr_hidden``, resolved)."""
-        return self._auto_width(self.ehr_hidden, LSTM_WIDTH, self.layout_[0].dim)
+        """The EHR LSTM's width (``lstm_dim``, resolved)."""
+        return self._auto_width(self.lstm_dim, LSTM_WIDTH, self.layout_[0].dim)
 
     def _make_encoder(self, spec):
-        width = self._auto_width(self.ehr_hidden, LSTM_WIDTH, spec.dim)
+        width = self._auto_width(self.lstm_dim, LSTM_WIDTH, spec.dim)
         if spec.name == self.layout_[0].name:
             return LSTMEncoder(spec.dim, width, _EHR_LAYERS, self.dropout)
         return make_encoder(spec, width, _EHR_LAYERS, self.dropout, image=self.image_encoder)
@@ -119,7 +119,7 @@ class _MedFuse(_EhrImageFusion):
 
     _parameter_constraints = {
         **_EhrImageFusion._parameter_constraints,
-        "fusion_hidden": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "fusion_dim": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "projection_dim": [Interval(Integral, 1, None, closed="left"), None],
         "uni_modal_fraction": [Interval(Real, 0, 1, closed="both")],
     }
@@ -149,7 +149,7 @@ class _MedFuse(_EhrImageFusion):
             image,
             self._encoders(self.layout_),
             token_dim,
-            self._auto_width(self.fusion_hidden, FUSION_LSTM_WIDTH, token_dim),
+            self._auto_width(self.fusion_dim, FUSION_LSTM_WIDTH, token_dim),
             self.hidden_dims or (),
             n_outputs,
             self.dropout,
@@ -170,7 +170,7 @@ FAMILY_DOCS = {
         array or a frame without one: the first modality, read as a length-1 sequence).
     image : str, default=None
         The image modality: a pre-computed embedding block (e.g. 512-d ResNet-34 features
-        ``img__0 ... img__511``), or a raw column of ``(C, H, W)`` images or image file
+        ``img__0 ... img__511``), or a raw column of ``(H, W, C)`` images or image file
         paths read by ``image_encoder``. ``None`` takes the first vector or image modality other than
         ``ehr`` (else the next modality). A token column in this role is read by its own
         LSTM in MedFuse and through its mean over tokens in DAFT and MMTM.""",
@@ -182,7 +182,7 @@ FAMILY_DOCS = {
 def family_encoders(pretrain_default):
     """The encoder parameters of the EHR + image families, ``pretrain_encoders`` defaulting to ``pretrain_default``."""
     return (
-        """ehr_hidden : int or "auto", default="auto"
+        """lstm_dim : int or "auto", default="auto"
         Hidden width of the two-layer LSTM encoding ``ehr``. ``"auto"`` scales MedFuse's
         :math:`m = 256` to the training rows, :math:`256 \\sqrt{n / 42{,}628}` (the weights
         per row of MedFuse on its phenotyping stays) within [the series' features, 256]
@@ -203,11 +203,11 @@ def family_encoders(pretrain_default):
     )
 
 
-_MEDFUSE_PARAMETERS = """fusion_hidden : int or "auto", default="auto"
+_MEDFUSE_PARAMETERS = """fusion_dim : int or "auto", default="auto"
         Hidden width of the fusion LSTM :math:`f_{fusion}`; ``"auto"`` scales the paper's
-        512 to the training rows as ``ehr_hidden`` scales 256, within [the token width, 512].
+        512 to the training rows as ``lstm_dim`` scales 256, within [the token width, 512].
     projection_dim : int, default=None
-        Width of the fusion LSTM's input tokens; ``None`` uses ``ehr_hidden``. The image
+        Width of the fusion LSTM's input tokens; ``None`` uses ``lstm_dim``. The image
         vector gets the linear projection :math:`\\phi` to it (eq. 3), and so does the EHR
         vector when the widths differ.
     uni_modal_fraction : float, default=1.0
@@ -216,9 +216,9 @@ _MEDFUSE_PARAMETERS = """fusion_hidden : int or "auto", default="auto"
         phenotyping (appendix A.3). Pre-training always uses every row."""
 
 _MEDFUSE_NOTES = """The EHR vector :math:`v_{ehr}` (last hidden state of a two-layer LSTM, hidden
-    ``ehr_hidden``) and the image vector projected to the same width,
+    ``lstm_dim``) and the image vector projected to the same width,
     :math:`v^*_{img} = \\phi(v_{img})`, form the sequence :math:`[v_{ehr}, v^*_{img}]`
-    read by a one-layer LSTM (hidden ``fusion_hidden``); a head reads its last hidden state.
+    read by a one-layer LSTM (hidden ``fusion_dim``); a head reads its last hidden state.
     A row without an image is the one-element sequence :math:`[v_{ehr}]`, at training and
     at prediction, and its output does not depend on the other rows of its batch. Every
     row needs the EHR modality.
@@ -277,7 +277,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
     ...                                 random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MedFuseSurvival(ehr_hidden=16, fusion_hidden=16, random_state=0).fit(X, y)
+    >>> model = MedFuseSurvival(lstm_dim=16, fusion_dim=16, random_state=0).fit(X, y)
     >>> [spec.name for spec in model.layout_]
     ['ts', 'img']
     >>> model.predict_survival_function(X.iloc[:2], return_array=True).shape == (2, len(model.unique_times_))
@@ -290,7 +290,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         *,
         ehr=None,
         image=None,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -298,7 +298,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
-        fusion_hidden="auto",
+        fusion_dim="auto",
         projection_dim=None,
         uni_modal_fraction=1.0,
         loss="cox",
@@ -322,7 +322,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
     ):
         self.ehr = ehr
         self.image = image
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -330,7 +330,7 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
-        self.fusion_hidden = fusion_hidden
+        self.fusion_dim = fusion_dim
         self.projection_dim = projection_dim
         self.uni_modal_fraction = uni_modal_fraction
         self.loss = loss
@@ -392,7 +392,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     ...                                       random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MedFuseClassifier(ehr_hidden=16, fusion_hidden=16, random_state=0).fit(X, y)
+    >>> model = MedFuseClassifier(lstm_dim=16, fusion_dim=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """
@@ -402,7 +402,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         *,
         ehr=None,
         image=None,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -410,7 +410,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         pretrain_encoders=True,
         freeze_encoders=False,
         pretrain_targets=None,
-        fusion_hidden="auto",
+        fusion_dim="auto",
         projection_dim=None,
         uni_modal_fraction=1.0,
         hidden_dims=None,
@@ -433,7 +433,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
     ):
         self.ehr = ehr
         self.image = image
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -441,7 +441,7 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.pretrain_encoders = pretrain_encoders
         self.freeze_encoders = freeze_encoders
         self.pretrain_targets = pretrain_targets
-        self.fusion_hidden = fusion_hidden
+        self.fusion_dim = fusion_dim
         self.projection_dim = projection_dim
         self.uni_modal_fraction = uni_modal_fraction
         self.hidden_dims = hidden_dims

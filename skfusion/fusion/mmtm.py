@@ -39,7 +39,7 @@ _MMTM_DOC = {
     "encoders": family_encoders(False),
     "mmtm_notes": """Each stream's features are squeezed (the EHR LSTM's first-layer states averaged over
     valid time steps; the image embedding is its own squeeze), joined by one linear layer
-    and a ReLU into :math:`Z` of width (``ehr_hidden`` + image width) / ``reduction``, and
+    and a ReLU into :math:`Z` of width (``lstm_dim`` + image width) / ``reduction``, and
     each stream is multiplied channel-wise by its excitation gate
     :math:`2\\sigma(W_m Z + b_m) \\in (0, 2)`. The module sits between the EHR LSTM's two layers
     and on the image embedding (MedMod; MedFuse's MMTM baseline); the head reads the EHR
@@ -100,7 +100,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
     >>> X, y = make_multimodal_survival(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MMTMSurvival(ehr_hidden=16, random_state=0).fit(X, y)
+    >>> model = MMTMSurvival(lstm_dim=16, random_state=0).fit(X, y)
     >>> model.predict(X.iloc[:3]).shape
     (3,)
     """
@@ -113,7 +113,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         image=None,
         missing="raise",
         reduction=4.0,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -144,7 +144,7 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.image = image
         self.missing = missing
         self.reduction = reduction
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment
@@ -216,7 +216,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
     >>> X, y = make_multimodal_classification(n_samples=200, n_features=(16, 24), random_state=0)
     >>> ehr = X.filter(like="ehr__")
     >>> X = X.drop(columns=ehr.columns).assign(ts=list(ehr.to_numpy().reshape(-1, 3, 8)))
-    >>> model = MMTMClassifier(ehr_hidden=16, random_state=0).fit(X, y)
+    >>> model = MMTMClassifier(lstm_dim=16, random_state=0).fit(X, y)
     >>> model.predict_proba(X.iloc[:2]).shape
     (2, 2)
     """
@@ -228,7 +228,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         image=None,
         missing="raise",
         reduction=4.0,
-        ehr_hidden="auto",
+        lstm_dim="auto",
         image_encoder="resnet34",
         image_size=224,
         augment=True,
@@ -258,7 +258,7 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.image = image
         self.missing = missing
         self.reduction = reduction
-        self.ehr_hidden = ehr_hidden
+        self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
         self.augment = augment

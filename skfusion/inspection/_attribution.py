@@ -9,8 +9,10 @@ image classification models and saliency maps", ICLR workshop 2014);
 (Sundararajan, Taly and Yan, "Axiomatic attribution for deep networks", ICML 2017), so that
 the attributions of a row sum to the change of its score from the baseline (completeness).
 The inputs are those the network reads: the tokens of a token column (per-slice CT
-embeddings, per-step EHR states), the pixels of a raw ``(C, H, W)`` image column when the
-image encoder is in the network (``image_encoder=``), or a numeric block.
+embeddings, per-step EHR states), the pixels of a raw image column when the image encoder is
+in the network (``image_encoder=``), or a numeric block. An image's attributions come back in
+its cells' ``(H, W, C)`` layout, per unit of the image as the network reads it (an array
+scaled to [0, 1]: integer cells divided by their dtype's maximum).
 """
 
 from numbers import Integral, Real
@@ -114,10 +116,15 @@ def _path_gradients(estimator, X, modality, alphas, baseline, target):
 
 
 def _aligned(estimator, modality, parts):
-    """Attributions per batch back to the input's layout: (n, ...) arrays, or a list of (T_i, d) arrays."""
+    """Attributions per batch back to the input's layout: (n, ...) arrays, or a list of (T_i, d) arrays.
+
+    An image's come back channels-last, ``(n, H, W, C)``, as its cells are given (a volume's as
+    ``(n, Z, H, W)``).
+    """
     spec = next(s for s in estimator.layout_ if s.name == modality)
     if spec.kind != "sequence":
-        return np.concatenate([values.double().cpu().numpy() for _, values in parts])
+        values = np.concatenate([values.double().cpu().numpy() for _, values in parts])
+        return np.moveaxis(values, 1, -1) if spec.kind == "image" and not spec.volume else values
     rows = []
     for mask, values in parts:
         lengths = mask.sum(dim=1).cpu().numpy()
@@ -155,9 +162,10 @@ def gradient_saliency(estimator, X, modality, *, target=None):
     Returns
     -------
     saliency : ndarray
-        Shaped like the input: ``(n_samples, C, H, W)`` for an image column,
-        ``(n_samples, d)`` for a numeric block, and for a token column an object array of
-        ``n_samples`` arrays ``(T_i, d)``, one per row with its own tokens (no padding).
+        Shaped like the input: ``(n_samples, H, W, C)`` for an image column (the layout of
+        its cells), ``(n_samples, d)`` for a numeric block, and for a token column an object
+        array of ``n_samples`` arrays ``(T_i, d)``, one per row with its own tokens (no
+        padding).
         :func:`token_importance` reduces tokens to one value each.
 
     See Also

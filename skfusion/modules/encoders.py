@@ -9,9 +9,10 @@ picks the encoder from the modality's :class:`~skfusion._data.ModalitySpec`:
   Sequences are packed, so padding never enters the recurrence.
 - ``kind="vector"`` (a numeric block, e.g. a pre-computed 512-d ResNet-34 embedding): the
   identity; the family's own layers (projection, MLP head) follow it.
-- ``kind="image"`` (a ``(C, H, W)`` array per row): a CNN, ResNet-34 by default (the image
-  encoder of MedFuse and MedMod, :func:`resnet`) or the user's own module, trained with the
-  rest of the network (1-channel images replicated to 3 for a module that reads 3).
+- ``kind="image"`` (an ``(H, W, C)`` array per row, read by the network as ``(C, H, W)``): a CNN, torchvision's ResNet-34 by
+  default (the image encoder of MedFuse and MedMod, :func:`resnet`) or the user's own
+  module, trained with the rest of the network (1-channel images replicated to 3 for a
+  module that reads 3).
 
 Every encoder maps a block ``{"x", "present"[, "mask"]}`` to ``(n, out_dim)`` and returns
 zeros for rows where the modality is absent, so a family can substitute a learnable vector
@@ -126,57 +127,127 @@ class IdentityEncoder(nn.Module):
         return pooled(block)
 
 
-class _BasicBlock(nn.Module):
-    """ResNet's basic block: two 3x3 convolutions with batch norm, plus the (projected) input."""
+def _conv(in_channels, out_channels, kernel_size, stride=1):
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
 
-    def __init__(self, in_channels, channels, stride):
+
+def _downsample(in_channels, out_channels, stride):
+    """torchvision's projection shortcut (1x1 convolution, batch norm), None where the shape is kept."""
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(_conv(in_channels, out_channels, 1, stride), nn.BatchNorm2d(out_channels))
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock``: two 3x3 convolutions with batch norm, plus the (projected) input."""
+
+    expansion = 1
+
+    def __init__(self, in_channels, channels, stride=1):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(channels),
-        )
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
-            )
+        self.conv1 = _conv(in_channels, channels, 3, stride)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv(channels, channels, 3)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.downsample = _downsample(in_channels, channels, stride)
 
     def forward(self, x):
-        return torch.relu(self.body(x) + self.shortcut(x))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+class Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (ResNet v1.5: the stride on the 3x3 convolution), 4x expansion."""
+
+    expansion = 4
+
+    def __init__(self, in_channels, channels, stride=1):
+        super().__init__()
+        self.conv1 = _conv(in_channels, channels, 1)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = _conv(channels, channels, 3, stride)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = _conv(channels, channels * self.expansion, 1)
+        self.bn3 = nn.BatchNorm2d(channels * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(in_channels, channels * self.expansion, stride)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-def resnet(in_channels, layers=RESNET_LAYERS["resnet34"], width=64):
-    """A ResNet (He et al. 2016) without its classifier: ``(n, C, H, W)`` to ``(n, 8 * width)``.
+class ResNet(nn.Module):
+    """torchvision's ResNet (He et al. 2016) with ``fc = nn.Identity()``: ``(n, 3, H, W)`` to ``(n, out_dim)``.
 
-    ``layers=(3, 4, 6, 3)`` and ``width=64`` is ResNet-34, the image encoder of MedFuse and
-    MedMod (512 pooled features): a 7x7 stride-2 stem and a 3x3 max-pool, four stages of basic
-    blocks of widths ``width * (1, 2, 4, 8)`` (stride 2 from the second on), a global average
-    pool. It starts from random weights; for pre-trained ones, pass your own module (e.g. a
-    torchvision ``resnet34`` with ``fc = nn.Identity()`` and weights loaded from a local file)
-    as the estimator's ``image_encoder``.
+    The modules, parameter and buffer names, shapes and initialisation are torchvision's
+    (``torchvision.models.ResNet(block, layers)``, ``zero_init_residual=False``), so its
+    checkpoints load (without their ``fc.*`` keys) and torchvision is not needed. The stem
+    reads 3 channels; a 1-channel image is replicated to 3, as ImageNet-pretrained weights
+    expect.
+
+    Parameters
+    ----------
+    block : {BasicBlock, Bottleneck}
+    layers : sequence of 4 int
+        Blocks per stage.
+    width : int, default=64
+        Channels of the stem; stage ``i`` has ``width * 2**i`` (times the block's expansion
+        at its output). torchvision's networks have 64.
     """
-    stages, previous = [], width
-    for index, n_blocks in enumerate(layers):
-        channels = width * 2**index
-        blocks = [_BasicBlock(previous, channels, 1 if index == 0 else 2)]
-        blocks += [_BasicBlock(channels, channels, 1) for _ in range(n_blocks - 1)]
-        stages.append(nn.Sequential(*blocks))
-        previous = channels
-    return nn.Sequential(
-        nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
-        nn.BatchNorm2d(width),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(3, 2, 1),
-        *stages,
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-    )
+
+    def __init__(self, block, layers, width=64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        in_channels = width
+        for index, n_blocks in enumerate(layers):
+            channels = width * 2**index
+            blocks = [block(in_channels, channels, 1 if index == 0 else 2)]
+            in_channels = channels * block.expansion
+            blocks += [block(in_channels, channels) for _ in range(n_blocks - 1)]
+            setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Identity()
+        self.out_dim = in_channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x):
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+#: torchvision's ResNets: name to ``(block, blocks per stage)``.
+RESNETS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def resnet(name="resnet34"):
+    """torchvision's ResNet ``name`` (a key of :data:`RESNETS`) without its classifier, randomly initialised.
+
+    ``"resnet34"`` is the image encoder of MedFuse and MedMod: 512 pooled features (2,048
+    from ``"resnet50"`` on). Weights from a local torchvision checkpoint:
+    :func:`skfusion.encoders.load_backbone`.
+    """
+    return ResNet(*RESNETS[name])
 
 
 class ImageEncoder(nn.Module):
@@ -238,18 +309,17 @@ def _probe(network, shape):
 def image_encoder(spec, network="resnet34", param="image_encoder"):
     """The :class:`ImageEncoder` of an image modality.
 
-    ``network`` is ``"resnet34"``, ``"resnet18"`` (randomly initialised, :func:`resnet`), or
-    a torch module mapping ``(m, C, H, W)`` to ``(m, d)``, which is deep-copied (the caller's
-    module is never trained) and whose ``d`` is read from one forward pass on a zero image.
+    ``network`` is the name of one of torchvision's ResNets (a key of :data:`RESNETS`,
+    randomly initialised, :func:`resnet`), or a torch module mapping ``(m, C, H, W)`` to
+    ``(m, d)``, which is deep-copied (the caller's module is never trained). Either way
+    ``d`` is read from one forward pass on a zero image.
     A module that fails on 1-channel images and whose first convolution reads 3 channels
     gets the images replicated to 3 (grey to RGB, the convention of ImageNet backbones, and
     what image files and the image embedders get); any other failure, a 3-channel image
     for a 1-channel network among them, is a ValueError naming the column and ``param``
     (the estimator's parameter that holds ``network``).
     """
-    if isinstance(network, str):
-        return ImageEncoder(resnet(spec.shape[0], RESNET_LAYERS[network]), 512)
-    network = copy.deepcopy(network)
+    network = resnet(network) if isinstance(network, str) else copy.deepcopy(network)
     channels, in_channels = spec.shape[0], None
     try:
         out = _probe(network, spec.shape)
@@ -257,7 +327,8 @@ def image_encoder(spec, network="resnet34", param="image_encoder"):
         conv = first_convolution(network)
         if conv is None or conv[1] == channels:
             raise ValueError(
-                f"{param} fails on the {spec.shape} images of column {spec.name!r} ({exc})."
+                f"{param} fails on the images of column {spec.name!r}, read as {spec.shape} (C, H, W) "
+                f"tensors ({exc})."
             ) from exc
         if (channels, conv[1]) != (1, 3):
             read = " (image files are read as RGB, grey replicated)" if spec.files else ""

@@ -29,7 +29,7 @@ class MedFuseNet(nn.Module):
     token_dim : int
         Width of the fusion LSTM's input; an encoder output of another width gets a linear
         projection (always the image's :math:`\\phi` with the paper's sizes).
-    fusion_hidden : int
+    fusion_dim : int
         Hidden width of the fusion LSTM.
     hidden_dims : sequence of int
         Hidden widths of the classifier :math:`g_{fusion}`; empty for the paper's single
@@ -38,7 +38,7 @@ class MedFuseNet(nn.Module):
     dropout : float
     """
 
-    def __init__(self, ehr, image, encoders, token_dim, fusion_hidden, hidden_dims, n_outputs, dropout):
+    def __init__(self, ehr, image, encoders, token_dim, fusion_dim, hidden_dims, n_outputs, dropout):
         super().__init__()
         self.ehr, self.image = ehr, image
         self.encoders = nn.ModuleDict(encoders)
@@ -48,8 +48,8 @@ class MedFuseNet(nn.Module):
                 for name, enc in self.encoders.items()
             }
         )
-        self.fusion = nn.LSTM(token_dim, fusion_hidden, batch_first=True)
-        self.head = mlp(fusion_hidden, hidden_dims, n_outputs, dropout)
+        self.fusion = nn.LSTM(token_dim, fusion_dim, batch_first=True)
+        self.head = mlp(fusion_dim, hidden_dims, n_outputs, dropout)
 
     def tokens(self, **blocks):
         """The modality sequence (n, 2, token_dim) and each row's length (1 or 2)."""

@@ -230,7 +230,7 @@ class PairedEncoders(nn.Module):
     hidden_dim : int
         Hidden width of the two MLPs (``Linear -> ReLU -> Linear``): the image adapter and the
         EHR projection.
-    lstm_hidden : int
+    lstm_dim : int
         Hidden width of the two-layer EHR LSTM.
     temperature : float
         :math:`\\tau`; the logit scale starts at :math:`1 / \\tau`.
@@ -249,7 +249,7 @@ class PairedEncoders(nn.Module):
         ehr_dim,
         projection_dim,
         hidden_dim,
-        lstm_hidden,
+        lstm_dim,
         temperature,
         learn_temperature,
         image_encoder=None,
@@ -257,8 +257,8 @@ class PairedEncoders(nn.Module):
         super().__init__()
         self.names = (image, ehr)
         self.image_branch = ImageBranch(mlp(image_dim, (hidden_dim,), projection_dim, 0.0), image_encoder)
-        self.ehr_encoder = LSTMEncoder(ehr_dim, lstm_hidden, n_layers=2)
-        self.ehr_projection = mlp(lstm_hidden, (hidden_dim,), projection_dim, 0.0)
+        self.ehr_encoder = LSTMEncoder(ehr_dim, lstm_dim, n_layers=2)
+        self.ehr_projection = mlp(lstm_dim, (hidden_dim,), projection_dim, 0.0)
         self.log_scale = nn.Parameter(torch.tensor(log(1.0 / temperature)), requires_grad=learn_temperature)
 
     def scale(self):

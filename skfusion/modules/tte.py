@@ -20,7 +20,7 @@ from torch import nn
 
 from .._images import resize, to_backbone_input
 from .._volumes import apply_window
-from .encoders import resnet
+from .encoders import BasicBlock, ResNet
 
 #: The default slice network: a ResNet with one basic block per stage, 8 to 64 channels.
 DEFAULT_SLICE_LAYERS, DEFAULT_SLICE_WIDTH = (1, 1, 1, 1), 8
@@ -29,10 +29,11 @@ DEFAULT_SLICE_LAYERS, DEFAULT_SLICE_WIDTH = (1, 1, 1, 1), 8
 def default_slice_backbone():
     """A small randomly initialised ResNet on ``(B, 3, H, W)`` slices, ``(B, 64)`` features.
 
-    Small enough to train on the CPU: ResNet-18's structure (:func:`~.encoders.resnet`) with
-    one basic block per stage and an eighth of its width.
+    Small enough to train on the CPU: ResNet-18's structure (:class:`~.encoders.ResNet`, with
+    torchvision's names and initialisation) with one basic block per stage and an eighth of
+    its width.
     """
-    return resnet(3, DEFAULT_SLICE_LAYERS, DEFAULT_SLICE_WIDTH)
+    return ResNet(BasicBlock, DEFAULT_SLICE_LAYERS, DEFAULT_SLICE_WIDTH)
 
 
 class SliceGeometry(nn.Module):

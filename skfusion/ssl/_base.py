@@ -49,7 +49,7 @@ def find_pair(X, image, ehr, modality_dims, raw_image=False):
     modality); ``image=None`` the first vector modality other than ``ehr``, the rule of the
     MedFuse family. A plain array is split by ``modality_dims`` (halves by default: EHR first,
     then the image). With ``raw_image`` (a backbone reads the images) the image is a raw
-    column of ``(C, H, W)`` arrays.
+    column of ``(H, W, C)`` arrays or image files.
     """
     layout = infer_layout(X, None, modality_dims)
     names = [spec.name for spec in layout]
@@ -66,13 +66,15 @@ def find_pair(X, image, ehr, modality_dims, raw_image=False):
     image_spec, ehr_spec = infer_layout(X, [image, ehr], modality_dims)
     if raw_image and image_spec.kind != "image":
         raise ValueError(
-            f"with a backbone, the image modality {image!r} must be a raw column holding one (C, H, W) image "
-            f"array per row; it is of kind {image_spec.kind!r} (drop backbone= to adapt an embedding)."
+            f"with a backbone, the image modality {image!r} must be a raw column holding one (H, W, C) image "
+            f"array (C in (1, 3)) or image file per row; it is of kind {image_spec.kind!r} (a 2-D cell is a token "
+            "array: give a grayscale image its channel axis, image[..., None]; or drop backbone= to adapt an "
+            "embedding)."
         )
     if not raw_image and image_spec.kind != "vector":
         raise ValueError(
             f"the image modality {image!r} must be an embedding block '{image}__0', '{image}__1', ...; it is a "
-            f"of kind {image_spec.kind!r}: pass a backbone= to train on raw (C, H, W) images, or embed them with "
+            f"of kind {image_spec.kind!r}: pass a backbone= to train on raw (H, W, C) images, or embed them with "
             "skfusion.encoders.ImageEmbedder first."
         )
     return image_spec, ehr_spec
@@ -114,7 +116,7 @@ _PAIRED_PARAMETERS = {
     "ehr": [str, None],
     "projection_dim": [Interval(Integral, 1, None, closed="left")],
     "hidden_dim": [Interval(Integral, 1, None, closed="left")],
-    "lstm_hidden": [Interval(Integral, 1, None, closed="left")],
+    "lstm_dim": [Interval(Integral, 1, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither")],
     "weight_decay": [Interval(Real, 0, None, closed="left")],
     "batch_size": [Interval(Integral, 2, None, closed="left")],
@@ -218,7 +220,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 self.ehr_spec_.dim,
                 self.projection_dim,
                 self.hidden_dim,
-                self.lstm_hidden,
+                self.lstm_dim,
                 self._temperature(),
                 self._learn_temperature(),
                 encoder,

@@ -116,7 +116,7 @@ class ConVIRT(_SSLTransformer):
     >>> from skfusion.ssl import ConVIRT
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
-    >>> ssl = ConVIRT(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
+    >>> ssl = ConVIRT(projection_dim=8, hidden_dim=16, lstm_dim=16, max_epochs=3, random_state=0)
     >>> ssl.fit_transform(X).shape
     (120, 16)
     >>> ssl.get_feature_names_out()[[0, -1]].tolist()
@@ -147,7 +147,7 @@ class ConVIRT(_SSLTransformer):
         negatives_only=False,
         projection_dim=128,
         hidden_dim=256,
-        lstm_hidden=256,
+        lstm_dim=256,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
@@ -170,7 +170,7 @@ class ConVIRT(_SSLTransformer):
         self.negatives_only = negatives_only
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -253,7 +253,7 @@ class ALIGN(_SSLTransformer):
     >>> from skfusion.ssl import ALIGN
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
-    >>> ssl = ALIGN(output="ehr", projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
+    >>> ssl = ALIGN(output="ehr", projection_dim=8, hidden_dim=16, lstm_dim=16, max_epochs=3, random_state=0)
     >>> ssl.fit(X).transform(X[["ehr"]]).shape
     (120, 8)
     """
@@ -280,7 +280,7 @@ class ALIGN(_SSLTransformer):
         negatives_only=False,
         projection_dim=128,
         hidden_dim=256,
-        lstm_hidden=256,
+        lstm_dim=256,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
@@ -302,7 +302,7 @@ class ALIGN(_SSLTransformer):
         self.negatives_only = negatives_only
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -381,7 +381,7 @@ class VICReg(_SSLTransformer):
     >>> from skfusion.ssl import VICReg
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
-    >>> ssl = VICReg(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
+    >>> ssl = VICReg(projection_dim=8, hidden_dim=16, lstm_dim=16, max_epochs=3, random_state=0)
     >>> ssl.fit_transform(X).shape
     (120, 16)
     """
@@ -408,7 +408,7 @@ class VICReg(_SSLTransformer):
         covariance_weight=1.0,
         projection_dim=128,
         hidden_dim=256,
-        lstm_hidden=256,
+        lstm_dim=256,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
@@ -430,7 +430,7 @@ class VICReg(_SSLTransformer):
         self.covariance_weight = covariance_weight
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size

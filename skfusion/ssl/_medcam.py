@@ -84,7 +84,7 @@ class MedCAMAdapter(BasePairedPretraining):
     >>> from skfusion.ssl import MedCAMAdapter
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=120, random_state=0)
-    >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=3, random_state=0)
+    >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_dim=16, max_epochs=3, random_state=0)
     >>> Z = adapter.fit(X).transform(X.drop(columns="ehr"))
     >>> Z.shape, Z.columns[0]
     ((120, 8), 'img__0')
@@ -109,7 +109,7 @@ class MedCAMAdapter(BasePairedPretraining):
         temperature=0.1,
         projection_dim=128,
         hidden_dim=256,
-        lstm_hidden=256,
+        lstm_dim=256,
         lr=1e-3,
         weight_decay=1e-4,
         batch_size=256,
@@ -129,7 +129,7 @@ class MedCAMAdapter(BasePairedPretraining):
         self.temperature = temperature
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim
-        self.lstm_hidden = lstm_hidden
+        self.lstm_dim = lstm_dim
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
@@ -225,7 +225,7 @@ class MedCAMClassifier(ClassifierHeadMixin, BaseFusion):
     >>> from skfusion.ssl import MedCAMAdapter, MedCAMClassifier
     >>> from skfusion.datasets import make_paired_image_ehr
     >>> X, Y = make_paired_image_ehr(n_samples=200, random_state=0)
-    >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_hidden=16, max_epochs=5)
+    >>> adapter = MedCAMAdapter(projection_dim=8, hidden_dim=16, lstm_dim=16, max_epochs=5)
     >>> # The fusion estimators' training budget: in optimizer steps, the epoch chosen on held-out rows.
     >>> settings = dict(batch_size="auto", max_epochs="auto", early_stopping="auto", random_state=0)
     >>> clf = MedCAMClassifier(adapter, **settings).fit(X, Y)

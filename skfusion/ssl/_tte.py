@@ -53,7 +53,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
     volumes with the pretrained encoder, for a linear probe, a Cox model or a fusion model.
 
     The encoder reads a volume as :class:`~skfusion.encoders.CTVolumeEmbedder` does (same
-    readers, ``window``, ``slices``, ``input_size``, ``mean``/``std``), encodes each slice
+    readers, ``window``, ``slices``, ``image_size``, ``mean``/``std``), encodes each slice
     with ``backbone`` and pools the slices by gated attention over ``z`` (Ilse et al.,
     ICML 2018 [3]_).
 
@@ -86,7 +86,8 @@ class TimeToEventPretraining(BaseColumnEncoder):
         The 2-D slice encoder, as in ``CTVolumeEmbedder``: a module mapping ``(B, 3, H,
         W)`` (the windowed slice replicated to 3 channels and normalised) to ``(B, d)``,
         copied at fit and never modified, or the name of a torchvision architecture built
-        without weights. None is a small ResNet (one basic block per stage, 8 to 64
+        without weights (``"resnet18"`` to ``"resnet152"`` without torchvision, as in
+        :func:`~skfusion.encoders.load_backbone`). None is a small ResNet (one basic block per stage, 8 to 64
         channels, ``d = 64``) that trains on the CPU.
     weights : None, str or os.PathLike, default=None
         A local state-dict file (safetensors, or ``torch.save`` read with
@@ -97,9 +98,11 @@ class TimeToEventPretraining(BaseColumnEncoder):
         HU window, as in ``CTVolumeEmbedder``.
     slices : None, tuple of (int, int), float or callable, default=None
         Which axial slices to keep, as in ``CTVolumeEmbedder``.
-    input_size : None, int or tuple of (int, int), default=None
-        Resize each slice (bilinear, antialiased) before the backbone. Every volume must
-        then have slices of one size: set a pair when volumes differ.
+    image_size : None, int or tuple of (int, int), default=None
+        The size of the slice the backbone reads, as in ``CTVolumeEmbedder``: each slice is
+        resized (bilinear, antialiased) so that its shorter side is the int, or to the
+        ``(height, width)`` pair; None keeps the native size. Every volume must then have
+        slices of one size: set a pair when volumes differ.
     mean : tuple of float or None, default=(0.485, 0.456, 0.406)
         Per-channel means of the backbone input's normalisation, as in ``CTVolumeEmbedder``.
     std : tuple of float or None, default=(0.229, 0.224, 0.225)
@@ -119,7 +122,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
     cache_dir : None, str or os.PathLike, default=None
         Folder of ``CTVolumeEmbedder``'s content-addressed cache, here holding the
         windowed, resized slices of each volume (keyed by the volume's bytes and by
-        ``window``, ``slices`` and ``input_size``), so reading and preprocessing a volume
+        ``window``, ``slices`` and ``image_size``), so reading and preprocessing a volume
         happens once across fits and transforms.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights and the batch order.
@@ -140,7 +143,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         reads windowed slices ``(n, Z, H, W)`` with a ``(n, Z)`` mask of real slices.
     backbone_ : torch.nn.Module
         The pretrained slice encoder (``encoder_.backbone``): the ``backbone=`` of a
-        ``CTVolumeEmbedder`` with the same ``window``, ``input_size``, ``mean`` and ``std``.
+        ``CTVolumeEmbedder`` with the same ``window``, ``image_size``, ``mean`` and ``std``.
     image_encoder_ : torch.nn.Sequential
         The encoder behind the windowing and resizing: ``(n, Z, H, W)`` volumes in HU to
         ``(n, d)``; the ``image_encoder=`` of the fusion estimators on a raw column of
@@ -206,7 +209,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         "weights": [None, str, os.PathLike],
         "window": [StrOptions({"pe", "mace"}), tuple, list],
         "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), callable],
-        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "image_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "mean": [None, tuple, list],
         "std": [None, tuple, list],
         "attention_dim": [Interval(Integral, 1, None, closed="left")],
@@ -233,7 +236,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         weights=None,
         window="pe",
         slices=None,
-        input_size=None,
+        image_size=None,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         attention_dim=32,
@@ -256,7 +259,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self.weights = weights
         self.window = window
         self.slices = slices
-        self.input_size = input_size
+        self.image_size = image_size
         self.mean = mean
         self.std = std
         self.attention_dim = attention_dim
@@ -269,11 +272,8 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self.random_state = random_state
         self.verbose = verbose
 
-    # BaseColumnEncoder reads ``column`` and writes ``output``: here the image column.
-    @property
-    def column(self):
-        return self.image
-
+    # BaseColumnEncoder reads the column named by ``image`` and writes ``output``: here the same.
+    _column_parameter = "image"
     output = None
 
     # ------------------------------------------------------------------ fit
@@ -414,7 +414,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
     # ------------------------------------------------------------------ images
 
     def _geometry(self):
-        return SliceGeometry(self.window_, as_size(self.input_size))
+        return SliceGeometry(self.window_, as_size(self.image_size))
 
     def _preprocess(self, cells, wheres):
         """Windowed, resized ``(Z_i, H, W)`` float32 slices of every cell, all of one slice size."""
@@ -433,7 +433,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
             if tuple(volume.shape[1:]) != tuple(expected):
                 raise ValueError(
                     f"{where}: its slices are {tuple(volume.shape[1:])} after preprocessing but the encoder reads "
-                    f"{tuple(expected)} slices; set input_size=(height, width) to resize every volume."
+                    f"{tuple(expected)} slices; set image_size=(height, width) to resize every volume."
                 )
             volumes.append(volume)
         return volumes
@@ -456,7 +456,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
                 "encoder": f"{type(self).__name__} slices v{_PREPROCESSING_VERSION}",
                 "window": self.window_,
                 "slices": slices,
-                "input_size": as_size(self.input_size),
+                "image_size": as_size(self.image_size),
             }
         )
 
@@ -546,7 +546,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
 
         The file loads back with ``TimeToEventPretraining(weights=path, max_epochs=0)``
         (same ``backbone`` and ``attention_dim``); its metadata records the preprocessing
-        (window, input size, normalisation) and the tasks.
+        (window, image size, normalisation) and the tasks.
 
         Parameters
         ----------
@@ -558,7 +558,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         state = {k: v.detach().cpu().contiguous() for k, v in self.encoder_.state_dict().items()}
         metadata = {
             "window": json.dumps(self.window_),
-            "input_size": json.dumps(as_size(self.input_size)),
+            "image_size": json.dumps(as_size(self.image_size)),
             "mean": json.dumps(self.mean and list(self.mean)),
             "std": json.dumps(self.std and list(self.std)),
             "slice_shape": json.dumps(self.slice_shape_),
