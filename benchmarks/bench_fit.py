@@ -25,9 +25,9 @@ model's L-BFGS path, 3 internal folds x 6 penalties, before training), the epoch
 training rows' forward pass for Breslow's baseline. skfusion runs with
 ``early_stopping=False`` (the default ``"auto"`` may hold out a validation split, which
 changes the work). ``--overrides`` adds "skfusion + former overrides": the same fit with the
-two overrides of skorch's private methods that ``FusionNet`` had until issue 24
-(``run_single_epoch`` without skorch's ``get_len`` walk, ``_set_training`` setting the modes
-only when one differs; the first is kept, for CLMBR's batches), to show what they saved. Every method of a case runs once to warm
+override of skorch's private ``_set_training`` that ``FusionNet`` had until issue 24 (setting
+the modes only when one differs) beside the one it keeps (``run_single_epoch`` without
+skorch's ``get_len`` walk, for CLMBR's batches), to show what the dropped one saved. Every method of a case runs once to warm
 up, then ``--repeats`` times interleaved in this one process; the table gives the median CPU
 time (``time.process_time``, one torch thread) and its ratio to its reference, and
 skfusion's CPU time outside its epoch loop and in its linear start. Peak memory is measured
@@ -231,23 +231,6 @@ def make_runners(estimator, task, X, y, epochs, overrides=False):
     return {**runners, "hand": lambda: hand(True), HAND_NO_LINEAR: lambda: hand(False), "pycox": run_pycox}
 
 
-def _former_run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-    # FusionNet's override as it was before issue 24 (the same as now): a batch's size read
-    # from its first block rather than by skorch's get_len walk over the nested batch.
-    if iterator is None:
-        return
-    batch_count = 0
-    for batch in iterator:
-        self.notify("on_batch_begin", batch=batch, training=training)
-        step = step_fn(batch, **fit_params)
-        self.history.record_batch(prefix + "_loss", step["loss"].item())
-        first_block = next(iter(batch[0].values()))
-        self.history.record_batch(prefix + "_batch_size", len(first_block["present"]))
-        self.notify("on_batch_end", batch=batch, training=training, **step)
-        batch_count += 1
-    self.history.record(prefix + "_batch_count", batch_count)
-
-
 def _former_set_training(self, training=True):
     # FusionNet's override until issue 24: the modes are set only when one differs.
     from skorch import NeuralNet
@@ -260,15 +243,16 @@ def _former_set_training(self, training=True):
 
 @contextmanager
 def former_overrides():
-    """Inside the block, ``FusionNet`` has the two overrides of skorch's private methods it had until issue 24."""
+    """Inside the block, ``FusionNet`` has the override of skorch's ``_set_training`` it had until issue 24.
+
+    Its other former override, ``run_single_epoch``, it still has (unchanged).
+    """
     from skfusion._engine import FusionNet
 
-    saved = FusionNet.run_single_epoch
-    FusionNet.run_single_epoch, FusionNet._set_training = _former_run_single_epoch, _former_set_training
+    FusionNet._set_training = _former_set_training
     try:
         yield
     finally:
-        FusionNet.run_single_epoch = saved
         del FusionNet._set_training
 
 
