@@ -11,6 +11,8 @@ import pandas as pd
 
 # The int64 that numpy reads as NaT in datetime64: static events (no time) sort first.
 NO_TIME = np.iinfo(np.int64).min
+# The store's time unit is the microsecond (MEDS's resolution).
+US_PER_DAY = 86_400_000_000
 
 
 class EventStore:

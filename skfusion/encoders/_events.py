@@ -21,10 +21,9 @@ import pandas as pd
 
 from .._images import is_missing_cell
 from ._base import is_polars_frame
-from ._event_store import EventView
+from ._event_store import US_PER_DAY, EventView
 
 EVENT_COLUMNS = ("time", "code", "numeric_value")
-MICROSECONDS_PER_DAY = 86_400_000_000
 # Every column some reader takes from an event frame: none may appear twice.
 _READ_COLUMNS = (*EVENT_COLUMNS, "text_value", "unit")
 _PAIR_TYPES = (tuple, list, dict, set, np.ndarray, pd.Series, pd.DataFrame)
@@ -264,7 +263,7 @@ def to_days(times, where):
 def _view_anchor(cell):
     """``(prediction day, False)`` of an ``EventView`` that knows its prediction time; ``(None, False)`` otherwise."""
     if isinstance(cell, EventView) and cell.index_time is not None:
-        return cell.index_time / MICROSECONDS_PER_DAY, False
+        return cell.index_time / US_PER_DAY, False
     return None, False
 
 
