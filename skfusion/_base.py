@@ -205,13 +205,16 @@ class BaseFusion(BaseEstimator):
         """Whether the network gets a linear start (a family without the ``linear_path`` parameter: never)."""
         return getattr(self, "linear_path", False)
 
-    def _linear_start(self, dataset, targets, seed):
+    def _linear_start(self, dataset, targets, seed, split=None):
         """The linear start, a dict of ``names``, ``indicators``, ``rows``, ``z``, ``layer`` and ``alpha``, or None.
 
         ``z`` holds :func:`~skfusion._training.pooled_inputs` of at most ``MAX_LINEAR_ROWS``
-        rows (positions ``z rows``); ``layer`` is the penalized linear model fitted on them
-        with ``alpha`` chosen by internal folds (``weight_decay`` when there are too few rows
-        to fold).
+        rows (positions ``z rows``). Without ``split``, ``layer`` is the penalized linear
+        model fitted on them with ``alpha`` chosen by internal folds (``weight_decay`` when
+        there are too few rows to fold). With the ``(train, valid)`` positions of the
+        validation split, ``alpha`` is chosen on that split and ``layer`` is fitted on the
+        training rows only: the held-out rows that choose the epoch, epoch 0 included, are
+        held out from the start too.
         """
         if not self._uses_linear_path():
             return None
@@ -221,9 +224,17 @@ class BaseFusion(BaseEstimator):
         rows = subsample(len(dataset), seed)
         z = pooled_inputs(dataset.subset(rows), names, indicators)
         z_targets = targets[rows].to(z.device)
-        strata = self._fold_strata(targets)
-        splits = folds(len(rows), None if strata is None else strata[rows], seed)
-        layer, alpha = fit_linear_start(z, z_targets, self._loss_function(), self._n_outputs(), splits, self.weight_decay)
+        fit_rows = None
+        if split is None:
+            strata = self._fold_strata(targets)
+            splits = folds(len(rows), None if strata is None else strata[rows], seed)
+        else:
+            held_out = np.isin(rows, split[1])
+            fit_rows = np.flatnonzero(~held_out)
+            splits = [(fit_rows, np.flatnonzero(held_out))]
+        layer, alpha = fit_linear_start(
+            z, z_targets, self._loss_function(), self._n_outputs(), splits, self.weight_decay, fit_rows
+        )
         return {"names": names, "indicators": indicators, "rows": rows, "z": z, "layer": layer, "alpha": alpha}
 
     def _network(self, linear, layer=None):
@@ -329,8 +340,11 @@ class BaseFusion(BaseEstimator):
         max_epochs = auto_max_epochs(steps) if self.max_epochs == "auto" else self.max_epochs
         patience = auto_patience(steps) if self.n_iter_no_change == "auto" else self.n_iter_no_change
         selection = self._selection(targets)
+        split = None
+        if selection == "split":
+            split = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets)).positions(n_samples)
         with seeded(seed, device):
-            linear = self._linear_start(dataset, targets, seed)
+            linear = self._linear_start(dataset, targets, seed, split)
         settings = (net_class, device, seed, batch_size)
         runs = []
         if selection == "folds":
@@ -342,7 +356,7 @@ class BaseFusion(BaseEstimator):
             callbacks = list(self.callbacks or [])
             train = dataset
             if selection == "split":
-                train, valid = ValidationSplit(self.validation_fraction, seed, self._split_strata(targets))(dataset)
+                train, valid = dataset.subset(split[0]), dataset.subset(split[1])
                 runs = [EpochSelection(valid, patience)]
                 callbacks.append(("epoch_selection", runs[0]))
             self.net_ = self._final_run(train, linear, settings, max_epochs, callbacks)

@@ -580,43 +580,15 @@ MAX_STANDARD_SCORE = 1e6
 
 
 def standardize_blocks(blocks, stats):
-    """Check ``blocks`` against :func:`fit_standardization`'s ``stats`` and attach them.
+    """Attach :func:`fit_standardization`'s ``stats`` to ``blocks``.
 
     The blocks keep their values: :class:`ModalityDataset` standardizes each batch as it
-    gathers it, so that a block read in place from the caller's memory is never copied.
-
-    Raises
-    ------
-    ValueError
-        Where a value lies more than ``MAX_STANDARD_SCORE`` standard deviations from the
-        training mean: far outside anything seen in ``fit``, the network's output there is
-        meaningless (a survival curve of exactly 0 or 1).
+    gathers it (and refuses a value more than ``MAX_STANDARD_SCORE`` standard deviations
+    from the training mean), so that a block read in place from the caller's memory is
+    never copied, nor read a second time to be checked.
     """
-    for name, (mean, scale) in stats.items():
-        block = blocks[name]
-        _check_standard_scores(name, block["x"], mean, scale)
-        block["standardization"] = (mean, scale)
-
-
-def _check_standard_scores(name, x, mean, scale):
-    # The extremes of each feature (two reduction passes that skip the NaN where there is no
-    # value; no copy of the block); the offending entry is located only on failure.
-    values = x.numpy().reshape(-1, x.shape[-1])
-    if not len(values):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a feature without any value
-        low, high = np.fmin.reduce(values, axis=0), np.fmax.reduce(values, axis=0)
-    scores = np.fmax(high - mean, mean - low) / scale
-    if not np.nanmax(scores, initial=0.0) > MAX_STANDARD_SCORE:
-        return
-    feature = int(np.nanargmax(scores))
-    column = np.abs(x[..., feature].numpy().astype(np.float64) - mean[feature]) / scale[feature]
-    row = int(np.unravel_index(np.nanargmax(column), column.shape)[0])
-    raise ValueError(
-        f"modality {name!r}, row {row}, feature {feature}: the value lies {np.nanmax(column):.3g} standard "
-        "deviations from the training mean, far outside the data seen in fit."
-    )
+    for name, stats_of_block in stats.items():
+        blocks[name]["standardization"] = stats_of_block
 
 
 def warn_wholly_missing(blocks):
@@ -773,12 +745,21 @@ class ModalityDataset(torch.utils.data.Dataset):
                 gathered["x"] = gathered["x"][:, :width]
                 gathered["mask"] = gathered["mask"][:, :width]
             if name in self.gaps:
-                gathered["x"] = self._values(name, gathered)
+                gathered["x"] = self._values(name, gathered, rows)
             out[name] = gathered
         return out, (None if self.targets is None else _gather(self.targets, take))
 
-    def _values(self, name, gathered):
-        """A batch's float32 values of a vector or sequence block: standardized, zero where there is no value."""
+    def _values(self, name, gathered, rows):
+        """A batch's float32 values of a vector or sequence block (the block's ``rows``): standardized, zero where
+        there is no value.
+
+        Raises
+        ------
+        ValueError
+            Where a value lies more than ``MAX_STANDARD_SCORE`` standard deviations from the
+            training mean: far outside anything seen in ``fit``, the network's output there is
+            meaningless (a survival curve of exactly 0 or 1).
+        """
         # Written row-major whatever the source's layout: a block read in place from a frame is
         # column-major, and the modules' concatenation of column-major blocks costs twice the
         # standardization (0.7 s of a 200,000-row predict, benchmarks/results/predict.md).
@@ -791,4 +772,17 @@ class ModalityDataset(torch.utils.data.Dataset):
         if self.gaps[name]:
             valid = gathered["mask"] if "mask" in gathered else gathered["present"]
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
+        if name in self.standardization and len(x) and not x.abs().amax() <= MAX_STANDARD_SCORE:
+            self._refuse_far_value(name, gathered["x"], x, rows)
         return x
+
+    def _refuse_far_value(self, name, raw, standardized, rows):
+        """Raise the ValueError of a batch value beyond ``MAX_STANDARD_SCORE``, naming its row and feature."""
+        position = np.unravel_index(int(standardized.abs().argmax()), standardized.shape)
+        feature = int(position[-1])
+        mean, scale = (float(v[feature]) for v in self.standardization[name])
+        score = abs(float(raw[position]) - mean) / scale
+        raise ValueError(
+            f"modality {name!r}, row {int(rows[position[0]])}, feature {feature}: the value lies {score:.3g} "
+            "standard deviations from the training mean, far outside the data seen in fit."
+        )

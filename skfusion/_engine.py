@@ -221,8 +221,12 @@ class ValidationSplit:
         self.strata = strata
 
     def __call__(self, dataset, y=None, **fit_params):
+        train, valid = self.positions(len(dataset))
+        return dataset.subset(train), dataset.subset(valid)
+
+    def positions(self, n):
+        """The ``(train, valid)`` positions, sorted, of a split of ``n`` rows."""
         rng = np.random.RandomState(self.seed)
-        n = len(dataset)
         labels = np.zeros(n, dtype=int) if self.strata is None else np.asarray(self.strata)
         valid = []
         for label in np.unique(labels):
@@ -240,8 +244,7 @@ class ValidationSplit:
                 f"validation_fraction={self.fraction} splits {n} samples into {n - len(valid)} to train on and "
                 f"{len(valid)} to validate on; each side needs at least 2 (pass early_stopping=False on so few rows)."
             )
-        train = np.setdiff1d(np.arange(n), valid)
-        return dataset.subset(train), dataset.subset(valid)
+        return np.setdiff1d(np.arange(n), valid), valid
 
 
 class TaskLoss(torch.nn.Module):

@@ -117,7 +117,10 @@ def test_early_stopping_validation_split_holds_events(data):
     few = y.copy()
     few["event"][:] = False
     few["event"][[3, 50, 90]] = True
-    model = ConcatSurvival(early_stopping=True, validation_fraction=0.1, max_epochs=3, random_state=0).fit(X, few)
+    # Without the linear start, which on 2 training events may rank the held-out one perfectly (a loss of 0 too).
+    model = ConcatSurvival(
+        early_stopping=True, validation_fraction=0.1, max_epochs=3, linear_path=False, random_state=0
+    ).fit(X, few)
     valid = model.net_.history[-1]["valid_loss"]
     assert np.isfinite(valid) and valid > 0  # an all-censored validation split has a zero loss
     one = y.copy()
@@ -164,11 +167,13 @@ def test_unscaled_huge_features_train_finitely(data):
     scaled = X * 1e30
     model = ConcatSurvival(**FAST).fit(scaled, y)
     reference = ConcatSurvival(**FAST).fit(X, y)
-    np.testing.assert_allclose(model.predict(scaled), reference.predict(X), rtol=1e-4, atol=1e-5)
+    # The standardized inputs differ in their last bits, and the linear start's L-BFGS stops
+    # within its tolerance of the optimum, not on the same bits: risks agree to 1e-4.
+    np.testing.assert_allclose(model.predict(scaled), reference.predict(X), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         model.predict_survival_function(scaled, return_array=True),
         reference.predict_survival_function(X, return_array=True),
-        rtol=1e-4, atol=1e-5,
+        rtol=1e-4, atol=1e-4,
     )
 
 

@@ -83,6 +83,49 @@ def test_the_penalty_is_chosen_on_held_out_rows():
     assert fit_linear_start(x, signal, cross_entropy, 2, splits, 1.0)[1] <= 1e-3
 
 
+def test_the_start_from_the_splits_solutions_reaches_the_same_optimum():
+    """The final fit starts from the mean of the splits' solutions: the optimum is the one a fit from zero reaches."""
+    rng = np.random.RandomState(2)
+    x = torch.tensor(rng.normal(size=(300, 6)))
+    target = torch.from_numpy(np.column_stack([(x[:, 0] - x[:, 1] + rng.normal(size=300) > 0).numpy(), np.ones(300)]))
+    layer, alpha = fit_linear_start(x, target, cross_entropy, 2, folds(300, None, 0), 1.0)
+    alone, _ = fit_linear_start(x, target, cross_entropy, 2, None, alpha)
+    np.testing.assert_allclose(layer.weight.detach().numpy(), alone.weight.detach().numpy(), atol=1e-4)
+    # Fitted on some rows only, it is the model of those rows.
+    rows = np.arange(0, 300, 2)
+    some, _ = fit_linear_start(x, target, cross_entropy, 2, folds(300, None, 0), 1.0, rows)
+    those, _ = fit_linear_start(x[rows], target[rows], cross_entropy, 2, None, alpha)
+    np.testing.assert_allclose(some.weight.detach().numpy(), those.weight.detach().numpy(), atol=1e-4)
+
+
+def test_with_a_validation_split_the_start_never_sees_the_held_out_rows(monkeypatch):
+    """The rows that choose the epoch (epoch 0, the start alone, included) choose alpha and are not fitted on."""
+    import skfusion._base
+
+    X, y, _ = _linear_cohort(300, 7, task="classification")
+    seen = {}
+    positions = skfusion._base.ValidationSplit.positions
+
+    def record_split(self, n):
+        seen["train"], seen["valid"] = positions(self, n)
+        return seen["train"], seen["valid"]
+
+    def record_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=None):
+        seen["splits"], seen["rows"] = splits, rows
+        return fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows)
+
+    monkeypatch.setattr(skfusion._base.ValidationSplit, "positions", record_split)
+    monkeypatch.setattr(skfusion._base, "fit_linear_start", record_start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = ConcatClassifier(early_stopping=True, validation_fraction=0.3, max_epochs=2, random_state=0).fit(X, y)
+    ((train, valid),) = seen["splits"]
+    np.testing.assert_array_equal(valid, seen["valid"])  # z holds every row in order: positions are rows
+    np.testing.assert_array_equal(train, seen["train"])
+    np.testing.assert_array_equal(seen["rows"], seen["train"])
+    assert model.linear_alpha_ in ALPHAS
+
+
 def test_linear_inputs_are_the_blocks_the_token_means_and_presence_flags():
     blocks = {
         "a": {"x": torch.tensor([[1.0, 2.0], [0.0, 0.0]]), "present": torch.tensor([True, False])},
