@@ -91,59 +91,189 @@ class _Cohort:
 
 
 def _read_cohort(root, subject_ids):
-    """Read every shard (only the columns used, only the subjects asked for) into one store."""
+    """Read every shard (only the columns used, only the subjects asked for) into one store.
+
+    MEDS writes each shard sorted by subject then time, a subject in one shard. A first pass
+    reads the subject ids only, to lay the store out; the second reads each shard and writes
+    its rows straight to their subject's place (no sort of the whole cohort, and only one
+    shard held besides the store). When a subject spans shards, the shards are concatenated
+    and sorted instead.
+    """
     meds, pa, pq, pc = _meds_modules()
     # Deferred: `import skfusion.datasets` loads no encoder (tests/test_layering.py).
     from ..encoders._event_store import EventStore
 
-    wanted = pa.array(np.unique(subject_ids), pa.int64())
-    vocabulary, parts, has_text = {}, [], False
-    for path in _shards(root):
-        shard = pq.ParquetFile(path)
-        _validate(meds.DataSchema, shard.schema_arrow, f"MEDS shard {str(path)!r}")
-        optional = [c for c in ("numeric_value", "text_value") if c in shard.schema_arrow.names]
-        table = shard.read(columns=["subject_id", "time", "code", *optional])
-        _validate(meds.DataSchema, table, f"MEDS shard {str(path)!r}")
-        table = table.filter(pc.is_in(table["subject_id"], value_set=wanted))
-        has_text |= "text_value" in optional
-        parts.append(_shard_columns(table, vocabulary, pa, pc))
-    subjects, times, codes, values, text = (np.concatenate([p[i] for p in parts]) for i in range(5))
+    wanted = np.unique(subject_ids)
+    paths = _shards(root)
+    runs = [_subject_runs(path, wanted, meds, pa, pq) for path in paths]
+    has_text = any(text for _, _, text in runs)
+    run_subjects = np.concatenate([subjects for subjects, _, _ in runs])
+    run_counts = np.concatenate([counts for _, counts, _ in runs])
+    by_subject = np.argsort(run_subjects, kind="stable")
+    subjects, ends = run_subjects[by_subject], np.cumsum(run_counts[by_subject])
+    vocabulary = {}
+    parts = (_shard_part(_read_shard(path, meds, pa, pq), wanted, vocabulary, pa, pc) for path in paths)
+    spanning = (subjects[1:] == subjects[:-1]).any()  # a subject in several shards
+    columns = _merged(list(parts), has_text) if spanning else _placed(parts, by_subject, run_counts, has_text)
+    if spanning:
+        subjects, first = np.unique(subjects, return_index=True)
+        ends = ends[np.r_[first[1:], len(ends)] - 1]
+    ends = ends.astype(np.intp)
+    starts = np.zeros_like(ends)
+    starts[1:] = ends[:-1]
+    store = EventStore(np.array(list(vocabulary), dtype=object), *columns)
+    return _Cohort(store, subjects, starts, ends)
+
+
+def _subject_runs(path, wanted, meds, pa, pq):
+    """A shard's wanted subjects in order, their numbers of events, and whether it has text."""
+    _validate(meds.DataSchema, pq.read_schema(path), f"MEDS shard {str(path)!r}")
+    column = pq.read_table(path, columns=["subject_id"])["subject_id"]
+    if column.null_count:
+        _read_shard(path, meds, pa, pq)  # raises, naming the column
+    subjects = column.to_numpy()
+    keep = _wanted_rows(subjects, wanted)
+    subjects = subjects if keep is None else subjects[keep]
+    if len(subjects) > 1 and (subjects[1:] >= subjects[:-1]).all():
+        first = np.flatnonzero(np.r_[True, subjects[1:] != subjects[:-1]])
+        counts = np.diff(np.r_[first, len(subjects)])
+        subjects = subjects[first]
+    else:
+        subjects, counts = np.unique(subjects, return_counts=True)
+    return subjects, counts.astype(np.int64), "text_value" in pq.read_schema(path).names
+
+
+def _read_shard(path, meds, pa, pq):
+    """A shard's columns, checked by ``meds.DataSchema``, its codes as a dictionary column."""
+    where = f"MEDS shard {str(path)!r}"
+    _validate(meds.DataSchema, pq.read_schema(path), where)
+    # The codes come as parquet stores them, a dictionary: no string per event, no hashing.
+    shard = pq.ParquetFile(path, read_dictionary=["code"])
+    optional = [c for c in ("numeric_value", "text_value") if c in shard.schema_arrow.names]
+    table = shard.read(columns=["subject_id", "time", "code", *optional])
+    if table["subject_id"].null_count or table["code"].null_count:  # let meds name the column
+        _validate(meds.DataSchema, table.set_column(2, "code", table["code"].cast(pa.string())), where)
+    return table
+
+
+def _placed(parts, by_subject, run_counts, has_text):
+    """The store's columns, each shard's runs written at their subject's place, shard by shard."""
+    counts = run_counts[by_subject]
+    run_start = np.empty(len(counts), dtype=np.int64)
+    run_start[by_subject] = np.cumsum(counts) - counts
+    n = int(counts.sum())
+    codes, times = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    values = np.empty(n, dtype=np.float32)
+    text = np.full(n, None, dtype=object) if has_text else None
+    first_run = 0
+    for part in parts:
+        k = len(part["run_counts"])
+        local_start = np.cumsum(part["run_counts"]) - part["run_counts"]
+        target = np.repeat(run_start[first_run : first_run + k] - local_start, part["run_counts"])
+        target += np.arange(len(target))
+        first_run += k
+        codes[target], times[target], values[target] = part["codes"], part["times"], part["values"]
+        if part["text"] is not None:
+            text[target] = part["text"]
+    return codes, times, values, text
+
+
+def _merged(parts, has_text):
+    """The store's columns when a subject spans shards: all shards concatenated, sorted."""
+    n = [len(p["codes"]) for p in parts]
+    subjects = np.concatenate([np.repeat(p["run_subjects"], p["run_counts"]) for p in parts])
+    times = np.concatenate([p["times"] for p in parts])
     order = np.lexsort((times, subjects))  # stable: simultaneous events keep the file's order
-    subjects = subjects[order]
-    store = EventStore(
-        np.array(list(vocabulary), dtype=object),
-        codes[order],
-        times[order],
-        values[order],
-        text[order] if has_text else None,
-    )
-    unique, starts = np.unique(subjects, return_index=True)
-    return _Cohort(store, unique, starts, np.r_[starts[1:], len(subjects)].astype(starts.dtype))
+    text = None
+    if has_text:
+        text = np.concatenate([p["text"] if p["text"] is not None else np.full(m, None) for p, m in zip(parts, n)])
+        text = np.asarray(text, dtype=object)[order]
+    codes = np.concatenate([p["codes"] for p in parts])[order]
+    values = np.concatenate([p["values"] for p in parts])[order]
+    return codes, times[order], values, text
 
 
-def _shard_columns(table, vocabulary, pa, pc):
-    """One shard's subject ids, times (us, ``NO_TIME`` if static), code ids, values and texts."""
+def _shard_part(table, wanted, vocabulary, pa, pc):
+    """One shard's wanted rows as columns sorted by subject then time, and its subjects' runs.
+
+    The codes become ids of ``vocabulary`` (grown in the order the codes first appear);
+    times are int64 microseconds, ``NO_TIME`` if static.
+    """
     from ..encoders._event_store import NO_TIME
 
-    encoded = pc.dictionary_encode(table["code"]).combine_chunks()
-    known = encoded.dictionary.to_pylist()
-    lookup = np.array([vocabulary.setdefault(c, len(vocabulary)) for c in known], dtype=np.int64)
+    subjects = table["subject_id"].to_numpy()
+    keep = _wanted_rows(subjects, wanted)
+    if keep is not None:
+        table = table.filter(pa.array(keep))
+        subjects = subjects[keep]
+    del keep
+    codes = _code_ids(table["code"], vocabulary, pa, pc)
     n = table.num_rows
+    times = pc.fill_null(table["time"].cast(pa.int64()), NO_TIME).to_numpy()
     values = (
-        pc.fill_null(table["numeric_value"].cast(pa.float32()), np.nan).to_numpy()
+        pc.fill_null(table["numeric_value"].cast(pa.float32()), np.nan).to_numpy().astype(np.float32, copy=False)
         if "numeric_value" in table.column_names
         else np.full(n, np.nan, dtype=np.float32)
     )
     text = (
-        table["text_value"].to_numpy(zero_copy_only=False) if "text_value" in table.column_names else np.full(n, None)
+        np.asarray(table["text_value"].to_numpy(zero_copy_only=False), dtype=object)
+        if "text_value" in table.column_names
+        else None
     )
-    return (
-        table["subject_id"].to_numpy(),
-        pc.fill_null(table["time"].cast(pa.int64()), NO_TIME).to_numpy(),
-        lookup[encoded.indices.to_numpy(zero_copy_only=False)] if n else np.zeros(0, dtype=np.int64),
-        values.astype(np.float32),
-        np.asarray(text, dtype=object),
-    )
+    later = subjects[1:] != subjects[:-1]
+    if not ((subjects[1:] >= subjects[:-1]).all() and (later | (times[1:] >= times[:-1])).all()):
+        order = np.lexsort((times, subjects))  # stable: simultaneous events keep the file's order
+        subjects, times, codes, values = subjects[order], times[order], codes[order], values[order]
+        text = None if text is None else text[order]
+        later = subjects[1:] != subjects[:-1]
+    first = np.flatnonzero(np.r_[True, later]) if n else np.zeros(0, dtype=np.intp)
+    return {
+        "run_subjects": subjects[first],
+        "run_counts": np.diff(np.r_[first, n]).astype(np.int64),
+        "codes": codes,
+        "times": times,
+        "values": values,
+        "text": text,
+    }
+
+
+def _wanted_rows(subjects, wanted):
+    """Which rows belong to ``wanted`` subjects; None when all do (the common case: no copy)."""
+    if len(subjects) > 1 and (subjects[1:] >= subjects[:-1]).all():  # sorted: one test per subject
+        first = np.flatnonzero(np.r_[True, subjects[1:] != subjects[:-1]])
+        kept = np.isin(subjects[first], wanted)
+        return None if kept.all() else np.repeat(kept, np.diff(np.r_[first, len(subjects)]))
+    keep = np.isin(subjects, wanted)
+    return None if keep.all() else keep
+
+
+def _code_ids(column, vocabulary, pa, pc):
+    """The codes of a dictionary column as ids of ``vocabulary``, grown in the order codes first appear."""
+    if not len(column):
+        return np.zeros(0, dtype=np.int64)
+    column = pa.Table.from_arrays([column], ["code"]).unify_dictionaries()["code"].combine_chunks()
+    seen = pc.dictionary_encode(column.indices).dictionary.to_numpy()  # in order of first appearance
+    strings = column.dictionary.to_pylist()
+    lookup = np.zeros(len(strings), dtype=np.int64)
+    lookup[seen] = [vocabulary.setdefault(strings[i], len(vocabulary)) for i in seen.tolist()]
+    return lookup[column.indices.to_numpy()]
+
+
+def _cut(times, starts, ends, cutoffs):
+    """``start + searchsorted(times[start:end], cutoff, side="right")`` for every row at once.
+
+    One bisection over all rows together: about log2(longest subject) vectorized steps.
+    """
+    lo, hi = np.asarray(starts, dtype=np.int64).copy(), np.asarray(ends, dtype=np.int64).copy()
+    cutoffs = np.asarray(cutoffs, dtype=np.int64)
+    searching = lo < hi
+    while searching.any():
+        mid = (lo + hi) // 2
+        right = searching & (times[mid.clip(max=max(len(times) - 1, 0))] <= cutoffs)
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(searching & ~right, mid, hi)
+        searching = lo < hi
+    return lo
 
 
 def _read_labels(labels):
@@ -269,11 +399,12 @@ def load_meds(root, labels, *, events="ehr"):
     cutoffs = _microseconds(frame["prediction_time"])
     cohort = _read_cohort(root, subject_ids)
     starts, ends = cohort.bounds(subject_ids)
-    times = cohort.store.times
+    lengths = _cut(cohort.store.times, starts, ends, cutoffs) - starts  # ties at the cutoff kept
     cells = np.empty(len(frame), dtype=object)
-    for row, (start, end, cutoff) in enumerate(zip(starts, ends, cutoffs)):
-        length = np.searchsorted(times[start:end], cutoff, side="right")  # ties at the cutoff kept
-        cells[row] = EventView(cohort.store, start, length, cutoff)
+    cells[:] = [
+        EventView(cohort.store, start, length, cutoff)
+        for start, length, cutoff in zip(starts.tolist(), lengths.tolist(), cutoffs.tolist())
+    ]
     levels = {"subject_id": subject_ids, "prediction_time": frame["prediction_time"].to_numpy()}
     splits = _read_splits(root)
     if splits is not None:
@@ -401,18 +532,14 @@ def meds_time_to_event(root, index, event_codes, *, horizon=None):
     is_event = _matching_codes(cohort.store.vocabulary, event_codes)[cohort.store.codes]
     times = cohort.store.times
     starts, ends = cohort.bounds(subject_ids)
-    event = np.zeros(len(cutoffs), dtype=bool)
-    duration = np.zeros(len(cutoffs))
-    followable = np.zeros(len(cutoffs), dtype=bool)
-    for row, (start, end, cutoff) in enumerate(zip(starts, ends, cutoffs)):
-        after = start + np.searchsorted(times[start:end], cutoff, side="right")
-        if after == end:
-            continue
-        followable[row] = True
-        hits = np.flatnonzero(is_event[after:end])
-        event[row] = len(hits) > 0
-        duration[row] = (times[after + hits[0]] if event[row] else times[end - 1]) - cutoff
-    duration /= US_PER_DAY
+    after = _cut(times, starts, ends, cutoffs)
+    followable = after < ends
+    events = np.flatnonzero(is_event)
+    first = np.searchsorted(events, after)  # each row's first event at or after `after`
+    hit = events[first.clip(max=len(events) - 1)] if len(events) else np.zeros(len(after), dtype=np.intp)
+    event = followable & (first < len(events)) & (hit < ends)
+    duration = np.where(event, times[hit], times[ends - 1]) - cutoffs
+    duration = np.where(followable, duration, 0).astype(float) / US_PER_DAY
     if horizon is not None:
         late = duration > horizon
         event[late], duration[late] = False, float(horizon)

@@ -11,8 +11,6 @@ import pandas as pd
 
 # The int64 that numpy reads as NaT in datetime64: static events (no time) sort first.
 NO_TIME = np.iinfo(np.int64).min
-# The store's time unit is the microsecond (MEDS's resolution).
-US_PER_DAY = 86_400_000_000
 
 
 class EventStore:
@@ -141,12 +139,13 @@ class EventView:
         return frame
 
     def to_event_frame(self):
-        """The frame the EHR encoders read: :meth:`to_frame` with every event timed.
+        """The events as the EHR encoders read them: :meth:`to_frame` with every event timed.
 
         The encoders place every event in time, so a static event (NaT) is dated at the
         view's first timed event, or at its prediction time when it has none (else at
         1970-01-01): it is known from the start of the record, and stays at or before
-        the prediction time.
+        the prediction time. The encoders gather a column of views from the store at
+        once, with these times; the frame gives the same features.
 
         Returns
         -------

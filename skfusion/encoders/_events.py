@@ -7,9 +7,12 @@ A cell of an event column is one patient's history up to the prediction time, in
   event carries no value);
 - a plain ordered sequence of code strings, read as events at times 0, 1, 2, ...
 
-A polars DataFrame cell is read as its pandas copy, an ``EventView`` (a row of
-:func:`skfusion.datasets.load_meds`) as its event frame. :func:`as_event_frame` turns either
-form into one canonical frame so that every encoder reads the same thing.
+A polars DataFrame cell is read as its pandas copy. :func:`as_event_frame` turns either form
+into one canonical frame, checked event by event. :class:`EventColumnMixin` reads a whole
+column into one :class:`EventBatch` of flat columns, which the encoders featurize at once:
+frames are read and checked one by one, the ``EventView`` cells of
+:func:`skfusion.datasets.load_meds` (slices of one checked ``EventStore``) gathered from the
+store in one go, with the same events, times and values as their event frames.
 """
 
 from datetime import timedelta
@@ -21,7 +24,7 @@ import pandas as pd
 
 from .._images import is_missing_cell
 from ._base import is_polars_frame
-from ._event_store import US_PER_DAY, EventView
+from ._event_store import NO_TIME, EventView
 
 EVENT_COLUMNS = ("time", "code", "numeric_value")
 # Every column some reader takes from an event frame: none may appear twice.
@@ -260,15 +263,218 @@ def to_days(times, where):
     return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
-def _view_anchor(cell):
-    """``(prediction day, False)`` of an ``EventView`` that knows its prediction time; ``(None, False)`` otherwise."""
-    if isinstance(cell, EventView) and cell.index_time is not None:
-        return cell.index_time / US_PER_DAY, False
-    return None, False
+def _view_anchors(cells):
+    """Each ``EventView``'s prediction day (None for other cells and views without one).
+
+    The days come from the conversion of the event times (:func:`to_days`), so that an event
+    exactly at the prediction time is at it, not a rounding error after it.
+    """
+    known = [i for i, cell in enumerate(cells) if isinstance(cell, EventView) and cell.index_time is not None]
+    days = [None] * len(cells)
+    if known:
+        stamps = np.array([cells[i].index_time for i in known], dtype=np.int64).view("datetime64[us]")
+        for i, day in zip(known, to_days(pd.Series(stamps), "prediction times")):
+            days[i] = float(day)
+    return days
+
+
+class EventBatch(NamedTuple):
+    """The events of a column's rows in flat columns, each row's in time order.
+
+    Row ``i``'s events are at ``offsets[i]:offsets[i + 1]``, the events after its prediction
+    time already cut.
+    """
+
+    offsets: np.ndarray  # (n_rows + 1,) int64
+    vocabulary: np.ndarray  # the distinct codes read, sorted (object array of str)
+    codes: np.ndarray  # each event's code, as a position in vocabulary
+    days: np.ndarray  # float64, as to_days reads the event times
+    values: np.ndarray  # float64 numeric_value, NaN where none
+    texts: np.ndarray | None  # text_value (str or None), when asked for and any row has it
+    units: np.ndarray | None  # unit (str or None), likewise
+    prediction: np.ndarray  # (n_rows,) float64 prediction day; NaN for a row without events or cut-off
+    where: list  # how errors name each row
+
+    @property
+    def lengths(self):
+        """Number of events of each row."""
+        return np.diff(self.offsets)
+
+    @property
+    def rows(self):
+        """The row of each event."""
+        return np.repeat(np.arange(len(self.where)), self.lengths)
+
+    def values_by_code(self):
+        """``{code: its events' values}`` over every event with a value, codes sorted, values in event order."""
+        measured = np.flatnonzero(~np.isnan(self.values))
+        order, bounds = runs(self.codes[measured])
+        values = self.values[measured][order]
+        return {
+            self.vocabulary[self.codes[measured[order[a]]]]: values[a:b] for a, b in zip(bounds[:-1], bounds[1:])
+        }
+
+    def last(self, columns, mask=None):
+        """The last event of each row per column, for the codes given a column.
+
+        Parameters
+        ----------
+        columns : ndarray of int
+            The column of each code of ``vocabulary`` (-1: not read).
+        mask : ndarray of bool, default=None
+            The events to consider (None: all).
+
+        Returns
+        -------
+        rows, columns, positions : ndarray of int
+            For every (row, column) with such events, the position of the row's last one in
+            the flat arrays; ordered by column, then row.
+        """
+        column = columns[self.codes]
+        positions = np.flatnonzero(column >= 0 if mask is None else (column >= 0) & mask)
+        n_rows = len(self.where)
+        keys = column[positions] * n_rows + self.rows[positions]
+        order, bounds = runs(keys)
+        # A stable sort keeps each run in event order: its last element is the latest event.
+        last = order[bounds[1:] - 1]
+        return keys[last] % n_rows, keys[last] // n_rows, positions[last]
+
+
+def runs(keys):
+    """``(order, bounds)``: ``keys[order]`` sorted stably, its runs of equal keys at ``bounds[j]:bounds[j + 1]``."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    return order, np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True]) if len(keys) else np.zeros(1, int)
+
+
+def segments(starts, lengths):
+    """The positions ``starts[i], ..., starts[i] + lengths[i] - 1`` of every ``i``, one after the other."""
+    ends = np.cumsum(lengths)
+    return np.arange(ends[-1] if len(ends) else 0) + np.repeat(starts - (ends - lengths), lengths)
+
+
+class _Chunk(NamedTuple):
+    """Events of some rows of a column, one row after the other, before they join one batch."""
+
+    rows: np.ndarray  # the batch rows, in this chunk's order
+    lengths: np.ndarray  # their numbers of events
+    vocabulary: np.ndarray  # distinct codes (object)
+    codes: np.ndarray  # positions in vocabulary
+    days: np.ndarray
+    values: np.ndarray
+    extra: dict  # column name -> object array (str or None), or None where absent
+
+
+def _frames_chunk(rows, frames, extra):
+    """The checked event frames of ``rows`` (``(frame, days)`` pairs) as one chunk."""
+    codes, vocabulary = pd.factorize(np.concatenate([f["code"].to_numpy(dtype=object) for f, _ in frames]))
+    return _Chunk(
+        np.asarray(rows),
+        np.array([len(f) for f, _ in frames], dtype=np.int64),
+        np.asarray(vocabulary, dtype=object),
+        codes,
+        np.concatenate([days for _, days in frames]),
+        np.concatenate([f["numeric_value"].to_numpy(dtype=float) for f, _ in frames]),
+        {name: _texts(np.concatenate([f[name].to_numpy(dtype=object) for f, _ in frames])) for name in extra},
+    )
+
+
+def _texts(column):
+    """A text column as str, None where missing."""
+    return np.array([None if pd.isna(t) else str(t) for t in column], dtype=object)
+
+
+def _views_chunk(rows, views, extra):
+    """The views of one store as one chunk, dated as :meth:`EventView.to_event_frame` dates them.
+
+    A static event (``NO_TIME``) takes the time of its view's first timed event, else the
+    view's prediction time (else 1970-01-01).
+    """
+    store = views[0].store
+    lengths = np.array([v.length for v in views], dtype=np.int64)
+    events = segments(np.array([v.offset for v in views], dtype=np.int64), lengths)
+    times = store.times[events]
+    static = times == NO_TIME
+    if static.any():
+        starts = np.cumsum(lengths) - lengths
+        timed = np.flatnonzero(~static)
+        first = np.searchsorted(timed, starts)
+        has_timed = first < len(timed)
+        has_timed[has_timed] = timed[first[has_timed]] < (starts + lengths)[has_timed]
+        fallback = np.array([v.index_time or 0 for v in views], dtype=np.int64)
+        anchor = np.where(has_timed, times[timed[np.minimum(first, len(timed) - 1)]] if len(timed) else 0, fallback)
+        times[static] = np.repeat(anchor, lengths)[static]
+    texts = None if store.text is None else store.text[events]
+    return _Chunk(
+        np.asarray(rows),
+        lengths,
+        store.vocabulary,
+        store.codes[events],
+        # The frames' own conversion, so that a view's days are those of its event frame, bit for bit.
+        to_days(pd.Series(times.view("datetime64[us]")), "events"),
+        store.values[events].astype(float),
+        {name: texts if name == "text_value" else None for name in extra},
+    )
+
+
+def _join(chunks, cells, extra):
+    """One batch of the chunks' rows, in the order of ``cells``, each row cut at its prediction time."""
+    n_rows = len(cells)
+    vocabularies = [c.vocabulary for c in chunks]
+    vocabulary, inverse = np.unique(np.concatenate(vocabularies).astype(str), return_inverse=True)
+    shift = np.cumsum([0, *map(len, vocabularies[:-1])])
+    lengths = np.zeros(n_rows, dtype=np.int64)
+    starts = np.zeros(n_rows, dtype=np.int64)
+    offset = 0
+    for chunk in chunks:
+        lengths[chunk.rows] = chunk.lengths
+        starts[chunk.rows] = offset + np.cumsum(chunk.lengths) - chunk.lengths
+        offset += int(chunk.lengths.sum())
+    events = segments(starts, lengths)
+    codes = inverse[np.concatenate([c.codes + s for c, s in zip(chunks, shift)])][events]
+    days = np.concatenate([c.days for c in chunks])[events]
+    values = np.concatenate([c.values for c in chunks])[events]
+    columns = {}
+    for name in extra:
+        if all(c.extra[name] is None for c in chunks):
+            columns[name] = None
+            continue
+        parts = [np.full(len(c.codes), None, dtype=object) if c.extra[name] is None else c.extra[name] for c in chunks]
+        columns[name] = np.concatenate(parts)[events]
+    # Cut at the prediction time; without one, a row's last event is its prediction time.
+    cutoffs = np.array([np.inf if c.cutoff is None else c.cutoff for c in cells], dtype=float)
+    rows = np.repeat(np.arange(n_rows), lengths)
+    keep = days <= cutoffs[rows]
+    ends = np.cumsum(lengths)
+    last = np.where(lengths > 0, days[np.maximum(ends - 1, 0)] if len(days) else np.nan, np.nan)
+    offsets = np.r_[0, np.cumsum(np.bincount(rows[keep], minlength=n_rows))]
+    return EventBatch(
+        offsets,
+        np.array([str(code) for code in vocabulary], dtype=object),
+        codes[keep],
+        days[keep],
+        values[keep],
+        None if columns.get("text_value") is None else columns["text_value"][keep],
+        None if columns.get("unit") is None else columns["unit"][keep],
+        np.where(np.isinf(cutoffs), last, cutoffs),
+        [c.where for c in cells],
+    )
+
+
+def _check_time_kinds(cell, times_are_numbers):
+    if cell.cutoff is not None and times_are_numbers != cell.cutoff_is_number:
+        raise ValueError(
+            f"{cell.where}: event times and prediction time must both be numbers (days) or both datetimes."
+        )
 
 
 class EventColumnMixin:
-    """Reads an event column row by row, naming rows in errors, cut at ``index_time``.
+    """Reads an event column into one :class:`EventBatch`, naming rows in errors, cut at ``index_time``.
+
+    Frames (and lists of codes) are read and checked one by one by :func:`as_event_frame`;
+    the ``EventView`` cells of each store are gathered from it with one index, dated as
+    :meth:`~skfusion.encoders._event_store.EventView.to_event_frame` dates them. A column
+    may mix views of several stores, frames and lists.
 
     ``index_time`` (a constructor parameter of the encoder) is None, or the name of a
     column of ``X`` holding each row's prediction time (days or datetimes, as the events):
@@ -281,19 +487,19 @@ class EventColumnMixin:
 
     def _check_frame(self, X, reset):
         cells = super()._check_frame(X, reset)
-        cutoffs, is_number = self._cutoffs(X)
+        cutoffs, is_number = self._cutoffs(X, cells)
         read = []
         for cell, label, cutoff in zip(cells, X.index, cutoffs):
             if is_missing_cell(cell):
                 read.append(cell)
                 continue
-            anchor = _view_anchor(cell) if cutoff is None else (cutoff, is_number)
-            read.append(_EventCell(pandas_cell(cell), f"row {label!r} of column {self._column!r}", *anchor))
+            value = cell if isinstance(cell, EventView) else pandas_cell(cell)
+            read.append(_EventCell(value, f"row {label!r} of column {self._column!r}", cutoff, is_number))
         return read
 
-    def _cutoffs(self, X):
+    def _cutoffs(self, X, cells):
         if self.index_time is None:
-            return [None] * len(X), False
+            return _view_anchors(cells), False
         if self.index_time not in X.columns:
             raise ValueError(
                 f"{type(self).__name__}: index_time column {self.index_time!r} is not in X."
@@ -312,15 +518,26 @@ class EventColumnMixin:
         return list(days), is_number(times)
 
     @staticmethod
-    def _read_events(cell):
-        """Event frame, event days and prediction day of one cell (events after it dropped)."""
-        frame = as_event_frame(cell.value, cell.where)
-        days = to_days(frame["time"], cell.where)
-        if cell.cutoff is None:
-            return frame, days, (days[-1] if len(days) else np.nan)
-        if len(frame) and is_number(frame["time"]) != cell.cutoff_is_number:
-            raise ValueError(
-                f"{cell.where}: event times and prediction time must both be numbers (days) or both datetimes."
-            )
-        keep = days <= cell.cutoff
-        return frame[keep].reset_index(drop=True), days[keep], cell.cutoff
+    def _read_batch(cells, extra=()):
+        """The events of ``cells`` (from ``_check_frame``) as one :class:`EventBatch`.
+
+        Frames are read and checked one by one (:func:`as_event_frame`), in row order; the
+        views of each store are gathered from it at once (the store was checked when loaded).
+        ``extra`` names the text columns to read too (``"text_value"``, ``"unit"``).
+        """
+        frames, views = {}, {}
+        for row, cell in enumerate(cells):
+            if isinstance(cell.value, EventView):
+                if len(cell.value):
+                    _check_time_kinds(cell, times_are_numbers=False)  # a view's times are datetimes
+                views.setdefault(id(cell.value.store), []).append(row)
+                continue
+            frame = as_event_frame(cell.value, cell.where, extra)
+            days = to_days(frame["time"], cell.where)
+            if len(frame):
+                _check_time_kinds(cell, is_number(frame["time"]))
+            frames[row] = (frame, days)
+        chunks = [_views_chunk(rows, [cells[r].value for r in rows], extra) for rows in views.values()]
+        if frames:
+            chunks.append(_frames_chunk(list(frames), list(frames.values()), extra))
+        return _join(chunks, cells, extra)

@@ -7,7 +7,6 @@ event frames with the same self-supervised next-code objective. The network itse
 does and runs the model in batches.
 """
 
-import bisect
 import os
 import warnings
 from numbers import Integral, Real
@@ -34,7 +33,7 @@ from ..modules.clmbr import (
     save_femr_checkpoint,
 )
 from ._base import BaseColumnEncoder
-from ._events import EventColumnMixin, _is_real, to_days
+from ._events import EventBatch, EventColumnMixin, _is_real, runs
 
 # The birth code of MEDS 0.1.3, which femr 0.2.2/0.2.3 (and CLMBR-T-base's inputs) use.
 MEDS_BIRTH_CODE = "SNOMED/184099003"
@@ -66,15 +65,20 @@ class _Tokens(NamedTuple):
     where: str
 
 
-def _check_normed_ages(tokens, vocabulary, source):
-    """Standardised ages whose float16 square (femr's age feature) is finite."""
-    normed = (tokens.ages.astype(float) * SECONDS_PER_DAY - vocabulary.age_mean) / vocabulary.age_std
-    if len(normed) and np.abs(normed).max() > MAX_NORMED_AGE:
-        age = tokens.ages[np.argmax(np.abs(normed))]
+def _check_normed_ages(history, rows, ages, vocabulary, source):
+    """Refuse a standardised age whose float16 square (femr's age feature) is not finite.
+
+    ``ages`` are the tokens' ages in days (float32, as the model reads them), ``rows`` their rows.
+    """
+    normed = (ages.astype(float) * SECONDS_PER_DAY - vocabulary.age_mean) / vocabulary.age_std
+    bad = np.abs(normed) > MAX_NORMED_AGE
+    if bad.any():
+        mine = rows == rows[np.argmax(bad)]
+        age = ages[mine][np.argmax(np.abs(normed[mine]))]
         raise ValueError(
-            f"{tokens.where}: column 'time' gives an age of {age:g} days, more than {MAX_NORMED_AGE:.0f} "
-            f"standard deviations (age_stats of {source}) from the mean age: the model's float16 age "
-            "features cannot hold it."
+            f"{history.batch.where[rows[np.argmax(bad)]]}: column 'time' gives an age of {age:g} days, more than "
+            f"{MAX_NORMED_AGE:.0f} standard deviations (age_stats of {source}) from the mean age: the model's "
+            "float16 age features cannot hold it."
         )
 
 
@@ -110,39 +114,59 @@ class _Vocabulary:
             elif kind == "numeric":
                 self.numeric.setdefault(entry["code_string"], []).append((entry["val_start"], entry["val_end"], i))
         numeric.sort()
-        self.numeric_starts = [start for start, _ in numeric[1:]]
-        self.numeric_ids = [i for _, i in numeric]
+        self.numeric_starts = np.array([start for start, _ in numeric[1:]], dtype=float)
+        self.numeric_ids = np.array([i for _, i in numeric], dtype=np.int64)
         self._ancestors = {}
 
-    def features(self, code, value, text, unit=None):
-        """Token ids and (hierarchical) weights of one measurement; flat tokens ignore the unit."""
+    def features(self, batch):
+        """Each event's token ids ``(n_events, bag)`` (-1: none) and (hierarchical) bag weights, or None."""
         if self.is_hierarchical:
-            return self._bag(code, value, text, unit)
-        if not np.isnan(value):
-            for start, end, i in self.numeric.get(code, ()):
-                if start <= value < end:
-                    return [i], None
-            return [], None
-        if text is not None:
-            i = self.texts.get((code, text))
-            return ([] if i is None else [i]), None
-        i = self.codes.get(code)
-        return ([] if i is None else [i]), None
+            return self._bags(batch)
+        ids = np.full(len(batch.codes), -1, dtype=np.int64)
+        valued = ~np.isnan(batch.values)
+        measured = np.flatnonzero(valued)
+        order, bounds = runs(batch.codes[measured])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            events = measured[order[a:b]]
+            found = np.full(len(events), -1, dtype=np.int64)
+            # The first entry (in the vocabulary's order) whose range holds the value wins.
+            for start, end, i in reversed(self.numeric.get(batch.vocabulary[batch.codes[events[0]]], [])):
+                found[(start <= batch.values[events]) & (batch.values[events] < end)] = i
+            ids[events] = found
+        texts, distinct = _factorize(batch.texts, len(ids))
+        texted = np.flatnonzero(~valued & (texts >= 0))
+        pairs, inverse = np.unique(batch.codes[texted] * (len(distinct) + 1) + texts[texted], return_inverse=True)
+        found = [self.texts.get((batch.vocabulary[p // (len(distinct) + 1)], distinct[p % (len(distinct) + 1)]), -1)
+                 for p in pairs]  # fmt: skip
+        ids[texted] = np.asarray(found, dtype=np.int64)[inverse]
+        plain = ~valued & (texts < 0)
+        code_ids = np.array([self.codes.get(code, -1) for code in batch.vocabulary], dtype=np.int64)
+        ids[plain] = code_ids[batch.codes[plain]]
+        return ids[:, None], None
 
-    def _bag(self, code, value, text, unit):
-        ids = [self.codes[c] for c in self.ancestors(code) if c in self.codes]
-        weights = [1.0 / len(ids) for _ in ids]
-        unit = _normalize_unit(unit)
-        if unit is not None and unit in self.texts:
-            ids.append(self.texts[unit])
-            weights.append(1.0)
-        if not np.isnan(value) and self.numeric_ids:
-            ids.append(self.numeric_ids[bisect.bisect(self.numeric_starts, value)])
-            weights.append(1.0)
-        if text is not None and text in self.texts:
-            ids.append(self.texts[text])
-            weights.append(1.0)
-        return ids, weights
+    def _bags(self, batch):
+        n_events = len(batch.codes)
+        ancestors = [[self.codes[c] for c in self.ancestors(code) if c in self.codes] for code in batch.vocabulary]
+        width = max(map(len, ancestors), default=0)
+        table = np.full((len(ancestors), width), -1, dtype=np.int64)
+        for row, found in enumerate(ancestors):
+            table[row, : len(found)] = found
+        code_ids = table[batch.codes]
+        n_ancestors = np.array([len(found) for found in ancestors] or [0])[batch.codes]
+        numeric = np.full(n_events, -1, dtype=np.int64)
+        valued = ~np.isnan(batch.values)
+        if len(self.numeric_ids):
+            numeric[valued] = self.numeric_ids[np.searchsorted(self.numeric_starts, batch.values[valued], side="right")]
+        units = _lookup(batch.units, n_events, self.texts, _normalize_unit)
+        extra = np.stack([units, numeric, _lookup(batch.texts, n_events, self.texts)], axis=1)
+        ids = np.hstack([code_ids, extra])
+        weights = np.hstack(
+            [np.repeat(1.0 / np.maximum(n_ancestors, 1), width).reshape(n_events, width), np.ones((n_events, 3))]
+        )
+        # femr's bag order: the code's entries, then unit, value bin and text, those found only.
+        order = np.argsort(ids < 0, axis=1, kind="stable")
+        ids, weights = np.take_along_axis(ids, order, 1), np.take_along_axis(weights, order, 1)
+        return ids, np.where(ids >= 0, weights, 0.0)
 
     def ancestors(self, code):
         """The code and all its ancestors under ``code_parents`` (femr's ``get_all_parents``)."""
@@ -154,45 +178,60 @@ class _Vocabulary:
         return self._ancestors[code]
 
 
+def _factorize(strings, n_events):
+    """Each entry's position among the distinct ``strings`` (-1 for None), and those; none for None."""
+    if strings is None:
+        return np.full(n_events, -1, dtype=np.int64), np.empty(0, dtype=object)
+    return pd.factorize(strings)
+
+
+def _lookup(strings, n_events, mapping, key=str):
+    """``mapping[key(s)]`` of each entry (-1 for None or a key not mapped), looked up once per distinct entry."""
+    index, distinct = _factorize(strings, n_events)
+    # Index -1 (None) takes the last entry, -1.
+    return np.array([*(mapping.get(key(s), -1) for s in distinct), -1], dtype=np.int64)[index]
+
+
 def _normalize_unit(unit):
     """femr's unit text: lower case without spaces; None for no (or an empty) unit."""
     return unit.lower().replace(" ", "") if unit else None
 
 
-class _Events(NamedTuple):
-    """One patient's events up to the prediction time, read from a cell."""
+class _History(NamedTuple):
+    """The patients' events up to the prediction time, and the day each patient's ages count from."""
 
-    codes: np.ndarray
-    values: np.ndarray
-    texts: np.ndarray | None
-    units: np.ndarray | None
-    days: np.ndarray
-    birth: float
-    has_birth: bool
-    where: str
+    batch: EventBatch
+    birth: np.ndarray  # (n_rows,) float64 day: the birth event's, else the first event's, else 0
+    has_birth: np.ndarray  # (n_rows,) bool
 
 
-def _check_ages(days, birth, where):
+def _births(batch, birth_code):
+    """Each row's birth day (its first birth event's, else its first event's, else 0) and whether it has one."""
+    n_rows = len(batch.where)
+    birth, has_birth = np.zeros(n_rows), np.zeros(n_rows, dtype=bool)
+    present = batch.lengths > 0
+    birth[present] = batch.days[batch.offsets[:-1][present]]
+    found = np.flatnonzero(batch.vocabulary == birth_code) if birth_code is not None else []
+    if len(found):
+        births = np.flatnonzero(batch.codes == found[0])
+        rows, first = np.unique(batch.rows[births], return_index=True)
+        birth[rows], has_birth[rows] = batch.days[births[first]], True
+    return birth, has_birth
+
+
+def _check_ages(history):
     """Refuse event ages beyond ``MAX_AGE_DAYS`` (the times are finite: ``as_event_frame`` checks them)."""
-    ages = days - birth
-    if len(ages) and np.abs(ages).max() > MAX_AGE_DAYS:
-        age = ages[np.argmax(np.abs(ages))]
+    batch, rows = history.batch, history.batch.rows
+    ages = batch.days - history.birth[rows]
+    bad = np.abs(ages) > MAX_AGE_DAYS
+    if bad.any():
+        row = rows[np.argmax(bad)]
+        mine = ages[rows == row]
+        age = mine[np.argmax(np.abs(mine))]
         raise ValueError(
-            f"{where}: column 'time' gives an event {age:g} days from birth (or the first event); "
+            f"{batch.where[row]}: column 'time' gives an event {age:g} days from birth (or the first event); "
             f"more than {MAX_AGE_DAYS / 365.25:g} years is not a time in days."
         )
-
-
-def _strings(raw, column, n_events, where):
-    """A text column of a raw event frame, in the order :func:`as_event_frame` sorts events.
-
-    Events cut at the prediction time are a prefix of that order: the first ``n_events``.
-    """
-    if not isinstance(raw, pd.DataFrame) or column not in raw.columns:
-        return None
-    order = np.argsort(to_days(raw["time"], where), kind="stable")
-    texts = raw[column].to_numpy(dtype=object)[order][:n_events]
-    return np.array([None if pd.isna(t) else str(t) for t in texts], dtype=object)
 
 
 class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
@@ -456,8 +495,8 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         self.device_ = self._resolve_device()
         summarize = self.code_summary is True or (self.code_summary == "auto" and self.pretrained is None)
         self._fit_warned_no_birth = False
-        events = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else []
-        self.summary_codes_, self.value_quantiles_ = _summary_codes(events if summarize else [], self.min_frequency)
+        history = self._read_all(cells, fitting=True) if summarize or self.pretrained is None else None
+        self.summary_codes_, self.value_quantiles_ = _summary_codes(history if summarize else None, self.min_frequency)
         if self.pretrained is not None:
             self.loss_curve_ = []
             self.n_iter_ = self.best_epoch_ = 0
@@ -465,12 +504,12 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             self.dictionary_ = self._read_dictionary()
             self._check_vocabulary_fits()
             return self
-        self.dictionary_ = _build_dictionary(events, self.min_frequency, self.n_bins)
+        self.dictionary_ = _build_dictionary(history, self.min_frequency, self.n_bins)
         if not self.dictionary_["vocab"]:
             raise ValueError(
                 f"CLMBREmbedder: no code of column {self._column!r} occurs min_frequency={self.min_frequency} times."
             )
-        tokens = self._tokenize_all(events)
+        tokens = self._tokenize_all(history)
         self.model_ = self._pretrain(tokens)
         return self
 
@@ -581,11 +620,11 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         return self.model_.transformer.config["hidden_size"] + len(self.summary_codes_) + len(self.value_quantiles_)
 
     def _encode_cells(self, cells):
-        events = self._read_all(cells)
-        states = self._transformer_states(self._tokenize_all(events))
+        history = self._read_all(cells)
+        states = self._transformer_states(self._tokenize_all(history))
         if not self.summary_codes_:
             return states
-        summary = _code_summary(events, self.summary_codes_, self.value_quantiles_)
+        summary = _code_summary(history, self.summary_codes_, self.value_quantiles_)
         return np.hstack([states, summary]).astype(np.float32)
 
     def _transformer_states(self, tokens):
@@ -634,7 +673,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     # ---------------------------------------------------------- tokenizing
     def _read_all(self, cells, fitting=False):
-        """Read every cell, warning about rows without a birth event once per fit.
+        """Read every cell into one :class:`_History`, warning about rows without a birth event once per fit.
 
         As scikit-learn warns about its training data in ``fit`` and, in ``transform``, only
         about what ``fit`` did not see (unknown categories): after a ``fit`` that warned,
@@ -642,8 +681,10 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         training rows all had a birth event, or were not read (``pretrained`` without
         ``code_summary``).
         """
-        events = [self._read_one(cell) for cell in cells]
-        no_birth = sum(not e.has_birth and len(e.codes) > 0 for e in events)
+        batch = self._read_batch(cells, extra=("text_value", "unit"))
+        history = _History(batch, *_births(batch, self.birth_code))
+        _check_ages(history)
+        no_birth = int((~history.has_birth & (batch.lengths > 0)).sum())
         warn = bool(no_birth) and self.birth_code is not None and (fitting or not self._fit_warned_no_birth)
         if warn:
             warnings.warn(
@@ -654,26 +695,11 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             )
         if fitting:
             self._fit_warned_no_birth = warn
-        return events
+        return history
 
-    def _read_one(self, cell):
-        frame, days, _ = self._read_events(cell)
-        codes = frame["code"].to_numpy(dtype=object)
-        births = np.flatnonzero(codes == self.birth_code) if self.birth_code is not None else []
-        has_birth = len(births) > 0
-        birth = days[births[0]] if has_birth else (days[0] if len(days) else 0.0)
-        _check_ages(days, birth, cell.where)
-        values = frame["numeric_value"].to_numpy(dtype=float)
-        texts = _strings(cell.value, "text_value", len(frame), cell.where)
-        units = _strings(cell.value, "unit", len(frame), cell.where)
-        return _Events(codes, values, texts, units, days, birth, has_birth, cell.where)
-
-    def _tokenize_all(self, events):
+    def _tokenize_all(self, history):
         vocabulary = _Vocabulary(self.dictionary_, self.code_parents)
-        tokens = [_tokenize_patient(e, vocabulary, self.max_length) for e in events]
-        for t in tokens:
-            _check_normed_ages(t, vocabulary, self._dictionary_source())
-        return tokens
+        return _tokenize(history, vocabulary, self.max_length, self._dictionary_source())
 
     def _dictionary_source(self):
         if self.pretrained is None:
@@ -755,44 +781,49 @@ class _TokenSequences(torch.utils.data.Dataset):
         return {self.name: {**inputs, "lengths": lengths, "present": present}}, self.targets[rows].to(self.device)
 
 
-def _tokenize_patient(events, vocabulary, max_length):
-    """femr's ``BatchCreator.add_patient`` for one patient: tokens, bag weights and ages.
+def _tokenize(history, vocabulary, max_length, source):
+    """femr's ``BatchCreator.add_patient`` for every patient at once: tokens, bag weights and ages.
 
-    A measurement whose tokens were all produced earlier the same calendar day is skipped;
-    only the last ``max_length`` tokens are kept.
+    A measurement whose tokens were all produced earlier the same calendar day is skipped
+    (``source`` names the vocabulary in errors); only the last ``max_length`` tokens of a
+    patient are kept.
     """
-    ids, weights, days = [], [], []
-    seen, today = set(), None
-    none = [None] * len(events.codes)
-    texts = events.texts if events.texts is not None else none
-    units = events.units if events.units is not None else none
-    for code, value, text, unit, day in zip(events.codes, events.values, texts, units, events.days):
-        if np.floor(day) != today:
-            today, seen = np.floor(day), set()
-        features, bag_weights = vocabulary.features(code, value, text, unit)
-        if not features or all(f in seen for f in features):
-            continue
-        seen.update(features)
-        ids.append(features)
-        weights.append(bag_weights)
-        days.append(day)
-    ids, weights, days = ids[-max_length:], weights[-max_length:], days[-max_length:]
-    age_days = np.asarray(days, dtype=float) - events.birth
+    batch = history.batch
+    ids, weights = vocabulary.features(batch)
+    rows, days = batch.rows, np.floor(batch.days)
+    # Each (patient, calendar day) is a run of events: times are sorted within a patient.
+    new_day = np.r_[True, (rows[1:] != rows[:-1]) | (days[1:] != days[:-1])]
+    day = np.cumsum(new_day) - 1
+    events, slots = np.nonzero(ids >= 0)
+    # A token's first production that day is the first occurrence of (day, token) in event order.
+    _, first = np.unique(day[events] * vocabulary.size + ids[events, slots], return_index=True)
+    kept = np.flatnonzero(np.bincount(events[first], minlength=len(ids)) > 0)
+    ends = np.cumsum(np.bincount(rows[kept], minlength=len(batch.where)))
+    kept = kept[ends[rows[kept]] - np.arange(len(kept)) <= max_length]
+    rows = rows[kept]
+    age_days = batch.days[kept] - history.birth[rows]
+    ages = age_days.astype(np.float32)
+    _check_normed_ages(history, rows, ages, vocabulary, source)
     normed = ((age_days * SECONDS_PER_DAY - vocabulary.age_mean) / vocabulary.age_std).astype(np.float16)
-    if vocabulary.is_hierarchical:
-        bag = max((len(f) for f in ids), default=1)
-        id_array = np.zeros((len(ids), bag), dtype=np.int64)
+    ids = ids[kept]
+    n_features = (ids >= 0).sum(axis=1)
+    if weights is not None:
         # femr stores bag weights in float16.
-        weight_array = np.zeros((len(ids), bag), dtype=np.float16)
-        for row, (f, w) in enumerate(zip(ids, weights)):
-            id_array[row, : len(f)] = f
-            weight_array[row, : len(f)] = w
-        return _Tokens(id_array, weight_array.astype(np.float32), age_days.astype(np.float32), normed, events.where)
-    ids = np.array([f[0] for f in ids], dtype=np.int64)
-    return _Tokens(ids, None, age_days.astype(np.float32), normed, events.where)
+        weights = weights[kept].astype(np.float16).astype(np.float32)
+    ids[ids < 0] = 0
+    bounds = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(batch.where)))]
+    tokens = []
+    for row, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        where = batch.where[row]
+        if weights is None:
+            tokens.append(_Tokens(ids[a:b, 0], None, ages[a:b], normed[a:b], where))
+            continue
+        width = int(n_features[a:b].max(initial=1))
+        tokens.append(_Tokens(ids[a:b, :width], weights[a:b, :width], ages[a:b], normed[a:b], where))
+    return tokens
 
 
-def _build_dictionary(events, min_frequency, n_bins):
+def _build_dictionary(history, min_frequency, n_bins):
     """A femr-layout vocabulary from training events: codes, then per-code value quantile bins.
 
     Entries are ordered by decreasing frequency (femr orders by an entropy weight; the
@@ -802,21 +833,20 @@ def _build_dictionary(events, min_frequency, n_bins):
     within ``MAX_NORMED_AGE / 2`` of the mean (a cohort of one age would otherwise put its birth
     tokens beyond float16).
     """
-    codes = np.concatenate([e.codes for e in events])
-    values = np.concatenate([e.values for e in events])
-    ages = np.concatenate([(e.days - e.birth) * SECONDS_PER_DAY for e in events])
-    total = max(len(codes), 1)
+    batch = history.batch
+    ages = (batch.days - history.birth[batch.rows]) * SECONDS_PER_DAY
+    total = max(len(batch.codes), 1)
     vocab = []
-    plain = pd.Series(codes[np.isnan(values)], dtype=object).value_counts()
-    for code, count in plain[plain >= min_frequency].items():
-        vocab.append({"type": "code", "code_string": code, "weight": -count / total})
-    measured = pd.DataFrame({"code": codes, "value": values}).dropna()
-    for code, group in measured.groupby("code", sort=True)["value"]:
-        if len(group) < min_frequency:
+    plain = np.bincount(batch.codes[np.isnan(batch.values)], minlength=len(batch.vocabulary))
+    for code, count in zip(batch.vocabulary, plain):
+        if count >= min_frequency:
+            vocab.append({"type": "code", "code_string": code, "weight": -count / total})
+    for code, values in batch.values_by_code().items():
+        if len(values) < min_frequency:
             continue
-        edges = np.unique(np.quantile(group.to_numpy(), np.arange(1, n_bins) / n_bins))
+        edges = np.unique(np.quantile(values, np.arange(1, n_bins) / n_bins))
         bounds = [-np.inf, *edges, np.inf]
-        counts = np.bincount(np.searchsorted(edges, group.to_numpy(), side="right"), minlength=len(bounds) - 1)
+        counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(bounds) - 1)
         for start, end, count in zip(bounds[:-1], bounds[1:], counts):
             vocab.append(
                 {"type": "numeric", "code_string": code, "val_start": float(start), "val_end": float(end),
@@ -866,42 +896,49 @@ def _check_dictionary(dictionary, file):
         raise ValueError(f"{file}: age_stats.std is {stats['std']!r}; ages are divided by it, so it must be positive.")
 
 
-def _summary_codes(events, min_frequency):
+def _summary_codes(history, min_frequency):
     """Codes with at least ``min_frequency`` training events, and the value quantiles of those with values."""
-    if not events:
+    if history is None:
         return [], {}
-    codes = pd.Series(np.concatenate([e.codes for e in events]), dtype=object)
-    counts = codes.value_counts()
-    kept = sorted(counts.index[counts >= min_frequency])
-    values = pd.DataFrame({"code": codes, "value": np.concatenate([e.values for e in events])}).dropna()
+    batch = history.batch
+    counts = np.bincount(batch.codes, minlength=len(batch.vocabulary))
+    kept = [str(code) for code in batch.vocabulary[counts >= min_frequency]]  # the vocabulary is sorted
+    frequent = set(kept)
     quantiles = {
-        code: np.quantile(group.to_numpy(), np.linspace(0, 1, N_VALUE_QUANTILES))
-        for code, group in values.groupby("code", sort=True)["value"]
-        if code in set(kept) and len(group) >= min_frequency
+        code: np.quantile(values, np.linspace(0, 1, N_VALUE_QUANTILES))
+        for code, values in batch.values_by_code().items()
+        if code in frequent and len(values) >= min_frequency
     }
     return kept, quantiles
 
 
-def _code_summary(events, codes, quantiles):
+def _code_summary(history, codes, quantiles):
     """Per patient: ``log1p`` of each code's event count, then each valued code's last value rank.
 
     The rank is the mid-rank of the value among the training quantiles, in ``[0, 1]``, so a
     linear model sees a monotone, outlier-free transform of the value; 0.5 (the median)
     when the patient has no value, which the count column tells apart.
     """
-    column = {code: i for i, code in enumerate(codes)}
+    batch = history.batch
+    n_rows = len(batch.where)
     valued = [code for code in codes if code in quantiles]
-    value_column = {code: len(codes) + i for i, code in enumerate(valued)}
-    out = np.zeros((len(events), len(codes) + len(valued)))
+    out = np.zeros((n_rows, len(codes) + len(valued)))
     out[:, len(codes) :] = 0.5
-    for row, e in enumerate(events):
-        for code, value in zip(e.codes, e.values):
-            if code in column:
-                out[row, column[code]] += 1
-            if code in value_column and not np.isnan(value):
-                # Events are in time order: the last value written is the latest.
-                q = quantiles[code]
-                rank = np.searchsorted(q, value, "left") + np.searchsorted(q, value, "right")
-                out[row, value_column[code]] = rank / (2 * len(q))
-    out[:, : len(codes)] = np.log1p(out[:, : len(codes)])
+    column = _columns(batch.vocabulary, codes)
+    counted = column[batch.codes] >= 0
+    keys = batch.rows[counted] * len(codes) + column[batch.codes][counted]
+    out[:, : len(codes)] = np.log1p(np.bincount(keys, minlength=n_rows * len(codes)).reshape(n_rows, len(codes)))
+    # Events are in time order: a row's last event with a value holds the latest.
+    rows, value_columns, positions = batch.last(_columns(batch.vocabulary, valued), ~np.isnan(batch.values))
+    _, bounds = runs(value_columns)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        q, values = quantiles[valued[value_columns[a]]], batch.values[positions[a:b]]
+        rank = np.searchsorted(q, values, "left") + np.searchsorted(q, values, "right")
+        out[rows[a:b], len(codes) + value_columns[a]] = rank / (2 * len(q))
     return out
+
+
+def _columns(vocabulary, codes):
+    """The position of each code of ``vocabulary`` among ``codes`` (-1 where absent)."""
+    index = {code: i for i, code in enumerate(codes)}
+    return np.array([index.get(code, -1) for code in vocabulary], dtype=np.int64)

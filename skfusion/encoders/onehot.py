@@ -17,7 +17,7 @@ import pandas as pd
 
 from .._compat import Interval
 from ._base import BaseColumnEncoder
-from ._events import EventColumnMixin
+from ._events import EventColumnMixin, runs
 
 
 def _window_days(window):
@@ -150,12 +150,12 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
         windows = [None] if self.windows is None else self.windows
         self.windows_ = np.array([self._check_window(w) for w in windows])
         thresholds = self._check_thresholds()
-        frames = [self._read_events(cell)[0] for cell in cells]
+        batch = self._read_batch(cells)
         if self.codes is not None:
             self.codes_ = [str(code) for code in self.codes]
         else:
-            self.codes_ = sorted(set(self._frequent_codes(frames)) | set(thresholds))
-        values = self._training_values(frames)
+            self.codes_ = sorted(set(self._frequent_codes(batch)) | set(thresholds))
+        values = batch.values_by_code()
         self.bin_edges_ = {}
         for code in self.codes_:
             if code in thresholds:
@@ -184,14 +184,13 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
             checked[str(code)] = cuts
         return checked
 
-    def _frequent_codes(self, frames):
-        counts = pd.Series([c for f in frames for c in set(f["code"])], dtype=object).value_counts()
-        least = self.min_frequency if isinstance(self.min_frequency, Integral) else self.min_frequency * len(frames)
-        return list(counts.index[counts >= least])
-
-    def _training_values(self, frames):
-        events = pd.concat([f[["code", "numeric_value"]] for f in frames], ignore_index=True).dropna()
-        return {code: group.to_numpy() for code, group in events.groupby("code")["numeric_value"]}
+    def _frequent_codes(self, batch):
+        """The codes of at least ``min_frequency`` (number or share of) the batch's patients."""
+        n_codes = len(batch.vocabulary)
+        patients = np.bincount(np.unique(batch.rows * n_codes + batch.codes) % n_codes, minlength=n_codes)
+        n_rows = len(batch.where)
+        least = self.min_frequency if isinstance(self.min_frequency, Integral) else self.min_frequency * n_rows
+        return list(batch.vocabulary[(patients >= least) & (patients > 0)])
 
     def _feature_names(self, thresholds):
         names = []
@@ -211,33 +210,36 @@ class OneHotEHREncoder(EventColumnMixin, BaseColumnEncoder):
         return [f"{self._output_name()}__{name}" for name in self.feature_names_]
 
     def _encode_cells(self, cells):
-        layout = self._layout()
+        batch = self._read_batch(cells)
         out = np.zeros((len(cells), self._embedding_dim()), dtype=np.float32)
-        for row, cell in enumerate(cells):
-            self._encode_one(cell, layout, out[row])
+        starts, n_bins = self._layout()
+        index = {code: k for k, code in enumerate(self.codes_)}
+        columns = np.array([index.get(code, -1) for code in batch.vocabulary], dtype=np.int64)
+        # Events are in time order, so those inside a window ending at the prediction time
+        # are each row's last ones: a code is present in a window when its last event is,
+        # and the last value inside (if any) is the code's last value.
+        rows, codes, positions = batch.last(columns)
+        self._set(out, batch, rows, positions, starts[codes], n_bins[codes], 0)
+        binned = np.where(columns >= 0, n_bins[np.maximum(columns, 0)] > 0, False)
+        rows, codes, positions = batch.last(np.where(binned, columns, -1), ~np.isnan(batch.values))
+        bins = np.empty(len(rows), dtype=np.int64)
+        _, bounds = runs(codes)  # ``last`` orders by code: one run per code
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            edges = self.bin_edges_[self.codes_[codes[a]]]
+            bins[a:b] = np.searchsorted(edges, batch.values[positions[a:b]], side="right")
+        self._set(out, batch, rows, positions, starts[codes], n_bins[codes], 1 + bins)
         return out
 
-    def _layout(self):
-        """Per code: first column of each window's group, and its number of value bins."""
-        layout, start = {}, 0
-        for code in self.codes_:
-            n_bins = len(self.bin_edges_[code]) + 1 if code in self.bin_edges_ else 0
-            layout[code] = (start + np.arange(len(self.windows_)) * (1 + n_bins), n_bins)
-            start += len(self.windows_) * (1 + n_bins)
-        return layout
+    def _set(self, out, batch, rows, positions, starts, n_bins, shift):
+        """Set, in each window holding the event at ``positions``, the column ``shift`` of its code's group."""
+        inside = batch.days[positions, None] > batch.prediction[rows, None] - self.windows_
+        columns = starts[:, None] + np.arange(len(self.windows_)) * (1 + n_bins[:, None]) + np.asarray(shift)[..., None]
+        out[np.broadcast_to(rows[:, None], inside.shape)[inside], columns[inside]] = 1.0
 
-    def _encode_one(self, cell, layout, out):
-        frame, days, prediction = self._read_events(cell)
-        codes = frame["code"].to_numpy()
-        values = frame["numeric_value"].to_numpy()
-        for code, t, value in zip(codes, days, values):
-            if code not in layout:
-                continue
-            starts, n_bins = layout[code]
-            inside = t > prediction - self.windows_
-            out[starts[inside]] = 1.0
-            if n_bins and not np.isnan(value):
-                # Events are in time order: a later value overwrites an earlier one.
-                group = starts[inside]
-                out[group[:, None] + 1 + np.arange(n_bins)] = 0.0
-                out[group + 1 + np.searchsorted(self.bin_edges_[code], value, side="right")] = 1.0
+    def _layout(self):
+        """Per code: its first column and its number of value bins; each window's group spans ``1 + bins`` columns."""
+        n_bins = np.array(
+            [len(self.bin_edges_[code]) + 1 if code in self.bin_edges_ else 0 for code in self.codes_], dtype=np.int64
+        )
+        widths = len(self.windows_) * (1 + n_bins)
+        return np.cumsum(widths) - widths, n_bins
