@@ -201,6 +201,10 @@ class BaseFusion(BaseEstimator):
         """A width parameter's ``value``; for ``"auto"``, :func:`~skfusion._training.auto_width` of this fit's rows."""
         return auto_width(reference, self._width_rows, floor) if value == "auto" else value
 
+    def _linear_intercept(self):
+        """Whether the linear start fits its bias (the task's loss depends on a constant added to the outputs)."""
+        return True
+
     def _uses_linear_path(self):
         """Whether the network gets a linear start (a family without the ``linear_path`` parameter: never)."""
         return getattr(self, "linear_path", False)
@@ -233,7 +237,8 @@ class BaseFusion(BaseEstimator):
             fit_rows = np.flatnonzero(~held_out)
             splits = [(fit_rows, np.flatnonzero(held_out))]
         layer, alpha = fit_linear_start(
-            z, z_targets, self._loss_function(), self._n_outputs(), splits, self.weight_decay, fit_rows
+            z, z_targets, self._loss_function(), self._n_outputs(), splits, self.weight_decay, fit_rows,
+            self._linear_intercept(),
         )
         return {"names": names, "indicators": indicators, "rows": rows, "z": z, "layer": layer, "alpha": alpha}
 
@@ -414,7 +419,7 @@ class BaseFusion(BaseEstimator):
                 kept = np.isin(linear["rows"], train)
                 layer = fit_linear_start(
                     linear["z"][kept], targets[linear["rows"][kept]].to(linear["z"].device), self._loss_function(),
-                    self._n_outputs(), None, linear["alpha"],
+                    self._n_outputs(), None, linear["alpha"], intercept=self._linear_intercept(),
                 )[0]
             run = EpochSelection(dataset.subset(valid), patience=np.inf, restore=False)
             with self._fold_encoders(valid), seeded(seed, device):

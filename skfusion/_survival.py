@@ -103,6 +103,8 @@ class CoxModel:
     """
 
     n_outputs = 1
+    # The partial likelihood is the same when every log hazard moves by a constant: no bias.
+    has_intercept = False
     # A fitted log hazard beyond this means the training diverged: Breslow's exp() overflows.
     max_output = 500.0
 
@@ -242,6 +244,7 @@ class WeibullModel:
 
     n_outputs = 1
     max_output = np.inf  # soft-bounded: any finite output is a valid Weibull
+    has_intercept = True
 
     def prepare(self, time, event, weight):
         positive = (time > 0) & (weight > 0)
@@ -348,6 +351,7 @@ class DiscreteTimeModel:
     """
 
     max_output = np.inf  # any finite logit is a valid hazard
+    has_intercept = True
 
     def __init__(self, n_durations):
         self.n_durations = n_durations
@@ -516,6 +520,9 @@ class SurvivalMixin(SurvivalAnalysisMixin):
 
     def _loss_function(self):
         return self.survival_model_.loss
+
+    def _linear_intercept(self):
+        return self.survival_model_.has_intercept
 
     # Every training batch gets events: a Cox partial likelihood of an all-censored batch
     # has no terms, which would silently contribute a zero loss.

@@ -119,15 +119,16 @@ def pooled_inputs(dataset, names, indicators, chunk=8192):
     return torch.cat(parts)
 
 
-def _fit_penalized(z, targets, loss, linear, alpha, gtol=1e-7):
-    """Minimise ``loss(linear(z)) + alpha / 2 * ||W||^2`` over ``linear``'s weights, in place.
+def _fit_penalized(z, targets, loss, linear, alpha, gtol=1e-7, intercept=True):
+    """Minimise ``loss(linear(z)) + alpha / 2 * ||W||^2`` over ``linear``'s weights (and bias, with
+    ``intercept``), in place.
 
     SciPy's L-BFGS-B on the flattened weights, the loss and its gradient from torch (torch's
     own L-BFGS would load torch's compiler stack, seconds, at its first use). The mean loss
     has small gradients: ``gtol`` below SciPy's default 1e-5 reaches the optimum; the
     held-out comparisons of the penalties need no more than the default.
     """
-    params = [linear.weight, linear.bias]
+    params = [linear.weight, linear.bias] if intercept else [linear.weight]
     shapes = [p.shape for p in params]
     sizes = [p.numel() for p in params]
 
@@ -163,7 +164,7 @@ def _zero_linear(width, n_outputs, like):
     return linear
 
 
-def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=None):
+def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=None, intercept=True):
     """The penalized linear model of the linear start: ``(linear layer, alpha)``.
 
     ``alpha`` is the strength of ``ALPHAS`` with the lowest loss on the held-out rows of
@@ -176,7 +177,10 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=N
     (all of them when None), from the mean of the splits' solutions there (the penalized
     loss is strictly convex: where it starts changes the steps, not the optimum). ``loss``
     reads the rows' weights from the last column of ``targets`` (see
-    :class:`~skfusion._base.BaseFusion`).
+    :class:`~skfusion._base.BaseFusion`). Without ``intercept`` the bias stays at zero: a loss
+    that a constant added to every output leaves unchanged (Cox's partial likelihood) has no
+    gradient along it but round-off, which L-BFGS's steps along that flat direction amplify
+    into an arbitrary shift of every output, different on another CPU.
     """
     alpha, start = fallback_alpha, _zero_linear(z.shape[1], n_outputs, z)
     if splits:
@@ -186,7 +190,7 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=N
         for k, strength in enumerate(ALPHAS):
             held_out[k] = 0.0
             for (train, valid), linear in zip(splits, fits):
-                _fit_penalized(z[train], targets[train], loss, linear, strength, gtol=1e-5)
+                _fit_penalized(z[train], targets[train], loss, linear, strength, gtol=1e-5, intercept=intercept)
                 with torch.no_grad():
                     # A split's loss is a weighted mean: times the split's weight, the splits add up.
                     held_out[k] += float(loss(linear(z[valid]), targets[valid])) * float(targets[valid, -1].sum())
@@ -202,7 +206,7 @@ def fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=N
                     param.copy_(torch.stack(values).mean(dim=0))
     if rows is not None:
         z, targets = z[rows], targets[rows]
-    return _fit_penalized(z, targets, loss, start, alpha), alpha
+    return _fit_penalized(z, targets, loss, start, alpha, intercept=intercept), alpha
 
 
 def folds(n_samples, strata, seed, n_folds=N_FOLDS):

@@ -50,9 +50,10 @@ def test_linear_start_is_scikit_survivals_ridge_cox_model():
     cox = CoxModel()
     target = torch.from_numpy(cox.prepare(y["time"], y["event"], np.ones(len(y))))
     alpha = 0.05
-    layer, chosen = fit_linear_start(torch.tensor(z.to_numpy()), target, cox.loss, 1, None, alpha)
+    layer, chosen = fit_linear_start(torch.tensor(z.to_numpy()), target, cox.loss, 1, None, alpha, intercept=False)
     reference = CoxPHSurvivalAnalysis(alpha=alpha * y["event"].sum(), ties="efron").fit(z, y).coef_
     assert chosen == alpha
+    assert layer.bias.item() == 0.0  # the partial likelihood has no intercept: nothing but round-off moves it
     # L-BFGS-B's line search ends at the round-off of the loss, 1e-7 of the objective
     # above scikit-survival's Newton optimum: coefficients within a few 1e-4.
     np.testing.assert_allclose(layer.weight.detach().numpy().ravel(), reference, rtol=1e-3, atol=5e-4)
@@ -110,9 +111,9 @@ def test_with_a_validation_split_the_start_never_sees_the_held_out_rows(monkeypa
         seen["train"], seen["valid"] = positions(self, n)
         return seen["train"], seen["valid"]
 
-    def record_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=None):
+    def record_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows=None, intercept=True):
         seen["splits"], seen["rows"] = splits, rows
-        return fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows)
+        return fit_linear_start(z, targets, loss, n_outputs, splits, fallback_alpha, rows, intercept)
 
     monkeypatch.setattr(skfusion._base.ValidationSplit, "positions", record_split)
     monkeypatch.setattr(skfusion._base, "fit_linear_start", record_start)

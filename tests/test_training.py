@@ -75,18 +75,18 @@ def test_every_submodule_is_in_the_batch_mode(data):
 def test_validation_split_is_stratified_by_class(monkeypatch):
     X, y = make_multimodal_classification(n_samples=200, n_features=(4, 4), random_state=0)
     splits = []
-    split = ValidationSplit.__call__
+    split = ValidationSplit.positions
 
-    def spy(self, dataset, *args, **kwargs):
-        splits.append((self, *split(self, dataset, *args, **kwargs)))
+    def spy(self, n):
+        splits.append((self, *split(self, n)))
         return splits[-1][1:]
 
-    monkeypatch.setattr(ValidationSplit, "__call__", spy)
+    monkeypatch.setattr(ValidationSplit, "positions", spy)
     ConcatClassifier(max_epochs=2, early_stopping=True, validation_fraction=0.25, random_state=0).fit(X, y)
     (splitter, train, valid), = splits
     np.testing.assert_array_equal(splitter.strata, y)
-    assert set(train.indices.tolist()).isdisjoint(valid.indices.tolist())
-    held_out = np.bincount(y[valid.indices.numpy()], minlength=2)
+    assert set(train.tolist()).isdisjoint(valid.tolist()) and len(train) + len(valid) == len(y)
+    held_out = np.bincount(y[valid], minlength=2)
     assert np.all(np.abs(held_out - 0.25 * np.bincount(y)) <= 1), held_out
 
 
