@@ -699,6 +699,8 @@ class ModalityDataset(torch.utils.data.Dataset):
         self.device = torch.device(device)
         n = len(next(iter(blocks.values()))["present"])
         self.indices = torch.arange(n, device=self.device) if indices is None else indices.to(self.device)
+        # Whether position i is row i of the blocks (not a subset): a slice of positions is then one of rows.
+        self.identity = indices is None
 
     def __len__(self):
         return len(self.indices)
@@ -711,6 +713,7 @@ class ModalityDataset(torch.utils.data.Dataset):
         view = object.__new__(ModalityDataset)
         view.__dict__.update(self.__dict__)
         view.indices = self.indices[torch.as_tensor(positions, device=self.device)]
+        view.identity = False
         return view
 
     def target_values(self):
@@ -722,7 +725,8 @@ class ModalityDataset(torch.utils.data.Dataset):
         return self.indices.index_select(0, positions) if isinstance(positions, torch.Tensor) else self.indices[positions]
 
     def batch(self, positions, images=None, names=None):
-        """Gather rows ``positions`` into ``({name: block}, targets)``; sequences trimmed to the longest.
+        """Gather rows ``positions`` (an index tensor or a slice) into ``({name: block}, targets)``; sequences
+        trimmed to the longest.
 
         ``images`` holds the preprocessed images of the file columns for these rows (from
         :func:`~skfusion._images.read_batches`); without it they are read here, as at
@@ -733,7 +737,7 @@ class ModalityDataset(torch.utils.data.Dataset):
         files = {name: column for name, column in self.files.items() if name in blocks}
         if files and images is None:
             images = {name: column.read(rows.cpu()) for name, column in files.items()}
-        take = _consecutive(rows)
+        take = positions if isinstance(positions, slice) and self.identity else _consecutive(rows)
         out = {}
         for name, block in blocks.items():
             gathered = {key: _gather(value, take) for key, value in block.items()}
@@ -772,8 +776,10 @@ class ModalityDataset(torch.utils.data.Dataset):
         if self.gaps[name]:
             valid = gathered["mask"] if "mask" in gathered else gathered["present"]
             x = x.masked_fill(~valid.unsqueeze(-1), 0.0)
-        if name in self.standardization and len(x) and not x.abs().amax() <= MAX_STANDARD_SCORE:
-            self._refuse_far_value(name, gathered["x"], x, rows)
+        if name in self.standardization and len(x):
+            low, high = torch.aminmax(x)  # one pass, no temporary (NaN propagates, and is refused)
+            if not (-MAX_STANDARD_SCORE <= low and high <= MAX_STANDARD_SCORE):
+                self._refuse_far_value(name, gathered["x"], x, rows)
         return x
 
     def _refuse_far_value(self, name, raw, standardized, rows):

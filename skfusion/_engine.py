@@ -151,6 +151,9 @@ class BatchIterator:
 
     def _groups(self):
         n = len(self.dataset)
+        if not (self.shuffle or self._stratified()):
+            # Consecutive rows as slices: gathered as views, without an index (prediction).
+            return [slice(lo, min(lo + self.batch_size, n)) for lo in range(0, n, self.batch_size)]
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         if not self._stratified():
             return order.split(self.batch_size)
@@ -170,7 +173,7 @@ class BatchIterator:
     def load(self, groups):
         """Yield the batch of each group of row positions, with the images of the file columns read."""
         device = self.dataset.device
-        groups = [positions.to(device) for positions in groups]
+        groups = [positions if isinstance(positions, slice) else positions.to(device) for positions in groups]
         if not self.dataset.files:
             for positions in groups:
                 yield self.dataset.batch(positions)
