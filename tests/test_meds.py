@@ -27,7 +27,9 @@ from skfusion.datasets import (  # noqa: E402
 )
 from skfusion.encoders import CLMBREmbedder, OneHotEHREncoder  # noqa: E402
 from skfusion.encoders._events import pandas_cell  # noqa: E402
+from skfusion.encoders._event_store import EventView  # noqa: E402
 from skfusion.fusion import ConcatSurvival  # noqa: E402
+from skfusion.ssl import TimeToEventPretraining  # noqa: E402
 
 T0 = pd.Timestamp("2020-01-01")
 DAY = pd.Timedelta(days=1)
@@ -218,6 +220,81 @@ def test_time_to_event_against_a_hand_computation(tiny):
     # MEDS_DEATH (the last record). Row 1: DX/X 11 days later. Row 2: DX/Y is before.
     np.testing.assert_array_equal(y["event"], [False, True, False, False])
     np.testing.assert_allclose(y["time"], [30.0, 11.0, 19.0, 0.0])
+
+
+def _write_ontology(root):
+    """``metadata/codes.parquet`` with a three-level ancestry for the pulmonary embolism code."""
+    codes = pd.DataFrame(
+        {
+            "code": ["ICD10CM/I26.99", "ICD10CM/I26", "LAB/A"],
+            "description": [None, None, None],
+            "parent_codes": [["ICD10CM/I26"], ["ICD10CM/I"], None],
+        }
+    )
+    table = pa.Table.from_pandas(codes, preserve_index=False).cast(meds.CodeMetadataSchema.schema())
+    pq.write_table(table, root / meds.code_metadata_filepath)
+
+
+def _with_index_time(X):
+    X = X.copy()
+    X["index_time"] = X.index.get_level_values("prediction_time")
+    return X
+
+
+def test_tte_targets_are_the_subjects_events_after_each_prediction_time(tiny):
+    root, labels = tiny
+    X = _with_index_time(load_meds(root, labels)[0])
+    futures, censoring, _ = TimeToEventPretraining()._follow_up(X, [0, 1, 2, 3])
+    # Row 0: the events at exactly the prediction time are history; LAB/A 1 us later is not.
+    # Row 1: from T0 - 1 day. Row 3: nothing after its prediction time (no follow-up).
+    us = 1 / 86_400e6
+    assert futures == [
+        {"LAB/A": us, "MEDS_DEATH": 30.0},
+        {"LAB/A": 1.0, "DX/X": 11.0, "MEDS_DEATH": 41.0},
+        {"ICD10CM/I26.99": 4.0, "MEDS_DEATH": 19.0},
+        {},
+    ]
+    assert censoring == [30.0, 41.0, 19.0, None]
+    # The same targets from per-row frames holding each subject's whole timed record (a static
+    # event is never a target).
+    whole = [EventView(v.store, v.offset, v.end - v.offset).to_frame().dropna(subset=["time"]) for v in X["ehr"]]
+    frames = X.assign(ehr=pd.Series(whole, index=X.index, dtype=object))
+    from_frames, frame_censoring, _ = TimeToEventPretraining()._follow_up(frames, [0, 1, 2, 3])
+    assert frame_censoring == censoring and [list(f) for f in from_frames] == [list(f) for f in futures]
+    # The frames' times are float days since 1970 (exact to about 1e-11 of a day), the views' whole microseconds.
+    for a, b in zip(from_frames, futures):
+        np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=0, atol=1e-9)
+
+
+def test_tte_ontology_from_the_meds_metadata(tiny):
+    root, labels = tiny
+    _write_ontology(root)
+    X = _with_index_time(load_meds(root, labels)[0])
+    rng = np.random.default_rng(0)
+    X["ct"] = [rng.normal(0, 300, (3, 32, 32)).astype(np.float32) for _ in range(len(X))]
+    tte = TimeToEventPretraining(ontology="metadata", max_epochs=1, batch_size=2, random_state=0)
+    with pytest.warns(UserWarning, match="1 row"):  # subject 3 has no follow-up
+        tte.fit(X)
+    # ICD10CM/I26.99 in row 2 also stands for its parent and grandparent, at its time.
+    counts = dict(zip(tte.tasks_, tte.task_event_counts_))
+    assert counts["ICD10CM/I26"] == counts["ICD10CM/I"] == counts["ICD10CM/I26.99"] == 1
+    ancestors = dict(zip(tte.tasks_, tte.task_ancestors_))
+    assert ancestors["ICD10CM/I26.99"] == ("ICD10CM/I", "ICD10CM/I26") and ancestors["MEDS_DEATH"] == ()
+    futures = tte._follow_up(X, [2])[0]
+    assert futures == [{"ICD10CM/I26.99": 4.0, "ICD10CM/I26": 4.0, "ICD10CM/I": 4.0, "MEDS_DEATH": 19.0}]
+
+
+def test_tte_ontology_metadata_needs_meds_parents(tiny):
+    root, labels = tiny
+    X = _with_index_time(load_meds(root, labels)[0])  # codes.parquet absent: no parents
+    with pytest.raises(ValueError, match="has no parent_codes"):
+        TimeToEventPretraining(ontology="metadata")._follow_up(X, [0])
+    frames = X.assign(ehr=pd.Series([v.to_frame() for v in X["ehr"]], index=X.index, dtype=object))
+    with pytest.raises(ValueError, match="holds no MEDS event views"):
+        TimeToEventPretraining(ontology="metadata")._follow_up(frames, [0])
+    numbers = X.assign(index_time=np.arange(len(X), dtype=float))
+    with pytest.raises(ValueError, match="holds numbers"):
+        TimeToEventPretraining()._follow_up(numbers, [0])
 
 
 def test_codes_that_match_nothing_warn(tiny):

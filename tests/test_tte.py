@@ -170,7 +170,7 @@ def test_tasks_pieces_and_targets_from_the_events():
         [1.0, 2.0, 0.0],
     )
     tte = TimeToEventPretraining(n_tasks=2, n_pieces=2)
-    futures, censoring = tte._follow_up(X, [0, 1, 2])
+    futures, censoring, _ = tte._follow_up(X, [0, 1, 2])
     assert futures == [{"B": 4.0, "A": 5.0, "C": 8.0}, {"B": 2.0}, {"A": 3.0}]
     assert censoring == [8.0, 5.0, 3.0]
     time, event = tte._targets(futures, np.array(censoring))

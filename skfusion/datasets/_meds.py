@@ -121,8 +121,23 @@ def _read_cohort(root, subject_ids):
     ends = ends.astype(np.intp)
     starts = np.zeros_like(ends)
     starts[1:] = ends[:-1]
-    store = EventStore(np.array(list(vocabulary), dtype=object), *columns)
+    store = EventStore(np.array(list(vocabulary), dtype=object), *columns, parents=_read_parents(root, meds, pq))
     return _Cohort(store, subjects, starts, ends)
+
+
+def _read_parents(root, meds, pq):
+    """``{code: tuple of parent codes}`` from ``metadata/codes.parquet``; None without the file or any parent."""
+    path = Path(root) / meds.code_metadata_filepath
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    _validate(meds.CodeMetadataSchema, table, f"code metadata {str(path)!r}")
+    if "parent_codes" not in table.column_names:
+        return None
+    parents = {
+        code: tuple(codes) for code, codes in zip(table["code"].to_pylist(), table["parent_codes"].to_pylist()) if codes
+    }
+    return parents or None
 
 
 def _subject_runs(path, wanted, meds, pa, pq):
@@ -402,8 +417,8 @@ def load_meds(root, labels, *, events="ehr"):
     lengths = _cut(cohort.store.times, starts, ends, cutoffs) - starts  # ties at the cutoff kept
     cells = np.empty(len(frame), dtype=object)
     cells[:] = [
-        EventView(cohort.store, start, length, cutoff)
-        for start, length, cutoff in zip(starts.tolist(), lengths.tolist(), cutoffs.tolist())
+        EventView(cohort.store, start, length, cutoff, end)
+        for start, length, cutoff, end in zip(starts.tolist(), lengths.tolist(), cutoffs.tolist(), ends.tolist())
     ]
     levels = {"subject_id": subject_ids, "prediction_time": frame["prediction_time"].to_numpy()}
     splits = _read_splits(root)

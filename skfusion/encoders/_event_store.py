@@ -29,19 +29,23 @@ class EventStore:
         ``numeric_value``, NaN where the event has none.
     text : ndarray of object or None
         ``text_value`` (None where the event has none), or None when the data has no text.
+    parents : dict or None, default=None
+        The codes' ontology: ``{code: tuple of parent codes}`` (the ``parent_codes`` of the
+        dataset's ``metadata/codes.parquet``), None when the data has none.
 
     The arrays are made read-only: views and their copies share them.
     """
 
-    def __init__(self, vocabulary, codes, times, values, text=None):
+    def __init__(self, vocabulary, codes, times, values, text=None, parents=None):
         self.vocabulary = _frozen(np.asarray(vocabulary, dtype=object))
         self.codes = _frozen(np.asarray(codes))
         self.times = _frozen(np.asarray(times, dtype=np.int64))
         self.values = _frozen(np.asarray(values, dtype=np.float32))
         self.text = None if text is None else _frozen(np.asarray(text, dtype=object))
+        self.parents = parents
 
     def __reduce__(self):
-        return type(self), (self.vocabulary, self.codes, self.times, self.values, self.text)
+        return type(self), (self.vocabulary, self.codes, self.times, self.values, self.text, self.parents)
 
     def __len__(self):
         return len(self.codes)
@@ -64,6 +68,11 @@ class EventView:
     index_time : int or None, default=None
         The row's prediction time in microseconds since 1970-01-01 (every event of the
         view is at or before it); None when not known.
+    end : int or None, default=None
+        Where the subject's events end in the store (the view starts at the subject's first
+        event): the events after the prediction time lie in ``[offset + length, end)``. Only
+        :class:`~skfusion.ssl.TimeToEventPretraining` reads them, as its training targets
+        (:meth:`subject_events`); the encoders never do. None when not known.
 
     Notes
     -----
@@ -72,16 +81,17 @@ class EventView:
     share the store, which is read-only.
     """
 
-    __slots__ = ("store", "offset", "length", "index_time")
+    __slots__ = ("store", "offset", "length", "index_time", "end")
 
-    def __init__(self, store, offset, length, index_time=None):
+    def __init__(self, store, offset, length, index_time=None, end=None):
         self.store = store
         self.offset = int(offset)
         self.length = int(length)
         self.index_time = None if index_time is None else int(index_time)
+        self.end = None if end is None else int(end)
 
     def __reduce__(self):
-        return type(self), (self.store, self.offset, self.length, self.index_time)
+        return type(self), (self.store, self.offset, self.length, self.index_time, self.end)
 
     def __copy__(self):
         return self
@@ -137,6 +147,24 @@ class EventView:
         if store.text is not None:
             frame["text_value"] = pd.Series(store.text[rows], dtype=object)  # None, not pandas's NaN
         return frame
+
+    def subject_events(self):
+        """All the subject's events, those after the prediction time included: ``(times, codes)``.
+
+        ``times`` are int64 microseconds (``NO_TIME`` for a static event, first), ``codes``
+        positions in ``store.vocabulary``, sorted by time: read-only views of the store. The
+        targets of time-to-event pretraining are the events that follow a scan; no encoder
+        reads them.
+
+        Raises
+        ------
+        ValueError
+            If the view does not know where its subject's events end (``end`` is None).
+        """
+        if self.end is None:
+            raise ValueError("this EventView does not know its subject's later events (made without end=).")
+        rows = slice(self.offset, self.end)
+        return self.store.times[rows], self.store.codes[rows]
 
     def to_event_frame(self):
         """The events as the EHR encoders read them: :meth:`to_frame` with every event timed.

@@ -19,6 +19,7 @@ from ..encoders._backbone import load_backbone, load_state_dict
 from ..encoders._base import BaseColumnEncoder
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
 from ..encoders._embedder import as_size
+from ..encoders._event_store import EventView
 from ..encoders._events import as_event_frame, is_number, to_days
 from .._volumes import read_ct_volume, select_slices, series_files
 from ..encoders.ct import CTVolumeEmbedder
@@ -66,8 +67,12 @@ class TimeToEventPretraining(BaseColumnEncoder):
         transform.
     events : str, default="ehr"
         The event column: per row, a frame with ``time``, ``code`` and optionally
-        ``numeric_value`` (the frames ``CLMBREmbedder`` and ``OneHotEHREncoder`` read) or a
-        list of codes (times 0, 1, 2, ...). Needed at fit only.
+        ``numeric_value`` (the frames ``CLMBREmbedder`` and ``OneHotEHREncoder`` read), a
+        list of codes (times 0, 1, 2, ...), or the event view of
+        :func:`~skfusion.datasets.load_meds`, whose subject's events after the prediction
+        time are read from the dataset (they are the targets; give the scan times as the
+        ``index_time`` column, e.g. ``X.index.get_level_values("prediction_time")``).
+        Needed at fit only.
     index_time : str, default="index_time"
         The column of scan times, in the events' time unit (numbers), or datetimes when the
         event times are datetimes (then times are counted in days). Events after it define
@@ -75,6 +80,14 @@ class TimeToEventPretraining(BaseColumnEncoder):
     n_tasks : int, default=8192
         Number of tasks: the codes occurring after the index time in the most training rows
         (ties broken by code), 8,192 as in [1]_; fewer when fewer codes occur.
+    ontology : None, "metadata" or dict, default=None
+        Codes' ancestors, as MOTOR and [1]_ use them: each event after the index time also
+        counts as an event of every ancestor of its code (parents, their parents, ...), at
+        its time, before the tasks are chosen, so that a general code (a disease chapter)
+        can be a task made of its specific ones. ``"metadata"`` reads the ``parent_codes``
+        of the MEDS dataset the event views of :func:`~skfusion.datasets.load_meds` come
+        from (its ``metadata/codes.parquet``); a dict ``{code: parent codes}`` gives them
+        directly; None uses the codes as they are.
     n_pieces : int, default=8
         Number of pieces of the piecewise-constant hazards. The boundaries are the
         quantiles of the observed times to event over every row and task, from 0 to
@@ -134,7 +147,10 @@ class TimeToEventPretraining(BaseColumnEncoder):
     tasks_ : ndarray of str, shape ``(n_tasks_,)``
         The task codes, most frequent first.
     task_event_counts_ : ndarray of int, shape ``(n_tasks_,)``
-        Training rows in which each task code occurs after the index time.
+        Training rows in which each task code occurs after the index time (itself or, with
+        an ``ontology``, a descendant).
+    task_ancestors_ : list of tuple of str
+        Each task's ancestors in ``ontology`` (sorted; empty tuples without one).
     piece_boundaries_ : ndarray of shape ``(n_pieces_ + 1,)``
         Start of each piece, then ``inf``, in the events' time unit (days for datetimes).
     n_pieces_ : int
@@ -203,6 +219,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         "events": [str],
         "index_time": [str],
         "n_tasks": [Interval(Integral, 1, None, closed="left")],
+        "ontology": [None, StrOptions({"metadata"}), dict],
         "n_pieces": [Interval(Integral, 1, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left")],
         "backbone": [None, str, torch.nn.Module],
@@ -230,6 +247,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         events="ehr",
         index_time="index_time",
         n_tasks=8192,
+        ontology=None,
         n_pieces=8,
         rank=32,
         backbone=None,
@@ -253,6 +271,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self.events = events
         self.index_time = index_time
         self.n_tasks = n_tasks
+        self.ontology = ontology
         self.n_pieces = n_pieces
         self.rank = rank
         self.backbone = backbone
@@ -300,7 +319,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         rows = [i for i, cell in enumerate(images) if not is_missing_cell(cell)]
         if not rows:
             raise ValueError(f"{type(self).__name__}: column {self.image!r} has no non-missing cell.")
-        futures, censoring = self._follow_up(X, rows)
+        futures, censoring, ancestry = self._follow_up(X, rows)
         kept = [i for i, c in zip(rows, censoring) if c is not None]
         if len(rows) > len(kept):
             warnings.warn(
@@ -317,6 +336,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         futures = [f for f, c in zip(futures, censoring) if c is not None]
         censoring = np.array([c for c in censoring if c is not None])
         time, event = self._targets(futures, censoring)
+        self.task_ancestors_ = [ancestry.of(task) if ancestry.parents else () for task in self.tasks_]
         volumes = self._preprocess(
             [images[i] for i in kept], [f"row {X.index[i]!r} of column {self.image!r}" for i in kept]
         )
@@ -359,27 +379,24 @@ class TimeToEventPretraining(BaseColumnEncoder):
         return values, numeric
 
     def _follow_up(self, X, rows):
-        """Per row: ``{code: first time after the index}`` and the censoring time (None: no follow-up)."""
+        """Per row: ``{code: first time after the index}`` and the censoring time (None: no follow-up); the ontology.
+
+        With an ``ontology``, each event also stands for every ancestor of its code (an
+        ancestor's first time is that of its earliest descendant).
+        """
         index, numeric = self._index_days(X, rows)
+        # The stamps too, not only float days: a view's events are compared with them exactly.
+        stamps = [None] * len(rows) if numeric else _utc_stamps(X[self.index_time].iloc[rows])
+        cells = X[self.events].iloc[rows].tolist()
+        ancestry = _Ancestry(self._parents(cells))
         futures, censoring = [], []
-        for i, start in zip(rows, index):
-            cell = X[self.events].iloc[i]
+        for label, cell, start, stamp in zip(X.index[rows], cells, index, stamps):
             if is_missing_cell(cell):
                 futures.append({})
                 censoring.append(None)
                 continue
-            where = f"row {X.index[i]!r} of column {self.events!r}"
-            frame = as_event_frame(cell, where)
-            if len(frame) and is_number(frame["time"]) != numeric:
-                raise ValueError(
-                    f"{where}: event times and the index time ({self.index_time!r}) must both be numbers or both "
-                    "datetimes."
-                )
-            days = to_days(frame["time"], where)
-            if not np.isfinite(days).all():
-                raise ValueError(f"{where}: event times must be finite.")
-            after = days > start
-            codes, delays = frame["code"].to_numpy()[after], days[after] - start
+            where = f"row {label!r} of column {self.events!r}"
+            codes, delays = self._after(cell, start, stamp, where)
             if (delays > MAX_TIME).any():
                 raise ValueError(
                     f"{where}: an event is more than {MAX_TIME:.1e} days after the index time, beyond what the "
@@ -388,9 +405,55 @@ class TimeToEventPretraining(BaseColumnEncoder):
             first = {}
             for code, delay in zip(codes, delays):  # sorted by time: the first one wins
                 first.setdefault(code, delay)
-            futures.append(first)
-            censoring.append(float(delays.max()) if after.any() else None)
-        return futures, censoring
+            futures.append(ancestry.expand(first))
+            censoring.append(float(delays.max()) if len(delays) else None)
+        return futures, censoring, ancestry
+
+    def _after(self, cell, start, stamp, where):
+        """The codes of the events strictly after the index time and their delays (days), in time order.
+
+        ``start`` is the index time in days, ``stamp`` the UTC timestamp it came from (None
+        for a numeric index time). A view of :func:`~skfusion.datasets.load_meds` is read
+        from the shared store: the subject's events after its prediction time are there (the
+        encoders never read them).
+        """
+        numeric = stamp is None
+        if isinstance(cell, EventView):
+            if numeric:
+                raise ValueError(
+                    f"{where}: the events are MEDS datetimes, but index_time column {self.index_time!r} holds numbers."
+                )
+            times, codes = cell.subject_events()
+            # Compared in whole microseconds (MEDS's unit, floored): an event at the index time is history.
+            index = int(stamp.to_datetime64().astype("datetime64[us]").astype(np.int64))
+            first = np.searchsorted(times, index, side="right")  # static events (NO_TIME) sort first
+            delays = (times[first:] - index).astype("timedelta64[us]") / np.timedelta64(1, "D")
+            return cell.store.vocabulary[codes[first:]], delays
+        frame = as_event_frame(cell, where)
+        if len(frame) and is_number(frame["time"]) != numeric:
+            raise ValueError(
+                f"{where}: event times and the index time ({self.index_time!r}) must both be numbers or both "
+                "datetimes."
+            )
+        days = to_days(frame["time"], where)
+        if not np.isfinite(days).all():
+            raise ValueError(f"{where}: event times must be finite.")
+        after = days > start
+        return frame["code"].to_numpy()[after], days[after] - start
+
+    def _parents(self, cells):
+        """The ``{code: parent codes}`` of ``ontology`` (None without one)."""
+        if self.ontology is None or isinstance(self.ontology, dict):
+            return self.ontology
+        views = [cell for cell in cells if isinstance(cell, EventView)]
+        if not views or views[0].store.parents is None:
+            source = "has no parent_codes" if views else "holds no MEDS event views (load_meds)"
+            raise ValueError(
+                f"ontology='metadata' reads the parent_codes of a MEDS dataset's metadata/codes.parquet through "
+                f"the event views of skfusion.datasets.load_meds; column {self.events!r} {source}. Give the "
+                "ontology as a {code: parent codes} dict, or ontology=None."
+            )
+        return views[0].store.parents
 
     def _targets(self, futures, censoring):
         """Choose the tasks and pieces; return the ``(n, n_tasks)`` times and event indicators."""
@@ -565,3 +628,47 @@ class TimeToEventPretraining(BaseColumnEncoder):
             "tasks": json.dumps([str(t) for t in self.tasks_]),
         }
         save_file(state, str(path), metadata=metadata)
+
+
+def _utc_stamps(column):
+    """A datetime column's values as tz-naive UTC timestamps (as :func:`~skfusion.encoders._events.to_days` reads them)."""
+    stamps = pd.Series(column)
+    if stamps.dt.tz is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return list(stamps)
+
+
+class _Ancestry:
+    """The ancestors of codes in an ontology (``{code: parent codes}``, None for none), found once per code.
+
+    Parameters
+    ----------
+    parents : dict or None
+    """
+
+    def __init__(self, parents):
+        self.parents = parents
+        self.ancestors = {}
+
+    def of(self, code):
+        """The ancestors of ``code`` (parents, their parents, ...; cycles cut), sorted."""
+        if code not in self.ancestors:
+            seen, stack = set(), list(self.parents.get(code, ()))
+            while stack:
+                parent = stack.pop()
+                if parent != code and parent not in seen:
+                    seen.add(parent)
+                    stack.extend(self.parents.get(parent, ()))
+            self.ancestors[code] = tuple(sorted(seen))
+        return self.ancestors[code]
+
+    def expand(self, first):
+        """``first`` (``{code: first delay}``) with each ancestor at its earliest descendant's delay."""
+        if self.parents is None:
+            return first
+        out = dict(first)
+        for code, delay in first.items():
+            for ancestor in self.of(code):
+                if delay < out.get(ancestor, np.inf):
+                    out[ancestor] = delay
+        return out
