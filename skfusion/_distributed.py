@@ -222,6 +222,8 @@ def process_shares(groups):
     world_size, rank = dist.get_world_size(), dist.get_rank()
     merged = []
     for group in groups:
+        if isinstance(group, slice):  # consecutive rows (unshuffled batches)
+            group = torch.arange(group.start, group.stop)
         if merged and len(group) < world_size:
             merged[-1] = torch.cat([merged[-1], group])
         else:

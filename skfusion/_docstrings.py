@@ -277,13 +277,32 @@ DOCS["paired_attributes"] = """image_spec_, ehr_spec_ : ModalitySpec
         Rows used by ``fit``: those with both modalities.
     net_ : skorch.NeuralNet
         The trained network (:class:`~skfusion.modules.ssl.PairedEncoders`);
-        ``net_.history`` holds the loss of each epoch.
+        ``net_.history`` holds the loss of each epoch (``valid_loss``: that of the held-out
+        rows).
     n_iter_ : int
-        Epochs trained: ``max_epochs`` (no epoch is chosen on held-out rows).
+        Epochs trained: ``max_epochs``, fewer when early stopping ended training.
     best_epoch_ : int
-        The epoch whose weights the model has: the last one.
+        The epoch whose weights the model has: with rows held out, the one of lowest
+        held-out loss (0: the initial weights); otherwise the last, ``n_iter_``.
     n_features_in_ : int
         Number of columns ``transform`` reads (for a frame: the output modalities' columns;
         for an array: every column).
     feature_names_in_ : ndarray of str
         Those columns' names (frame input only)."""
+DOCS["paired_early_stopping"] = """early_stopping : bool or "auto", default="auto"
+        How the number of epochs is chosen. ``True``: hold out ``validation_fraction`` of
+        the paired rows, record their loss before training and after each epoch (the mean
+        over batches of at most ``batch_size`` rows, the same batches every epoch), stop when
+        it has not improved for ``n_iter_no_change`` epochs and restore the best epoch (0:
+        the initial weights); ``fit`` warns (:class:`~sklearn.exceptions.ConvergenceWarning`)
+        when ``max_epochs`` ends training while that loss was still improving. ``"auto"``
+        does so when that share would hold at least 100 rows and at least ``batch_size``
+        (from 2,560 paired rows at the defaults); with fewer, where a held-out batch would be
+        smaller than a training one (a contrastive loss depends on the batch's size), it
+        trains as ``False`` does. ``False``: train ``max_epochs`` epochs on every paired row
+        and keep the last (no warning).
+    validation_fraction : float, default=0.1
+        Share of the paired rows held out when ``early_stopping`` holds rows out.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs without a better held-out loss
+        (scikit-learn's ``MLPClassifier`` default)."""

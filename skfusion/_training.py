@@ -19,12 +19,17 @@ Three pieces, used by :meth:`skfusion._base.BaseFusion.fit`:
 - **A budget that fits the cohort** (:func:`auto_max_epochs`), LSTM widths that fit it
   (:func:`auto_width`) and the :class:`~sklearn.exceptions.ConvergenceWarning` of a fit cut
   short (:func:`warn_if_cut_short`).
+
+The pretraining transformers (``CLMBREmbedder``, ConVIRT, ALIGN, VICReg, ``MedCAMAdapter``)
+choose their epoch on one validation split or not at all (:func:`held_out_split`,
+:func:`record_epochs`).
 """
 
 import copy
 import warnings
 from contextlib import contextmanager
 from math import ceil, sqrt
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -34,6 +39,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from ._compat import Interval, StrOptions
+from ._engine import ValidationSplit
 from .modules._blocks import WideAndDeep, linear_inputs
 
 # The L2 strengths (on the mean loss) tried for the linear start, strongest first, a decade apart.
@@ -54,6 +61,12 @@ LSTM_REFERENCE_ROWS = 42_628
 # A fit without validation is still learning when its last n_iter_no_change epochs lowered
 # the training loss by more than this share of its whole descent.
 CONVERGENCE_TOL = 0.01
+# The parameters of a pretraining transformer's epoch selection (held_out_split).
+HELD_OUT_PARAMETERS = {
+    "early_stopping": ["boolean", StrOptions({"auto"})],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+}
 
 
 def auto_max_epochs(n_steps_per_epoch):
@@ -357,3 +370,32 @@ def warn_if_cut_short(estimator, train_losses, selection, max_epochs, patience):
         ConvergenceWarning,
         stacklevel=3,
     )
+
+
+def held_out_split(estimator, dataset, seed, minimum):
+    """``(train, selection)``: the rows a pretraining transformer trains on and its :class:`EpochSelection`.
+
+    The transformer's ``early_stopping`` says whether ``validation_fraction`` of the rows of
+    ``dataset`` are held out (a :class:`~skfusion._engine.ValidationSplit` seeded by
+    ``seed``); ``"auto"`` holds them out when they would be at least ``minimum``. The
+    selection, patient for ``n_iter_no_change`` epochs, records their loss and restores the
+    best epoch; it is None, and ``train`` all of ``dataset``, when no rows are held out.
+    """
+    held_out = len(dataset) * estimator.validation_fraction
+    if not (held_out >= minimum if estimator.early_stopping == "auto" else estimator.early_stopping):
+        return dataset, None
+    train, valid = ValidationSplit(estimator.validation_fraction, seed)(dataset)
+    return train, EpochSelection(valid, estimator.n_iter_no_change)
+
+
+def record_epochs(estimator, net, selection):
+    """Set ``n_iter_`` and ``best_epoch_`` of a pretraining run, and warn when ``selection`` shows it cut short.
+
+    Without held-out rows (``selection`` None) nothing warns: the self-supervised losses
+    (next-code, contrastive) of a small model fall for hundreds of epochs, so a warning on
+    the training loss would come with every default fit.
+    """
+    estimator.n_iter_ = len(net.history)
+    estimator.best_epoch_ = estimator.n_iter_ if selection is None else selection.best_epoch_
+    if selection is not None:
+        warn_if_cut_short(estimator, [], [selection], estimator.max_epochs, estimator.n_iter_no_change)

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 import torch
 from _sample_weight_checks import WEIGHTS_ARE_NOT_ROWS
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -186,6 +188,37 @@ def test_bad_inputs(data):
         MedCAMAdapter(**SMALL).fit(X).transform(nan.drop(columns="ehr"))
     with pytest.raises(ValueError, match="unknown modality name\\(s\\) \\['cxr'\\]"):
         MedCAMAdapter(image="cxr", **SMALL).fit(X)
+    with pytest.raises(ValueError, match="The 'early_stopping' parameter of MedCAMAdapter must be"):
+        MedCAMAdapter(early_stopping="yes").fit(X)
+    with pytest.raises(ValueError, match="The 'validation_fraction' parameter of MedCAMAdapter must be"):
+        MedCAMAdapter(validation_fraction=1.0).fit(X)
+    with pytest.raises(ValueError, match="The 'n_iter_no_change' parameter of MedCAMAdapter must be"):
+        MedCAMAdapter(n_iter_no_change=0).fit(X)
+
+
+def test_adapter_keeps_the_epoch_of_lowest_held_out_loss(data):
+    X, _ = data  # 240 paired rows: 48 held out, in two batches of 24
+    settings = {**SMALL, "top_k": 3, "max_epochs": 40, "batch_size": 32, "early_stopping": True,
+                "validation_fraction": 0.2, "n_iter_no_change": 3}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stopped by its patience: no ConvergenceWarning
+        adapter = MedCAMAdapter(**settings).fit(X)
+    selection = dict(adapter.net_.callbacks_)["epoch_selection"]
+    assert adapter.best_epoch_ == np.argmin(selection.losses_) and 0 < adapter.best_epoch_ < adapter.n_iter_ < 40
+    # Eqs. 3-8 with the kept weights, over each batch of held-out rows: that epoch's recorded loss.
+    with torch.no_grad():
+        out = adapter.net_.module_(**selection.valid.batch(torch.arange(len(selection.valid)))[0])
+    image, ehr, steps = (t.double().numpy() for t in (out.image, out.ehr, out.steps))
+    lengths = out.mask.sum(dim=1).numpy()
+    expected = np.mean([
+        _global_reference(image[b], ehr[b], 0.1) + _local_reference(image[b], steps[b], lengths[b], 0.1, 3)
+        for b in np.array_split(np.arange(len(image)), 2)
+    ])
+    np.testing.assert_allclose(selection.losses_[adapter.best_epoch_], expected, rtol=1e-5)
+    # The same run cut at that epoch: its held-out loss was still falling.
+    with pytest.warns(ConvergenceWarning, match="while the validation loss was still falling"):
+        cut = clone(adapter).set_params(max_epochs=adapter.best_epoch_).fit(X)
+    np.testing.assert_allclose(cut.transform(X), adapter.transform(X), rtol=1e-5, atol=1e-6)
 
 
 def test_classifier_predicts_from_the_image_alone(data):

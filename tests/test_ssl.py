@@ -1,12 +1,14 @@
 """ConVIRT, ALIGN and VICReg: losses against their equations, pipelines, inputs, contracts."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from _batch_invariance import assert_batch_invariant, skip_float32_batch_check
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
@@ -269,6 +271,90 @@ def test_bad_inputs(data):
         ConVIRT(ehr_weight=-1.0).fit(X)
     with pytest.raises(ValueError, match="'output' parameter of VICReg must be a str among"):
         VICReg(output="text").fit(X)
+
+
+# 300 paired rows: 60 held out, in two batches of 30 (training deals 240 rows in batches of 30).
+HELD_OUT = {**SMALL, "max_epochs": 40, "batch_size": 32, "early_stopping": True, "validation_fraction": 0.2,
+            "n_iter_no_change": 3}
+HELD_OUT_MODELS = {"ConVIRT": ConVIRT(**HELD_OUT), "ALIGN": ALIGN(swap_fraction=0.2, **HELD_OUT), "VICReg": VICReg(**HELD_OUT)}
+
+
+@pytest.fixture(scope="module")
+def held_out_fits(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # each stopped by its patience: no ConvergenceWarning
+        return {name: clone(model).fit(data[0]) for name, model in HELD_OUT_MODELS.items()}
+
+
+def _selection(model):
+    return dict(model.net_.callbacks_)["epoch_selection"]
+
+
+@pytest.mark.parametrize("name", HELD_OUT_MODELS)
+def test_the_kept_weights_are_those_of_the_best_held_out_epoch(name, held_out_fits, data):
+    X, _ = data
+    model = held_out_fits[name]
+    curve = _selection(model).losses_  # epoch 0 (the initial weights) on
+    assert model.best_epoch_ == np.argmin(curve) and 0 < model.best_epoch_ < model.n_iter_ < HELD_OUT["max_epochs"]
+    np.testing.assert_array_equal(model.net_.history[:, "valid_loss"], curve[1:])
+    # The same run cut at that epoch: its held-out loss was still falling.
+    with pytest.warns(ConvergenceWarning, match="max_epochs=.* while the validation loss was still falling"):
+        cut = clone(model).set_params(max_epochs=model.best_epoch_).fit(X)
+    assert cut.n_iter_ == cut.best_epoch_ == model.best_epoch_
+    np.testing.assert_allclose(cut.transform(X), model.transform(X), rtol=1e-5, atol=1e-6)
+
+
+HELD_OUT_LOSSES = {
+    "ConVIRT": lambda image, ehr, model: weighted_info_nce(image, ehr, 1 / model.temperature, 0.75, 0.25),
+    "ALIGN": lambda image, ehr, model: weighted_info_nce(image, ehr, model.net_.module_.scale().item(), 1.0, 1.0),
+    "VICReg": lambda image, ehr, model: vicreg_loss(image, ehr),
+}
+
+
+@pytest.mark.parametrize("name", HELD_OUT_MODELS)
+def test_held_out_loss_is_the_mean_over_training_sized_batches(name, held_out_fits, data):
+    X, _ = data
+    model = held_out_fits[name]
+    rows = _selection(model).valid.indices.cpu().numpy()
+    Z = torch.tensor(model.transform(X.iloc[rows]).to_numpy())
+    # Each batch of 30 held-out rows on its own (a row against 29 others, not all 59; VICReg's
+    # statistics per batch), the pairs as given (no swap), with the kept weights.
+    batches = np.array_split(np.arange(len(rows)), math.ceil(len(rows) / HELD_OUT["batch_size"]))
+    expected = sum(len(b) * HELD_OUT_LOSSES[name](Z[b, :8], Z[b, 8:], model).item() for b in batches) / len(rows)
+    np.testing.assert_allclose(_selection(model).losses_[model.best_epoch_], expected, rtol=1e-5)
+
+
+def test_early_stopping_auto_holds_out_100_rows_and_a_batch_else_trains_on_every_row(data):
+    X, _ = data
+    held_out = {}
+    for fraction, batch_size in [(0.3, 32), (0.34, 32), (0.34, 128)]:  # 90, 102, 102 rows held out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = ConVIRT(**{**SMALL, "max_epochs": 1, "batch_size": batch_size}, validation_fraction=fraction).fit(X)
+        held_out[fraction, batch_size] = "epoch_selection" in dict(model.net_.callbacks_)
+    assert held_out == {(0.3, 32): False, (0.34, 32): True, (0.34, 128): False}
+    # Without held-out rows: max_epochs on every row, the last epoch kept, no warning on the training loss.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto, off = ALIGN(**SMALL).fit(X), ALIGN(early_stopping=False, **SMALL).fit(X)
+    assert auto.n_iter_ == auto.best_epoch_ == off.n_iter_ == off.best_epoch_ == SMALL["max_epochs"]
+    np.testing.assert_array_equal(auto.transform(X), off.transform(X))
+
+
+@pytest.mark.parametrize("cls", [ConVIRT, ALIGN, VICReg])
+@pytest.mark.parametrize(
+    ("param", "value"), [("early_stopping", "yes"), ("validation_fraction", 1.0), ("validation_fraction", 0.0),
+                         ("n_iter_no_change", 0)]
+)
+def test_bad_epoch_selection_parameters(cls, param, value, data):
+    with pytest.raises(ValueError, match=f"The '{param}' parameter of {cls.__name__} must be"):
+        cls(**{param: value}).fit(data[0])
+
+
+def test_early_stopping_needs_two_rows_on_each_side(data):
+    X, _ = data
+    with pytest.raises(ValueError, match="each side needs at least 2 .*early_stopping=False"):
+        VICReg(**SMALL, early_stopping=True).fit(X.iloc[:10])
 
 
 SSL_CHECKED = [

@@ -19,8 +19,8 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._compat import Interval, StrOptions
-from .._engine import BalancedBatches, ValidationSplit, draw_seed, make_net, seeded, transformer_precision
-from .._training import EpochSelection, warn_if_cut_short
+from .._engine import BalancedBatches, draw_seed, make_net, seeded, transformer_precision
+from .._training import HELD_OUT_PARAMETERS, held_out_split, record_epochs
 from ..modules.clmbr import (
     DICTIONARY_FILE,
     CLMBRModel,
@@ -426,9 +426,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "early_stopping": ["boolean", StrOptions({"auto"})],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        **HELD_OUT_PARAMETERS,
         "callbacks": [list, None],
         "device": [str],
         "random_state": ["random_state"],
@@ -581,11 +579,8 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def _train(self, module, patients, seed):
         """Train ``module`` on ``patients`` with ``make_net``, the epoch chosen on held-out patients or not."""
-        callbacks, selection = list(self.callbacks or []), None
-        if self._holds_out(len(patients)):
-            patients, valid = ValidationSplit(self.validation_fraction, seed)(patients)
-            selection = EpochSelection(valid, self.n_iter_no_change)
-            callbacks.append(("epoch_selection", selection))
+        patients, selection = held_out_split(self, patients, seed, MIN_VALIDATION_PATIENTS)
+        callbacks = list(self.callbacks or []) + ([] if selection is None else [("epoch_selection", selection)])
         with seeded(seed, self.device_):
             net = make_net(
                 module,
@@ -602,18 +597,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
             )
             net.fit(patients, None)
         self.loss_curve_ = [float(loss) for loss in net.history[:, "train_loss"]]
-        self.n_iter_ = len(net.history)
-        self.best_epoch_ = self.n_iter_ if selection is None else selection.best_epoch_
-        if selection is not None:
-            # Without held-out patients nothing warns: the next-code loss of a small model
-            # falls for hundreds of epochs, a warning on it would come with every default fit.
-            warn_if_cut_short(self, [], [selection], self.max_epochs, self.n_iter_no_change)
-
-    def _holds_out(self, n_patients):
-        """Whether the epoch is chosen on held-out patients (``early_stopping``; "auto": from 100 held out)."""
-        if self.early_stopping == "auto":
-            return n_patients * self.validation_fraction >= MIN_VALIDATION_PATIENTS
-        return self.early_stopping
+        record_epochs(self, net, selection)
 
     # ----------------------------------------------------------- transform
     def _embedding_dim(self):
@@ -775,7 +759,7 @@ class _TokenSequences(torch.utils.data.Dataset):
 
     def batch(self, positions):
         """The patients at ``positions``: ``({name: block}, n_targets)`` on the device."""
-        rows = self.indices[positions.cpu().numpy()]
+        rows = self.indices[positions if isinstance(positions, slice) else positions.cpu().numpy()]
         inputs, lengths = _collate([self.tokens[i] for i in rows], self.device)
         present = torch.ones(len(rows), dtype=torch.bool, device=self.device)
         return {self.name: {**inputs, "lengths": lengths, "present": present}}, self.targets[rows].to(self.device)

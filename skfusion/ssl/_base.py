@@ -3,7 +3,10 @@
 :class:`BasePairedPretraining` owns ``fit`` (find the two modalities, keep the rows that have
 both, train :class:`~skfusion.modules.ssl.PairedEncoders` with skorch) and ``transform``
 (embed the modalities that ``_output_modalities`` names, needing only their columns). A
-subclass names its criterion in ``_criterion()``: the loss is the only difference.
+subclass names its criterion in ``_criterion()``: the loss is the only difference. The
+epoch is chosen on held-out paired rows as ``CLMBREmbedder`` chooses it
+(:func:`~skfusion._training.held_out_split`), their loss computed in training-sized batches
+(:class:`PairedNet`).
 """
 
 from numbers import Integral, Real
@@ -36,10 +39,14 @@ from .._engine import (
     weight_format,
 )
 from .._images import IMAGE_FILE_CONSTRAINTS
+from .._training import HELD_OUT_PARAMETERS, held_out_split, record_epochs
 from ..modules.encoders import image_encoder
 from ..modules.ssl import PairedEncoders
 
 _MIN_PAIRED_ROWS = 2
+# early_stopping="auto" holds paired rows out from this many on (and from a training batch of
+# them): the threshold of the fusion estimators and of CLMBREmbedder (docs/design.md).
+MIN_VALIDATION_ROWS = 100
 
 
 def find_pair(X, image, ehr, modality_dims, raw_image=False):
@@ -125,8 +132,35 @@ _PAIRED_PARAMETERS = {
     "random_state": ["random_state"],
     "verbose": ["verbose"],
     "modality_dims": [list, tuple, dict, None],
+    **HELD_OUT_PARAMETERS,
     **IMAGE_FILE_CONSTRAINTS,
 }
+
+
+class PairedNet(AlignmentNet):
+    """The network of a pretraining transformer: its held-out loss is the mean of training-sized batches.
+
+    A contrastive loss over all ``N`` held-out rows at once would build an ``N x N``
+    similarity matrix, and would measure another task than the one trained: each row
+    told from ``N - 1`` others instead of ``batch_size - 1`` (VICReg's variance and
+    covariance are batch statistics too). The held-out rows are cut, in their order, into
+    the even batches of at most ``batch_size`` that training deals
+    (:class:`~skfusion._engine.BalancedBatches` unshuffled): the same batches every epoch,
+    so the losses of two epochs compare, and memory bounded by a training step's. The
+    criterion is in evaluation mode (ALIGN's noisy pairs are for training only); the
+    batches' losses are averaged weighted by their rows.
+    """
+
+    def dataset_loss(self, dataset):
+        self.module_.eval()
+        self.criterion_.eval()
+        workers = self.get_params_for("iterator_valid").get("num_workers", 0)
+        total = 0.0
+        with torch.inference_mode(), self.autocast():
+            for batch, _ in BalancedBatches(dataset, self.batch_size, num_workers=workers):
+                rows = len(next(iter(batch.values()))["present"])
+                total += self.get_loss(self.infer(batch), None).item() * rows
+        return total / len(dataset)
 
 
 class BasePairedPretraining(TransformerMixin, BaseEstimator):
@@ -209,6 +243,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         dataset = ModalityDataset(blocks, device=device).subset(paired)
         seed = self._seed()
+        train, selection = held_out_split(self, dataset, seed, max(MIN_VALIDATION_ROWS, self.batch_size))
         with seeded(seed, device):
             # The estimator's backbone is left untouched: a copy is fine-tuned.
             encoder = None if self.backbone is None else image_encoder(self.image_spec_, self.backbone)
@@ -236,16 +271,17 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 # CLIP and ALIGN leave the logit scale out of the weight decay.
                 param_groups=[("log_scale", {"weight_decay": 0.0})],
                 max_epochs=self.max_epochs,
+                callbacks=[] if selection is None else [("epoch_selection", selection)],
                 iterator=BalancedBatches,
                 augment=self.augment,
                 num_workers=self.num_workers,
                 verbose=self.verbose,
                 amp_dtype=training_precision(device, [self.image_spec_]),
-                net_class=AlignmentNet,
+                net_class=PairedNet,
             )
-            self.net_.fit(dataset, None)
+            self.net_.fit(train, None)
         self.net_.module_.eval()
-        self.n_iter_ = self.best_epoch_ = len(self.net_.history)
+        record_epochs(self, self.net_, selection)
         return self
 
     def _embed(self, blocks, role):

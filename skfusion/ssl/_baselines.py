@@ -92,6 +92,7 @@ class ConVIRT(_SSLTransformer):
         (MedMod's code); ``False`` is the InfoNCE of ConVIRT's paper.
     {paired_network}
     {paired_training}
+    {paired_early_stopping}
 
     Attributes
     ----------
@@ -156,6 +157,9 @@ class ConVIRT(_SSLTransformer):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
     ):
         self.image = image
         self.ehr = ehr
@@ -179,6 +183,9 @@ class ConVIRT(_SSLTransformer):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     def _criterion(self):
         ehr_weight = 1 - self.image_weight if self.ehr_weight is None else self.ehr_weight
@@ -229,6 +236,7 @@ class ALIGN(_SSLTransformer):
         code); ``False`` is ALIGN's InfoNCE.
     {paired_network}
     {paired_training}
+    {paired_early_stopping}
 
     Attributes
     ----------
@@ -289,6 +297,9 @@ class ALIGN(_SSLTransformer):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
     ):
         self.image = image
         self.ehr = ehr
@@ -311,6 +322,9 @@ class ALIGN(_SSLTransformer):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     def _criterion(self):
         return ALIGNLoss(_swap_range(self.swap_fraction), self.negatives_only)
@@ -357,6 +371,7 @@ class VICReg(_SSLTransformer):
         :math:`\\nu`.
     {paired_network}
     {paired_training}
+    {paired_early_stopping}
 
     Attributes
     ----------
@@ -417,6 +432,9 @@ class VICReg(_SSLTransformer):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
     ):
         self.image = image
         self.ehr = ehr
@@ -439,6 +457,9 @@ class VICReg(_SSLTransformer):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     def _criterion(self):
         return VICRegLoss(self.invariance_weight, self.variance_weight, self.covariance_weight)

@@ -63,6 +63,7 @@ class MedCAMAdapter(BasePairedPretraining):
         ConVIRT's).
     {paired_network}
     {paired_training}
+    {paired_early_stopping}
 
     Attributes
     ----------
@@ -118,6 +119,9 @@ class MedCAMAdapter(BasePairedPretraining):
         random_state=None,
         verbose=0,
         modality_dims=None,
+        early_stopping="auto",
+        validation_fraction=0.1,
+        n_iter_no_change=10,
     ):
         self.image = image
         self.ehr = ehr
@@ -138,6 +142,9 @@ class MedCAMAdapter(BasePairedPretraining):
         self.random_state = random_state
         self.verbose = verbose
         self.modality_dims = modality_dims
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
 
     def _criterion(self):
         return MedCAMLoss(self.top_k)
