@@ -3,6 +3,7 @@
 from .clmbr import CLMBREmbedder
 from .._cardiac import heart_slices
 from ._backbone import load_backbone
+from ._tte_weights import load_tte_encoder
 from .ct import CTVolumeEmbedder
 from .image import ImageEmbedder
 from .onehot import OneHotEHREncoder
@@ -17,4 +18,5 @@ __all__ = [
     "events_from_long_table",
     "heart_slices",
     "load_backbone",
+    "load_tte_encoder",
 ]
