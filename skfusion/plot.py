@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.utils.validation import check_scalar
 from sksurv.nonparametric import kaplan_meier_estimator
 
-from ._volumes import check_image_shape
+from ._volumes import apply_window, check_image_shape, resolve_window
 from .metrics._calibration import at_horizon_checked, kaplan_meier_at
 from .metrics._checks import as_rows, check_finite, check_lengths, check_survival
 
@@ -18,6 +18,7 @@ __all__ = [
     "plot_km_by_risk_group",
     "plot_saliency_overlay",
     "plot_slice_importance",
+    "plot_slice_saliency",
 ]
 
 
@@ -605,3 +606,100 @@ def plot_saliency_overlay(image, saliency, *, ax=None, alpha=0.6, cmap="inferno"
     ax.imshow(magnitude, cmap=cmap, alpha=alpha, interpolation="nearest")
     ax.set_axis_off()
     return ax
+
+
+def plot_slice_saliency(volume, saliency, slices, *, window="pe", ax=None, alpha=0.6, cmap="inferno"):
+    """Axial slices of a CT volume, windowed, each with the magnitude of its voxel map drawn over it.
+
+    One panel per slice, all with one colour scale, from 0 to the largest magnitude on the
+    slices shown, so that the slices compare: the layout of Fig. 2 of Zhang et al. [1]_,
+    one call per model.
+
+    Parameters
+    ----------
+    volume : array-like of shape (z, y, x)
+        A CT volume in Hounsfield units (HU), ``z`` from feet to head, as
+        :class:`~skfusion.encoders.CTVolumeEmbedder` reads it.
+    saliency : array-like of the same shape
+        Its voxel attributions: a row of :func:`skfusion.inspection.gradient_saliency` or
+        :func:`skfusion.inspection.integrated_gradients` for the volume column of a Pipeline.
+    slices : int or sequence of int
+        The axial indices to show, each in ``[0, z)``.
+    window : {"pe", "mace"} or tuple of (float, float), default="pe"
+        The HU window of the grey image, as ``CTVolumeEmbedder``'s: ``"pe"`` is
+        [-1350, 150], ``"mace"`` [-125, 225], or a ``(low, high)`` pair.
+    ax : matplotlib.axes.Axes or sequence of them, default=None
+        One Axes per slice (e.g. a row of :func:`matplotlib.pyplot.subplots`); default a
+        new figure with one row of panels.
+    alpha : float, default=0.6
+        Opacity of the saliency layer, in [0, 1].
+    cmap : str, default="inferno"
+
+    Returns
+    -------
+    axes : list of matplotlib.axes.Axes
+        One per slice, titled with its index, each with two images: the windowed slice
+        (``images[0]``) and the saliency magnitude (``images[1]``).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If ``volume`` is not 3-D, the shapes differ, a value is not finite, a slice index is
+        not an integer in ``[0, z)``, ``ax`` holds another number of Axes than ``slices``,
+        or ``window`` or ``alpha`` is invalid.
+
+    See Also
+    --------
+    plot_saliency_overlay : the same overlay for a 2-D image.
+
+    References
+    ----------
+    .. [1] Zhang et al. (2026). Fusion is not one-size-fits-all: cross-modal representation
+           alignment for time-to-event modeling. arXiv:2606.15038.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skfusion.plot import plot_slice_saliency
+    >>> volume = np.full((4, 8, 8), 40.0)
+    >>> saliency = np.zeros((4, 8, 8))
+    >>> saliency[2, 3, 5] = -0.5
+    >>> axes = plot_slice_saliency(volume, saliency, [1, 2], window="mace")
+    >>> [ax.get_title() for ax in axes], float(axes[1].images[1].get_array()[3, 5])
+    (['z = 1', 'z = 2'], 0.5)
+    """
+    volume = np.asarray(volume, dtype=np.float64)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if volume.ndim != 3:
+        raise ValueError(f"volume must be a 3-D (z, y, x) array in HU; got shape {volume.shape}.")
+    if saliency.shape != volume.shape:
+        raise ValueError(f"saliency has shape {saliency.shape}; it must have the volume's, {volume.shape}.")
+    if not (np.isfinite(volume).all() and np.isfinite(saliency).all()):
+        raise ValueError("volume and saliency must hold finite values only.")
+    slices = [slices] if isinstance(slices, numbers.Integral) else list(slices)
+    if not slices:
+        raise ValueError("slices is empty: name at least one axial index.")
+    n = len(volume)
+    for k, index in enumerate(slices):
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < n:
+            raise ValueError(f"slices[{k}]={index!r} is not an axial index of the volume: an integer in [0, {n}).")
+    low, high = resolve_window(window)
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}.")
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(1, len(slices), figsize=(2.6 * len(slices), 2.8), squeeze=False)
+    axes = list(np.ravel(ax))
+    if len(axes) != len(slices):
+        raise ValueError(f"ax holds {len(axes)} Axes for {len(slices)} slices; pass one per slice.")
+    magnitude = np.abs(saliency[slices])
+    for panel, index, values in zip(axes, slices, magnitude):
+        panel.imshow(apply_window(volume[index], low, high), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        panel.imshow(values, cmap=cmap, alpha=alpha, vmin=0, vmax=magnitude.max(), interpolation="nearest")
+        panel.set_title(f"z = {index}")
+        panel.set_axis_off()
+    return axes

@@ -201,5 +201,9 @@ def test_a_model_that_is_not_skfusions_is_named(tokens):
     with pytest.raises(ValueError, match=r"LogisticRegression is not a skfusion fusion estimator: .*survival model or classifier"):
         gradient_saliency(foreign, ehr, "ehr")
     pipeline = make_pipeline(FunctionTransformer(), LateFusionClassifier(max_epochs=1, random_state=0)).fit(X, labels)
-    with pytest.raises(ValueError, match=r"Pipeline is not a skfusion fusion estimator: .*pass its last step"):
+    with pytest.raises(
+        ValueError,
+        match=r"step 'functiontransformer' \(FunctionTransformer\) is not a skfusion encoder: .*pass pipe\[-1\] and "
+        r"pipe\[:-1\]\.transform\(X\)",
+    ):
         integrated_gradients(pipeline, X, "img")

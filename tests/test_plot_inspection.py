@@ -4,10 +4,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from skfusion.plot import plot_saliency_overlay, plot_slice_importance
+from skfusion.plot import plot_saliency_overlay, plot_slice_importance, plot_slice_saliency
 
 
 def test_slice_importance_heatmap_blanks_padding():
@@ -52,3 +53,37 @@ def test_saliency_overlay_bad_input():
         plot_saliency_overlay(np.ones((4, 4)), np.full((4, 4), np.inf))
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]; got 2"):
         plot_saliency_overlay(np.ones((4, 4)), np.ones((4, 4)), alpha=2)
+
+
+def test_slice_saliency_windows_each_slice_under_one_colour_scale():
+    volume = np.stack([np.full((4, 5), hu) for hu in (-1000.0, 40.0, 500.0)])  # (z, y, x) in HU
+    saliency = np.zeros((3, 4, 5))
+    saliency[0, 1, 2], saliency[2, 3, 4] = -2.0, 0.5
+    _, row = plt.subplots(1, 2)
+    axes = plot_slice_saliency(volume, saliency, [2, 0], window="mace", ax=row)
+    assert axes == list(row) and [ax.get_title() for ax in axes] == ["z = 2", "z = 0"]
+    np.testing.assert_allclose(axes[0].images[0].get_array(), 1.0)  # 500 HU: above the window [-125, 225]
+    np.testing.assert_allclose(axes[1].images[0].get_array(), 0.0)
+    assert axes[1].images[1].get_array()[1, 2] == 2.0
+    assert [ax.images[1].get_clim() for ax in axes] == [(0.0, 2.0)] * 2
+    assert len(plot_slice_saliency(volume, saliency, 1)) == 1
+
+
+def test_slice_saliency_bad_input():
+    volume, saliency = np.zeros((3, 4, 4)), np.zeros((3, 4, 4))
+    with pytest.raises(ValueError, match=r"volume must be a 3-D \(z, y, x\) array in HU; got shape \(4, 4\)"):
+        plot_slice_saliency(volume[0], saliency[0], [0])
+    with pytest.raises(ValueError, match=r"saliency has shape \(3, 4, 5\); it must have the volume's, \(3, 4, 4\)"):
+        plot_slice_saliency(volume, np.zeros((3, 4, 5)), [0])
+    with pytest.raises(ValueError, match="finite values only"):
+        plot_slice_saliency(volume, np.full((3, 4, 4), np.nan), [0])
+    for slices, match in [([0, 3], r"slices\[1\]=3 is not an axial index"), ([-1], r"slices\[0\]=-1"),
+                          ([1.0], r"slices\[0\]=1.0"), ([True], r"slices\[0\]=True"), ([], "slices is empty")]:
+        with pytest.raises(ValueError, match=match):
+            plot_slice_saliency(volume, saliency, slices)
+    with pytest.raises(ValueError, match=r"window=\(5, 1\)"):
+        plot_slice_saliency(volume, saliency, [0], window=(5, 1))
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        plot_slice_saliency(volume, saliency, [0], alpha=-1)
+    with pytest.raises(ValueError, match="ax holds 1 Axes for 2 slices"):
+        plot_slice_saliency(volume, saliency, [0, 1], ax=[plt.subplots()[1]])

@@ -249,9 +249,13 @@ class CTVolumeEmbedder(SliceEmbedder):
                 f"slices={self.slices!r}: a tuple must be (start, stop) with int or None entries."
             )
 
-    def _read_cell(self, cell, where):
+    def _read_volume(self, cell, where):
+        """The ``(z, y, x)`` HU volume of a cell and the sorted indices of the slices ``slices`` keeps."""
         volume = read_ct_volume(cell, where)
-        indices = select_slices(volume, self.slices, where)
+        return volume, select_slices(volume, self.slices, where)
+
+    def _read_cell(self, cell, where):
+        volume, indices = self._read_volume(cell, where)
         kept = volume if len(indices) == len(volume) else volume[indices]
         return np.ascontiguousarray(kept[:, None])
 
