@@ -36,6 +36,7 @@ from ._data import (
     to_blocks,
     warn_wholly_missing,
 )
+from ._images import volume_cache
 from ._distributed import DataParallelNet, shared_seed
 from ._engine import (
     FusionNet,
@@ -139,7 +140,8 @@ class BaseFusion(BaseEstimator):
         return infer_layout(X, self.modalities, self.modality_dims)
 
     def _image_files(self):
-        """``(image_size, augment, num_workers)``: how image columns of file paths are read.
+        """``{"image_size", "volume_size", "window", "augment", "num_workers"}``: how image and volume columns of
+        file paths are read.
 
         None for a family that reads no images; the families that train an image encoder
         take them from their parameters.
@@ -152,7 +154,7 @@ class BaseFusion(BaseEstimator):
         require_kinds(layout, self._modality_kinds, self)
         files = self._image_files()
         if files is not None:
-            layout = sized_images(layout, files[0])
+            layout = sized_images(layout, files["image_size"], files["volume_size"], files["window"])
         if not isinstance(X, pd.DataFrame) and self.modality_dims is None and len(layout) > 1:
             # A transformer with array output in front of the model loses the modality names.
             warnings.warn(
@@ -264,7 +266,7 @@ class BaseFusion(BaseEstimator):
             ]
         augment, workers = self._loader_settings()
         return make_net(
-            module.to(memory_format=weight_format(device, self.layout_)),
+            module.to(memory_format=weight_format(device, module)),
             TaskLoss(self._loss_function()),
             device=device,
             batch_size=batch_size,
@@ -306,7 +308,8 @@ class BaseFusion(BaseEstimator):
         self : object
         """
         blocks, _ = self._blocks(X, reset=True)
-        return self._fit_blocks(X, y, sample_weight, blocks)
+        with volume_cache(blocks):
+            return self._fit_blocks(X, y, sample_weight, blocks)
 
     def _fit_read(self, reader, layout, blocks, y, sample_weight):
         """``fit`` on ``blocks``, which the fitted estimator ``reader`` read from its ``X`` for ``layout``.
@@ -451,7 +454,7 @@ class BaseFusion(BaseEstimator):
     def _loader_settings(self):
         """``(augment, num_workers)`` of the image-file loader (no augmentation, no workers without image files)."""
         files = self._image_files()
-        return (False, 0) if files is None else files[1:]
+        return (False, 0) if files is None else (files["augment"], files["num_workers"])
 
     @property
     def network_(self):

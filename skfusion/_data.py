@@ -16,7 +16,10 @@
   batch by batch while the model trains (see :mod:`skfusion._images`), never all at once.
   A ``(Z, H, W)`` array whose first and last axes are neither 1 nor 3 is a CT volume in
   Hounsfield units, read as it is, its ``Z`` slices as channels (the input of
-  ``TimeToEventPretraining.image_encoder_``).
+  ``TimeToEventPretraining.image_encoder_``, or of a 3-D encoder that resamples them to the
+  estimator's ``volume_size``). A column of CT volume files (DICOM series folders, NIfTI files
+  of three spatial sides larger than 1) is a volume column of files (``volume=True,
+  files=True``), read batch by batch at ``volume_size`` in HU (:class:`~skfusion._images.VolumeFiles`).
 
 A row whose block is entirely NaN (or whose cell is ``None``, or has ``T_i = 0``) is *missing*
 that modality. NaN inside a partly observed block, and inf anywhere, are errors.
@@ -43,8 +46,8 @@ import pandas as pd
 import torch
 from sklearn.utils.validation import validate_data
 
-from ._images import ImageFiles, check_image_files, is_path
-from ._volumes import check_image_shape, image_from_array, looks_channels_first
+from ._images import ImageFiles, VolumeFiles, check_image_files, is_path
+from ._volumes import check_image_shape, image_from_array, is_volume_file, looks_channels_first
 
 SEPARATOR = "__"
 _MAX_ROWS_SHOWN = 8
@@ -77,7 +80,8 @@ class ModalitySpec:
     dim: int  # features per row (vector), per token (sequence), channels (image)
     shape: tuple = ()  # (C, H, W) of an image, as the network reads it (its cells are (H, W, C))
     files: bool = False  # an image column of file paths (its shape set by the estimator's image_size)
-    volume: bool = False  # an image column of (Z, H, W) volumes in HU, read as they are (C = Z)
+    volume: bool = False  # an image column of (Z, H, W) volumes in HU (arrays read as they are, C = Z)
+    window: object = None  # a volume column of files: the HU window of its encoder (see VolumeFiles)
 
 
 def _rows(mask):
@@ -148,6 +152,8 @@ def _raw_spec(name, series):
             return ModalitySpec(name, "image", (series.name,), shape[-1], (shape[-1], *shape[:2]))
         return ModalitySpec(name, "image", (series.name,), shape[0], shape, volume=True)
     if is_path(cell):
+        if is_volume_file(cell, f"column {name!r}, row {row}"):
+            return ModalitySpec(name, "image", (series.name,), 1, (None, None, None), files=True, volume=True)
         return ModalitySpec(name, "image", (series.name,), 3, (3, None, None), files=True)
     kind = type(cell).__name__
     if isinstance(cell, (np.ndarray, torch.Tensor)):
@@ -177,9 +183,17 @@ _KIND_NAMES = {
 }
 
 
-def sized_images(layout, size):
-    """``layout`` with every image column of file paths read as ``(3, size, size)`` images."""
-    return tuple(replace(spec, shape=(3, size, size)) if spec.files else spec for spec in layout)
+def sized_images(layout, size, volume_size=None, window=None):
+    """``layout`` with every image column of file paths read as ``(3, size, size)`` images, and every volume
+    column of files as ``volume_size`` volumes windowed by ``window`` (left as they are without ``volume_size``)."""
+    sized = []
+    for spec in layout:
+        if spec.files and spec.volume and volume_size is not None:
+            spec = replace(spec, shape=tuple(volume_size), window=window)
+        elif spec.files and not spec.volume:
+            spec = replace(spec, shape=(3, size, size))
+        sized.append(spec)
+    return tuple(sized)
 
 
 def _transformer_prefixed(X, raw):
@@ -468,8 +482,9 @@ def _sequence_block(X, spec):
 def _image_block(X, spec):
     cells = X[spec.columns[0]].tolist()
     if spec.files:
-        paths, present = check_image_files(cells, spec.name)
-        return {"files": ImageFiles(paths, spec.shape[-1]), "present": torch.from_numpy(present)}
+        paths, present = check_image_files(cells, spec.name, spec.volume)
+        files = VolumeFiles(paths, spec.shape, spec.window) if spec.volume else ImageFiles(paths, spec.shape[-1])
+        return {"files": files, "present": torch.from_numpy(present)}
     x = np.zeros((len(cells), *spec.shape), dtype=np.float32)
     present = np.zeros(len(cells), dtype=bool)
     for i, cell in enumerate(cells):
@@ -742,7 +757,9 @@ class ModalityDataset(torch.utils.data.Dataset):
         for name, block in blocks.items():
             gathered = {key: _gather(value, take) for key, value in block.items()}
             if name in self.files:
-                layout = image_memory_format(self.device)
+                # A volume batch (n, D, H, W) has no channel axis yet: its encoder lays it out (channels-last-3d).
+                volumes = isinstance(self.files[name], VolumeFiles)
+                layout = torch.preserve_format if volumes else image_memory_format(self.device)
                 gathered["x"] = images[name].to(self.device, non_blocking=True, memory_format=layout)
             if "mask" in gathered:
                 width = max(int(gathered["mask"].sum(dim=1).max()), 1)

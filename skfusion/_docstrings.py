@@ -179,32 +179,58 @@ DOCS["training"] = parameters(TRAINING)
 DOCS["classifier_training"] = parameters(TRAINING, weight_decay=CLASSIFIER_WEIGHT_DECAY)
 
 
-DOCS["image_files"] = """image_size : int, default=224
+_IMAGE_SIZE = """image_size : int, default=224
         For an image column of file paths (PNG, JPEG, TIFF, DICOM, 2-D NIfTI; ``None`` where
         a row has no image): the side of the square the images are cropped to, after a
         resize of their shorter side to ``256 / 224`` of it, as MedFuse's preprocessing; the
         images are replicated to 3 channels and normalised with ImageNet's statistics. The
         files are read batch by batch while training, never all at once. A column of arrays
-        is used as it is.
-    augment : bool, default=True
+        is used as it is."""
+_IMAGE_LOADING = """augment : bool, default=True
         At training time, flip each image horizontally with probability 1/2, give it
         MedFuse's random affine transform (rotation up to 45 degrees, scale 0.85 to 1.15,
         translation up to 15 %) and crop it at a random position; prediction always uses
-        the centre crop. File columns only.
+        the centre crop. A volume file is flipped left-right with probability 1/2 and shifted
+        by up to 10 % of each side (the voxels shifted in take the window's low end).
+        File columns only.
     num_workers : int, default=0
         DataLoader worker processes that read and preprocess the image files ahead of the
         training loop (0: read in the main process)."""
-DOCS["image_encoder"] = """image_encoder : {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"} or torch.nn.Module, default="resnet34"
-        The CNN trained on an image modality (a raw column of ``(H, W, C)`` arrays with ``C``
-        1 or 3, one shape per column, or of image file paths): torchvision's ResNet of that
-        depth without its ``fc`` layer, randomly initialised (ResNet-34 is MedFuse's and
-        MedMod's image encoder, 512 features; 2,048 from ResNet-50 on; torchvision is not
-        needed), or your own module mapping the channels-first batch ``(n, C, H, W)`` to
-        ``(n, d)``, deep-copied at fit. For pre-trained weights (a local torchvision
-        checkpoint: ImageNet, RadImageNet, ...), pass
-        ``skfusion.encoders.load_backbone("resnet34", path)``. Unused without an image
-        modality.
-    """ + DOCS["image_files"]
+DOCS["image_files"] = _IMAGE_SIZE + "\n    " + _IMAGE_LOADING
+DOCS["volume_files"] = """volume_size : tuple of 3 int, default=(128, 128, 128)
+        For a CT volume column (DICOM series folders, 3-D NIfTI files or ``(Z, H, W)`` arrays,
+        in Hounsfield units; ``None`` where a row has no volume) read by a 3-D encoder: the
+        ``(D, H, W)`` voxels every volume is resampled to (trilinear). Huo et al. trained on
+        224^3 volumes; a 3-D DenseNet-121 forward and backward pass on one 128^3 volume takes
+        about 20 s on one CPU core (5x that at 224^3), so train at that size on a GPU. Volume
+        files are read batch by batch, and decoded once per fit: the resampled volumes are
+        cached in a temporary folder, removed when ``fit`` ends.
+    window : {"minmax", "pe", "mace"} or tuple of (float, float), default="minmax"
+        The intensity scaling of a volume column, applied inside the encoder (so that
+        attributions reach the HU voxels): ``"minmax"`` scales each volume from its minimum
+        to its maximum into [0, 1], as Huo et al.'s MONAI ``ScaleIntensity`` does
+        (``src/training/1_pretrain_TTE.py`` of som-shahlab/tte-pretraining); ``"pe"``,
+        ``"mace"`` or ``(low, high)`` clip to that HU window and scale it to [0, 1], as
+        :class:`~skfusion.encoders.CTVolumeEmbedder`'s ``window``. Volume columns only."""
+DOCS["image_encoder"] = """image_encoder : "auto", {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}, {"densenet121-3d", "resnet18-3d", "swinunetr", "slices", ...} or torch.nn.Module, default="auto"
+        The network trained on an image modality (a raw column of ``(H, W, C)`` arrays with
+        ``C`` 1 or 3, one shape per column, or of image file paths): torchvision's ResNet of
+        that depth without its ``fc`` layer, randomly initialised (ResNet-34, what ``"auto"``
+        gives, is MedFuse's and MedMod's image encoder, 512 features; 2,048 from ResNet-50
+        on; torchvision is not needed), or your own module mapping the channels-first batch
+        ``(n, C, H, W)`` to ``(n, d)``, deep-copied at fit. For pre-trained weights (a local
+        torchvision checkpoint: ImageNet, RadImageNet, ...), pass
+        ``skfusion.encoders.load_backbone("resnet34", path)``. On a CT volume column, a 3-D
+        network reading ``(n, 1, D, H, W)`` volumes resampled to ``volume_size`` and scaled by
+        ``window``: MONAI's ``"densenet121-3d"`` (what ``"auto"`` gives; also 169, 201, 264),
+        ``"resnet10-3d"`` ... ``"resnet200-3d"``, ``"swinunetr"`` or ``"swinvit"``
+        (:func:`skfusion.modules.volumes.volume_network`, randomly initialised), ``"slices"``
+        (every axial slice through a small 2-D ResNet, gated attention over ``z``: the
+        network of :class:`~skfusion.ssl.TimeToEventPretraining`), or your own module mapping
+        ``(n, 1, D, H, W)`` to ``(n, d)`` (deep-copied); a 2-D ResNet's name is a ValueError
+        there. ``TimeToEventPretraining``'s ``image_encoder_``, which windows HU volumes
+        itself, reads them as they are. Unused without an image modality.
+    """ + _IMAGE_SIZE + "\n    " + DOCS["volume_files"] + "\n    " + _IMAGE_LOADING
 DOCS["sequence_encoder"] = DOCS["sequence_encoder"].rstrip() + "\n    " + DOCS["image_encoder"]
 
 

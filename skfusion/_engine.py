@@ -20,7 +20,6 @@ from sklearn.utils import check_random_state
 from skorch import NeuralNet
 
 from ._compat import check_sample_weight
-from ._data import image_memory_format
 from ._images import read_batches
 
 
@@ -265,9 +264,19 @@ def _has_cnn(layout):
     return any(spec.kind == "image" for spec in layout)
 
 
-def weight_format(device, layout):
-    """The memory format of a network's weights: its images' (channels-last on CUDA) when it has a CNN."""
-    return image_memory_format(device) if _has_cnn(layout) else torch.preserve_format
+def weight_format(device, module):
+    """The memory format of ``module``'s weights: channels-last on CUDA for a CNN (cuDNN's fastest).
+
+    Read from its convolutions: channels-last for 2-D ones, channels-last-3d for 3-D ones (a
+    volume network), the weights as they are for a network with both (one format cannot
+    serve 4-D and 5-D weights), without convolutions or off CUDA.
+    """
+    if torch.device(device).type != "cuda":
+        return torch.preserve_format
+    ranks = {m.weight.dim() for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))}
+    return {frozenset({4}): torch.channels_last, frozenset({5}): torch.channels_last_3d}.get(
+        frozenset(ranks), torch.preserve_format
+    )
 
 
 def training_precision(device, layout):

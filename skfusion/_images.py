@@ -27,8 +27,11 @@ normalisation. It sits below the data contract, the networks and the encoders, w
 file readers of :mod:`skfusion._volumes`, and imports none of them.
 """
 
+import contextlib
+import hashlib
 import math
 import os
+import tempfile
 from numbers import Integral
 from pathlib import Path
 
@@ -37,8 +40,8 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from ._compat import Interval
-from ._volumes import read_image
+from ._compat import Interval, SequenceOf, StrOptions
+from ._volumes import NAMED_WINDOWS, is_volume_file, read_ct_volume, read_image, resolve_window
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +52,29 @@ IMAGE_FILE_CONSTRAINTS = {
     "augment": ["boolean"],
     "num_workers": [Interval(Integral, 0, None, closed="left")],
 }
+
+
+class _VolumeSize(SequenceOf):
+    """Three positive ints ``(D, H, W)``."""
+
+    def __init__(self):
+        super().__init__(lambda v: isinstance(v, Integral) and not isinstance(v, bool) and v >= 1, "3 positive ints")
+
+    def is_satisfied_by(self, val):
+        return super().is_satisfied_by(val) and len(val) == 3
+
+
+#: Per-volume min-max scaling to [0, 1], the intensity scaling of Huo et al. (MONAI's ``ScaleIntensity``).
+MINMAX = "minmax"
+
+# The parameters of an estimator that trains a volume encoder (see the volume_files docstring fragment).
+VOLUME_FILE_CONSTRAINTS = {
+    "volume_size": [_VolumeSize()],
+    "window": [StrOptions({MINMAX, *NAMED_WINDOWS}), tuple, list],
+}
+
+# A training volume is shifted by up to this fraction of each side.
+MAX_VOLUME_SHIFT = 0.10
 
 # MedFuse resizes to 256 and crops 224: the resize is this multiple of the crop side.
 RESIZE_RATIO = 256 / 224
@@ -144,6 +170,135 @@ class ImageFiles:
         return out
 
 
+def resize_volume(x, size):
+    """Resample a ``(B, D, H, W)`` batch of volumes to ``size`` ``(D, H, W)``, trilinear (``align_corners=False``)."""
+    if tuple(x.shape[1:]) == tuple(size):
+        return x
+    return F.interpolate(x[:, None], size=tuple(size), mode="trilinear", align_corners=False)[:, 0]
+
+
+def window_low(window):
+    """The HU that ``window`` maps to 0 (None for ``"minmax"``: each volume's own minimum)."""
+    return None if isinstance(window, str) and window == MINMAX else resolve_window(window)[0]
+
+
+class VolumeFiles:
+    """One column of CT volume files (DICOM series folders, 3-D NIfTI), resampled to ``size``.
+
+    Each volume is read in Hounsfield units (:func:`~skfusion._volumes.read_ct_volume`) and
+    resampled trilinearly to ``size``; it stays in HU: the window is applied by the encoder
+    (:class:`~skfusion.modules.volume_input.VolumeGeometry`), so that a column of arrays and
+    one of files go through the same module and attributions reach HU voxels.
+
+    Decoding a DICOM series or a compressed NIfTI costs far more than reading the resampled
+    volume back, and a fit reads every volume once per epoch: with ``cache`` (a folder, set
+    by :func:`volume_cache` for the length of a fit) each resampled volume is written there
+    once, as one ``.npy`` file named after its path (so the columns of row subsets share it),
+    written under a temporary name and renamed (a DataLoader worker never reads a half-written
+    file), and read back memory-mapped: epochs after the first decode nothing, and memory
+    holds a batch, not the column. Prediction reads each volume once, without a cache.
+
+    Parameters
+    ----------
+    paths : ndarray of object
+        A path (``str``) per row, ``None`` where the row has no volume.
+    size : tuple of 3 int
+        ``volume_size``: ``(D, H, W)``.
+    window : str or tuple of (float, float)
+        The encoder's window: its low end (a volume's minimum for ``"minmax"``) fills the
+        voxels that augmentation shifts in.
+    cache : str, default=None
+        The folder of the decoded volumes; None reads every volume from its file.
+    """
+
+    def __init__(self, paths, size, window, cache=None):
+        self.paths = paths
+        self.size = tuple(size)
+        self.window = window
+        self.cache = cache
+
+    def take(self, rows):
+        """The column of the rows ``rows`` only (sharing the cache)."""
+        return VolumeFiles(self.paths[rows], self.size, self.window, self.cache)
+
+    def read(self, rows, generator=None):
+        """The volumes of ``rows`` as a ``(len(rows), D, H, W)`` float32 tensor in HU (zeros where missing).
+
+        ``generator`` (a seeded :class:`torch.Generator`) draws the training augmentation
+        (:func:`augment_volume`); ``None`` reads the volumes as they are.
+        """
+        out = torch.zeros(len(rows), *self.size)
+        for k, row in enumerate(rows.tolist()):
+            path = self.paths[row]
+            if path is not None:
+                out[k].numpy()[...] = self._volume(path, row)
+                if generator is not None:
+                    out[k] = augment_volume(out[k], window_low(self.window), generator)
+        return out
+
+    def _volume(self, path, row):
+        """The resampled volume of ``path``: from the cache when it is there (memory-mapped), else decoded."""
+        if self.cache is None:
+            return self._decode(path, row)
+        name = hashlib.sha1(f"{path}|{self.size}".encode()).hexdigest()
+        cached = os.path.join(self.cache, f"{name}.npy")
+        if os.path.exists(cached):
+            return np.load(cached, mmap_mode="r")
+        volume = self._decode(path, row)
+        partial = os.path.join(self.cache, f"{name}.{os.getpid()}.partial.npy")
+        np.save(partial, volume)
+        os.replace(partial, cached)
+        return volume
+
+    def _decode(self, path, row):
+        try:
+            volume = read_ct_volume(path, path)
+        except ValueError as exc:
+            raise ValueError(f"row {row}, volume {path!r}: {exc}") from None
+        return resize_volume(torch.from_numpy(volume)[None], self.size)[0].numpy()
+
+
+def augment_volume(volume, fill, generator):
+    """A training copy of ``volume`` (D, H, W): flipped left-right with probability 1/2, shifted up to 10 % per axis.
+
+    The flip mirrors the columns (the patient's right-left axis of the axial layout); the
+    shift is a whole number of voxels along each axis, drawn uniformly within
+    ``MAX_VOLUME_SHIFT`` of the side, and the voxels shifted in take ``fill`` (the window's
+    low end, so they read as the darkest value; None: the volume's minimum).
+    """
+    if torch.rand((), generator=generator) < 0.5:
+        volume = volume.flip(-1)
+    out = torch.full_like(volume, float(volume.min()) if fill is None else fill)
+    source, target = [], []
+    for side in volume.shape:
+        shift = round(_uniform(-MAX_VOLUME_SHIFT, MAX_VOLUME_SHIFT, generator) * side)
+        source.append(slice(max(0, -shift), side - max(0, shift)))
+        target.append(slice(max(0, shift), side - max(0, -shift)))
+    out[tuple(target)] = volume[tuple(source)]
+    return out
+
+
+@contextlib.contextmanager
+def volume_cache(blocks):
+    """Inside the block, the volume file columns of ``blocks`` cache their decoded volumes in a temporary folder.
+
+    The folder is removed on leaving the block, an exception included (and by
+    :class:`tempfile.TemporaryDirectory`'s finalizer if the interpreter exits first).
+    """
+    columns = [block["files"] for block in blocks.values() if isinstance(block.get("files"), VolumeFiles)]
+    if not columns:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="skfusion-volumes-") as folder:
+        for column in columns:
+            column.cache = folder
+        try:
+            yield
+        finally:
+            for column in columns:
+                column.cache = None
+
+
 def preprocess(image, size, generator=None):
     """MedFuse's preprocessing of one ``(C, H, W)`` image in [0, 1] (see the module docstring)."""
     x = torch.from_numpy(image)[None].expand(-1, 3, -1, -1)
@@ -201,13 +356,17 @@ def _random_crop(x, size, generator):
     return x[..., top : top + size, left : left + size]
 
 
-def check_image_files(cells, name):
-    """The paths of an image column (an object array, ``None`` where missing) and where they are present.
+def check_image_files(cells, name, volume=False):
+    """The paths of an image (``volume``: CT volume) column, an object array with ``None`` where missing, and where
+    they are present.
 
-    Every present cell must be a path to an existing file: a missing file is named here,
-    before any training starts (reading happens batch by batch, later).
+    Every present cell must be a path to an existing file (a folder, for a DICOM series) of
+    the column's kind, checked here, before any training starts (reading happens batch by
+    batch, later): a 3-D volume in an image column, or a 2-D image in a volume column, is a
+    ValueError naming the column, row and file.
     """
     paths = np.empty(len(cells), dtype=object)
+    kinds = {False: "a 2-D image", True: "a 3-D volume (a DICOM series folder or a 3-D NIfTI)"}
     for row, cell in enumerate(cells):
         if is_missing_cell(cell):
             continue
@@ -216,13 +375,14 @@ def check_image_files(cells, name):
                 f"column {name!r}, row {row}: expected an image file path (str or os.PathLike) like the other "
                 f"cells; got {type(cell).__name__}."
             )
-        if Path(cell).is_dir():
+        where = f"column {name!r}, row {row}"
+        if not Path(cell).exists():
+            raise ValueError(f"{where}: image file {str(cell)!r} does not exist.")
+        if is_volume_file(cell, where) != volume:
             raise ValueError(
-                f"column {name!r}, row {row}: {str(cell)!r} is a folder, not an image file (a CT series "
-                "goes through CTVolumeEmbedder first)."
+                f"{where}: {str(cell)!r} is {kinds[not volume]}, but the column holds {kinds[volume]} in its "
+                "first present row: give one kind per column."
             )
-        if not Path(cell).is_file():
-            raise ValueError(f"column {name!r}, row {row}: image file {str(cell)!r} does not exist.")
         paths[row] = os.fspath(cell)
     return paths, np.array([path is not None for path in paths], dtype=bool)
 

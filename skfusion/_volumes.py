@@ -355,6 +355,37 @@ def _as_floats(value):
     return None if value is None else [float(v) for v in value]
 
 
+def is_volume_file(path, where):
+    """Whether the file or folder ``path`` holds a CT volume (a DICOM series folder, a 3-D NIfTI) rather than a 2-D image.
+
+    A NIfTI is typed from its header alone (nibabel reads no voxel): a volume when its three
+    spatial sides all exceed 1. A single DICOM file, and any other file, is an image.
+
+    Raises
+    ------
+    ValueError
+        Naming ``where`` and the file, for a NIfTI with a fourth dimension of more than one
+        volume (a time series: one CT volume per cell) or a header nibabel cannot read.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return True
+    if not path.name.lower().endswith(_NIFTI_SUFFIXES):
+        return False
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as exc:
+        raise ValueError(f"{where}: {str(path)!r} is not a readable NIfTI image ({exc}).") from exc
+    if any(side > 1 for side in shape[3:]):
+        raise ValueError(
+            f"{where}: NIfTI file {str(path)!r} is 4-D with shape {tuple(shape)}; a cell holds one image or one "
+            "3-D CT volume."
+        )
+    return len(shape) >= 3 and all(side > 1 for side in shape[:3])
+
+
 def read_nifti(path):
     """Read a 3-D NIfTI file into a float32 ``(z, y, x)`` volume (values taken as HU).
 

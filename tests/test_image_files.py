@@ -199,7 +199,8 @@ def test_wrong_number_of_channels(image_frame, tmp_path):
     X, y = image_frame
     path = tmp_path / "two.nii"
     nib.save(nib.Nifti1Image(np.ones((20, 20, 2), np.float32), np.eye(4)), path)
-    with pytest.raises(ValueError, match=r"two\.nii' has shape \(20, 20, 2\); an image cell is one 2-D image"):
+    # Three sides above 1: a volume, refused in a column of 2-D images.
+    with pytest.raises(ValueError, match=r"column 'img', row 3: .*two\.nii' is a 3-D volume .*but the column holds a 2-D image"):
         small(ConcatClassifier).fit(with_cell(X, 3, path), y)
 
 

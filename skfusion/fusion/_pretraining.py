@@ -27,9 +27,10 @@ from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context, check_sample_weight
 from .._data import infer_layout, take_block_rows, take_rows
 from .._engine import draw_seed
-from .._images import IMAGE_FILE_CONSTRAINTS
+from .._images import IMAGE_FILE_CONSTRAINTS, VOLUME_FILE_CONSTRAINTS
 from .._survival import SurvivalMixin
 from ..modules.encoders import RESNETS, EncoderHead, has_parameters, load_encoders
+from ..modules.volume_input import VOLUME_ENCODERS, volume_encoder
 
 # Settings a pre-training fit shares with the estimator that starts it.
 _SHARED_SETTINGS = (
@@ -45,6 +46,8 @@ _SHARED_SETTINGS = (
     "verbose",
     "modality_dims",
     "image_size",
+    "volume_size",
+    "window",
     "augment",
     "num_workers",
 )
@@ -59,14 +62,24 @@ PRETRAINING_CONSTRAINTS = {
     "pretrain_targets": [dict, None],
 }
 
-IMAGE_ENCODER_CONSTRAINTS = {"image_encoder": [StrOptions(set(RESNETS)), nn.Module], **IMAGE_FILE_CONSTRAINTS}
+IMAGE_ENCODER_CONSTRAINTS = {
+    "image_encoder": [StrOptions({"auto", *RESNETS, *VOLUME_ENCODERS}), nn.Module],
+    **IMAGE_FILE_CONSTRAINTS,
+    **VOLUME_FILE_CONSTRAINTS,
+}
 
 
 class ImageFileInputs:
-    """``image_size=`` / ``augment=`` / ``num_workers=``: how an image column of file paths is read (left of BaseFusion)."""
+    """``image_size=`` / ``volume_size=`` / ``window=`` / ``augment=`` / ``num_workers=``: how image and volume
+    columns are read (left of BaseFusion)."""
 
     def _image_files(self):
-        return self.image_size, self.augment, self.num_workers
+        names = ("image_size", "volume_size", "window", "augment", "num_workers")
+        return {name: getattr(self, name) for name in names}
+
+    def _volume_encoder(self, spec):
+        """The encoder of the volume modality ``spec`` (:func:`~skfusion.modules.volume_input.volume_encoder`)."""
+        return volume_encoder(spec, self.image_encoder, self.volume_size, self.window)
 
 
 class _EncoderPretrainer(ImageFileInputs, BaseFusion):
@@ -78,6 +91,7 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         "encoder": [callable],
         **SurvivalMixin._task_parameter_constraints,
         **IMAGE_FILE_CONSTRAINTS,
+        **VOLUME_FILE_CONSTRAINTS,
     }
 
     _modality_kinds = ("vector", "sequence", "image")
@@ -103,6 +117,8 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         verbose=0,
         modality_dims=None,
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
     ):
@@ -124,6 +140,8 @@ class _EncoderPretrainer(ImageFileInputs, BaseFusion):
         self.verbose = verbose
         self.modality_dims = modality_dims
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
 

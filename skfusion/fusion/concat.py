@@ -34,6 +34,8 @@ class _ModalityEncoders(ImageFileInputs):
     _modality_kinds = ("vector", "sequence", "image")
 
     def _make_encoder(self, spec):
+        if spec.volume:
+            return self._volume_encoder(spec)
         sequence = None if self.sequence_encoder == "lstm" else False
         width = self._auto_width(self.lstm_dim, LSTM_WIDTH, spec.dim)
         return make_encoder(spec, width, dropout=self.dropout, sequence=sequence, image=self.image_encoder)
@@ -128,8 +130,10 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         modality=None,
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         loss="cox",
@@ -156,6 +160,8 @@ class UnimodalSurvival(SurvivalMixin, _Unimodal):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.loss = loss
@@ -223,8 +229,10 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         modality=None,
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         hidden_dims=None,
@@ -250,6 +258,8 @@ class UnimodalClassifier(ClassifierHeadMixin, _Unimodal):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.hidden_dims = hidden_dims
@@ -328,8 +338,10 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         missing="raise",
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -360,6 +372,8 @@ class ConcatSurvival(SurvivalMixin, _Concat):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
@@ -442,8 +456,10 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         missing="raise",
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -473,6 +489,8 @@ class ConcatClassifier(ClassifierHeadMixin, _Concat):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders

@@ -119,8 +119,10 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         conditioning="image",
         bottleneck_factor=7.0,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -153,6 +155,8 @@ class DAFTSurvival(SurvivalMixin, _DAFT):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
@@ -236,8 +240,10 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         conditioning="image",
         bottleneck_factor=7.0,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -269,6 +275,8 @@ class DAFTClassifier(ClassifierHeadMixin, _DAFT):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders

@@ -16,6 +16,7 @@ from .._classifier import ClassifierHeadMixin
 from .._compat import StrOptions, _fit_context
 from .._data import ModalityDataset, require_any_present, take_block_rows, take_rows
 from .._docstrings import fill_doc
+from .._images import volume_cache
 from .._survival import SurvivalMixin
 from .._training import LSTM_WIDTH
 from ..modules._blocks import default_hidden_dims
@@ -105,9 +106,10 @@ class _Late(_ModalityEncoders, _EncoderPretraining, BaseFusion):
             )
         blocks, n_samples = self._blocks(X, reset=True)
         targets = self._encode_target(y, n_samples, sample_weight)
-        self.estimators_, offsets = self._fit_unimodal(y, targets[:, -1].numpy(), blocks)
-        self.net_ = self._averaging_net(offsets, n_samples)
-        self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
+        with volume_cache(blocks):
+            self.estimators_, offsets = self._fit_unimodal(y, targets[:, -1].numpy(), blocks)
+            self.net_ = self._averaging_net(offsets, n_samples)
+            self._finish_fit(ModalityDataset(blocks, targets, self.net_.device), targets)
         return self
 
     def _fit_unimodal(self, y, weight, blocks):
@@ -229,8 +231,10 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         modalities=None,
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -261,6 +265,8 @@ class LateFusionSurvival(SurvivalMixin, _Late):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
@@ -341,8 +347,10 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         modalities=None,
         sequence_encoder="lstm",
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -372,6 +380,8 @@ class LateFusionClassifier(ClassifierHeadMixin, _Late):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders

@@ -83,6 +83,8 @@ class _EhrImageFusion(ImageFileInputs, _EncoderPretraining, BaseFusion):
 
     def _make_encoder(self, spec):
         width = self._auto_width(self.lstm_dim, LSTM_WIDTH, spec.dim)
+        if spec.volume:
+            return self._volume_encoder(spec)
         if spec.name == self.layout_[0].name:
             return LSTMEncoder(spec.dim, width, _EHR_LAYERS, self.dropout)
         return make_encoder(spec, width, _EHR_LAYERS, self.dropout, image=self.image_encoder)
@@ -104,7 +106,7 @@ class _PairedEhrImage(_EhrImageFusion):
             )
 
     def _make_encoder(self, spec):
-        if spec.name == self.layout_[1].name:
+        if spec.name == self.layout_[1].name and not spec.volume:
             return make_encoder(spec, sequence=False, image=self.image_encoder)
         return super()._make_encoder(spec)
 
@@ -291,8 +293,10 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         ehr=None,
         image=None,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=True,
@@ -325,6 +329,8 @@ class MedFuseSurvival(SurvivalMixin, _MedFuse):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
@@ -403,8 +409,10 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         ehr=None,
         image=None,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=True,
@@ -436,6 +444,8 @@ class MedFuseClassifier(ClassifierHeadMixin, _MedFuse):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders

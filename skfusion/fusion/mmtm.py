@@ -114,8 +114,10 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         missing="raise",
         reduction=4.0,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -147,6 +149,8 @@ class MMTMSurvival(SurvivalMixin, _MMTM):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders
@@ -229,8 +233,10 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         missing="raise",
         reduction=4.0,
         lstm_dim="auto",
-        image_encoder="resnet34",
+        image_encoder="auto",
         image_size=224,
+        volume_size=(128, 128, 128),
+        window="minmax",
         augment=True,
         num_workers=0,
         pretrain_encoders=False,
@@ -261,6 +267,8 @@ class MMTMClassifier(ClassifierHeadMixin, _MMTM):
         self.lstm_dim = lstm_dim
         self.image_encoder = image_encoder
         self.image_size = image_size
+        self.volume_size = volume_size
+        self.window = window
         self.augment = augment
         self.num_workers = num_workers
         self.pretrain_encoders = pretrain_encoders

@@ -310,7 +310,7 @@ def image_encoder(spec, network="resnet34", param="image_encoder"):
     """The :class:`ImageEncoder` of an image modality.
 
     ``network`` is the name of one of torchvision's ResNets (a key of :data:`RESNETS`,
-    randomly initialised, :func:`resnet`), or a torch module mapping ``(m, C, H, W)`` to
+    randomly initialised, :func:`resnet`; ``"auto"`` is ``"resnet34"``), or a torch module mapping ``(m, C, H, W)`` to
     ``(m, d)``, which is deep-copied (the caller's module is never trained). Either way
     ``d`` is read from one forward pass on a zero image.
     A module that fails on 1-channel images and whose first convolution reads 3 channels
@@ -319,7 +319,10 @@ def image_encoder(spec, network="resnet34", param="image_encoder"):
     for a 1-channel network among them, is a ValueError naming the column and ``param``
     (the estimator's parameter that holds ``network``).
     """
-    network = resnet(network) if isinstance(network, str) else copy.deepcopy(network)
+    if isinstance(network, str):
+        network = resnet("resnet34" if network == "auto" else network)
+    else:
+        network = copy.deepcopy(network)
     channels, in_channels = spec.shape[0], None
     try:
         out = _probe(network, spec.shape)

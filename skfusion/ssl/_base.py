@@ -259,7 +259,8 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
                 self._temperature(),
                 self._learn_temperature(),
                 encoder,
-            ).to(memory_format=weight_format(device, [self.image_spec_]))
+            )
+            module = module.to(memory_format=weight_format(device, module))
             self.net_ = make_net(
                 module,
                 self._criterion(),
