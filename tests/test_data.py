@@ -132,6 +132,7 @@ def test_bad_X(data, mutate, match):
 def test_a_folder_without_dicom_files_is_named(data):
     # A folder is a CT series (a volume column): one without DICOM files is named when first
     # read. The slice network needs no optional extra (the 3-D networks need MONAI).
+    pytest.importorskip("pydicom")  # reads the folder's files (the imaging extra)
     X, y = data
     X = X.assign(ct=[__file__.rpartition("/")[0]] * len(X))
     with pytest.raises(ValueError, match=r"row \d+, volume '.*tests': .* is not a readable DICOM file"):
