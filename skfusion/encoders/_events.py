@@ -258,9 +258,12 @@ def to_days(times, where):
         stamps = times
     else:
         stamps = parse_datetimes(times, f"{where}, row {{k}} (position)", "numbers (days) or datetimes")
-    if stamps.dt.tz is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    return ((stamps - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+    return ((utc_naive(stamps) - pd.Timestamp(0)) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+def utc_naive(stamps):
+    """A datetime Series as tz-naive UTC (a tz-naive one as it is): the clock event times are read on."""
+    return stamps.dt.tz_convert("UTC").dt.tz_localize(None) if stamps.dt.tz is not None else stamps
 
 
 def _view_anchors(cells):

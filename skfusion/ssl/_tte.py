@@ -20,7 +20,7 @@ from ..encoders._base import BaseColumnEncoder
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
 from ..encoders._embedder import as_size
 from ..encoders._event_store import EventView
-from ..encoders._events import as_event_frame, is_number, to_days
+from ..encoders._events import as_event_frame, is_number, to_days, utc_naive
 from .._volumes import read_ct_volume, select_slices, series_files
 from ..encoders.ct import CTVolumeEmbedder
 from ..modules.tte import (
@@ -386,7 +386,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         """
         index, numeric = self._index_days(X, rows)
         # The stamps too, not only float days: a view's events are compared with them exactly.
-        stamps = [None] * len(rows) if numeric else _utc_stamps(X[self.index_time].iloc[rows])
+        stamps = [None] * len(rows) if numeric else list(utc_naive(X[self.index_time].iloc[rows]))
         cells = X[self.events].iloc[rows].tolist()
         ancestry = _Ancestry(self._parents(cells))
         futures, censoring = [], []
@@ -628,14 +628,6 @@ class TimeToEventPretraining(BaseColumnEncoder):
             "tasks": json.dumps([str(t) for t in self.tasks_]),
         }
         save_file(state, str(path), metadata=metadata)
-
-
-def _utc_stamps(column):
-    """A datetime column's values as tz-naive UTC timestamps (as :func:`~skfusion.encoders._events.to_days` reads them)."""
-    stamps = pd.Series(column)
-    if stamps.dt.tz is not None:
-        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    return list(stamps)
 
 
 class _Ancestry:
