@@ -408,3 +408,84 @@ def test_clmbr_reads_meds_views(cohort):
     Z = emb.fit_transform(X)
     assert "SYNTH/LAB" in emb.summary_codes_
     assert len(Z) == len(X) and np.isfinite(Z.to_numpy(dtype=float)).all()
+
+
+@pytest.fixture
+def icu(tmp_path):
+    """A MEDS dataset of ICU measurements, with other codes, static events, events before a
+    48-hour window, at its start and at and after the prediction time; the label table
+    predicts at 48 hours after each admission."""
+    rng = np.random.default_rng(0)
+    rows, labels = [], []
+    for subject in range(1, 9):
+        admission = T0 + subject * DAY + pd.Timedelta(minutes=int(rng.integers(0, 600)))
+        prediction = admission + pd.Timedelta(hours=48)
+        rows += [(subject, pd.NaT, "GENDER//F", np.nan, None), (subject, admission - 30 * DAY, "Heart Rate", 70.0, None)]
+        rows.append((subject, admission, "Heart Rate", 90.0, None))  # hour 0 of the window
+        for minutes in np.sort(rng.integers(1, 48 * 60, size=20)):
+            time = admission + pd.Timedelta(minutes=int(minutes))
+            kind = rng.integers(4)
+            if kind == 0:
+                rows.append((subject, time, "Heart Rate", float(rng.integers(50, 150)), None))
+            elif kind == 1:
+                rows.append((subject, time, "Glascow coma scale total", np.nan, str(rng.integers(3, 16))))
+            elif kind == 2:
+                rows.append((subject, time, "Glasgow coma scale eye opening", np.nan, "4 Spontaneously"))
+            else:
+                rows.append((subject, time, "ICD10CM/I26.99", np.nan, None))
+        rows += [
+            (subject, prediction, "Oxygen saturation", 97.0, None),  # at the prediction time: read
+            (subject, prediction + US, "Heart Rate", 200.0, None),  # after it: never read
+        ]
+        labels.append((subject, prediction))
+    root = tmp_path / "icu"
+    (root / "data").mkdir(parents=True)
+    pq.write_table(_shard(rows), root / "data" / "0.parquet")
+    table = pd.DataFrame(labels, columns=["subject_id", "prediction_time"]).assign(boolean_value=True)
+    return root, table.astype({"subject_id": np.int64}), rows
+
+
+def test_discretizer_reads_views_as_the_frames_of_their_windows(icu):
+    from skfusion.encoders.timeseries import ClinicalTimeSeriesDiscretizer
+
+    root, labels, rows = icu
+    X, _ = load_meds(root, labels)
+    frames = []
+    for subject, prediction in zip(labels["subject_id"], labels["prediction_time"]):
+        start = prediction - pd.Timedelta(hours=48)
+        kept = sorted((r for r in rows if r[0] == subject and not pd.isna(r[1]) and start <= r[1] <= prediction),
+                      key=lambda r: r[1])  # fmt: skip
+        frames.append(pd.DataFrame({
+            "time": [r[1] - start for r in kept], "code": [r[2] for r in kept],
+            "numeric_value": np.array([r[3] for r in kept], dtype=np.float32), "text_value": [r[4] for r in kept],
+        }))  # fmt: skip
+    discretizer = ClinicalTimeSeriesDiscretizer(events="ehr", max_hours=48)
+    from_views = discretizer.fit(X).transform(X)["ehr"]
+    reference = ClinicalTimeSeriesDiscretizer(events="ehr", max_hours=48)
+    with pytest.warns(UserWarning, match="ICD10CM"):  # frames name their unknown codes, views do not
+        expected = reference.fit_transform(pd.DataFrame({"ehr": frames}))["ehr"]
+    np.testing.assert_array_equal(discretizer.mean_, reference.mean_)
+    np.testing.assert_array_equal(discretizer.scale_, reference.scale_)
+    for got, want in zip(from_views, expected):
+        assert got.shape == (24, 76)
+        np.testing.assert_array_equal(got, want)
+    # The event at the prediction time is read (last bin), the one 1 us after it is not.
+    oxygen = discretizer.channel_names_.index("mask->Oxygen saturation")
+    heart = discretizer.channel_names_.index("Heart Rate")
+    for series in from_views:
+        assert series[-1, oxygen] == 1 and not series[:-1, oxygen].any()
+        assert (series[:, heart] * discretizer.scale_[heart] + discretizer.mean_[heart]).max() < 151
+
+
+def test_discretizer_on_views_needs_max_hours_and_warns_when_no_code_is_a_variable(icu, tiny):
+    from skfusion.encoders.timeseries import ClinicalTimeSeriesDiscretizer
+
+    root, labels, _ = icu
+    X, _ = load_meds(root, labels)
+    with pytest.raises(ValueError, match="set max_hours"):
+        ClinicalTimeSeriesDiscretizer(events="ehr").fit(X)
+    other, other_labels = tiny
+    Y, _ = load_meds(other, other_labels)
+    with pytest.warns(UserWarning, match="is one of the variables"):
+        series = ClinicalTimeSeriesDiscretizer(events="ehr", max_hours=48).fit_transform(Y)["ehr"]
+    assert all(not s[:, 59:].any() for s in series)

@@ -20,7 +20,8 @@ from .._compat import Interval, StrOptions
 from .._images import is_missing_cell
 from .._mimic import CATEGORIES, NORMAL_VALUES, NUMERIC_CODES, PLAUSIBLE_RANGES, VARIABLES
 from ._base import BaseColumnEncoder
-from ._events import as_event_frame, pandas_cell
+from ._event_store import EventView
+from ._events import as_event_frame, pandas_cell, segments
 from .clmbr import MEDS_BIRTH_CODE
 
 _EPS = 1e-6
@@ -29,6 +30,7 @@ _MIN_STD = 1e-7
 # An event later than this after admission is a unit error (seconds or minutes given as
 # hours), not a long stay; binning it would also ask for millions of bins.
 MAX_STAY_HOURS = 10 * 365.25 * 24
+_US_PER_HOUR = 3_600_000_000
 _N_VARIABLES = len(VARIABLES)
 _IS_CATEGORICAL = np.array([v in CATEGORIES for v in VARIABLES])
 _WIDTH = np.array([len(CATEGORIES.get(v, (v,))) for v in VARIABLES])
@@ -50,6 +52,12 @@ def _variable_key(name):
 
 
 _VARIABLE_INDEX = {_variable_key(v): i for i, v in enumerate(VARIABLES)}
+
+
+def _variable_indices(codes):
+    """The variable of each code (an index into ``VARIABLES``), -1 where it is none."""
+    return np.array([_VARIABLE_INDEX.get(_variable_key(c), -1) for c in codes], dtype=int)
+
 _TEXT_INDEX = {v: {c.strip().lower(): k for k, c in enumerate(cats)} for v, cats in CATEGORIES.items()}
 _CODE_INDEX = {v: {code: CATEGORIES[v].index(c) for code, c in codes.items()} for v, codes in NUMERIC_CODES.items()}
 
@@ -117,7 +125,7 @@ def _hours(time, where):
 
 
 def _read_events(cell, where):
-    """Event times (hours), codes, numeric values and text values (None where absent)."""
+    """Event times (hours), codes, numeric values and text values (None where absent) of a frame."""
     cell = pandas_cell(cell)
     if not isinstance(cell, pd.DataFrame):
         raise ValueError(
@@ -188,6 +196,19 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     ignored with one warning per call listing them. A long table (one row per
     measurement) becomes such a column with :func:`events_from_long_table`.
 
+    **MEDS event views.** A cell may also be the event view of
+    :func:`~skfusion.datasets.load_meds`: the subject's whole record up to the row's
+    prediction time, which has no admission to count hours from. Its stay is then the
+    ``max_hours`` hours that end at the prediction time (which must be set): hour 0 is
+    ``prediction_time - max_hours``, and earlier and static events are not read. For
+    MedFuse's in-hospital mortality (the first 48 hours of the ICU stay) the label table's
+    prediction time is 48 hours after admission and ``max_hours=48``. The views of a column
+    are gathered from their dataset at once, and give the features of the per-row frames of
+    the same events (times as timedeltas from hour 0). A MEDS record holds every kind of
+    event, so the codes that are not variables are ignored without a warning, but a column
+    where no code of its windows is a variable warns: its codes need renaming to the
+    variables' names.
+
     **Implausible values.** A continuous value outside its physical range
     (:data:`PLAUSIBLE_RANGES`: heart rate 0-350 beats/min, SpO2 0-100 %, FiO2 0-1, temperature
     14-47 degrees Celsius, ...), a categorical value that is neither a category nor a valid
@@ -202,7 +223,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     Parameters
     ----------
     events : str, default="ts"
-        The raw column holding the event frames.
+        The raw column holding the event frames (or MEDS event views).
     output : str, default=None
         Name of the output token column; None uses ``events``.
     timestep : float, default=2.0
@@ -210,7 +231,8 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
     max_hours : float, default=None
         Keep only the events in the first ``max_hours`` hours and give every stay that many
         hours of bins (48 for in-hospital mortality: 24 bins); None keeps every event and
-        ends each series at its last event.
+        ends each series at its last event. Required for MEDS event views, whose stay is
+        the ``max_hours`` hours up to the prediction time.
     mask : bool, default=True
         Append the 17 observed-mask columns (76 features instead of 59).
     implausible : {"raise", "drop"}, default="raise"
@@ -327,11 +349,10 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
 
     def _discretize_all(self, rows):
         """Raw imputed series and observed masks of every row, warning once per call."""
-        unknown, dropped, series = Counter(), Counter(), []
-        for row in rows:
-            where = f"row {row.label!r} of column {self._column!r}"
-            raw, seen, row_unknown, row_dropped = self._discretize(row.cell, where)
-            unknown.update(row_unknown)
+        stays, unknown = self._read_stays(rows)
+        dropped, series = Counter(), []
+        for row, stay in zip(rows, stays):
+            raw, seen, row_dropped = self._discretize(*stay, self._where(row))
             dropped.update(row_dropped)
             series.append((raw, seen))
         name = type(self).__name__
@@ -352,12 +373,77 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
             )
         return series
 
-    def _discretize(self, cell, where):
-        """One stay's ``(t, 17)`` raw matrix (values or category indices, imputed) and mask."""
-        hours, codes, numbers, texts = _read_events(cell, where)
-        names, position = np.unique(codes.astype(str), return_inverse=True)
-        variable = np.array([_VARIABLE_INDEX.get(_variable_key(c), -1) for c in names], dtype=int)[position]
-        unknown = Counter(codes[variable < 0].tolist())
+    def _where(self, row):
+        return f"row {row.label!r} of column {self._column!r}"
+
+    def _read_stays(self, rows):
+        """Every row's ``(hours, variable, numbers, texts)``, and the counts of the frames' unknown codes.
+
+        Frames are read and checked one by one; the event views of each store are gathered
+        from it at once (:meth:`_view_stays`).
+        """
+        stays, unknown, views = [None] * len(rows), Counter(), {}
+        for i, row in enumerate(rows):
+            if isinstance(row.cell, EventView):
+                views.setdefault(id(row.cell.store), []).append(i)
+                continue
+            hours, codes, numbers, texts = _read_events(row.cell, self._where(row))
+            names, position = np.unique(codes.astype(str), return_inverse=True)
+            variable = _variable_indices(names)[position]
+            unknown.update(codes[variable < 0].tolist())
+            stays[i] = (hours, variable, numbers, texts)
+        for group in views.values():
+            for i, stay in zip(group, self._view_stays([rows[i] for i in group])):
+                stays[i] = stay
+        return stays, unknown
+
+    def _view_stays(self, rows):
+        """The stays of rows whose cells are event views of one store, gathered from it at once.
+
+        A view's stay is the ``max_hours`` hours up to its prediction time: its hours count
+        from ``prediction time - max_hours``, in whole microseconds, and its earlier and
+        static events are not read. The codes are matched to the variables once per vocabulary.
+        """
+        name = type(self).__name__
+        if self.max_hours is None:
+            raise ValueError(
+                f"{name}: column {self._column!r} holds MEDS event views, whose records have no admission to "
+                "count hours from: set max_hours (48 for in-hospital mortality) to read the max_hours hours up "
+                "to each row's prediction time."
+            )
+        views = [row.cell for row in rows]
+        for row, view in zip(rows, views):
+            if view.index_time is None:
+                raise ValueError(f"{name}: {self._where(row)}: this event view has no prediction time.")
+        store = views[0].store
+        lengths = np.array([v.length for v in views], dtype=np.int64)
+        events = segments(np.array([v.offset for v in views], dtype=np.int64), lengths)
+        starts = np.array([v.index_time for v in views], dtype=np.int64) - round(self.max_hours * _US_PER_HOUR)
+        starts = np.repeat(starts, lengths)
+        times = store.times[events]
+        variable = _variable_indices(store.vocabulary)[store.codes[events]]
+        keep = np.flatnonzero((times >= starts) & (variable >= 0))
+        if len(views) and not len(keep):
+            warnings.warn(
+                f"{name}: none of the events of the {len(views)} MEDS event view(s) of column {self._column!r} "
+                f"in their last {self.max_hours:g} hours is one of the variables {list(VARIABLES)} (codes are "
+                "matched by name): every series is the variables' normal values.",
+                UserWarning,
+                stacklevel=7,
+            )
+        hours = (times[keep] - starts[keep]) / _US_PER_HOUR
+        numbers = store.values[events[keep]].astype(float)
+        texts = np.full(len(keep), None, dtype=object) if store.text is None else store.text[events[keep]]
+        bounds = np.r_[0, np.cumsum(np.bincount(np.repeat(np.arange(len(views)), lengths)[keep], minlength=len(views)))]
+        return [
+            (hours[a:b], variable[keep[a:b]], numbers[a:b], texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+
+    def _discretize(self, hours, variable, numbers, texts, where):
+        """One stay's ``(t, 17)`` raw matrix (values or category indices, imputed), mask and dropped counts.
+
+        ``variable`` is each event's variable index, -1 for an unknown code.
+        """
         end_cap = np.inf if self.max_hours is None else self.max_hours
         keep = (variable >= 0) & (hours <= end_cap + _EPS)
         hours, variable, numbers, texts = hours[keep], variable[keep], numbers[keep], texts[keep]
@@ -372,7 +458,7 @@ class ClinicalTimeSeriesDiscretizer(BaseColumnEncoder):
         # As the benchmark's transform(X, end=48) for in-hospital mortality: a capped series
         # always reaches the cap, a shorter stay is padded (carried forward, mask 0).
         end = self.max_hours if self.max_hours is not None else (hours[usable].max() if usable.any() else 0.0)
-        return (*self._bin(hours[usable], variable[usable], values[usable], end), unknown, dropped)
+        return (*self._bin(hours[usable], variable[usable], values[usable], end), dropped)
 
     @staticmethod
     def _parse_values(variable, numbers, texts):
