@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -260,7 +261,7 @@ def _write(args, machines, rows, n_times):
     header = [
         "# Prediction: time and memory against the hand-written forward pass and pycox",
         "",
-        f"Command: `python {' '.join(sys.argv)}`",
+        f"Command: `python {shlex.join(sys.argv)}`",
         "",
         f"Machine: {'; '.join(machines)}; one torch thread. Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",
