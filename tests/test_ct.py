@@ -613,6 +613,52 @@ def test_torchvision_name_is_imported_lazily():
         assert enc.embedding_dim_ == 1024
 
 
+# --------------------------------------------------------------------------- backbones that embed whole volumes
+
+
+def whole_volume_encoder(volume_size=(4, 8, 8), window=(-1000.0, 200.0)):
+    """A 3-D encoder that windows HU volumes itself, as TimeToEventPretraining.image_encoder_ is."""
+    from skfusion.modules.volume_input import VolumeGeometry
+
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d((1, 1, 2)), nn.Flatten())
+    return nn.Sequential(VolumeGeometry(window, volume_size), network)
+
+
+@pytest.mark.float32_batch
+def test_a_backbone_that_windows_volumes_embeds_each_volume_whole():
+    rng = np.random.default_rng(0)
+    volumes = [rng.normal(-300, 400, shape).astype(np.float32) for shape in [(6, 10, 10), (3, 8, 12), (6, 10, 10)]]
+    module = whole_volume_encoder().eval()
+    with torch.inference_mode():
+        expected = np.concatenate([module(torch.from_numpy(v)[None]).numpy() for v in volumes])
+    X = frame(volumes)
+    # window, mean and std are the module's business: the embedder's are unused.
+    embedder = CTVolumeEmbedder(backbone=module, window="mace", mean=None, std=None, batch_size=2, device="cpu")
+    out = embedder.fit_transform(X)
+    assert embedder.embedding_dim_ == 6 and out.shape == (3, 6)
+    assert_float32_close(out.to_numpy(), expected)
+    tokens = CTVolumeEmbedder(backbone=module, pool=None, device="cpu").fit_transform(X)["ct"]
+    assert [t.shape for t in tokens] == [(1, 6)] * 3  # one token per volume
+    kept = CTVolumeEmbedder(backbone=module, slices=(1, 3), device="cpu").fit_transform(X)
+    with torch.inference_mode():
+        first = module(torch.from_numpy(volumes[0][1:3])[None]).numpy()
+    assert_float32_close(kept.to_numpy()[:1], first)
+
+
+def test_the_cache_key_of_a_whole_volume_backbone_includes_its_geometry(tmp_path):
+    X = frame([np.random.default_rng(0).normal(0, 300, (4, 8, 8)).astype(np.float32)])
+    fingerprints = {
+        CTVolumeEmbedder(backbone=whole_volume_encoder(**params), cache_dir=tmp_path, device="cpu").fit(X).fingerprint_
+        for params in [{}, {"volume_size": (4, 8, 4)}, {"window": "minmax"}]
+    }
+    assert len(fingerprints) == 3
+    embedder = CTVolumeEmbedder(backbone=whole_volume_encoder(), cache_dir=tmp_path, device="cpu").fit(X)
+    first = embedder.transform(X)
+    assert len(list(tmp_path.glob("*.emb"))) == 1
+    np.testing.assert_array_equal(embedder.transform(X), first)
+
+
 # --------------------------------------------------------------------------- the descriptor
 
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from skfusion import UnimodalSurvival
+from _batch_invariance import assert_float32_close
+from skfusion import ConcatSurvival, UnimodalSurvival
 from skfusion.datasets import make_imaging_ehr_cohort
 from skfusion.encoders import CTVolumeEmbedder
-from skfusion.modules.tte import PiecewiseExponentialHead, piecewise_exponential_nll
+from skfusion.modules.tte import PiecewiseExponentialHead, WholeVolumeEncoder, piecewise_exponential_nll, reads_volumes
+from skfusion.modules.volume_input import VolumeGeometry
 from skfusion.ssl import TimeToEventPretraining
 
 
@@ -381,3 +383,141 @@ def test_two_dimensional_images_and_nifti_paths(tmp_path):
 def test_bad_preprocessing_parameters(params, match):
     with pytest.raises(ValueError, match=match):
         TimeToEventPretraining(**{**TINY, **params}).fit(_good())
+
+
+# --------------------------------------------------------------------------- 3-D encoders
+
+
+def tiny_3d():
+    """A small 3-D network: one convolution, its maps averaged over a 1 x 2 x 2 grid (d = 16)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool3d((1, 2, 2)), torch.nn.Flatten()
+    )
+
+
+TINY_3D = {**TINY, "volume_size": (4, 8, 8), "window": "minmax"}
+
+
+@pytest.fixture(scope="module")
+def fitted_3d(cohort):
+    return TimeToEventPretraining(backbone=tiny_3d(), **TINY_3D).fit(cohort[0])
+
+
+def test_a_module_is_3d_when_its_first_convolution_is():
+    conv2d, conv3d = torch.nn.Conv2d(1, 2, 3), torch.nn.Conv3d(1, 2, 3)
+    assert reads_volumes(torch.nn.Sequential(conv3d, torch.nn.Flatten(), conv2d))
+    assert not reads_volumes(torch.nn.Sequential(conv2d, conv3d))
+    assert not reads_volumes(torch.nn.Linear(2, 2))
+
+
+def test_3d_fit_transform_layout(cohort, fitted_3d):
+    X, _ = cohort
+    assert isinstance(fitted_3d.encoder_, WholeVolumeEncoder) and fitted_3d.backbone_ is fitted_3d.encoder_.network
+    assert fitted_3d.volume_size_ == (4, 8, 8) and fitted_3d.slice_shape_ == (8, 8) and fitted_3d.window_ == "minmax"
+    assert fitted_3d.embedding_dim_ == 16 and len(fitted_3d.net_.history) == 2
+    geometry = fitted_3d.image_encoder_[0]
+    assert isinstance(geometry, VolumeGeometry) and geometry.volume_size == (4, 8, 8)
+    Xt = fitted_3d.transform(X[["ct"]])
+    assert Xt.shape == (24, 16) and list(Xt.columns[:2]) == ["ct__0", "ct__1"] and np.isfinite(Xt.to_numpy()).all()
+    with torch.inference_mode():  # the HU volumes through image_encoder_: the same embedding
+        direct = fitted_3d.image_encoder_(torch.from_numpy(np.stack(X["ct"].to_list())))
+    assert_float32_close(direct.numpy(), Xt.to_numpy())
+
+
+def test_3d_named_network_is_deterministic(cohort):
+    pytest.importorskip("monai")
+    X = cohort[0].iloc[:8]
+    params = {**TINY, "backbone": "resnet10-3d", "volume_size": (4, 16, 16), "max_epochs": 1}
+    a = TimeToEventPretraining(**params).fit(X)
+    b = TimeToEventPretraining(**params).fit(X)
+    assert a.embedding_dim_ == 512
+    np.testing.assert_array_equal(a.transform(X[["ct"]]), b.transform(X[["ct"]]))
+    other = TimeToEventPretraining(**{**params, "random_state": 1}).fit(X)
+    assert not np.allclose(a.transform(X[["ct"]]), other.transform(X[["ct"]]), atol=1e-3)
+
+
+@pytest.mark.float32_batch
+@pytest.mark.parametrize("kind", ["3-D", "2-D"])
+def test_image_encoder_in_ct_volume_embedder_embeds_whole_volumes(cohort, fitted, fitted_3d, kind):
+    X, _ = cohort
+    tte = fitted_3d if kind == "3-D" else fitted
+    expected = tte.transform(X[["ct"]]).to_numpy()
+    embedder = CTVolumeEmbedder(backbone=tte.image_encoder_, batch_size=5, device="cpu").fit(X[["ct"]])
+    assert_float32_close(embedder.transform(X[["ct"]]).to_numpy(), expected)
+    tokens = CTVolumeEmbedder(backbone=tte.image_encoder_, pool=None, device="cpu").fit_transform(X[["ct"]])["ct"]
+    assert tokens.iloc[0].shape == (1, tte.embedding_dim_)  # one token per volume: nothing pooled over z
+
+
+def test_3d_encoder_in_concat_survival(cohort, fitted_3d):
+    X, outcomes = cohort
+    X = X[["ct"]].assign(clin__age=np.random.default_rng(0).normal(60, 10, len(X)))
+    model = ConcatSurvival(image_encoder=fitted_3d.image_encoder_, max_epochs=1, lr=1e-9, batch_size=8,
+                           augment=False, random_state=0, device="cpu").fit(X, outcomes["outcome_0"])
+    assert model.predict(X).shape == (24,)
+    copied = next(m for m in model.net_.module_.modules() if hasattr(m, "network")).network
+    assert copied is not fitted_3d.image_encoder_
+    # lr ~ 0: the estimator's encoder starts from (a copy of) the pretrained weights.
+    pretrained = dict(fitted_3d.image_encoder_.named_parameters())
+    for name, value in copied.named_parameters():
+        np.testing.assert_allclose(value.detach().numpy(), pretrained[name].detach().numpy(), atol=1e-6)
+
+
+def test_3d_save_pretrained_round_trip(cohort, fitted_3d, tmp_path):
+    X, _ = cohort
+    path = tmp_path / "tte3d.safetensors"
+    fitted_3d.save_pretrained(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        assert fh.metadata()["volume_size"] == "[4, 8, 8]" and fh.metadata()["window"] == '"minmax"'
+        assert set(fh.keys()) == set(fitted_3d.backbone_.state_dict())  # the network's own keys
+    params = {**TINY_3D, "max_epochs": 0, "random_state": 1}
+    loaded = TimeToEventPretraining(backbone=torch.nn.Conv3d(1, 1, 1), **params)  # another network
+    with pytest.raises(ValueError, match="do not match the backbone"):
+        loaded.set_params(weights=path).fit(X)
+    loaded = TimeToEventPretraining(backbone=tiny_3d(), weights=path, **params).fit(X)
+    np.testing.assert_allclose(loaded.transform(X[["ct"]]), fitted_3d.transform(X[["ct"]]), rtol=1e-5, atol=1e-6)
+
+
+def test_3d_released_checkpoint_of_huo_et_al(cohort, tmp_path):
+    pytest.importorskip("monai")
+    from skfusion.encoders import load_tte_encoder
+    from skfusion.modules.volumes import volume_network
+
+    X = cohort[0].iloc[:4]
+    torch.manual_seed(3)
+    weights = volume_network("densenet121-3d").state_dict()
+    state = {f"module.{k}": v for k, v in weights.items()}  # their DistributedDataParallel layout, with a head
+    state |= {"module.final_layer.weight": torch.zeros(16, 1024), "module.task_layer.weight": torch.zeros(3, 2)}
+    path = tmp_path / "densenet_tte.pth"
+    torch.save(state, path)
+    params = {**TINY, "batch_size": 4, "max_epochs": 0, "volume_size": (32, 32, 32), "window": "minmax"}
+    by_name = TimeToEventPretraining(backbone="densenet121-3d", weights=path, **params).fit(X)
+    for key, value in by_name.backbone_.state_dict().items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
+    loaded = TimeToEventPretraining(backbone=load_tte_encoder(path, "densenet121"), **params).fit(X)
+    np.testing.assert_allclose(loaded.transform(X[["ct"]]), by_name.transform(X[["ct"]]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"window": "minmax"}, "window='minmax'.*3-D backbone"),
+        ({"backbone": torch.nn.Conv3d(1, 2, 3), "volume_size": (4, 8)}, "volume_size"),
+        (
+            {"backbone": torch.nn.Conv3d(1, 2, 3), "volume_size": (4, 8, 8)},
+            r"backbone \(Conv3d\) must map volumes \(n, 1, D, H, W\) to features",
+        ),
+        ({"backbone": torch.nn.Conv3d(1, 2, 5), "volume_size": (2, 8, 8)}, r"volume_size=\(2, 8, 8\).*too small"),
+    ],
+)
+def test_bad_3d_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        TimeToEventPretraining(**{**TINY, **params}).fit(_good())
+
+
+def test_3d_volume_too_small_for_a_named_network():
+    pytest.importorskip("monai")
+    with pytest.raises(ValueError, match=r"backbone \(DenseNet121\) fails on volumes of volume_size=\(8, 8, 8\)"):
+        TimeToEventPretraining(**{**TINY, "backbone": "densenet121-3d", "volume_size": (8, 8, 8)}).fit(_good())

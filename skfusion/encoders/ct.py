@@ -3,14 +3,16 @@
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 
 from .._compat import Interval, StrOptions
-from .._images import IMAGENET_MEAN, IMAGENET_STD, resize
+from .._images import IMAGENET_MEAN, IMAGENET_STD, resize, resize_volume
 from ._cache import callable_fingerprint
 from .._cardiac import HEART_SLICES_VERSION
 from ._descriptors import CTSliceDescriptor
 from ._embedder import SliceEmbedder, as_size, check_size
 from .._volumes import apply_window, read_ct_volume, resolve_window, select_slices
+from ..modules.volume_input import VolumeGeometry, _windows_itself
 
 
 class CTVolumeEmbedder(SliceEmbedder):
@@ -24,7 +26,10 @@ class CTVolumeEmbedder(SliceEmbedder):
     each is windowed (clipped to ``window`` and scaled to [0, 1]) and encoded by
     ``backbone`` in batches, and ``pool="mean"`` averages the slice embeddings into one
     vector per volume, as in Zhang et al. (2026) [1]_ (section 2.1). ``pool=None`` keeps the
-    per-slice embeddings as tokens for the attention models.
+    per-slice embeddings as tokens for the attention models. A backbone that windows the
+    volume itself (a 3-D encoder pretrained by
+    :class:`~skfusion.ssl.TimeToEventPretraining`, its ``image_encoder_``) embeds each
+    volume whole, in one forward pass: see ``backbone``.
 
     With ``backbone=None`` (the default) each slice is described by a deterministic,
     training-free descriptor instead of a neural network: the fraction of voxels and their
@@ -66,6 +71,16 @@ class CTVolumeEmbedder(SliceEmbedder):
         by skfusion with torchvision's layout (:func:`~skfusion.encoders.load_backbone`), any
         other name needs torchvision. None uses
         the training-free descriptor above.
+
+        A module that windows HU volumes itself embeds each volume whole instead: a
+        ``torch.nn.Sequential`` whose first layer is a
+        :class:`~skfusion.modules.volume_input.VolumeGeometry` (a 3-D encoder) or a
+        ``SliceGeometry`` (slices pooled inside the network), as the ``image_encoder_`` of
+        :class:`~skfusion.ssl.TimeToEventPretraining` is. Such a backbone receives the kept slices of one volume, in HU, as a ``(1, Z, H,
+        W)`` tensor (resampled beforehand to the ``VolumeGeometry``'s ``volume_size``, so that
+        volumes batch together) and returns ``(1, d)``: one token per volume, nothing pooled
+        over ``z`` by this class. ``window``, ``image_size``, ``mean`` and ``std`` are then
+        unused (the module's own geometry windows and resizes); ``slices`` still applies.
     weights : None, str or os.PathLike, default=None
         Local state-dict file loaded into the backbone (safetensors, or ``torch.save``
         read with ``weights_only=True``); keys must match. Nothing is ever downloaded.
@@ -85,7 +100,8 @@ class CTVolumeEmbedder(SliceEmbedder):
         ``"{output}__{i}"`` columns; None returns one object column ``"{output}"``
         holding a ``(n_slices, d)`` float32 array per row.
     batch_size : int, default=32
-        Slices per forward pass; batches span volume boundaries.
+        Slices per forward pass; batches span volume boundaries. With a backbone that
+        embeds whole volumes: volumes per forward pass (lower it for large volumes).
     device : str, default="auto"
         ``"auto"`` uses CUDA when available (with autocast mixed precision, bfloat16 where
         supported, for neural backbones) and the CPU otherwise.
@@ -125,8 +141,8 @@ class CTVolumeEmbedder(SliceEmbedder):
     Attributes
     ----------
     backbone_ : torch.nn.Module
-        The module that encodes slices (a copy of ``backbone``, or the descriptor), in
-        evaluation mode on ``device_``.
+        The module that encodes slices, or whole volumes (a copy of ``backbone``, or the
+        descriptor), in evaluation mode on ``device_``.
     device_ : torch.device
         Where slices are encoded.
     amp_dtype_ : torch.dtype or None
@@ -242,12 +258,11 @@ class CTVolumeEmbedder(SliceEmbedder):
     def _check_own_params(self):
         self.window_ = resolve_window(self.window)
         check_size(self.image_size, "image_size")
-        if isinstance(self.slices, tuple) and not (
-            len(self.slices) == 2 and all(v is None or isinstance(v, Integral) for v in self.slices)
-        ):
-            raise ValueError(
-                f"slices={self.slices!r}: a tuple must be (start, stop) with int or None entries."
-            )
+        check_slices(self.slices)
+
+    def _reads_whole_volumes(self):
+        """Whether ``backbone`` windows HU volumes itself, and so embeds each volume whole."""
+        return isinstance(self.backbone, torch.nn.Module) and _windows_itself(self.backbone)
 
     def _read_volume(self, cell, where):
         """The ``(z, y, x)`` HU volume of a cell and the sorted indices of the slices ``slices`` keeps."""
@@ -257,7 +272,18 @@ class CTVolumeEmbedder(SliceEmbedder):
     def _read_cell(self, cell, where):
         volume, indices = self._read_volume(cell, where)
         kept = volume if len(indices) == len(volume) else volume[indices]
-        return np.ascontiguousarray(kept[:, None])
+        if not self._reads_whole_volumes():
+            return np.ascontiguousarray(kept[:, None])
+        x = torch.from_numpy(np.ascontiguousarray(kept))[None]
+        geometry = self.backbone_[0]
+        # Resampled here (its geometry then skips it), so that a batch holds volumes of the network's size.
+        if isinstance(geometry, VolumeGeometry):
+            x = resize_volume(x, geometry.volume_size)
+        return x.numpy()
+
+    def _prepare(self, x):
+        # A backbone that windows HU volumes itself reads them as they are.
+        return x if self._reads_whole_volumes() else super()._prepare(x)
 
     def _geometry(self, x):
         if self.backbone is not None:
@@ -273,7 +299,14 @@ class CTVolumeEmbedder(SliceEmbedder):
             slices = f"heart v{HEART_SLICES_VERSION}"
         elif callable(slices):
             slices = "callable " + callable_fingerprint(slices, "slices")
-        return {"window": self.window_, "slices": slices, "image_size": as_size(self.image_size)}
+        params = {"window": self.window_, "slices": slices, "image_size": as_size(self.image_size)}
+        if self._reads_whole_volumes():
+            # Its window and size are plain attributes, absent from the module's fingerprint.
+            geometry = self.backbone[0]
+            params["geometry"] = (type(geometry).__name__, sorted(
+                (k, v) for k, v in vars(geometry).items() if not k.startswith("_") and k != "training"
+            ))
+        return params
 
     def _returns_tokens(self):
         return self.pool is None
@@ -282,3 +315,11 @@ class CTVolumeEmbedder(SliceEmbedder):
         if self.pool is None:
             return self._extract(cells, pool=False)
         return np.stack(self._extract(cells, pool=True))
+
+
+def check_slices(slices):
+    """A ValueError naming ``slices`` for a tuple that is not ``(start, stop)`` with int or None entries."""
+    if isinstance(slices, tuple) and not (
+        len(slices) == 2 and all(v is None or isinstance(v, Integral) for v in slices)
+    ):
+        raise ValueError(f"slices={slices!r}: a tuple must be (start, stop) with int or None entries.")

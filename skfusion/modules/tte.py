@@ -7,6 +7,9 @@
   ``CTVolumeEmbedder``: ``(B, 3, H, W)`` ImageNet-normalised slices to ``(B, d)``) and pools
   the slices with gated attention over ``z`` (Ilse, Tomczak and Welling, "Attention-based
   deep multiple instance learning", ICML 2018);
+- :class:`WholeVolumeEncoder` reads the whole volume with a 3-D network instead (one of
+  :data:`~skfusion.modules.volumes.VOLUME_NETWORKS` or the user's, told apart from a 2-D
+  backbone by :func:`reads_volumes`);
 - :class:`PiecewiseExponentialHead` is MOTOR's read-out (Steinberg et al., "MOTOR: a
   time-to-event foundation model for structured medical records", ICLR 2024): the embedding
   is projected to one low-rank vector per time piece, shared by all tasks, and a per-task
@@ -119,6 +122,40 @@ class VolumeEncoder(nn.Module):
         return self.pool(*self.slice_embeddings(x, mask))
 
 
+def reads_volumes(network):
+    """Whether ``network`` is a 3-D encoder: its first convolution (in module order) is a ``Conv3d``.
+
+    The rule :class:`~skfusion.ssl.TimeToEventPretraining` applies to a ``backbone`` module: a
+    network without a convolution, or whose first one is 2-D, is a slice backbone.
+    """
+    for module in network.modules():
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+            return isinstance(module, nn.Conv3d)
+    return False
+
+
+class WholeVolumeEncoder(nn.Module):
+    """Windowed, resampled volumes ``(n, D, H, W)`` to ``(n, out_dim)`` through a 3-D network.
+
+    The signature of :class:`VolumeEncoder` (a ``mask`` of real slices is accepted and unused:
+    every volume has the same size), so that :class:`TimeToEventNetwork` trains either.
+
+    Parameters
+    ----------
+    network : nn.Module
+        Maps ``(n, 1, D, H, W)`` volumes in [0, 1] to ``(n, out_dim)``.
+    out_dim : int
+    """
+
+    def __init__(self, network, out_dim):
+        super().__init__()
+        self.network = network
+        self.out_dim = out_dim
+
+    def forward(self, x, mask=None):
+        return self.network(x.unsqueeze(1))
+
+
 class PiecewiseExponentialHead(nn.Module):
     """MOTOR's read-out: log-hazards ``(n, n_pieces, n_tasks)`` from embeddings ``(n, in_dim)``.
 
@@ -198,7 +235,10 @@ class PiecewiseExponentialLoss(nn.Module):
 
 
 class TimeToEventNetwork(nn.Module):
-    """A :class:`VolumeEncoder` and a :class:`PiecewiseExponentialHead`, fed modality blocks."""
+    """An encoder and a :class:`PiecewiseExponentialHead`, fed modality blocks.
+
+    The encoder is a :class:`VolumeEncoder` (slices) or a :class:`WholeVolumeEncoder` (3-D).
+    """
 
     def __init__(self, name, encoder, head):
         super().__init__()

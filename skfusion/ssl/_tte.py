@@ -14,27 +14,34 @@ from .._engine import BalancedBatches, draw_seed, make_net, resolve_device, seed
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset
 from .._survival import MAX_TIME
-from .._images import IMAGENET_MEAN, IMAGENET_STD, is_missing_cell
+from .._images import IMAGENET_MEAN, IMAGENET_STD, MINMAX, VOLUME_FILE_CONSTRAINTS, is_missing_cell
 from ..encoders._backbone import load_backbone, load_state_dict
 from ..encoders._base import BaseColumnEncoder
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
-from ..encoders._embedder import as_size
+from ..encoders._embedder import as_size, check_size
 from ..encoders._event_store import EventView
 from ..encoders._events import as_event_frame, is_number, to_days, utc_naive
-from .._volumes import read_ct_volume, select_slices, series_files
-from ..encoders.ct import CTVolumeEmbedder
+from .._volumes import read_ct_volume, resolve_window, select_slices, series_files
+from ..encoders._tte_weights import _LAYOUTS, load_tte_encoder
+from ..encoders.ct import CTVolumeEmbedder, check_slices
 from ..modules.tte import (
     PiecewiseExponentialHead,
     PiecewiseExponentialLoss,
     SliceGeometry,
     TimeToEventNetwork,
     VolumeEncoder,
+    WholeVolumeEncoder,
     default_slice_backbone,
+    reads_volumes,
 )
+from ..modules.volume_input import VolumeGeometry
+from ..modules.volumes import VOLUME_NETWORKS, check_volume_input, volume_network
 
 
 _PREPROCESSING_VERSION = 1
 _MIN_ROWS = 2
+# The 3-D networks whose checkpoints Huo et al. released: their architecture in load_tte_encoder.
+_RELEASED = {network: architecture for architecture, (network, _, _) in _LAYOUTS.items()}
 
 
 class TimeToEventPretraining(BaseColumnEncoder):
@@ -53,10 +60,31 @@ class TimeToEventPretraining(BaseColumnEncoder):
     piecewise-constant hazards, averaged over rows and tasks. ``transform`` then embeds
     volumes with the pretrained encoder, for a linear probe, a Cox model or a fusion model.
 
-    The encoder reads a volume as :class:`~skfusion.encoders.CTVolumeEmbedder` does (same
-    readers, ``window``, ``slices``, ``image_size``, ``mean``/``std``), encodes each slice
-    with ``backbone`` and pools the slices by gated attention over ``z`` (Ilse et al.,
-    ICML 2018 [3]_).
+    The encoder is one of two kinds, chosen by ``backbone``:
+
+    - **a 3-D network** (a name of :data:`~skfusion.modules.volumes.VOLUME_NETWORKS`, or a
+      module whose first convolution is a ``torch.nn.Conv3d``) reads the whole volume, as
+      the fusion estimators' volume columns do: each volume, in HU, is resampled to
+      ``volume_size`` (trilinear) and windowed (``window``; ``"minmax"`` scales it by its own
+      minimum and maximum), then read as ``(1, D, H, W)``. **These follow the paper** [1]_:
+      its encoders are DenseNet-121-3D (``"densenet121-3d"``), ResNet-152-3D inflated from 2-D
+      weights (``"resnet152-3d"``, the architecture; skfusion does not inflate) and SwinUNETR
+      (``"swinunetr"``), trained on 224^3 volumes with min-max scaling: ``volume_size=(224,
+      224, 224), window="minmax"``. Their released weights load through ``weights``. The
+      other networks of that list (smaller ResNets and DenseNets, ``"swinvit"``) and smaller
+      volumes are alternatives that fit a CPU.
+    - **a 2-D slice network** (None, the default, a torchvision name, or any other module)
+      reads a volume as :class:`~skfusion.encoders.CTVolumeEmbedder` does (same readers,
+      ``window``, ``slices``, ``image_size``, ``mean``/``std``), encodes each slice and pools
+      the slices by gated attention over ``z`` (Ilse et al., ICML 2018 [3]_). This is
+      skfusion's **alternative** to the paper's 3-D encoders, sized for a CPU (the default
+      network has 78k parameters), whose backbone is a drop-in ``backbone=`` of
+      ``CTVolumeEmbedder``.
+
+    Either way the fitted ``image_encoder_`` maps HU volumes to the embedding: it is the
+    ``image_encoder=`` of the fusion estimators on a column of ``(Z, H, W)`` HU arrays, and
+    the ``backbone=`` of a ``CTVolumeEmbedder``, which then embeds each volume whole (the
+    values of ``transform``).
 
     Parameters
     ----------
@@ -96,32 +124,50 @@ class TimeToEventPretraining(BaseColumnEncoder):
         Width of the per-piece representation shared by the tasks (MOTOR's low-rank
         read-out).
     backbone : None, torch.nn.Module or str, default=None
-        The 2-D slice encoder, as in ``CTVolumeEmbedder``: a module mapping ``(B, 3, H,
-        W)`` (the windowed slice replicated to 3 channels and normalised) to ``(B, d)``,
-        copied at fit and never modified, or the name of a torchvision architecture built
-        without weights (``"resnet18"`` to ``"resnet152"`` without torchvision, as in
-        :func:`~skfusion.encoders.load_backbone`). None is a small ResNet (one basic block per stage, 8 to 64
-        channels, ``d = 64``) that trains on the CPU.
+        The encoder, copied at fit and never modified. A 3-D encoder: a name of
+        :data:`~skfusion.modules.volumes.VOLUME_NETWORKS` (built randomly initialised by
+        :func:`~skfusion.modules.volumes.volume_network`, MONAI needed) or a module whose
+        first convolution (in module order) is a ``Conv3d``, mapping ``(B, 1, D, H, W)``
+        volumes in [0, 1] to ``(B, d)`` (e.g. a network of
+        :func:`~skfusion.encoders.load_tte_encoder`). Anything else is the 2-D slice encoder,
+        as in ``CTVolumeEmbedder``: a module mapping ``(B, 3, H, W)`` (the windowed slice
+        replicated to 3 channels and normalised) to ``(B, d)``, or the name of a torchvision
+        architecture built without weights (``"resnet18"`` to ``"resnet152"`` without
+        torchvision, as in :func:`~skfusion.encoders.load_backbone`). None is a small 2-D
+        ResNet (one basic block per stage, 8 to 64 channels, ``d = 64``) that trains on the
+        CPU.
     weights : None, str or os.PathLike, default=None
         A local state-dict file (safetensors, or ``torch.save`` read with
-        ``weights_only=True``): the backbone's weights (as ``CTVolumeEmbedder`` loads
-        them), or a whole encoder written by :meth:`save_pretrained` (backbone and
-        attention pooling). Nothing is ever downloaded.
-    window : {"pe", "mace"} or tuple of (float, float), default="pe"
-        HU window, as in ``CTVolumeEmbedder``.
+        ``weights_only=True``); nothing is ever downloaded. For a 3-D backbone: the
+        network's weights (the file :meth:`save_pretrained` writes, or MONAI's keys), or, for
+        ``"densenet121-3d"``, ``"resnet152-3d"`` and ``"swinunetr"``, a checkpoint of Huo et
+        al. (read by :func:`~skfusion.encoders.load_tte_encoder`, pretraining head dropped).
+        For a 2-D backbone: the backbone's weights (as ``CTVolumeEmbedder`` loads them), or a
+        whole encoder written by :meth:`save_pretrained` (backbone and attention pooling).
+    window : {"pe", "mace", "minmax"} or tuple of (float, float), default="pe"
+        HU window, as in ``CTVolumeEmbedder``: clipped and scaled to [0, 1]. ``"minmax"``
+        (3-D backbones only) scales each volume by its own minimum and maximum, what Huo et
+        al. did (MONAI's ``ScaleIntensity``).
+    volume_size : tuple of 3 int, default=(128, 128, 128)
+        3-D backbones only: the ``(D, H, W)`` every volume is resampled to (trilinear), as
+        the fusion estimators' ``volume_size``; Huo et al. used 224^3. A volume too small
+        for the network's downsampling is a ValueError naming it.
     slices : None, tuple of (int, int), float or callable, default=None
-        Which axial slices to keep, as in ``CTVolumeEmbedder``.
+        Which axial slices to keep (before resampling, for a 3-D backbone), as in
+        ``CTVolumeEmbedder``.
     image_size : None, int or tuple of (int, int), default=None
-        The size of the slice the backbone reads, as in ``CTVolumeEmbedder``: each slice is
-        resized (bilinear, antialiased) so that its shorter side is the int, or to the
-        ``(height, width)`` pair; None keeps the native size. Every volume must then have
-        slices of one size: set a pair when volumes differ.
+        2-D backbones only: the size of the slice the backbone reads, as in
+        ``CTVolumeEmbedder``: each slice is resized (bilinear, antialiased) so that its
+        shorter side is the int, or to the ``(height, width)`` pair; None keeps the native
+        size. Every volume must then have slices of one size: set a pair when volumes
+        differ.
     mean : tuple of float or None, default=(0.485, 0.456, 0.406)
-        Per-channel means of the backbone input's normalisation, as in ``CTVolumeEmbedder``.
+        2-D backbones only: per-channel means of the backbone input's normalisation, as in
+        ``CTVolumeEmbedder``.
     std : tuple of float or None, default=(0.229, 0.224, 0.225)
-        Per-channel standard deviations of that normalisation.
+        2-D backbones only: per-channel standard deviations of that normalisation.
     attention_dim : int, default=32
-        Hidden width of the attention pooling over slices.
+        2-D backbones only: hidden width of the attention pooling over slices.
     lr : float, default=1e-3
         Adam learning rate.
     weight_decay : float, default=0.0
@@ -134,9 +180,10 @@ class TimeToEventPretraining(BaseColumnEncoder):
         ``"auto"`` is CUDA when available, else the CPU.
     cache_dir : None, str or os.PathLike, default=None
         Folder of ``CTVolumeEmbedder``'s content-addressed cache, here holding the
-        windowed, resized slices of each volume (keyed by the volume's bytes and by
-        ``window``, ``slices`` and ``image_size``), so reading and preprocessing a volume
-        happens once across fits and transforms.
+        windowed, resized slices (or resampled volume) of each volume (keyed by the volume's
+        bytes and by ``window``, ``slices``, ``image_size`` and, for a 3-D backbone,
+        ``volume_size``), so reading and preprocessing a volume happens once across fits and
+        transforms.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights and the batch order.
     verbose : int, default=0
@@ -154,16 +201,21 @@ class TimeToEventPretraining(BaseColumnEncoder):
     piece_boundaries_ : ndarray of shape ``(n_pieces_ + 1,)``
         Start of each piece, then ``inf``, in the events' time unit (days for datetimes).
     n_pieces_ : int
-    encoder_ : skfusion.modules.tte.VolumeEncoder
-        The pretrained encoder (backbone and attention pooling), in evaluation mode; it
-        reads windowed slices ``(n, Z, H, W)`` with a ``(n, Z)`` mask of real slices.
+    encoder_ : skfusion.modules.tte.VolumeEncoder or WholeVolumeEncoder
+        The pretrained encoder, in evaluation mode. 2-D: backbone and attention pooling,
+        reading windowed slices ``(n, Z, H, W)`` with a ``(n, Z)`` mask of real slices. 3-D:
+        the network, reading windowed, resampled volumes ``(n, D, H, W)``.
     backbone_ : torch.nn.Module
-        The pretrained slice encoder (``encoder_.backbone``): the ``backbone=`` of a
-        ``CTVolumeEmbedder`` with the same ``window``, ``image_size``, ``mean`` and ``std``.
+        The pretrained network. 2-D: the slice encoder (``encoder_.backbone``), the
+        ``backbone=`` of a ``CTVolumeEmbedder`` with the same ``window``, ``image_size``,
+        ``mean`` and ``std`` (which then embeds slices). 3-D: the network
+        (``encoder_.network``), ``(B, 1, D, H, W)`` volumes in [0, 1] to ``(B, d)``.
     image_encoder_ : torch.nn.Sequential
-        The encoder behind the windowing and resizing: ``(n, Z, H, W)`` volumes in HU to
-        ``(n, d)``; the ``image_encoder=`` of the fusion estimators on a raw column of
-        equal-shaped ``(Z, H, W)`` HU arrays, which they fine-tune with the task head.
+        The encoder behind the windowing and resizing (``SliceGeometry``) or resampling
+        (``VolumeGeometry``): ``(n, Z, H, W)`` volumes in HU to ``(n, d)``. The
+        ``image_encoder=`` of the fusion estimators on a raw column of equal-shaped ``(Z, H,
+        W)`` HU arrays, which they fine-tune with the task head; the ``backbone=`` of a
+        ``CTVolumeEmbedder``, which then embeds each volume whole, as ``transform`` does.
     net_ : skfusion._engine.FusionNet
         The skorch network (encoder and piecewise-exponential head) and its history.
     n_iter_ : int
@@ -173,16 +225,20 @@ class TimeToEventPretraining(BaseColumnEncoder):
     embedding_dim_ : int
         Width ``d`` of the embedding.
     slice_shape_ : tuple of (int, int)
-        Slice size the encoder was trained on; ``transform`` requires it.
+        Slice size the encoder was trained on; ``transform`` requires it (3-D: the last two
+        sides of ``volume_size``, which every volume is resampled to).
+    volume_size_ : tuple of 3 int or None
+        The ``(D, H, W)`` volumes are resampled to for a 3-D backbone; None for a 2-D one.
     n_rows_used_ : int
         Training rows (with an image and some follow-up after the index time).
-    window_ : tuple of (float, float)
+    window_ : tuple of (float, float) or "minmax"
     n_features_in_ : int
     feature_names_in_ : ndarray of str
 
     See Also
     --------
     skfusion.encoders.CTVolumeEmbedder : training-free or pretrained slice embeddings.
+    skfusion.encoders.load_tte_encoder : the 3-D encoders Huo et al. released.
 
     Notes
     -----
@@ -190,7 +246,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
     for the likelihood: they are left out with a warning that counts them. Events are
     compared with the index time strictly (an event at the index time is history). The
     preprocessed volumes of the training rows are held in memory (on ``device``) during
-    fit.
+    fit: ``4 * D * H * W`` bytes a volume for a 3-D backbone (8 MiB at 128^3).
 
     References
     ----------
@@ -212,6 +268,14 @@ class TimeToEventPretraining(BaseColumnEncoder):
     (24, 64)
     >>> list(Xt.columns[:2])
     ['ct__0', 'ct__1']
+
+    A 3-D network on whole volumes, resampled to 8 x 16 x 16 and min-max scaled (the
+    paper's recipe at 224^3 with ``"densenet121-3d"``):
+
+    >>> tte3d = TimeToEventPretraining(backbone="resnet10-3d", volume_size=(8, 16, 16),
+    ...                                window="minmax", max_epochs=1, random_state=0).fit(X)
+    >>> tte3d.transform(X[["ct"]]).shape
+    (24, 512)
     """
 
     _parameter_constraints = {
@@ -224,7 +288,8 @@ class TimeToEventPretraining(BaseColumnEncoder):
         "rank": [Interval(Integral, 1, None, closed="left")],
         "backbone": [None, str, torch.nn.Module],
         "weights": [None, str, os.PathLike],
-        "window": [StrOptions({"pe", "mace"}), tuple, list],
+        "window": VOLUME_FILE_CONSTRAINTS["window"],
+        "volume_size": VOLUME_FILE_CONSTRAINTS["volume_size"],
         "slices": [None, tuple, Interval(Real, 0, 1, closed="right"), callable],
         "image_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
         "mean": [None, tuple, list],
@@ -253,6 +318,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         backbone=None,
         weights=None,
         window="pe",
+        volume_size=(128, 128, 128),
         slices=None,
         image_size=None,
         mean=IMAGENET_MEAN,
@@ -277,6 +343,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self.backbone = backbone
         self.weights = weights
         self.window = window
+        self.volume_size = volume_size
         self.slices = slices
         self.image_size = image_size
         self.mean = mean
@@ -313,9 +380,7 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self : object
         """
         images = self._check_frame(X, reset=True)
-        # The CT preprocessing parameters mean what they mean in CTVolumeEmbedder: same checks.
-        CTVolumeEmbedder._check_own_params(self)
-        CTVolumeEmbedder._check_normalisation(self)
+        self._check_preprocessing()
         rows = [i for i, cell in enumerate(images) if not is_missing_cell(cell)]
         if not rows:
             raise ValueError(f"{type(self).__name__}: column {self.image!r} has no non-missing cell.")
@@ -476,8 +541,27 @@ class TimeToEventPretraining(BaseColumnEncoder):
 
     # ------------------------------------------------------------------ images
 
+    def _check_preprocessing(self):
+        """Check the preprocessing parameters; set ``window_`` and ``volume_size_`` (None for a slice backbone)."""
+        three_d = _reads_volumes(self.backbone)
+        minmax = isinstance(self.window, str) and self.window == MINMAX
+        if minmax and not three_d:
+            raise ValueError(
+                "window='minmax' (each volume scaled by its own minimum and maximum, as Huo et al.) is for a 3-D "
+                f"backbone (one of {VOLUME_NETWORKS} or a module whose first convolution is a Conv3d); the 2-D "
+                "slice backbone reads an HU window: 'pe', 'mace' or (low, high)."
+            )
+        self.window_ = MINMAX if minmax else resolve_window(self.window)
+        self.volume_size_ = tuple(self.volume_size) if three_d else None
+        # The slice parameters mean what they mean in CTVolumeEmbedder: same checks.
+        check_size(self.image_size, "image_size")
+        check_slices(self.slices)
+        CTVolumeEmbedder._check_normalisation(self)
+
     def _geometry(self):
-        return SliceGeometry(self.window_, as_size(self.image_size))
+        if self.volume_size_ is None:
+            return SliceGeometry(self.window_, as_size(self.image_size))
+        return VolumeGeometry(self.window_, self.volume_size_)
 
     def _preprocess(self, cells, wheres):
         """Windowed, resized ``(Z_i, H, W)`` float32 slices of every cell, all of one slice size."""
@@ -502,26 +586,30 @@ class TimeToEventPretraining(BaseColumnEncoder):
         return volumes
 
     def _read_volume(self, cell, where, geometry):
+        """The ``(Z, H, W)`` windowed slices, or ``(D, H, W)`` windowed volume resampled for a 3-D backbone."""
         if isinstance(cell, np.ndarray) and cell.ndim == 2:
             cell = cell[None]
         volume = read_ct_volume(cell, where)
         indices = select_slices(volume, self.slices, where)
         volume = volume if len(indices) == len(volume) else volume[indices]
         with torch.inference_mode():
-            return geometry(torch.from_numpy(np.ascontiguousarray(volume))[None])[0].numpy()
+            out = geometry(torch.from_numpy(np.ascontiguousarray(volume))[None])
+        return out.reshape(out.shape[-3:]).numpy()
 
     def _cache_fingerprint(self):
         slices = self.slices
         if callable(slices):
             slices = "callable " + callable_fingerprint(slices, "slices")
-        return fingerprint_of(
-            {
-                "encoder": f"{type(self).__name__} slices v{_PREPROCESSING_VERSION}",
-                "window": self.window_,
-                "slices": slices,
-                "image_size": as_size(self.image_size),
-            }
-        )
+        params = {
+            "encoder": f"{type(self).__name__} slices v{_PREPROCESSING_VERSION}",
+            "window": self.window_,
+            "slices": slices,
+            "image_size": as_size(self.image_size),
+        }
+        if self.volume_size_ is not None:
+            params["encoder"] = f"{type(self).__name__} volumes v{_PREPROCESSING_VERSION}"
+            params["volume_size"] = self.volume_size_
+        return fingerprint_of(params)
 
     @staticmethod
     def _padded(volumes):
@@ -536,7 +624,10 @@ class TimeToEventPretraining(BaseColumnEncoder):
     # ------------------------------------------------------------------ training
 
     def _build_encoder(self):
-        """The initial encoder: the (copied) backbone with its weights, and a fresh attention pooling."""
+        """The initial encoder: the (copied) backbone with its weights, and a fresh attention pooling (2-D)."""
+        if self.volume_size_ is not None:
+            network = self._volume_backbone()
+            return WholeVolumeEncoder(network, check_volume_input(network, self.volume_size_, "backbone"))
         state = None if self.weights is None else load_state_dict(self.weights)
         whole = state is not None and any(key.startswith("pool.") for key in state)
         backbone = default_slice_backbone() if self.backbone is None else self.backbone
@@ -552,6 +643,15 @@ class TimeToEventPretraining(BaseColumnEncoder):
                     f"unexpected keys {unexpected[:5]}."
                 )
         return encoder
+
+    def _volume_backbone(self):
+        """The 3-D network: built by name or copied, with ``weights`` (a checkpoint of Huo et al. for theirs)."""
+        if not isinstance(self.backbone, str):
+            return load_backbone(self.backbone, self.weights)
+        if self.weights is not None and self.backbone in _RELEASED:
+            # Reads their checkpoints (head dropped, prefixes removed) and plain state dicts of the network alike.
+            return load_tte_encoder(self.weights, _RELEASED[self.backbone])
+        return load_backbone(volume_network(self.backbone), self.weights)
 
     def _log_rates(self, time, event):
         """Each task's constant-hazard maximum-likelihood rate, events over time at risk (log)."""
@@ -585,8 +685,12 @@ class TimeToEventPretraining(BaseColumnEncoder):
         self.net_.module_.eval()
         self.n_iter_ = self.best_epoch_ = len(self.net_.history)
         self.encoder_ = self.net_.module_.encoder
-        self.backbone_ = self.encoder_.backbone
-        self.image_encoder_ = torch.nn.Sequential(self._geometry(), self.encoder_).to(self.net_.device)
+        if self.volume_size_ is None:
+            self.backbone_ = self.encoder_.backbone
+            self.image_encoder_ = torch.nn.Sequential(self._geometry(), self.encoder_).to(self.net_.device)
+        else:
+            self.backbone_ = self.encoder_.network
+            self.image_encoder_ = torch.nn.Sequential(self._geometry(), self.backbone_).to(self.net_.device)
         self.embedding_dim_ = self.encoder_.out_dim
 
     # ------------------------------------------------------------------ transform
@@ -605,11 +709,13 @@ class TimeToEventPretraining(BaseColumnEncoder):
         return self.embedding_dim_
 
     def save_pretrained(self, path):
-        """Write the fitted encoder (backbone and attention pooling) to a safetensors file.
+        """Write the fitted encoder to a safetensors file.
 
-        The file loads back with ``TimeToEventPretraining(weights=path, max_epochs=0)``
-        (same ``backbone`` and ``attention_dim``); its metadata records the preprocessing
-        (window, image size, normalisation) and the tasks.
+        2-D: the backbone and the attention pooling. 3-D: the network alone, under its own
+        keys (MONAI's for a named network), so that any code building that network loads
+        it. The file loads back with ``TimeToEventPretraining(weights=path, max_epochs=0)``
+        (same ``backbone``, and ``attention_dim`` for 2-D); its metadata records the
+        preprocessing (window, volume size, image size, normalisation) and the tasks.
 
         Parameters
         ----------
@@ -618,9 +724,12 @@ class TimeToEventPretraining(BaseColumnEncoder):
         from safetensors.torch import save_file
 
         check_is_fitted(self)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.encoder_.state_dict().items()}
+        # A 3-D network is saved alone, under its own keys: the state dict MONAI's network loads.
+        module = self.encoder_ if self.volume_size_ is None else self.backbone_
+        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
         metadata = {
             "window": json.dumps(self.window_),
+            "volume_size": json.dumps(self.volume_size_),
             "image_size": json.dumps(as_size(self.image_size)),
             "mean": json.dumps(self.mean and list(self.mean)),
             "std": json.dumps(self.std and list(self.std)),
@@ -628,6 +737,13 @@ class TimeToEventPretraining(BaseColumnEncoder):
             "tasks": json.dumps([str(t) for t in self.tasks_]),
         }
         save_file(state, str(path), metadata=metadata)
+
+
+def _reads_volumes(backbone):
+    """Whether ``backbone`` is a 3-D encoder: a name of VOLUME_NETWORKS, or a module whose first convolution is 3-D."""
+    if isinstance(backbone, str):
+        return backbone in VOLUME_NETWORKS
+    return backbone is not None and reads_volumes(backbone)
 
 
 class _Ancestry:
