@@ -61,6 +61,9 @@ LSTM_REFERENCE_ROWS = 42_628
 # A fit without validation is still learning when its last n_iter_no_change epochs lowered
 # the training loss by more than this share of its whole descent.
 CONVERGENCE_TOL = 0.01
+# early_stopping="auto" of a pretraining transformer holds rows out from this many on: the
+# fusion estimators' threshold (100 held-out events, or rows of the rarest class), in rows.
+MIN_VALIDATION_ROWS = 100
 # The parameters of a pretraining transformer's epoch selection (held_out_split).
 HELD_OUT_PARAMETERS = {
     "early_stopping": ["boolean", StrOptions({"auto"})],

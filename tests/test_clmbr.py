@@ -552,7 +552,7 @@ def test_max_epochs_cutting_the_held_out_descent_warns(tiny_events):
 @pytest.mark.parametrize("fraction, holds_out", [(0.1, True), (0.05, False)])
 def test_auto_early_stopping_holds_patients_out_from_a_cohort_size(tiny_events, monkeypatch, fraction, holds_out):
     # 3 held-out patients instead of 100, so that the 40 patients here cross the threshold.
-    monkeypatch.setattr(clmbr_encoder, "MIN_VALIDATION_PATIENTS", 3)
+    monkeypatch.setattr(clmbr_encoder, "MIN_VALIDATION_ROWS", 3)
     held_out = []
 
     class Record(Callback):

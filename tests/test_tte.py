@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from _batch_invariance import assert_float32_close
 from skfusion import ConcatSurvival, UnimodalSurvival
@@ -225,6 +226,43 @@ def test_max_epochs_zero_is_the_untrained_encoder(cohort):
     np.testing.assert_allclose(a.transform(X[["ct"]]), b.transform(X[["ct"]]), rtol=1e-5, atol=1e-6)
     trained = TimeToEventPretraining(**TINY).fit(X)
     assert not np.allclose(a.transform(X[["ct"]]), trained.transform(X[["ct"]]), atol=1e-3)
+
+
+def test_early_stopping_restores_the_best_held_out_epoch(cohort):
+    X, _ = cohort
+    tte = TimeToEventPretraining(**{**TINY, "max_epochs": 6}, early_stopping=True, validation_fraction=0.25,
+                                 n_iter_no_change=2)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        tte.fit(X)
+    selection = dict(tte.net_.callbacks_)["epoch_selection"]
+    losses = selection.losses_
+    assert len(losses) == tte.n_iter_ + 1  # epoch 0, the initial encoder, then each epoch
+    np.testing.assert_allclose(losses[1:], tte.net_.history[:, "valid_loss"])
+    assert tte.best_epoch_ == int(np.argmin(losses))
+    # The restored encoder is that epoch's: its held-out loss is the best one.
+    assert tte.net_.dataset_loss(selection.valid) == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_max_epochs_cutting_the_held_out_descent_warns(cohort):
+    X, _ = cohort
+    with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=1 while the validation loss"):
+        TimeToEventPretraining(**{**TINY, "max_epochs": 1}, early_stopping=True, validation_fraction=0.25).fit(X)
+
+
+@pytest.mark.parametrize("fraction, holds_out", [(0.25, True), (0.1, False)])
+def test_auto_early_stopping_holds_rows_out_from_a_cohort_size(cohort, monkeypatch, fraction, holds_out):
+    import skfusion.ssl._tte as tte_module
+
+    # 3 held-out rows instead of 100, so that the 24 rows here cross the threshold at a quarter.
+    monkeypatch.setattr(tte_module, "MIN_VALIDATION_ROWS", 3)
+    X, _ = cohort
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        tte = TimeToEventPretraining(**{**TINY, "batch_size": 4}, early_stopping="auto",
+                                     validation_fraction=fraction).fit(X)  # fmt: skip
+    assert ("valid_loss" in tte.net_.history[-1]) == holds_out
+    assert tte.best_epoch_ <= tte.n_iter_ <= TINY["max_epochs"]
 
 
 def test_user_backbone_is_copied(cohort):

@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._compat import Interval, StrOptions
 from .._engine import BalancedBatches, draw_seed, make_net, seeded, transformer_precision
-from .._training import HELD_OUT_PARAMETERS, held_out_split, record_epochs
+from .._training import HELD_OUT_PARAMETERS, MIN_VALIDATION_ROWS, held_out_split, record_epochs
 from ..modules.clmbr import (
     DICTIONARY_FILE,
     CLMBRModel,
@@ -44,9 +44,6 @@ MAX_AGE_DAYS = 1000 * 365.25
 MAX_NORMED_AGE = float(np.sqrt(np.finfo(np.float16).max))
 # Resolution of the training-value distribution each code's last value is placed on.
 N_VALUE_QUANTILES = 101
-# early_stopping="auto" holds patients out from this many on: the fusion estimators' threshold
-# (100 held-out events, or rows of the rarest class), counted in patients.
-MIN_VALIDATION_PATIENTS = 100
 # Fields femr's tokenizer reads from each kind of vocabulary entry (flat, hierarchical).
 VOCAB_FIELDS = {
     "code": (("code_string",), ("code_string",)),
@@ -579,7 +576,7 @@ class CLMBREmbedder(EventColumnMixin, BaseColumnEncoder):
 
     def _train(self, module, patients, seed):
         """Train ``module`` on ``patients`` with ``make_net``, the epoch chosen on held-out patients or not."""
-        patients, selection = held_out_split(self, patients, seed, MIN_VALIDATION_PATIENTS)
+        patients, selection = held_out_split(self, patients, seed, MIN_VALIDATION_ROWS)
         callbacks = list(self.callbacks or []) + ([] if selection is None else [("epoch_selection", selection)])
         with seeded(seed, self.device_):
             net = make_net(

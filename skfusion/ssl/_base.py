@@ -39,14 +39,11 @@ from .._engine import (
     weight_format,
 )
 from .._images import IMAGE_FILE_CONSTRAINTS
-from .._training import HELD_OUT_PARAMETERS, held_out_split, record_epochs
+from .._training import HELD_OUT_PARAMETERS, MIN_VALIDATION_ROWS, held_out_split, record_epochs
 from ..modules.encoders import image_encoder
 from ..modules.ssl import PairedEncoders
 
 _MIN_PAIRED_ROWS = 2
-# early_stopping="auto" holds paired rows out from this many on (and from a training batch of
-# them): the threshold of the fusion estimators and of CLMBREmbedder (docs/design.md).
-MIN_VALIDATION_ROWS = 100
 
 
 def find_pair(X, image, ehr, modality_dims, raw_image=False):
@@ -243,6 +240,7 @@ class BasePairedPretraining(TransformerMixin, BaseEstimator):
         device = resolve_device(self.device)
         dataset = ModalityDataset(blocks, device=device).subset(paired)
         seed = self._seed()
+        # A contrastive loss depends on its batch's size: a held-out batch is a full training one.
         train, selection = held_out_split(self, dataset, seed, max(MIN_VALIDATION_ROWS, self.batch_size))
         with seeded(seed, device):
             # The estimator's backbone is left untouched: a copy is fine-tuned.
