@@ -622,7 +622,8 @@ def plot_slice_saliency(volume, saliency, slices, *, window="pe", ax=None, alpha
         :class:`~skfusion.encoders.CTVolumeEmbedder` reads it.
     saliency : array-like of the same shape
         Its voxel attributions: a row of :func:`skfusion.inspection.gradient_saliency` or
-        :func:`skfusion.inspection.integrated_gradients` for the volume column of a Pipeline.
+        :func:`skfusion.inspection.integrated_gradients` for a CT volume column (of a model
+        that trains a 3-D encoder on it, or of a Pipeline's ``CTVolumeEmbedder``).
     slices : int or sequence of int
         The axial indices to show, each in ``[0, z)``.
     window : {"pe", "mace"} or tuple of (float, float), default="pe"

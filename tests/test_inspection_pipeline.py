@@ -218,3 +218,18 @@ def test_bad_input(data, pipelines):
         gradient_saliency(pipe, missing, "ct")
     with pytest.raises(ValueError, match="baseline must be a finite number"):
         integrated_gradients(pipe, rows, "ct", baseline=np.inf)
+
+
+def test_a_whole_volume_backbone_is_named(data):
+    from skfusion.modules.volume_input import VolumeGeometry
+
+    X, y, _ = data
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        VolumeGeometry(WINDOW, (4, 8, 8)), torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(),
+    )  # fmt: skip
+    whole = CTVolumeEmbedder(backbone=network, batch_size=2, device="cpu")
+    pipe = Pipeline([("ct", whole), ("fuse", ConcatSurvival(**TRAINING))]).fit(X.drop(columns="pet"), y)
+    with pytest.raises(ValueError, match=r"step 'ct' \(CTVolumeEmbedder\) embeds each volume of column 'ct' whole"):
+        gradient_saliency(pipe, X.iloc[:2].drop(columns="pet"), "ct")

@@ -10,9 +10,13 @@ image classification models and saliency maps", ICLR workshop 2014);
 the attributions of a row sum to the change of its score from the baseline (completeness).
 The inputs are those the network reads: the tokens of a token column (per-slice CT
 embeddings, per-step EHR states), the pixels of a raw image column when the image encoder is
-in the network (``image_encoder=``), or a numeric block. An image's attributions come back in
-its cells' ``(H, W, C)`` layout, per unit of the image as the network reads it (an array
-scaled to [0, 1]: integer cells divided by their dtype's maximum).
+in the network (``image_encoder=``), the voxels of a CT volume column whose 3-D encoder is in
+the network, or a numeric block. An image's attributions come back in its cells' ``(H, W, C)``
+layout, per unit of the image as the network reads it (an array scaled to [0, 1]: integer
+cells divided by their dtype's maximum). A volume's come back per Hounsfield unit of the
+volume as its cell holds it: an array, or a file read at its own shape and resampled to
+``volume_size`` inside the differentiated graph, so that each of the file's voxels gets the
+gradient that the resampling carries back to it.
 
 A fitted Pipeline of skfusion encoders ending in a fusion estimator is explained too. Its
 model's modalities are explained at the model's input, as above. The volume column of a
@@ -23,6 +27,8 @@ preprocessing (normalisation, resize, window), one volume at a time; each row's 
 volume's ``(z, y, x)`` shape.
 """
 
+import contextlib
+import functools
 from numbers import Integral, Real
 
 import numpy as np
@@ -30,6 +36,10 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from .._data import ModalityDataset
+from .._images import MINMAX, VolumeFiles, resize_volume
+from .._volumes import read_ct_volume
+from ..modules.tte import SliceGeometry
+from ..modules.volume_input import VolumeGeometry, hold_minmax_scaling
 from ._score import check_model, modality_names, score, score_columns
 from ._volume import VolumeScore, object_array, volume_step
 
@@ -41,8 +51,17 @@ def _check_estimator(estimator, modality, target):
         raise ValueError(f"modality={modality!r} is not a modality of the fitted model; its modalities are {names}.")
 
 
-def _batches(estimator, X, modality, target):
-    """``(blocks, columns)`` batches of ``X`` on the model's device, in order, with each row's score column."""
+def _inputs(estimator, X, modality, target):
+    """``(blocks, columns, x, as_block)`` per batch of ``X``, in order: its blocks on the model's device, each row's
+    score column, the input ``x`` that is attributed, and the map from a point of ``x``'s path to the modality's
+    block input.
+
+    ``x`` is the block's input (``as_block`` the identity), ``batch_size`` rows at a time. A
+    column of volume files goes row by row instead: ``x`` is the row's volume at its file's
+    shape, ``(1, z, y, x)`` in HU, read as :class:`~skfusion._images.VolumeFiles` reads it
+    before resampling, and ``as_block`` resamples it to ``volume_size`` with the same
+    function, inside the graph, so that the gradient reaches the file's voxels.
+    """
     blocks, n_samples = estimator._blocks(X, reset=False)
     dataset = ModalityDataset(blocks, device=estimator.net_.device)
     if not bool(dataset.blocks[modality]["present"].all()):
@@ -52,48 +71,127 @@ def _batches(estimator, X, modality, target):
         )
     columns = score_columns(estimator, dataset, target)
     positions = torch.arange(n_samples, device=dataset.device)
-    for chunk in positions.split(estimator.net_.batch_size):
-        yield dataset.batch(chunk)[0], columns[chunk.cpu()]
+    files = dataset.files.get(modality)
+    if not isinstance(files, VolumeFiles):
+        for chunk in positions.split(estimator.net_.batch_size):
+            blocks = dataset.batch(chunk)[0]
+            yield blocks, columns[chunk.cpu()], blocks[modality]["x"], _identity
+        return
+    as_block = functools.partial(resize_volume, size=files.size)
+    for chunk in positions.split(1):
+        rows = chunk.cpu()
+        volume = torch.from_numpy(_read_volume(files, int(rows[0])))[None].to(dataset.device)
+        images = {name: column.read(rows) for name, column in dataset.files.items() if name != modality}
+        blocks = dataset.batch(chunk, images={**images, modality: as_block(volume)})[0]
+        yield blocks, columns[rows], volume, as_block
 
 
-def _path_gradients(estimator, X, modality, alphas, baseline, target):
-    """``(block, x - baseline, mean over alphas of the gradient at baseline + alpha (x - baseline))`` per batch.
+def _identity(x):
+    return x
 
-    Both in the units of ``X``: the network reads standardized features
-    ``z = (x - mean) / scale`` (``standardization_``), so the baseline is standardized the
-    same way and the gradients are divided by the scale.
+
+def _read_volume(files, row):
+    """Row ``row`` of the volume file column ``files`` as its reader gives it: ``(z, y, x)`` float32, in HU."""
+    path = files.paths[row]
+    try:
+        return read_ct_volume(path, path)
+    except ValueError as exc:
+        raise ValueError(f"row {row}, volume {path!r}: {exc}") from None
+
+
+def _volume_input(module):
+    """The first layer that windows the HU volumes of a volume column in ``module`` (None without one).
+
+    Every volume column of a model has the same: the estimator's ``image_encoder``,
+    ``volume_size`` and ``window`` build each one.
+    """
+    return next((m for m in module.modules() if isinstance(m, (VolumeGeometry, SliceGeometry))), None)
+
+
+def _standardization(estimator, modality):
+    """``(mean, scale)`` by which the network reads ``modality``: ``z = (x - mean) / scale`` (``standardization_``)."""
+    dtype = next(estimator.net_.module_.parameters()).dtype
+    stats = estimator.standardization_.get(modality, (0.0, 1.0))
+    return (torch.as_tensor(v, dtype=dtype, device=estimator.net_.device) for v in stats)
+
+
+def _paths(estimator, X, modality, target, integrated=False, baseline=None):
+    """``(block, x, start, at)`` per batch (see :func:`_inputs`), in the units the network reads.
+
+    ``at(point)`` is each row's score with the modality's input at ``point`` (``x``'s shape),
+    ``start`` the start of integrated gradients' path (``integrated``; else 0), from
+    ``baseline`` in the units of ``X`` (None: :func:`integrated_gradients`' default). Under
+    ``window="minmax"``, a path's start is each volume's minimum and ``at`` holds the
+    scaling of ``x`` (:func:`~skfusion.modules.volume_input.hold_minmax_scaling`) while the
+    generator is at its batch.
     """
     module = estimator.net_.module_.eval()
     dtype = next(module.parameters()).dtype
-    device = estimator.net_.device
-    mean, scale = (
-        torch.as_tensor(v, dtype=dtype, device=device) for v in estimator.standardization_.get(modality, (0.0, 1.0))
-    )
+    mean, scale = _standardization(estimator, modality)
+    spec = next(s for s in estimator.layout_ if s.name == modality)
+    geometry = _volume_input(module) if spec.volume else None
+    minmax = integrated and geometry is not None and geometry.window == MINMAX
+    if minmax and baseline is not None:
+        raise ValueError(
+            f"baseline={baseline!r} cannot be used with window='minmax': min-max scaling reads every constant "
+            "volume as zeros, whatever its value, so the baseline is each volume's own minimum; leave "
+            "baseline=None."
+        )
+    if not integrated:
+        baseline = 0.0
+    elif baseline is None:
+        baseline = geometry.window[0] if geometry is not None else 0.0  # a HU window's low end: black
+    for blocks, columns, x, as_block in _inputs(estimator, X, modality, target):
+        x = x.to(dtype)
+
+        def at(point, blocks=blocks, columns=columns, as_block=as_block):
+            return score(module, {**blocks, modality: {**blocks[modality], "x": as_block(point)}}, columns)
+
+        with hold_minmax_scaling(module) if minmax else contextlib.nullcontext():
+            if minmax:
+                with torch.no_grad():
+                    at(x)  # the first pass, whose scaling the path holds
+                start = geometry.minmax_scaling(as_block(x))[0]
+            else:
+                start = (float(baseline) - mean) / scale
+            yield blocks[modality], x, start, at
+
+
+def _path_gradients(estimator, X, modality, target, alphas=None, baseline=None):
+    """``(block, x - x', mean over alphas of the gradient at x' + alpha (x - x'))`` per batch, in the units of ``X``.
+
+    ``alphas=None`` is the gradient at ``x`` itself (``x' = 0``, ``alpha = 1``); otherwise
+    ``baseline`` is ``x'`` (see :func:`_paths`). The network reads standardized features,
+    so the gradients are divided by the scale.
+    """
+    _, scale = _standardization(estimator, modality)
+    paths = _paths(estimator, X, modality, target, alphas is not None, baseline)
+    alphas = [1.0] if alphas is None else alphas
     # cuDNN computes an RNN's backward pass in training mode only; the plain kernels in any mode.
     with torch.backends.cudnn.flags(enabled=False):
-        for blocks, columns in _batches(estimator, X, modality, target):
-            x = blocks[modality]["x"].to(dtype)
-            start = (baseline - mean) / scale
+        for block, x, start, at in paths:
             delta = x - start
             total = torch.zeros_like(x)
             for alpha in alphas:
                 point = (start + alpha * delta).requires_grad_(True)
-                value = score(module, {**blocks, modality: {**blocks[modality], "x": point}}, columns)
-                (grad,) = torch.autograd.grad(value.sum(), point)
+                (grad,) = torch.autograd.grad(at(point).sum(), point)
                 total += grad
-            yield blocks[modality], delta * scale, total / len(alphas) / scale
+            yield block, delta * scale, total / len(alphas) / scale
 
 
 def _aligned(estimator, modality, parts):
-    """Attributions per batch back to the input's layout: (n, ...) arrays, or a list of (T_i, d) arrays.
+    """Attributions per batch back to the input's layout: (n, ...) arrays, or an object array of per-row arrays.
 
-    An image's come back channels-last, ``(n, H, W, C)``, as its cells are given (a volume's as
-    ``(n, Z, H, W)``).
+    An image's come back channels-last, ``(n, H, W, C)``, as its cells are given; a volume's
+    as one ``(z, y, x)`` array per row, at its cell's shape; a token column's as one
+    ``(T_i, d)`` array per row.
     """
     spec = next(s for s in estimator.layout_ if s.name == modality)
+    if spec.volume:
+        return object_array([row for _, values in parts for row in values.double().cpu().numpy()])
     if spec.kind != "sequence":
         values = np.concatenate([values.double().cpu().numpy() for _, values in parts])
-        return np.moveaxis(values, 1, -1) if spec.kind == "image" and not spec.volume else values
+        return np.moveaxis(values, 1, -1) if spec.kind == "image" else values
     rows = []
     for mask, values in parts:
         lengths = mask.sum(dim=1).cpu().numpy()
@@ -136,10 +234,11 @@ def gradient_saliency(estimator, X, modality, *, target=None):
         As for ``predict``; every row must have ``modality``.
     modality : str
         The modality whose input is attributed: a token column (each token, e.g. each CT
-        slice), a raw image column read by the network's image encoder (each pixel), or a
-        numeric block (each feature). With a Pipeline, also a CT volume column (each voxel);
-        any other modality of its model is attributed at the model's input, ``X`` passed
-        through the steps before it.
+        slice), a raw image column read by the network's image encoder (each pixel), a CT
+        volume column read by its 3-D encoder (each voxel, in Hounsfield units), or a
+        numeric block (each feature). With a Pipeline, also the CT volume column of a
+        CTVolumeEmbedder step (each voxel); any other modality of its model is attributed at
+        the model's input, ``X`` passed through the steps before it.
     target : class label, default=None
         Classifier only: the class whose logit is explained; ``None`` is each row's predicted
         class (a multi-label model needs one). A survival model explains its risk and
@@ -152,9 +251,12 @@ def gradient_saliency(estimator, X, modality, *, target=None):
         its cells), ``(n_samples, d)`` for a numeric block, and for a token column an object
         array of ``n_samples`` arrays ``(T_i, d)``, one per row with its own tokens (no
         padding).
-        :func:`token_importance` reduces tokens to one value each. For a CT volume column,
-        an object array of ``n_samples`` float64 arrays, each the shape ``(z, y, x)`` of its
-        row's volume (whether or not the volumes share a shape), per Hounsfield unit.
+        :func:`token_importance` reduces tokens to one value each. For a CT volume column
+        (of ``(Z, H, W)`` arrays or of files, read by the model's 3-D encoder, or through a
+        Pipeline's CTVolumeEmbedder), an object array of ``n_samples`` float64 arrays, each
+        the shape ``(z, y, x)`` of its row's volume as given (an array's shape, a file's own
+        shape as read, not ``volume_size``), whether or not the volumes share a shape, per
+        Hounsfield unit.
 
     See Also
     --------
@@ -163,6 +265,15 @@ def gradient_saliency(estimator, X, modality, *, target=None):
 
     Notes
     -----
+    A volume column of a model that trains a 3-D encoder (``image_encoder=``) is
+    differentiated through the network's resampling to ``volume_size`` (trilinear) and its
+    window, HU window or per-volume min-max scaling (then through each volume's minimum and
+    maximum, as the model computes them); voxels outside a HU window get zero. A file is
+    read by the model's reader, in HU at its own shape, and resampled to ``volume_size``
+    inside the graph, one row at a time (the memory is one volume, its gradient and the
+    network's activations on one resampled volume): the map is the gradient per voxel of
+    the file, not a map interpolated afterwards.
+
     Through a Pipeline, the score is differentiated through the model, the embedder's
     z-average (``pool="mean"``) or slice tokens (``pool=None``), its frozen backbone and its
     own per-slice preprocessing (normalisation, replication to 3 channels, resize, window:
@@ -197,7 +308,7 @@ def gradient_saliency(estimator, X, modality, *, target=None):
     _check_estimator(estimator, modality, target)
     parts = [
         (block.get("mask"), grad)
-        for block, _, grad in _path_gradients(estimator, X, modality, [1.0], 0.0, target)
+        for block, _, grad in _path_gradients(estimator, X, modality, target)
     ]
     return _aligned(estimator, modality, parts)
 
@@ -222,10 +333,23 @@ def integrated_gradients(estimator, X, modality, *, target=None, baseline=None, 
         See :func:`gradient_saliency`.
     baseline : float, default=None
         The reference input :math:`x'`, every element equal to this value. None is 0 for
-        the inputs of the model (an all-black image, null tokens, the value of padding)
-        and, for a CT volume column, the low end of the embedder's window: a volume that
-        the window turns black, so that a voxel's attribution is what its visible contrast
-        adds (voxels below the window get none). A number is in Hounsfield units there.
+        the inputs of the model (an all-black image, null tokens, the value of padding).
+        For a CT volume column, a number is in Hounsfield units, and None is:
+
+        - with a HU window (``window="pe"``, ``(low, high)``, or a CTVolumeEmbedder's
+          window through a Pipeline), the window's low end: a volume that the window turns
+          black, so that a voxel's attribution is what its visible contrast adds (voxels
+          below the window get none);
+        - with ``window="minmax"``, each volume's own minimum (of the volume resampled to
+          ``volume_size``, as the model scales it), which min-max scaling reads as zeros,
+          as it reads any constant volume. The network reads each point :math:`x_\\alpha`
+          of the path scaled as the volume itself, :math:`(x_\\alpha - low) / span` with
+          ``low`` and ``span`` those of :math:`x` (linear in :math:`\\alpha`): scaled by
+          its own minimum and maximum, every point would be the same input (the points
+          differ by an offset and a factor), and the attributions would sum to 0. At both
+          ends the network's input is the model's own, so completeness holds against its
+          outputs. A number is refused there (a ValueError): min-max scaling reads every
+          constant volume alike.
     n_steps : int, default=64
         Points of the midpoint rule.
 
@@ -240,11 +364,14 @@ def integrated_gradients(estimator, X, modality, *, target=None, baseline=None, 
 
     Notes
     -----
-    For a CT volume column, the path moves the whole volume while the slices kept stay
-    those ``slices`` keeps for the row's own volume; so the completeness reference
-    :math:`f(x')` is the score of the volume filled with ``baseline``, when ``slices``
-    does not depend on the voxels (None, a range or a fraction). Each step costs what
-    :func:`gradient_saliency` costs a volume.
+    For a CT volume column, :math:`f(x')` is the score of the row's volume filled with
+    ``baseline`` (an array of its shape, or a file of its shape), the volume read as the
+    model reads it; under ``window="minmax"``, of any constant volume. Through a Pipeline,
+    the path moves the whole volume while the slices kept stay those ``slices`` keeps for
+    the row's own volume; so the completeness reference is the score of the filled volume
+    when ``slices`` does not depend on the voxels (None, a range or a fraction). Each step
+    costs what :func:`gradient_saliency` costs a volume (a column of files goes one row at
+    a time).
 
     References
     ----------
@@ -275,7 +402,7 @@ def integrated_gradients(estimator, X, modality, *, target=None, baseline=None, 
         return volumes.integrated_gradients(alphas.tolist(), baseline)
     _check_estimator(estimator, modality, target)
     parts = []
-    for block, delta, mean_grad in _path_gradients(estimator, X, modality, alphas, float(baseline or 0.0), target):
+    for block, delta, mean_grad in _path_gradients(estimator, X, modality, target, alphas, baseline):
         attribution = delta * mean_grad
         if "mask" in block:
             # Padding is not input: its zeros are no token to attribute.

@@ -62,6 +62,13 @@ def volume_step(pipeline, modality, target):
             f"modality={step._output_name()!r}."
         )
     check_is_fitted(step, "backbone_", msg=f"step {name!r} (CTVolumeEmbedder) is not fitted: fit the Pipeline first.")
+    if step._reads_whole_volumes():
+        raise ValueError(
+            f"step {name!r} (CTVolumeEmbedder) embeds each volume of column {modality!r} whole with a backbone that "
+            "windows it itself (a TimeToEventPretraining image_encoder_): voxel attributions follow the per-slice "
+            "path only. Train the fusion estimator on the volume column with image_encoder=<that module> and "
+            "explain the estimator: its maps reach the voxels."
+        )
     if step._output_name() not in names:
         raise ValueError(
             f"the model does not read modality {step._output_name()!r}, the output of step {name!r}; its "

@@ -9,6 +9,7 @@ pretraining (``"slices"``), or by the user's module; rows without a volume never
 (:class:`~skfusion.modules.volumes.VolumeEncoder3d`).
 """
 
+import contextlib
 import copy
 
 import torch
@@ -46,6 +47,11 @@ class VolumeGeometry(nn.Module):
     volume_size : tuple of 3 int
     """
 
+    # Set by hold_minmax_scaling: None scales each batch by its own volumes; _RECORD scales the next batch
+    # so and keeps its (low, span) tuple, used for the batches after it. A class attribute: a geometry
+    # pickled before it existed reads None.
+    _held_scaling = None
+
     def __init__(self, window, volume_size):
         super().__init__()
         self.window = MINMAX if isinstance(window, str) and window == MINMAX else resolve_window(window)
@@ -54,13 +60,55 @@ class VolumeGeometry(nn.Module):
     def forward(self, x):
         x = resize_volume(x, self.volume_size)
         if self.window == MINMAX:
-            low = x.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
-            span = x.flatten(1).amax(dim=1).view(-1, 1, 1, 1) - low
-            x = (x - low) / torch.where(span > 0, span, torch.ones_like(span))
+            low, span = self._scaling(x)
+            x = (x - low) / span
         else:
             x = apply_window(x, *self.window)
         x = x.unsqueeze(1)
         return x.contiguous(memory_format=torch.channels_last_3d) if x.is_cuda else x
+
+    def minmax_scaling(self, x):
+        """``(low, span)``, each ``(n, 1, 1, 1)``, by which ``window="minmax"`` scales the HU volumes ``x``.
+
+        ``low`` is each volume's minimum once resampled to ``volume_size``, ``span`` its
+        maximum less ``low`` (1 for a constant volume, which is then scaled to zeros).
+        """
+        x = resize_volume(x, self.volume_size)
+        low = x.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
+        span = x.flatten(1).amax(dim=1).view(-1, 1, 1, 1) - low
+        return low, torch.where(span > 0, span, torch.ones_like(span))
+
+    def _scaling(self, x):
+        if isinstance(self._held_scaling, tuple):
+            return self._held_scaling
+        scaling = self.minmax_scaling(x)
+        if self._held_scaling is _RECORD:
+            self._held_scaling = tuple(v.detach() for v in scaling)
+        return scaling
+
+
+_RECORD = object()
+
+
+@contextlib.contextmanager
+def hold_minmax_scaling(module):
+    """Inside the block, every min-max :class:`VolumeGeometry` of ``module`` scales its volumes by ``(low, span)``
+    of the first batch it scales in the block, held constant (no gradient through them).
+
+    Integrated gradients (:mod:`skfusion.inspection`) run ``module`` first on the end of the
+    path, the rows' own volumes: min-max scaling is the same at every point of a straight
+    path from a constant volume (the path's volumes differ by an offset and a factor), so
+    the score would not move along it; with the end's scaling held, the network's input is
+    linear along the path. The batches of the block must hold the same rows as the first.
+    """
+    geometries = [m for m in module.modules() if isinstance(m, VolumeGeometry) and m.window == MINMAX]
+    for geometry in geometries:
+        geometry._held_scaling = _RECORD
+    try:
+        yield
+    finally:
+        for geometry in geometries:
+            del geometry._held_scaling
 
 
 class SliceNetwork(nn.Module):
