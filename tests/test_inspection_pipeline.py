@@ -220,16 +220,60 @@ def test_bad_input(data, pipelines):
         integrated_gradients(pipe, rows, "ct", baseline=np.inf)
 
 
-def test_a_whole_volume_backbone_is_named(data):
+def whole_volume_pipeline(data, window):
+    """A CTVolumeEmbedder whose backbone windows and resamples each volume itself, as TimeToEventPretraining's."""
     from skfusion.modules.volume_input import VolumeGeometry
 
     X, y, _ = data
     torch.manual_seed(0)
     network = torch.nn.Sequential(
-        VolumeGeometry(WINDOW, (4, 8, 8)), torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.AdaptiveAvgPool3d(1),
-        torch.nn.Flatten(),
+        VolumeGeometry(window, (4, 8, 8)), torch.nn.Conv3d(1, 3, 3, padding=1), torch.nn.Tanh(),
+        torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(),
     )  # fmt: skip
-    whole = CTVolumeEmbedder(backbone=network, batch_size=2, device="cpu")
-    pipe = Pipeline([("ct", whole), ("fuse", ConcatSurvival(**TRAINING))]).fit(X.drop(columns="pet"), y)
-    with pytest.raises(ValueError, match=r"step 'ct' \(CTVolumeEmbedder\) embeds each volume of column 'ct' whole"):
-        gradient_saliency(pipe, X.iloc[:2].drop(columns="pet"), "ct")
+    whole = CTVolumeEmbedder(backbone=network, slices=KEPT, batch_size=2, device="cpu")
+    X = X.drop(columns="pet")
+    return Pipeline([("ct", whole), ("fuse", ConcatSurvival(**TRAINING))]).fit(X, y), X
+
+
+@pytest.mark.parametrize("window", [WINDOW, "minmax"])
+def test_a_whole_volume_backbone_is_explained_voxel_by_voxel(data, window):
+    pipe, X = whole_volume_pipeline(data, window)
+    rows = X.iloc[:3]
+    explained = VolumeScore(pipe, pipe[0], rows, "ct", None)
+    scores = [explained.score(i, explained._embed_whole(v[k])[None]).item() for i, (v, k) in
+              enumerate(explained.read(i) for i in range(len(rows)))]  # fmt: skip
+    np.testing.assert_allclose(scores, network_outputs(pipe, rows)[:, 0], rtol=1e-4)
+    saliency = gradient_saliency(pipe, rows, "ct")
+    assert [s.shape for s in saliency] == [v.shape for v in rows["ct"]]
+    for s in saliency:
+        assert not s[: KEPT[0]].any() and not s[KEPT[1] :].any() and np.abs(s[KEPT[0] : KEPT[1]]).sum() > 0
+    # The gradient against central differences, in float64.
+    pipe = copy.deepcopy(pipe)
+    explained = VolumeScore(pipe, pipe[0], rows.iloc[:1], "ct", None)
+    pipe[0].backbone_.double()
+    pipe[-1].net_.module_.double()
+    volume, kept = explained.read(0)
+    _, grad = explained.path_gradients(0, [1.0], 0.0)
+    eps = 1e-2
+    for voxel in [(1, 3, 4), (3, 7, 2), (2, 9, 9)]:
+        moved = []
+        for sign in (1, -1):
+            shifted = volume.clone()
+            shifted[voxel] += sign * eps
+            moved.append(explained.score(0, explained._embed_whole(shifted[kept])[None]).item())
+        np.testing.assert_allclose(float(grad[voxel]), (moved[0] - moved[1]) / (2 * eps), rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.parametrize("window", [WINDOW, "minmax"])
+def test_integrated_gradients_through_a_whole_volume_backbone_are_complete(data, window):
+    pipe, X = whole_volume_pipeline(data, window)
+    rows = X.iloc[:3]
+    attributions = integrated_gradients(pipe, rows, "ct", n_steps=128)
+    # The default baseline: the window's low end, or under min-max any constant volume (read as zeros).
+    constant = WINDOW[0] if window != "minmax" else 0.0
+    baseline = with_volumes(rows, [np.full_like(v, constant) for v in rows["ct"]])
+    expected = pipe.predict(rows) - pipe.predict(baseline)
+    np.testing.assert_allclose([a.sum() for a in attributions], expected, rtol=1e-3)
+    if window == "minmax":
+        with pytest.raises(ValueError, match=r"baseline=0.0 cannot be used with the backbone's window='minmax'"):
+            integrated_gradients(pipe, rows, "ct", baseline=0.0)

@@ -4,17 +4,23 @@ A :class:`~skfusion.encoders.CTVolumeEmbedder` with a torch backbone is differen
 per-slice preprocessing (window, resize, replication to 3 channels, normalisation) is a
 chain of torch functions, the embedder's own (``_prepare``), and so is the backbone. The
 score of the model after it is therefore a differentiable function of the voxels of each
-volume, which :class:`VolumeScore` evaluates and differentiates one volume at a time.
+volume, which :class:`VolumeScore` evaluates and differentiates one volume at a time. A
+backbone that embeds each volume whole (``TimeToEventPretraining``'s ``image_encoder_``,
+whose first layer windows the HU volume) is differentiated the same way, through the
+embedder's resampling of the kept slices to the network's ``volume_size``.
 """
+
+import contextlib
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._data import ModalityDataset
-from .._images import is_missing_cell
+from .._images import MINMAX, is_missing_cell, resize_volume
 from ..encoders import CTVolumeEmbedder
 from ..encoders._base import BaseColumnEncoder, as_pandas_frame, is_polars_frame
+from ..modules.volume_input import VolumeGeometry, hold_minmax_scaling
 from ._score import check_model, modality_names, score, score_columns
 
 
@@ -62,13 +68,6 @@ def volume_step(pipeline, modality, target):
             f"modality={step._output_name()!r}."
         )
     check_is_fitted(step, "backbone_", msg=f"step {name!r} (CTVolumeEmbedder) is not fitted: fit the Pipeline first.")
-    if step._reads_whole_volumes():
-        raise ValueError(
-            f"step {name!r} (CTVolumeEmbedder) embeds each volume of column {modality!r} whole with a backbone that "
-            "windows it itself (a TimeToEventPretraining image_encoder_): voxel attributions follow the per-slice "
-            "path only. Train the fusion estimator on the volume column with image_encoder=<that module> and "
-            "explain the estimator: its maps reach the voxels."
-        )
     if step._output_name() not in names:
         raise ValueError(
             f"the model does not read modality {step._output_name()!r}, the output of step {name!r}; its "
@@ -113,6 +112,8 @@ class VolumeScore:
         blocks, _ = self.model._blocks(pipeline[:-1].transform(X), reset=False)
         self.dataset = ModalityDataset(blocks, device=self.model.net_.device)
         self.columns = score_columns(self.model, self.dataset, target)
+        # A whole-volume backbone's first layer windows (and resamples) the volume itself.
+        self.geometry = embedder.backbone_[0] if embedder._reads_whole_volumes() else None
 
     def __len__(self):
         return len(self.cells)
@@ -160,14 +161,52 @@ class VolumeScore:
         with torch.backends.cudnn.flags(enabled=False):
             return score(module, blocks, self.columns[[i] * len(tokens)])
 
+    def _embed_whole(self, slices):
+        """The ``(1, d)`` embedding of one volume's kept ``(k, y, x)`` HU slices by a whole-volume backbone.
+
+        The embedder's own path: the slices resampled to the network's ``volume_size``
+        (:class:`~skfusion.modules.volume_input.VolumeGeometry`), then the backbone, which
+        windows them.
+        """
+        x = slices[None]
+        if isinstance(self.geometry, VolumeGeometry):
+            x = resize_volume(x, self.geometry.volume_size)
+        amp = self.embedder.amp_dtype_
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            return self.embedder.backbone_(x)
+
+    def _whole_path_gradients(self, i, volume, kept, alphas, start):
+        """:meth:`path_gradients` through a whole-volume backbone: one forward and backward pass per point.
+
+        ``start=None`` is the volume's own minimum under ``window="minmax"``, the scaling of
+        the volume held along the path (:func:`~skfusion.modules.volume_input.hold_minmax_scaling`).
+        """
+        minmax = start is None
+        with hold_minmax_scaling(self.embedder.backbone_) if minmax else contextlib.nullcontext():
+            if minmax:
+                with torch.no_grad():
+                    self._embed_whole(volume[kept])  # the pass whose scaling the path holds
+                start = self.geometry.minmax_scaling(resize_volume(volume[kept][None], self.geometry.volume_size))[0]
+                start = start.reshape(()).to(volume.dtype)
+            delta = volume - start
+            total = torch.zeros_like(volume)
+            for alpha in alphas:
+                slices = (start + alpha * delta[kept]).requires_grad_(True)
+                value = self.score(i, self._embed_whole(slices)[None])
+                (grad,) = torch.autograd.grad(value.sum(), slices)
+                total[kept] += grad
+        return delta, total / len(alphas)
+
     def path_gradients(self, i, alphas, start):
         """Row ``i``'s volume ``x`` less ``start``, and the mean of the gradients at ``start + alpha (x - start)``.
 
         The network reads the path's points together; each point's slices then go through
         the backbone a batch at a time to carry the gradient to their voxels. The slices not
-        kept get zero.
+        kept get zero. A whole-volume backbone reads each point's kept slices at once.
         """
         volume, kept = self.read(i)
+        if self.geometry is not None:
+            return self._whole_path_gradients(i, volume, kept, alphas, start)
         delta = volume - start
         tokens = torch.stack([self.tokens(delta, kept, alpha, start) for alpha in alphas]).requires_grad_(True)
         (by_token,) = torch.autograd.grad(self.score(i, tokens).sum(), tokens)
@@ -188,12 +227,28 @@ class VolumeScore:
     def integrated_gradients(self, alphas, baseline):
         """``(x - x') * mean over alphas of the gradient at x' + alpha (x - x')`` per row, ``x'`` all ``baseline`` HU.
 
-        ``baseline=None`` is the low end of the embedder's window (0 once windowed).
+        ``baseline=None`` is the low end of the window (0 once windowed): the embedder's, or
+        that of a whole-volume backbone's first layer; under its ``window="minmax"``, each
+        volume's own minimum, which min-max scaling reads as zeros (a number is refused there).
         """
-        start = self.embedder.window_[0] if baseline is None else float(baseline)
+        start = self._start(baseline)
         return object_array(
             [_numpy(delta * mean) for delta, mean in (self.path_gradients(i, alphas, start) for i in range(len(self)))]
         )
+
+
+    def _start(self, baseline):
+        """The HU that the paths start from (None: each volume's minimum, under min-max scaling)."""
+        window = self.embedder.window_ if self.geometry is None else self.geometry.window
+        if isinstance(window, str) and window == MINMAX:
+            if baseline is not None:
+                raise ValueError(
+                    f"baseline={baseline!r} cannot be used with the backbone's window='minmax': min-max scaling reads "
+                    "every constant volume as zeros, whatever its value, so the baseline is each volume's own minimum; "
+                    "leave baseline=None."
+                )
+            return None
+        return window[0] if baseline is None else float(baseline)
 
 
 def _numpy(tensor):
