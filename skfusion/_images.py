@@ -177,9 +177,15 @@ def resize_volume(x, size):
     return F.interpolate(x[:, None], size=tuple(size), mode="trilinear", align_corners=False)[:, 0]
 
 
+def resolve_volume_window(window):
+    """A volume encoder's ``window``: ``"minmax"`` as it is, a HU window resolved to ``(low, high)``."""
+    return MINMAX if isinstance(window, str) and window == MINMAX else resolve_window(window)
+
+
 def window_low(window):
     """The HU that ``window`` maps to 0 (None for ``"minmax"``: each volume's own minimum)."""
-    return None if isinstance(window, str) and window == MINMAX else resolve_window(window)[0]
+    window = resolve_volume_window(window)
+    return None if window == MINMAX else window[0]
 
 
 class VolumeFiles:
@@ -236,26 +242,30 @@ class VolumeFiles:
                     out[k] = augment_volume(out[k], window_low(self.window), generator)
         return out
 
+    def raw(self, row):
+        """Row ``row``'s volume as its file holds it: ``(z, y, x)`` float32 in HU, before resampling."""
+        path = self.paths[row]
+        try:
+            return read_ct_volume(path, path)
+        except ValueError as exc:
+            raise ValueError(f"row {row}, volume {path!r}: {exc}") from None
+
     def _volume(self, path, row):
         """The resampled volume of ``path``: from the cache when it is there (memory-mapped), else decoded."""
         if self.cache is None:
-            return self._decode(path, row)
+            return self._decode(row)
         name = hashlib.sha1(f"{path}|{self.size}".encode()).hexdigest()
         cached = os.path.join(self.cache, f"{name}.npy")
         if os.path.exists(cached):
             return np.load(cached, mmap_mode="r")
-        volume = self._decode(path, row)
+        volume = self._decode(row)
         partial = os.path.join(self.cache, f"{name}.{os.getpid()}.partial.npy")
         np.save(partial, volume)
         os.replace(partial, cached)
         return volume
 
-    def _decode(self, path, row):
-        try:
-            volume = read_ct_volume(path, path)
-        except ValueError as exc:
-            raise ValueError(f"row {row}, volume {path!r}: {exc}") from None
-        return resize_volume(torch.from_numpy(volume)[None], self.size)[0].numpy()
+    def _decode(self, row):
+        return resize_volume(torch.from_numpy(self.raw(row))[None], self.size)[0].numpy()
 
 
 def augment_volume(volume, fill, generator):

@@ -36,12 +36,11 @@ import torch
 from sklearn.pipeline import Pipeline
 
 from .._data import ModalityDataset
-from .._images import MINMAX, VolumeFiles, resize_volume
-from .._volumes import read_ct_volume
+from .._images import VolumeFiles, resize_volume
 from ..modules.tte import SliceGeometry
 from ..modules.volume_input import VolumeGeometry, hold_minmax_scaling
 from ._score import check_model, modality_names, score, score_columns
-from ._volume import VolumeScore, object_array, volume_step
+from ._volume import VolumeScore, object_array, path_start, volume_step
 
 
 def _check_estimator(estimator, modality, target):
@@ -80,7 +79,7 @@ def _inputs(estimator, X, modality, target):
     as_block = functools.partial(resize_volume, size=files.size)
     for chunk in positions.split(1):
         rows = chunk.cpu()
-        volume = torch.from_numpy(_read_volume(files, int(rows[0])))[None].to(dataset.device)
+        volume = torch.from_numpy(files.raw(int(rows[0])))[None].to(dataset.device)
         images = {name: column.read(rows) for name, column in dataset.files.items() if name != modality}
         blocks = dataset.batch(chunk, images={**images, modality: as_block(volume)})[0]
         yield blocks, columns[rows], volume, as_block
@@ -88,15 +87,6 @@ def _inputs(estimator, X, modality, target):
 
 def _identity(x):
     return x
-
-
-def _read_volume(files, row):
-    """Row ``row`` of the volume file column ``files`` as its reader gives it: ``(z, y, x)`` float32, in HU."""
-    path = files.paths[row]
-    try:
-        return read_ct_volume(path, path)
-    except ValueError as exc:
-        raise ValueError(f"row {row}, volume {path!r}: {exc}") from None
 
 
 def _volume_input(module):
@@ -130,17 +120,13 @@ def _paths(estimator, X, modality, target, integrated=False, baseline=None):
     mean, scale = _standardization(estimator, modality)
     spec = next(s for s in estimator.layout_ if s.name == modality)
     geometry = _volume_input(module) if spec.volume else None
-    minmax = integrated and geometry is not None and geometry.window == MINMAX
-    if minmax and baseline is not None:
-        raise ValueError(
-            f"baseline={baseline!r} cannot be used with window='minmax': min-max scaling reads every constant "
-            "volume as zeros, whatever its value, so the baseline is each volume's own minimum; leave "
-            "baseline=None."
-        )
     if not integrated:
         baseline = 0.0
+    elif geometry is not None:
+        baseline = path_start(geometry.window, baseline)
     elif baseline is None:
-        baseline = geometry.window[0] if geometry is not None else 0.0  # a HU window's low end: black
+        baseline = 0.0
+    minmax = baseline is None  # each volume's minimum, its scaling held along the path
     for blocks, columns, x, as_block in _inputs(estimator, X, modality, target):
         x = x.to(dtype)
 

@@ -17,11 +17,31 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._data import ModalityDataset
-from .._images import MINMAX, is_missing_cell, resize_volume
+from .._images import is_missing_cell, resize_volume, window_low
 from ..encoders import CTVolumeEmbedder
 from ..encoders._base import BaseColumnEncoder, as_pandas_frame, is_polars_frame
 from ..modules.volume_input import VolumeGeometry, hold_minmax_scaling
 from ._score import check_model, modality_names, score, score_columns
+
+
+def path_start(window, baseline, whose=""):
+    """The HU that integrated gradients' paths start from, through a volume encoder's ``window``.
+
+    ``baseline``, by default the window's low end (black once windowed); None under
+    ``window="minmax"``: each path starts at its volume's own minimum, which min-max scaling
+    reads as zeros, as it reads any constant volume, so a number is refused there.
+    ``whose`` qualifies the window in that error.
+    """
+    low = window_low(window)
+    if low is None:
+        if baseline is not None:
+            raise ValueError(
+                f"baseline={baseline!r} cannot be used with {whose}window='minmax': min-max scaling reads every "
+                "constant volume as zeros, whatever its value, so the baseline is each volume's own minimum; "
+                "leave baseline=None."
+            )
+        return None
+    return low if baseline is None else float(baseline)
 
 
 def object_array(rows):
@@ -186,7 +206,7 @@ class VolumeScore:
             if minmax:
                 with torch.no_grad():
                     self._embed_whole(volume[kept])  # the pass whose scaling the path holds
-                start = self.geometry.minmax_scaling(resize_volume(volume[kept][None], self.geometry.volume_size))[0]
+                start = self.geometry.minmax_scaling(volume[kept][None])[0]
                 start = start.reshape(()).to(volume.dtype)
             delta = volume - start
             total = torch.zeros_like(volume)
@@ -231,24 +251,11 @@ class VolumeScore:
         that of a whole-volume backbone's first layer; under its ``window="minmax"``, each
         volume's own minimum, which min-max scaling reads as zeros (a number is refused there).
         """
-        start = self._start(baseline)
+        window = self.embedder.window_ if self.geometry is None else self.geometry.window
+        start = path_start(window, baseline, whose="the backbone's ")
         return object_array(
             [_numpy(delta * mean) for delta, mean in (self.path_gradients(i, alphas, start) for i in range(len(self)))]
         )
-
-
-    def _start(self, baseline):
-        """The HU that the paths start from (None: each volume's minimum, under min-max scaling)."""
-        window = self.embedder.window_ if self.geometry is None else self.geometry.window
-        if isinstance(window, str) and window == MINMAX:
-            if baseline is not None:
-                raise ValueError(
-                    f"baseline={baseline!r} cannot be used with the backbone's window='minmax': min-max scaling reads "
-                    "every constant volume as zeros, whatever its value, so the baseline is each volume's own minimum; "
-                    "leave baseline=None."
-                )
-            return None
-        return window[0] if baseline is None else float(baseline)
 
 
 def _numpy(tensor):

@@ -15,8 +15,8 @@ import copy
 import torch
 from torch import nn
 
-from .._images import IMAGENET_MEAN, IMAGENET_STD, MINMAX, resize_volume
-from .._volumes import apply_window, resolve_window
+from .._images import IMAGENET_MEAN, IMAGENET_STD, MINMAX, resize_volume, resolve_volume_window
+from .._volumes import apply_window
 from .encoders import RESNETS, image_encoder
 from .tte import SliceGeometry, VolumeEncoder, default_slice_backbone
 from .volumes import VOLUME_NETWORKS, VolumeEncoder3d, check_volume_input, volume_network
@@ -54,7 +54,7 @@ class VolumeGeometry(nn.Module):
 
     def __init__(self, window, volume_size):
         super().__init__()
-        self.window = MINMAX if isinstance(window, str) and window == MINMAX else resolve_window(window)
+        self.window = resolve_volume_window(window)
         self.volume_size = tuple(int(v) for v in volume_size)
 
     def forward(self, x):

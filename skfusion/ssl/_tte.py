@@ -15,14 +15,21 @@ from .._training import HELD_OUT_PARAMETERS, MIN_VALIDATION_ROWS, held_out_split
 from .._compat import Interval, StrOptions, _fit_context
 from .._data import ModalityDataset
 from .._survival import MAX_TIME
-from .._images import IMAGENET_MEAN, IMAGENET_STD, MINMAX, VOLUME_FILE_CONSTRAINTS, is_missing_cell
+from .._images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MINMAX,
+    VOLUME_FILE_CONSTRAINTS,
+    is_missing_cell,
+    resolve_volume_window,
+)
 from ..encoders._backbone import load_backbone, load_state_dict
 from ..encoders._base import BaseColumnEncoder
 from ..encoders._cache import EmbeddingCache, cache_key, callable_fingerprint, content_hash, fingerprint_of
 from ..encoders._embedder import as_size, check_size
 from ..encoders._event_store import EventView
 from ..encoders._events import as_event_frame, is_number, to_days, utc_naive
-from .._volumes import read_ct_volume, resolve_window, select_slices, series_files
+from .._volumes import read_ct_volume, select_slices, series_files
 from ..encoders._tte_weights import _LAYOUTS, load_tte_encoder
 from ..encoders.ct import CTVolumeEmbedder, check_slices
 from ..modules.tte import (
@@ -570,14 +577,14 @@ class TimeToEventPretraining(BaseColumnEncoder):
     def _check_preprocessing(self):
         """Check the preprocessing parameters; set ``window_`` and ``volume_size_`` (None for a slice backbone)."""
         three_d = _reads_volumes(self.backbone)
-        minmax = isinstance(self.window, str) and self.window == MINMAX
-        if minmax and not three_d:
+        window = resolve_volume_window(self.window)
+        if window == MINMAX and not three_d:
             raise ValueError(
                 "window='minmax' (each volume scaled by its own minimum and maximum, as Huo et al.) is for a 3-D "
                 f"backbone (one of {VOLUME_NETWORKS} or a module whose first convolution is a Conv3d); the 2-D "
                 "slice backbone reads an HU window: 'pe', 'mace' or (low, high)."
             )
-        self.window_ = MINMAX if minmax else resolve_window(self.window)
+        self.window_ = window
         self.volume_size_ = tuple(self.volume_size) if three_d else None
         # The slice parameters mean what they mean in CTVolumeEmbedder: same checks.
         check_size(self.image_size, "image_size")
