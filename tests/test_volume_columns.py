@@ -37,6 +37,11 @@ def write_nifti(path, volume):
 
 def tiny_network():
     """A small 3-D network: one convolution, its maps averaged over a 2 x 4 x 4 grid (where the blob is), batch norm."""
+    # The module is built outside fit, so random_state does not seed it: without a seed its
+    # weights came from whatever the tests before it (in that pytest-xdist worker) left in
+    # torch's generator, and about one initial state in eight of these 4 channels does not
+    # learn the blob in 10 epochs (held-out C 0.47 for the survival model at seed 4).
+    torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d((2, 4, 4)), nn.Flatten(), nn.BatchNorm1d(128)
     )
