@@ -60,7 +60,13 @@ run is a failed row, listed beside the targets and left out of the best peer.
 ``real.json`` with its default ``concat`` and ``late`` rows re-run (the peers' code is
 unchanged and their rows reproduce): copy ``real.json`` to it, then ``python
 benchmarks/bench_real.py --datasets whas500 GBSG2 GSE7390 pbcseq flchain support2 --models
-concat late --merge --out benchmarks/results/small_cohorts_real.md``.
+concat late --merge --out benchmarks/results/small_cohorts_real.md``. ``real.json`` was made on
+another machine; ``benchmarks/results/small_cohorts_fit_reference.json`` holds the fit times of
+the same two rows before issue 22 (commit 1fc0fd2) on the machine of ``small_cohorts.md``, for
+``--real-reference``: ``git worktree add /tmp/before 1fc0fd2``, then ``python
+/tmp/before/benchmarks/bench_real.py --datasets whas500 GBSG2 GSE7390 pbcseq flchain support2
+--models concat late --threads 1 --out benchmarks/results/small_cohorts_fit_reference.md``
+(only its JSON sidecar is kept).
 
 Usage::
 
