@@ -274,12 +274,17 @@ class CTVolumeEmbedder(SliceEmbedder):
         kept = volume if len(indices) == len(volume) else volume[indices]
         if not self._reads_whole_volumes():
             return np.ascontiguousarray(kept[:, None])
-        x = torch.from_numpy(np.ascontiguousarray(kept))[None]
+        return self._whole_volume_input(torch.from_numpy(np.ascontiguousarray(kept))[None]).numpy()
+
+    def _whole_volume_input(self, x):
+        """One volume's kept HU slices ``(1, k, y, x)`` as a whole-volume backbone reads them.
+
+        Resampled here to its :class:`~skfusion.modules.volume_input.VolumeGeometry`'s
+        ``volume_size`` (the geometry then skips it), so that a batch holds volumes of the
+        network's size; a ``SliceGeometry`` reads the slices as they are.
+        """
         geometry = self.backbone_[0]
-        # Resampled here (its geometry then skips it), so that a batch holds volumes of the network's size.
-        if isinstance(geometry, VolumeGeometry):
-            x = resize_volume(x, geometry.volume_size)
-        return x.numpy()
+        return resize_volume(x, geometry.volume_size) if isinstance(geometry, VolumeGeometry) else x
 
     def _prepare(self, x):
         # A backbone that windows HU volumes itself reads them as they are.

@@ -133,13 +133,12 @@ def _paths(estimator, X, modality, target, integrated=False, baseline=None):
         def at(point, blocks=blocks, columns=columns, as_block=as_block):
             return score(module, {**blocks, modality: {**blocks[modality], "x": as_block(point)}}, columns)
 
-        with hold_minmax_scaling(module) if minmax else contextlib.nullcontext():
-            if minmax:
-                with torch.no_grad():
-                    at(x)  # the first pass, whose scaling the path holds
-                start = geometry.minmax_scaling(as_block(x))[0]
-            else:
-                start = (float(baseline) - mean) / scale
+        path = (
+            hold_minmax_scaling(module, lambda: at(x), as_block(x))
+            if minmax
+            else contextlib.nullcontext((float(baseline) - mean) / scale)
+        )
+        with path as start:
             yield blocks[modality], x, start, at
 
 

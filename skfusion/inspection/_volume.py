@@ -17,10 +17,10 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._data import ModalityDataset
-from .._images import is_missing_cell, resize_volume, window_low
+from .._images import is_missing_cell, window_low
 from ..encoders import CTVolumeEmbedder
 from ..encoders._base import BaseColumnEncoder, as_pandas_frame, is_polars_frame
-from ..modules.volume_input import VolumeGeometry, hold_minmax_scaling
+from ..modules.volume_input import hold_minmax_scaling
 from ._score import check_model, modality_names, score, score_columns
 
 
@@ -188,9 +188,7 @@ class VolumeScore:
         (:class:`~skfusion.modules.volume_input.VolumeGeometry`), then the backbone, which
         windows them.
         """
-        x = slices[None]
-        if isinstance(self.geometry, VolumeGeometry):
-            x = resize_volume(x, self.geometry.volume_size)
+        x = self.embedder._whole_volume_input(slices[None])
         amp = self.embedder.amp_dtype_
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             return self.embedder.backbone_(x)
@@ -202,12 +200,14 @@ class VolumeScore:
         the volume held along the path (:func:`~skfusion.modules.volume_input.hold_minmax_scaling`).
         """
         minmax = start is None
-        with hold_minmax_scaling(self.embedder.backbone_) if minmax else contextlib.nullcontext():
+        path = (
+            hold_minmax_scaling(self.embedder.backbone_, lambda: self._embed_whole(volume[kept]), volume[kept][None])
+            if minmax
+            else contextlib.nullcontext(start)
+        )
+        with path as start:
             if minmax:
-                with torch.no_grad():
-                    self._embed_whole(volume[kept])  # the pass whose scaling the path holds
-                start = self.geometry.minmax_scaling(volume[kept][None])[0]
-                start = start.reshape(()).to(volume.dtype)
+                start = start.reshape(()).to(volume.dtype)  # a scalar against the (z, y, x) voxels
             delta = volume - start
             total = torch.zeros_like(volume)
             for alpha in alphas:

@@ -91,21 +91,25 @@ _RECORD = object()
 
 
 @contextlib.contextmanager
-def hold_minmax_scaling(module):
-    """Inside the block, every min-max :class:`VolumeGeometry` of ``module`` scales its volumes by ``(low, span)``
-    of the first batch it scales in the block, held constant (no gradient through them).
+def hold_minmax_scaling(module, run, volumes):
+    """Inside the block, every min-max :class:`VolumeGeometry` of ``module`` scales its volumes by the ``(low,
+    span)`` of those it scales in ``run()``, held constant (no gradient through them); yields ``low`` of
+    ``volumes``, each volume's minimum: the start of its path.
 
-    Integrated gradients (:mod:`skfusion.inspection`) run ``module`` first on the end of the
-    path, the rows' own volumes: min-max scaling is the same at every point of a straight
-    path from a constant volume (the path's volumes differ by an offset and a factor), so
-    the score would not move along it; with the end's scaling held, the network's input is
-    linear along the path. The batches of the block must hold the same rows as the first.
+    Integrated gradients (:mod:`skfusion.inspection`) pass ``run``, a pass of ``module``
+    (without gradient) on the end of the path, the rows' own volumes, and those volumes in
+    HU, ``(n, D, H, W)``. Min-max scaling is the same at every point of a straight path from
+    a constant volume (the path's volumes differ by an offset and a factor), so the score
+    would not move along it; with the end's scaling held, the network's input is linear
+    along the path. The batches of the block must hold the same rows as ``run``'s.
     """
     geometries = [m for m in module.modules() if isinstance(m, VolumeGeometry) and m.window == MINMAX]
     for geometry in geometries:
         geometry._held_scaling = _RECORD
     try:
-        yield
+        with torch.no_grad():
+            run()
+        yield geometries[0].minmax_scaling(volumes)[0]
     finally:
         for geometry in geometries:
             del geometry._held_scaling

@@ -633,14 +633,14 @@ class TimeToEventPretraining(BaseColumnEncoder):
         slices = self.slices
         if callable(slices):
             slices = "callable " + callable_fingerprint(slices, "slices")
+        kind = "slices" if self.volume_size_ is None else "volumes"
         params = {
-            "encoder": f"{type(self).__name__} slices v{_PREPROCESSING_VERSION}",
+            "encoder": f"{type(self).__name__} {kind} v{_PREPROCESSING_VERSION}",
             "window": self.window_,
             "slices": slices,
             "image_size": as_size(self.image_size),
         }
         if self.volume_size_ is not None:
-            params["encoder"] = f"{type(self).__name__} volumes v{_PREPROCESSING_VERSION}"
             params["volume_size"] = self.volume_size_
         return fingerprint_of(params)
 
